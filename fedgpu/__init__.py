@@ -1,0 +1,3 @@
+"""fedgpu: federated learning on untrusted volunteer GPUs."""
+
+__version__ = "0.1.0"

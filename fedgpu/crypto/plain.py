@@ -1,0 +1,91 @@
+"""The ``none`` scheme: float32 chunks in the clear, for debugging and as the baseline of benchmarks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedgpu.errors import ProtocolError
+
+# 1 MiB gRPC message budget, minus room for the envelope: 200k float32 values = 800 KB.
+PLAIN_VALUES_PER_CHUNK = 200_000
+
+
+class PlainEncryptor:
+    def __init__(self, values_per_chunk: int = PLAIN_VALUES_PER_CHUNK) -> None:
+        self.values_per_chunk = values_per_chunk
+
+    def encrypt(self, values: np.ndarray) -> bytes:
+        return np.ascontiguousarray(values, dtype="<f4").tobytes()
+
+
+class PlainAdder:
+    """Sums float32 chunks into a float64 accumulator."""
+
+    def __init__(self, values_per_chunk: int = PLAIN_VALUES_PER_CHUNK) -> None:
+        self.values_per_chunk = values_per_chunk
+
+    def _view(self, payload: bytes) -> np.ndarray:
+        if len(payload) % 4 or not payload or len(payload) > 4 * self.values_per_chunk:
+            raise ProtocolError(
+                f"plain chunk of {len(payload)} bytes: expected a non-empty multiple of 4 "
+                f"of at most {4 * self.values_per_chunk} bytes"
+            )
+        arr = np.frombuffer(payload, dtype="<f4")
+        if not np.isfinite(arr).all():
+            raise ProtocolError("plain chunk holds NaN or infinite values")
+        return arr
+
+    def check(self, payload: bytes) -> None:
+        self._view(payload)
+
+    def zero(self) -> np.ndarray:
+        return np.zeros(0, dtype=np.float64)
+
+    def add(self, acc: np.ndarray, payload: bytes) -> np.ndarray:
+        arr = self._view(payload)
+        if acc.size == 0:
+            return arr.astype(np.float64)
+        if acc.size != arr.size:
+            raise ProtocolError(f"plain chunk has {arr.size} values, the sum has {acc.size}")
+        acc += arr
+        return acc
+
+    def to_bytes(self, acc: np.ndarray) -> bytes:
+        return np.ascontiguousarray(acc, dtype="<f8").tobytes()
+
+
+class PlainDecryptor:
+    def decrypt(self, payload: bytes, num_values: int) -> np.ndarray:
+        arr = np.frombuffer(payload, dtype="<f8")
+        if arr.size != num_values:
+            raise ProtocolError(f"summed plain chunk has {arr.size} values, expected {num_values}")
+        return arr.copy()
+
+
+class PlainKeyPair:
+    """No keys at all: public material and parameters are empty."""
+
+    scheme = "none"
+
+    def __init__(self, values_per_chunk: int = PLAIN_VALUES_PER_CHUNK) -> None:
+        self.values_per_chunk = values_per_chunk
+
+    @property
+    def public_material(self) -> bytes:
+        return b""
+
+    @property
+    def params(self) -> bytes:
+        return self.values_per_chunk.to_bytes(8, "little")
+
+    def decryptor(self) -> PlainDecryptor:
+        return PlainDecryptor()
+
+
+def plain_values_per_chunk(params: bytes) -> int:
+    if len(params) != 8:
+        raise ProtocolError("plain scheme parameters must be 8 bytes")
+    n = int.from_bytes(params, "little")
+    if not 2 <= n <= PLAIN_VALUES_PER_CHUNK:
+        raise ProtocolError(f"plain values_per_chunk {n} out of range 2..{PLAIN_VALUES_PER_CHUNK}")
+    return n

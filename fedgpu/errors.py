@@ -1,0 +1,108 @@
+"""The one exception tree of fedgpu.
+
+    FedgpuError
+    ├── ConfigError            a job spec, flag or file is wrong: the user fixes it
+    ├── ProtocolError          a peer sent something malformed, forged, replayed or out of turn
+    │   └── NotFoundError      it names a node, job, round or task that does not exist
+    ├── CapabilityError        a node lacks the model or dataset a job needs
+    ├── PrivacyBudgetExceeded  a task would push a data owner past their epsilon cap
+    ├── CryptoError            a ciphertext, key or context does not fit
+    ├── StorageError           the database or a file could not be read or written
+    └── RoundFailed            a round could not gather enough nodes
+
+Every branch maps to one gRPC status (``grpc_status``) and one CLI exit code (``exit_code``),
+so a servicer and the CLI translate errors at one boundary each.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class FedgpuError(Exception):
+    """Root of every error fedgpu raises on purpose."""
+
+    grpc_status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    exit_code: int = 1
+
+
+class ConfigError(FedgpuError):
+    """Raised when a job spec, flag or file is invalid; the message names the field and what is allowed."""
+
+    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+    exit_code = 2
+
+
+class ProtocolError(FedgpuError):
+    """Raised when a message is malformed, forged, replayed, oversized or out of turn. The sender must fix it."""
+
+    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+    exit_code = 3
+
+
+class AuthError(ProtocolError):
+    """Raised when a signature or token does not verify; the peer must re-register or use its own key."""
+
+    grpc_status = grpc.StatusCode.UNAUTHENTICATED
+
+
+class NotFoundError(ProtocolError):
+    """Raised when a request names a node, job, round or task the aggregator does not know."""
+
+    grpc_status = grpc.StatusCode.NOT_FOUND
+
+
+class StateError(ProtocolError):
+    """Raised when a request is valid but arrives at the wrong time (round closed, task already done)."""
+
+    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class CapabilityError(FedgpuError):
+    """Raised when a node lacks the model or dataset a job names; install it or map the dataset with --data."""
+
+    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
+    exit_code = 4
+
+
+class PrivacyBudgetExceeded(FedgpuError):
+    """Raised when a task would push a data owner's epsilon past their cap; the node trains nothing."""
+
+    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    exit_code = 5
+
+
+class CryptoError(FedgpuError):
+    """Raised when a ciphertext, key or encryption context is malformed or belongs to another job."""
+
+    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+    exit_code = 6
+
+
+class StorageError(FedgpuError):
+    """Raised when the database or a file cannot be read or written (full disk, bad URL, corrupt file)."""
+
+    grpc_status = grpc.StatusCode.UNAVAILABLE
+    exit_code = 7
+
+
+class RoundFailed(FedgpuError):
+    """Raised when a job cannot gather min_nodes reports; start more nodes or lower min_nodes."""
+
+    grpc_status = grpc.StatusCode.UNAVAILABLE
+    exit_code = 8
+
+
+__all__ = [
+    "AuthError",
+    "CapabilityError",
+    "ConfigError",
+    "CryptoError",
+    "FedgpuError",
+    "NotFoundError",
+    "PrivacyBudgetExceeded",
+    "ProtocolError",
+    "RoundFailed",
+    "StateError",
+    "StorageError",
+]

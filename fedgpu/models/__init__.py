@@ -1,0 +1,138 @@
+"""Model registry: a job names a model; the node builds it from code it already has.
+
+Model code never crosses the network. Built-ins are registered here; a node operator may install
+more through the ``fedgpu.models`` entry-point group (``name = "pkg.module:builder"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Callable
+
+import torch
+from torch import nn
+
+from fedgpu.errors import CapabilityError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a builder needs to know about the data: input shape (without batch) and classes."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+Builder = Callable[[ModelSpec], nn.Module]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register_model(name: str, builder: Builder, *, force: bool = False) -> None:
+    if name in _REGISTRY and not force:
+        raise ValueError(f"model {name!r} is already registered")
+    _REGISTRY[name] = builder
+
+
+class CNN1D(nn.Module):
+    """1D CNN for MNIST-1D (~28 k parameters at width 64). GroupNorm, so Opacus accepts it."""
+
+    def __init__(self, spec: ModelSpec, width: int = 64) -> None:
+        super().__init__()
+        length = spec.input_shape[-1]
+        self.features = nn.Sequential(
+            nn.Conv1d(1, width, 5, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, 1, length)).numel()
+        self.head = nn.Linear(flat, spec.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+        return self.head(self.features(x).flatten(1))
+
+
+class MLP(nn.Module):
+    """Plain MLP over the flattened input; ``hidden`` sets the size (1024 gives ~1 M parameters)."""
+
+    def __init__(self, spec: ModelSpec, hidden: int = 100, depth: int = 2) -> None:
+        super().__init__()
+        d_in = 1
+        for s in spec.input_shape:
+            d_in *= s
+        layers: list[nn.Module] = [nn.Flatten()]
+        for _ in range(depth):
+            layers += [nn.Linear(d_in, hidden), nn.ReLU()]
+            d_in = hidden
+        layers.append(nn.Linear(d_in, spec.num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class DigitsCNN(nn.Module):
+    """Small 2D CNN for scikit-learn's 8x8 digits."""
+
+    def __init__(self, spec: ModelSpec, width: int = 16) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.GroupNorm(4, width),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.GroupNorm(4, 2 * width),
+            nn.ReLU(),
+        )
+        side = spec.input_shape[-1]
+        self.head = nn.Linear(2 * width * ((side + 1) // 2) ** 2, spec.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        return self.head(self.features(x).flatten(1))
+
+
+register_model("cnn1d", lambda s: CNN1D(s, width=64))
+register_model("cnn1d_wide", lambda s: CNN1D(s, width=128))
+register_model("mlp", lambda s: MLP(s))
+register_model("mlp_1m", lambda s: MLP(s, hidden=1000, depth=2))
+register_model("digits_cnn", lambda s: DigitsCNN(s))
+
+
+def _load_entry_points() -> None:
+    for ep in entry_points(group="fedgpu.models"):
+        if ep.name not in _REGISTRY:
+            _REGISTRY[ep.name] = ep.load()
+
+
+def available_models() -> list[str]:
+    _load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def build_model(name: str, spec: ModelSpec, seed: int | None = None) -> nn.Module:
+    """Build a fresh model; with ``seed`` the initial weights are deterministic."""
+    _load_entry_points()
+    if name not in _REGISTRY:
+        raise CapabilityError(
+            f"model {name!r} is not installed on this machine; available: {', '.join(sorted(_REGISTRY))}"
+        )
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return _REGISTRY[name](spec)
+    return _REGISTRY[name](spec)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["ModelSpec", "available_models", "build_model", "count_params", "register_model"]
