@@ -34,6 +34,9 @@ class Adder(Protocol):
     def check(self, payload: bytes) -> None:
         """Raise ProtocolError/CryptoError if ``payload`` is not a well-formed ciphertext of this context."""
 
+    def count(self, payload: bytes) -> int:
+        """Number of values (parameters + weight slot) a well-formed payload encodes."""
+
     def zero(self) -> np.ndarray: ...
 
     def add(self, acc: np.ndarray, payload: bytes) -> np.ndarray:

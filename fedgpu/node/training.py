@@ -1,7 +1,14 @@
-"""Local training on a node: a few epochs of SGD on the owner's data, on CUDA when present."""
+"""Local training on a node: a few epochs of SGD on the owner's data, on CUDA when present.
+
+``train_local`` is the plain path. ``train_local_dp`` is the same loop under DP-SGD (Opacus): the
+model is privatised for this call only and trained in place. ``train_task_dp`` is what a node runs
+for one round of a DP job: plan sigma for its own data, charge the owner's ledger (refusing, before
+the model is touched, when the owner's cap would be passed), then train.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -11,6 +18,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedgpu.datasets import ArrayDataset
+from fedgpu.errors import ConfigError
+from fedgpu.privacy.dp import DPConfig, GradSampleMode, noise_for_job, private_round, zero_grad_sample
+from fedgpu.privacy.ledger import OwnerLedger, PrivacyEvent, dataset_fingerprint
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,15 @@ class TrainResult:
     steps: int
     loss: float  # mean training loss over the last epoch
     seconds: float
+
+
+@dataclass(frozen=True)
+class DPTrainResult(TrainResult):
+    """A DP round's result; (noise_multiplier, sample_rate, steps) is the segment the ledger composes."""
+
+    sample_rate: float
+    noise_multiplier: float
+    max_grad_norm: float
 
 
 def pick_device() -> torch.device:
@@ -82,3 +101,121 @@ def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int = 1024, devic
     model.to("cpu")
     n = max(len(data), 1)
     return correct / n, total_loss / n
+
+
+def train_local_dp(
+    model: nn.Module,
+    data: ArrayDataset,
+    cfg: LocalTrainConfig,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    device: torch.device | None = None,
+    *,
+    poisson_sampling: bool = True,
+    grad_sample_mode: str | GradSampleMode = GradSampleMode.EW,
+    max_physical_batch_size: int | None = None,
+    noise_seed: int | None = None,
+) -> DPTrainResult:
+    """Train ``model`` in place with DP-SGD: ``cfg.epochs`` epochs of ceil(n/B) Poisson batches each.
+
+    ``cfg.batch_size`` is the expected (logical) batch; ``max_physical_batch_size`` splits it to
+    bound memory. ``cfg.seed`` does not seed the sampling or the noise (the aggregator knows it);
+    ``noise_seed`` does, for tests and benchmarks only. The caller charges the ledger first.
+    """
+    device = device or pick_device()
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    loss_fn = nn.CrossEntropyLoss()
+    ds = TensorDataset(torch.from_numpy(np.ascontiguousarray(data.x)), torch.from_numpy(data.y))
+    t0 = time.perf_counter()
+    last = 0.0
+    try:
+        with private_round(
+            model,
+            opt,
+            ds,
+            batch_size=cfg.batch_size,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            poisson_sampling=poisson_sampling,
+            grad_sample_mode=grad_sample_mode,
+            max_physical_batch_size=max_physical_batch_size,
+            device=device,
+            seed=noise_seed,
+        ) as rnd:
+            for _ in range(cfg.epochs):
+                total, count = 0.0, 0
+                for xb, yb in rnd.loader:
+                    rnd.optimizer.zero_grad(set_to_none=True)
+                    if len(yb) == 0:  # an empty Poisson batch still takes a (noise-only) step
+                        zero_grad_sample(rnd.optimizer)
+                    else:
+                        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                        loss = loss_fn(rnd.module(xb), yb)
+                        loss.backward()
+                        total += float(loss) * len(yb)
+                        count += len(yb)
+                    rnd.optimizer.step()
+                last = total / max(count, 1)
+            steps = rnd.steps_taken()
+            sample_rate = rnd.sample_rate
+    finally:
+        model.to("cpu")
+    if not math.isfinite(last):
+        raise ConfigError(f"DP training diverged (loss {last}); lower lr or max_grad_norm")
+    return DPTrainResult(
+        num_samples=len(data),
+        steps=steps,
+        loss=last,
+        seconds=time.perf_counter() - t0,
+        sample_rate=sample_rate,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+    )
+
+
+def train_task_dp(
+    model: nn.Module,
+    data: ArrayDataset,
+    cfg: LocalTrainConfig,
+    dp: DPConfig,
+    *,
+    rounds: int,
+    ledger: OwnerLedger,
+    owner: str,
+    job_id: str,
+    round_index: int,
+    cap: float,
+    device: torch.device | None = None,
+    max_physical_batch_size: int | None = None,
+) -> DPTrainResult:
+    """One round of a DP job on the node: plan, charge, train, in that order.
+
+    The charge is durable before training starts, so a crash mid-round counts as spent (the safe
+    side), and a refused round raises ``PrivacyBudgetExceeded`` with the model untouched.
+    """
+    sigma, q, steps = noise_for_job(dp.epsilon, dp.delta, len(data), cfg.batch_size, cfg.epochs, rounds, dp.accountant)
+    event = PrivacyEvent(
+        owner=owner,
+        dataset_fp=dataset_fingerprint(data),
+        job_id=job_id,
+        round=round_index,
+        noise_multiplier=sigma,
+        sample_rate=q,
+        steps=steps,
+        delta=dp.delta,
+    )
+    ledger.charge(event, cap)
+    result = train_local_dp(
+        model,
+        data,
+        cfg,
+        sigma,
+        dp.max_grad_norm,
+        device,
+        poisson_sampling=dp.poisson_sampling,
+        max_physical_batch_size=max_physical_batch_size,
+    )
+    if result.steps != steps:  # pragma: no cover - the plan and Opacus disagree: a bug, not an input
+        raise RuntimeError(f"trained {result.steps} steps but charged {steps}")
+    return result

@@ -1,0 +1,75 @@
+"""Rewards by measured utility: Shapley over cohorts, per-node estimates, payouts and the ledger's rules.
+
+A leaf package: it imports torch, numpy and cryptography, never a role (aggregator, node, driver).
+
+* :mod:`~fedgpu.rewards.shapley` — exact and sampled Shapley values of a small game;
+* :mod:`~fedgpu.rewards.utility` — the round's game: cohort sums valued on the driver's validation set;
+* :mod:`~fedgpu.rewards.estimate` — per-node values across rounds, cohort splits, reputation;
+* :mod:`~fedgpu.rewards.payout` — a pool shared by positive value;
+* :mod:`~fedgpu.rewards.chain` — the hash-chained ledger rows, signed heads and receipts.
+"""
+
+from __future__ import annotations
+
+from fedgpu.rewards.chain import (
+    GENESIS,
+    LedgerEntry,
+    LedgerRow,
+    Receipt,
+    build_rows,
+    canonical_json,
+    digest,
+    entry_hash,
+    head_of,
+    issue_receipt,
+    public_key_bytes,
+    sign_head,
+    verify_chain,
+    verify_head,
+)
+from fedgpu.rewards.estimate import NodeValueEstimator, Observation, Reputation, split_cohort_value
+from fedgpu.rewards.payout import payout, payout_units
+from fedgpu.rewards.shapley import (
+    ShapleyResult,
+    decode_utilities,
+    encode_utilities,
+    shapley,
+    shapley_exact,
+    shapley_sampled,
+)
+from fedgpu.rewards.utility import CohortGame, fedavg, flatten_params, load_flat, noise_floor, zero_below_floor
+
+__all__ = [
+    "CohortGame",
+    "GENESIS",
+    "LedgerEntry",
+    "LedgerRow",
+    "NodeValueEstimator",
+    "Observation",
+    "Receipt",
+    "Reputation",
+    "ShapleyResult",
+    "build_rows",
+    "canonical_json",
+    "decode_utilities",
+    "digest",
+    "encode_utilities",
+    "entry_hash",
+    "fedavg",
+    "flatten_params",
+    "head_of",
+    "issue_receipt",
+    "load_flat",
+    "noise_floor",
+    "payout",
+    "payout_units",
+    "public_key_bytes",
+    "shapley",
+    "shapley_exact",
+    "shapley_sampled",
+    "sign_head",
+    "split_cohort_value",
+    "verify_chain",
+    "verify_head",
+    "zero_below_floor",
+]

@@ -1,0 +1,3 @@
+from fedgpu.cli.main import main
+
+raise SystemExit(main())

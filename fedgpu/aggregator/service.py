@@ -1,0 +1,159 @@
+"""Thin gRPC servicers: authenticate, delegate to ``Aggregator``, translate errors at one boundary."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, AsyncIterator, Callable
+
+import grpc
+
+from fedgpu.aggregator.core import Aggregator
+from fedgpu.errors import FedgpuError, ProtocolError
+from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc, node_pb2, node_pb2_grpc
+from fedgpu.wire import chunks
+
+log = logging.getLogger("fedgpu.aggregator")
+
+
+def _abort_on_error(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Map FedgpuError to its gRPC status; anything else is logged and answered INTERNAL."""
+
+    @functools.wraps(fn)
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(self, request, context)
+        except FedgpuError as exc:
+            log.info("%s refused: %s", fn.__name__, exc)
+            await context.abort(exc.grpc_status, str(exc))
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            log.exception("%s crashed", fn.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+    return unary
+
+
+def _abort_on_error_stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    @functools.wraps(fn)
+    async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except FedgpuError as exc:
+            log.info("%s refused: %s", fn.__name__, exc)
+            await context.abort(exc.grpc_status, str(exc))
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            log.exception("%s crashed", fn.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+    return streaming
+
+
+def _model_stream(version: int, data: bytes, start: int = 0) -> list[common_pb2.ModelChunk]:
+    parts = chunks.split(data)
+    if start > len(parts):
+        raise ProtocolError(f"from_chunk {start} beyond the {len(parts)} chunks of the model")
+    return [common_pb2.ModelChunk(version=version, chunk=c) for c in parts[start:]]
+
+
+class NodeServicer(node_pb2_grpc.NodeServiceServicer):
+    def __init__(self, agg: Aggregator) -> None:
+        self.agg = agg
+
+    @_abort_on_error
+    async def Register(self, request: node_pb2.RegisterRequest, context: Any) -> node_pb2.RegisterReply:
+        return node_pb2.RegisterReply(node_id=self.agg.register(request))
+
+    @_abort_on_error
+    async def Heartbeat(self, request: node_pb2.HeartbeatRequest, context: Any) -> node_pb2.HeartbeatReply:
+        import time
+
+        self.agg.authenticate("Heartbeat", request)
+        return node_pb2.HeartbeatReply(server_time_ms=int(time.time() * 1000))
+
+    @_abort_on_error
+    async def PullTask(self, request: node_pb2.PullTaskRequest, context: Any) -> node_pb2.PullTaskReply:
+        node_id = self.agg.authenticate("PullTask", request)
+        task = await self.agg.pull_task(node_id, float(request.wait_seconds))
+        return node_pb2.PullTaskReply(task=task) if task is not None else node_pb2.PullTaskReply()
+
+    @_abort_on_error
+    async def DeclineTask(self, request: node_pb2.DeclineTaskRequest, context: Any) -> node_pb2.DeclineTaskReply:
+        node_id = self.agg.authenticate("DeclineTask", request)
+        self.agg.decline(node_id, request)
+        return node_pb2.DeclineTaskReply()
+
+    @_abort_on_error_stream
+    async def DownloadModel(self, request: node_pb2.DownloadModelRequest, context: Any) -> AsyncIterator[common_pb2.ModelChunk]:
+        node_id = self.agg.authenticate("DownloadModel", request)
+        data = self.agg.model_for_node(node_id, request.job_id, request.version)
+        for msg in _model_stream(request.version, data, request.from_chunk):
+            yield msg
+
+    @_abort_on_error
+    async def UploadUpdate(self, request_iterator: AsyncIterator[node_pb2.UpdateChunk], context: Any) -> node_pb2.UploadReply:
+        return await self.agg.upload(request_iterator)
+
+    @_abort_on_error
+    async def UploadStatus(self, request: node_pb2.UploadStatusRequest, context: Any) -> node_pb2.UploadReply:
+        node_id = self.agg.authenticate("UploadStatus", request)
+        return self.agg.upload_status(node_id, request.task_id)
+
+
+class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
+    def __init__(self, agg: Aggregator) -> None:
+        self.agg = agg
+
+    @_abort_on_error
+    async def SubmitJob(self, request: driver_pb2.SubmitJobRequest, context: Any) -> driver_pb2.SubmitJobReply:
+        job_id, token = self.agg.submit_job(request.spec)
+        return driver_pb2.SubmitJobReply(job_id=job_id, token=token)
+
+    @_abort_on_error
+    async def PublishModel(self, request_iterator: AsyncIterator[driver_pb2.PublishChunk], context: Any) -> driver_pb2.PublishReply:
+        parts: list[bytes] = []
+        first: driver_pb2.PublishChunk | None = None
+        async for msg in request_iterator:
+            if first is None:
+                first = msg
+                self.agg.check_token(msg.job_id, msg.token)
+            elif (msg.job_id, msg.version) != (first.job_id, first.version):
+                raise ProtocolError("all chunks of one publish must name the same job and version")
+            parts.append(chunks.verify(msg.chunk, expected_index=len(parts), expected_count=first.chunk.count))
+        if first is None or len(parts) != first.chunk.count:
+            raise ProtocolError("publish stream ended before its last chunk")
+        result = first.result if first.HasField("result") else None
+        self.agg.publish_model(first.job_id, first.version, b"".join(parts), result)
+        return driver_pb2.PublishReply(version=first.version)
+
+    @_abort_on_error_stream
+    async def WatchJob(self, request: driver_pb2.WatchJobRequest, context: Any) -> AsyncIterator[driver_pb2.JobEvent]:
+        self.agg.check_token(request.job_id, request.token)
+        async for ev in self.agg.watch(request.job_id):
+            yield ev
+
+    @_abort_on_error_stream
+    async def FetchCohortSums(self, request: driver_pb2.FetchCohortSumsRequest, context: Any) -> AsyncIterator[driver_pb2.CohortSumChunk]:
+        spec = self.agg.check_token(request.job_id, request.token)
+        cohorts, rows = self.agg.cohort_sums(request.job_id, request.round, spec.cohort_size)
+        per_cohort: dict[int, int] = {}
+        for ci, _, _ in rows:
+            per_cohort[ci] = per_cohort.get(ci, 0) + 1
+        for ci, idx, data in rows:
+            yield driver_pb2.CohortSumChunk(cohort=ci, members=cohorts[ci], chunk=chunks.make_chunk(idx, per_cohort[ci], data))
+
+    @_abort_on_error_stream
+    async def DownloadJobModel(self, request: driver_pb2.DownloadJobModelRequest, context: Any) -> AsyncIterator[common_pb2.ModelChunk]:
+        self.agg.check_token(request.job_id, request.token)
+        for msg in _model_stream(request.version, self.agg.store.model(request.job_id, request.version)):
+            yield msg
+
+    @_abort_on_error
+    async def GetJob(self, request: driver_pb2.GetJobRequest, context: Any) -> driver_pb2.JobStatus:
+        self.agg.check_token(request.job_id, request.token)
+        job = self.agg.store.job(request.job_id)
+        return driver_pb2.JobStatus(job_id=job.id, state=job.state, round=job.round, model_version=job.model_version, message=job.message)

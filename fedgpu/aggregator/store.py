@@ -1,0 +1,331 @@
+"""The aggregator's database: nodes, jobs, models, rounds, cohort sums, rewards.
+
+SQLAlchemy Core over any URL: a SQLite file by default (WAL, synchronous=FULL), PostgreSQL the same
+way. Everything a restart needs lives here; an open round's in-flight uploads do not (the round is
+reopened after a restart).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from fedgpu.errors import NotFoundError, StorageError
+
+metadata = MetaData()
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("capabilities", Text, nullable=False),
+    Column("registered_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("spec", LargeBinary, nullable=False),  # serialized fedgpu.v1.JobSpec (protobuf, not pickle)
+    Column("token_hash", String(64), nullable=False),
+    Column("state", String(20), nullable=False),  # waiting_model | running | done | failed
+    Column("round", Integer, nullable=False),  # last round opened (0 before the first)
+    Column("model_version", Integer, nullable=False),
+    Column("message", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),  # safetensors bytes
+    Column("sha256", String(64), nullable=False),
+)
+
+rounds = Table(
+    "rounds",
+    metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("state", String(20), nullable=False),  # ready | done
+    Column("attempts", Integer, nullable=False),
+    Column("record", Text, nullable=False),  # JSON: participants, cohorts, node status, bytes, seconds
+    Column("result", Text, nullable=False, default="{}"),  # JSON: accuracy, loss, cohort values
+    Column("closed_at", Float, nullable=False),
+)
+
+cohort_sums = Table(
+    "cohort_sums",
+    metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("cohort", Integer, primary_key=True),
+    Column("chunk", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
+declines = Table(
+    "declines",
+    metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("node_id", String(32), primary_key=True),
+    Column("reason", String(40), nullable=False),
+    Column("message", Text, nullable=False),
+)
+
+ledger = Table(
+    "reward_ledger",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(40), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("node_id", String(32), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("reward", Float, nullable=False),
+    Column("cohort", Text, nullable=False),
+    Column("evidence_digest", String(64), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    UniqueConstraint("job_id", "round", "node_id", name="one_payment_per_node_and_round"),
+)
+
+ledger_heads = Table(
+    "ledger_heads",
+    metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("head_hash", String(64), nullable=False),
+    Column("signature", String(128), nullable=False),
+    Column("evidence", Text, nullable=False),  # per-subset utilities, so anyone can recompute values
+)
+
+meta_kv = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    name: str
+    spec: bytes
+    token_hash: str
+    state: str
+    round: int
+    model_version: int
+    message: str
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def normalise_url(url: str) -> str:
+    """Accept a bare path as a SQLite file."""
+    return url if "://" in url else f"sqlite:///{Path(url).expanduser().resolve()}"
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        url = normalise_url(url)
+        try:
+            self.engine: Engine = create_engine(url, future=True)
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot open database {url}: {exc}") from exc
+
+    def _tx(self):  # type: ignore[no-untyped-def]
+        return self.engine.begin()
+
+    def _run(self, fn):  # type: ignore[no-untyped-def]
+        try:
+            with self._tx() as conn:
+                return fn(conn)
+        except OperationalError as exc:
+            raise StorageError(f"database error (disk full or locked?): {exc.orig}") from exc
+
+    # --- key-value -----------------------------------------------------------------------------
+    def get_meta(self, key: str) -> bytes | None:
+        return self._run(lambda c: c.execute(select(meta_kv.c.value).where(meta_kv.c.key == key)).scalar())
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        def fn(c):  # type: ignore[no-untyped-def]
+            c.execute(delete(meta_kv).where(meta_kv.c.key == key))
+            c.execute(insert(meta_kv).values(key=key, value=value))
+
+        self._run(fn)
+
+    # --- nodes ---------------------------------------------------------------------------------
+    def upsert_node(self, node_id: str, public_key: bytes, name: str, capabilities: dict[str, Any]) -> None:
+        now = time.time()
+
+        def fn(c):  # type: ignore[no-untyped-def]
+            caps = json.dumps(capabilities, sort_keys=True)
+            if c.execute(select(nodes.c.id).where(nodes.c.id == node_id)).first():
+                c.execute(update(nodes).where(nodes.c.id == node_id).values(name=name, capabilities=caps, last_seen=now))
+            else:
+                c.execute(insert(nodes).values(id=node_id, public_key=public_key, name=name, capabilities=caps, registered_at=now, last_seen=now))
+
+        self._run(fn)
+
+    def node(self, node_id: str) -> dict[str, Any]:
+        row = self._run(lambda c: c.execute(select(nodes).where(nodes.c.id == node_id)).mappings().first())
+        if row is None:
+            raise NotFoundError(f"node {node_id} is not registered; call Register first")
+        return {**row, "capabilities": json.loads(row["capabilities"])}
+
+    def all_nodes(self) -> list[dict[str, Any]]:
+        rows = self._run(lambda c: c.execute(select(nodes)).mappings().all())
+        return [{**r, "capabilities": json.loads(r["capabilities"])} for r in rows]
+
+    # --- jobs ----------------------------------------------------------------------------------
+    def create_job(self, job_id: str, name: str, spec: bytes, token_hash: str) -> None:
+        self._run(
+            lambda c: c.execute(
+                insert(jobs).values(
+                    id=job_id, name=name, spec=spec, token_hash=token_hash, state="waiting_model", round=0, model_version=-1, message="", created_at=time.time()
+                )
+            )
+        )
+
+    def job(self, job_id: str) -> JobRow:
+        row = self._run(lambda c: c.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first())
+        if row is None:
+            raise NotFoundError(f"job {job_id} does not exist")
+        return JobRow(**{k: row[k] for k in JobRow.__dataclass_fields__})
+
+    def jobs_in_state(self, *states: str) -> list[JobRow]:
+        rows = self._run(lambda c: c.execute(select(jobs).where(jobs.c.state.in_(states))).mappings().all())
+        return [JobRow(**{k: r[k] for k in JobRow.__dataclass_fields__}) for r in rows]
+
+    def set_job(self, job_id: str, **values: Any) -> None:
+        self._run(lambda c: c.execute(update(jobs).where(jobs.c.id == job_id).values(**values)))
+
+    # --- models --------------------------------------------------------------------------------
+    def put_model(self, job_id: str, version: int, data: bytes, sha256: str, round_result: dict[str, Any] | None, ledger_rows: list[dict[str, Any]] | None = None, head: dict[str, Any] | None = None) -> None:
+        """Store a model version; for version r >= 1 also close round r and write its rewards, in one transaction."""
+
+        def fn(c):  # type: ignore[no-untyped-def]
+            c.execute(delete(models).where(models.c.job_id == job_id, models.c.version == version))
+            c.execute(insert(models).values(job_id=job_id, version=version, data=data, sha256=sha256))
+            # Keep the initial model and the latest two: enough to resume and to serve stragglers.
+            c.execute(delete(models).where(models.c.job_id == job_id, models.c.version > 0, models.c.version < version - 1))
+            values: dict[str, Any] = {"model_version": version}
+            if version == 0:
+                values["state"] = "running"
+            if round_result is not None:
+                c.execute(update(rounds).where(rounds.c.job_id == job_id, rounds.c.round == version).values(state="done", result=json.dumps(round_result)))
+                c.execute(delete(cohort_sums).where(cohort_sums.c.job_id == job_id, cohort_sums.c.round == version))
+            for row in ledger_rows or []:
+                c.execute(insert(ledger).values(**row))
+            if head is not None:
+                c.execute(insert(ledger_heads).values(**head))
+            c.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+
+        self._run(fn)
+
+    def model(self, job_id: str, version: int) -> bytes:
+        data = self._run(lambda c: c.execute(select(models.c.data).where(models.c.job_id == job_id, models.c.version == version)).scalar())
+        if data is None:
+            raise NotFoundError(f"job {job_id} has no model version {version}")
+        return data
+
+    # --- rounds --------------------------------------------------------------------------------
+    def save_round(self, job_id: str, rnd: int, attempts: int, record: dict[str, Any], sums: Iterator[tuple[int, int, bytes]]) -> None:
+        """Persist a closed round and its cohort sums atomically; the driver may fetch them from now on."""
+
+        def fn(c):  # type: ignore[no-untyped-def]
+            c.execute(delete(cohort_sums).where(cohort_sums.c.job_id == job_id, cohort_sums.c.round == rnd))
+            c.execute(delete(rounds).where(rounds.c.job_id == job_id, rounds.c.round == rnd))
+            for cohort, chunk, data in sums:
+                c.execute(insert(cohort_sums).values(job_id=job_id, round=rnd, cohort=cohort, chunk=chunk, data=data))
+            c.execute(insert(rounds).values(job_id=job_id, round=rnd, state="ready", attempts=attempts, record=json.dumps(record), result="{}", closed_at=time.time()))
+            c.execute(update(jobs).where(jobs.c.id == job_id).values(round=rnd))
+
+        self._run(fn)
+
+    def round(self, job_id: str, rnd: int) -> dict[str, Any] | None:
+        row = self._run(lambda c: c.execute(select(rounds).where(rounds.c.job_id == job_id, rounds.c.round == rnd)).mappings().first())
+        if row is None:
+            return None
+        return {**row, "record": json.loads(row["record"]), "result": json.loads(row["result"])}
+
+    def rounds_of(self, job_id: str) -> list[dict[str, Any]]:
+        rows = self._run(lambda c: c.execute(select(rounds).where(rounds.c.job_id == job_id).order_by(rounds.c.round)).mappings().all())
+        return [{**r, "record": json.loads(r["record"]), "result": json.loads(r["result"])} for r in rows]
+
+    def cohort_sum_chunks(self, job_id: str, rnd: int) -> list[tuple[int, int, bytes]]:
+        rows = self._run(
+            lambda c: c.execute(
+                select(cohort_sums.c.cohort, cohort_sums.c.chunk, cohort_sums.c.data)
+                .where(cohort_sums.c.job_id == job_id, cohort_sums.c.round == rnd)
+                .order_by(cohort_sums.c.cohort, cohort_sums.c.chunk)
+            ).all()
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    # --- declines ------------------------------------------------------------------------------
+    def add_decline(self, job_id: str, node_id: str, reason: str, message: str) -> None:
+        def fn(c):  # type: ignore[no-untyped-def]
+            c.execute(delete(declines).where(declines.c.job_id == job_id, declines.c.node_id == node_id))
+            c.execute(insert(declines).values(job_id=job_id, node_id=node_id, reason=reason, message=message))
+
+        self._run(fn)
+
+    def declined(self, job_id: str) -> dict[str, str]:
+        rows = self._run(lambda c: c.execute(select(declines).where(declines.c.job_id == job_id)).mappings().all())
+        return {r["node_id"]: f"{r['reason']}: {r['message']}" for r in rows}
+
+    # --- rewards ledger --------------------------------------------------------------------------
+    def ledger_rows(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        q = select(ledger).order_by(ledger.c.id)
+        if job_id is not None:
+            q = q.where(ledger.c.job_id == job_id)
+        return [dict(r) for r in self._run(lambda c: c.execute(q).mappings().all())]
+
+    def ledger_head(self) -> str | None:
+        return self._run(lambda c: c.execute(select(ledger.c.entry_hash).order_by(ledger.c.id.desc()).limit(1)).scalar())
+
+    def heads(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        q = select(ledger_heads).order_by(ledger_heads.c.job_id, ledger_heads.c.round)
+        if job_id is not None:
+            q = q.where(ledger_heads.c.job_id == job_id)
+        return [dict(r) for r in self._run(lambda c: c.execute(q).mappings().all())]

@@ -1,0 +1,48 @@
+"""``fedgpu``: one entry point, one module per subcommand, errors mapped to exit codes here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import import_module
+
+from fedgpu.errors import FedgpuError
+
+SUBCOMMANDS = ["demo", "aggregator", "node", "train", "budget", "rewards"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="fedgpu",
+        description="Federated learning on untrusted volunteer GPUs: encrypted updates, DP on the node, rewards by measured utility.",
+        epilog="Start with `fedgpu demo`: an aggregator, nodes and a job driver on 127.0.0.1 in one command.",
+    )
+    ap.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = import_module(f"fedgpu.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"fedgpu.cli.{name}":
+                raise
+            continue
+        module.register(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not getattr(args, "func", None):
+        ap.print_help()
+        return 2
+    level = logging.WARNING - 10 * args.verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except FedgpuError as exc:
+        print(f"fedgpu: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,60 @@
+"""``fedgpu node``: contribute a GPU (or CPU) and local data to jobs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from pathlib import Path
+
+from fedgpu.errors import ConfigError
+
+
+def _data_arg(values: list[str]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--data {v!r}: expected NAME=PATH, e.g. --data mnist1d=/data/mine.npz")
+        out[name] = Path(path)
+    return out
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("node", help="run a volunteer node", description="Run a node: registers with the aggregator, pulls tasks, trains on local data, uploads encrypted updates.")
+    p.add_argument("--aggregator", default="127.0.0.1:50051", help="aggregator HOST:PORT (default %(default)s)")
+    p.add_argument("--data", action="append", default=[], metavar="NAME=PATH", help="map a dataset schema to a local .npz (x, y) or .csv (label column) file; repeatable")
+    p.add_argument("--home", type=Path, default=Path.home() / ".fedgpu", help="folder for the identity key and privacy ledger (default %(default)s)")
+    p.add_argument("--name", default="", help="display name")
+    p.add_argument("--epsilon-cap", type=float, default=None, help="the data owner's privacy cap: refuse DP tasks that would exceed this epsilon")
+    p.add_argument("--max-tasks", type=int, default=None, help="exit after this many tasks (default: run until stopped)")
+    p.add_argument("--behaviour", default="honest", help=argparse.SUPPRESS)  # simulated adversaries for the demo
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fedgpu.node.agent import NodeAgent, NodeConfig
+    from fedgpu.node.behaviours import apply_behaviour
+
+    logging.getLogger("fedgpu").setLevel(min(logging.getLogger().level, logging.INFO))
+    data = _data_arg(args.data)
+    if not data:
+        raise ConfigError("a node needs data: pass --data NAME=PATH (e.g. --data mnist1d=/data/mine.npz)")
+    cfg = NodeConfig(
+        aggregator=args.aggregator,
+        data=data,
+        identity_path=args.home / "identity.pem",
+        name=args.name,
+        epsilon_cap=args.epsilon_cap,
+        ledger_path=args.home / "privacy.db",
+    )
+    apply_behaviour(cfg, args.behaviour)
+    agent = NodeAgent(cfg)
+    def on_term(*_: object) -> None:
+        agent.stop()
+        raise SystemExit(0)  # interrupts a long-poll in flight
+
+    signal.signal(signal.SIGTERM, on_term)
+    print(f"node {agent.node_id} serving {args.aggregator}", flush=True)
+    agent.run(max_tasks=args.max_tasks)
+    return 0

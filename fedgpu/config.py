@@ -1,0 +1,163 @@
+"""Job specs: typed, frozen, loaded from TOML and validated with errors that name the field.
+
+A job file looks like ``examples/mnist1d.toml``::
+
+    name = "mnist1d-demo"
+    model = "cnn1d"
+    dataset = "mnist1d"
+    rounds = 15
+    nodes_per_round = 5
+    min_nodes = 3
+    deadline_seconds = 60
+    cohort_size = 1
+    seed = 0
+
+    [training]
+    epochs = 2
+    batch_size = 32
+    lr = 0.05
+
+    [privacy]         # optional; see docs/privacy.md
+    epsilon = 8.0
+
+    [encryption]      # optional; ckks is the default
+    scheme = "ckks"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedgpu.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    enabled: bool = False
+    epsilon: float = 8.0       # target for the whole job, per data owner (record-level DP)
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    accountant: str = "prv"
+    mode: str = "sample"       # "sample": DP-SGD on the node; "client": clip + noise each update
+    client_clip: float = 1.0   # client mode only
+    client_noise_multiplier: float = 1.0  # client mode only
+
+
+@dataclass(frozen=True)
+class EncryptionConfig:
+    scheme: str = "ckks"
+
+
+@dataclass(frozen=True)
+class RewardsConfig:
+    pool_per_round: float = 100.0   # abstract credits shared by positive contributions each round
+    budget: int = 256               # utility evaluations per round for the Shapley estimate
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    model: str
+    dataset: str
+    name: str = "job"
+    rounds: int = 10
+    nodes_per_round: int = 5
+    min_nodes: int = 1
+    deadline_seconds: float = 120.0
+    cohort_size: int = 1          # k: the driver never sees a sum of fewer than k nodes
+    seed: int = 0
+    validation_samples: int = 0   # 0: the whole held-out split of the public dataset
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
+
+    def validate(self) -> "JobConfig":
+        from fedgpu.crypto import SCHEMES
+        from fedgpu.datasets import SCHEMAS
+        from fedgpu.models import available_models
+
+        def need(cond: bool, fld: str, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"{fld}: {msg}")
+
+        need(self.model in available_models(), "model", f"{self.model!r} is unknown; allowed: {', '.join(available_models())}")
+        need(self.dataset in SCHEMAS, "dataset", f"{self.dataset!r} is unknown; allowed: {', '.join(sorted(SCHEMAS))}")
+        need(1 <= self.rounds <= 100_000, "rounds", f"must be in 1..100000, got {self.rounds}")
+        need(1 <= self.nodes_per_round <= 100_000, "nodes_per_round", f"must be >= 1, got {self.nodes_per_round}")
+        need(1 <= self.min_nodes <= self.nodes_per_round, "min_nodes", f"must be in 1..nodes_per_round ({self.nodes_per_round}), got {self.min_nodes}")
+        need(1 <= self.cohort_size <= self.min_nodes, "cohort_size", f"must be in 1..min_nodes ({self.min_nodes}), got {self.cohort_size}")
+        need(0 < self.deadline_seconds <= 86_400, "deadline_seconds", f"must be in (0, 86400], got {self.deadline_seconds}")
+        t = self.training
+        need(1 <= t.epochs <= 1000, "training.epochs", f"must be in 1..1000, got {t.epochs}")
+        need(1 <= t.batch_size <= 1_000_000, "training.batch_size", f"must be >= 1, got {t.batch_size}")
+        need(math.isfinite(t.lr) and 0 < t.lr <= 100, "training.lr", f"must be in (0, 100], got {t.lr}")
+        need(0 <= t.momentum < 1, "training.momentum", f"must be in [0, 1), got {t.momentum}")
+        p = self.privacy
+        if p.enabled:
+            need(0 < p.epsilon <= 100, "privacy.epsilon", f"must be in (0, 100], got {p.epsilon}")
+            need(0 < p.delta < 1e-2, "privacy.delta", f"must be in (0, 0.01), got {p.delta}")
+            need(p.max_grad_norm > 0, "privacy.max_grad_norm", f"must be > 0, got {p.max_grad_norm}")
+            need(p.accountant in ("prv", "rdp"), "privacy.accountant", f"allowed values are prv, rdp; got {p.accountant!r}")
+            need(p.mode in ("sample", "client"), "privacy.mode", f"allowed values are sample, client; got {p.mode!r}")
+        need(self.encryption.scheme in SCHEMES, "encryption.scheme", f"allowed values are {', '.join(SCHEMES)}; got {self.encryption.scheme!r}")
+        need(self.rewards.pool_per_round >= 0, "rewards.pool_per_round", "must be >= 0")
+        need(1 <= self.rewards.budget <= 100_000, "rewards.budget", "must be in 1..100000")
+        return self
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'job'}: expected a table, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown field; allowed: {', '.join(sorted(fields))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        f = fields[name]
+        fname = f"{where}.{name}" if where else name
+        sub = {"training": TrainingConfig, "privacy": PrivacyConfig, "encryption": EncryptionConfig, "rewards": RewardsConfig}
+        if cls is JobConfig and name in sub:
+            value = _build(sub[name], value, name)
+            if name == "privacy" and "enabled" not in data[name]:
+                value = dataclasses.replace(value, enabled=True)  # a [privacy] table turns DP on
+        else:
+            want = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(str(f.type))
+            if want is not None and (not isinstance(value, want) or (str(f.type) != "bool" and isinstance(value, bool))):
+                raise ConfigError(f"{fname}: expected {f.type}, got {value!r}")
+            if str(f.type) == "float":
+                value = float(value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where or 'job'}: {exc}") from exc
+
+
+def job_from_dict(data: dict[str, Any]) -> JobConfig:
+    return _build(JobConfig, data, "").validate()
+
+
+def load_job(path: str | Path) -> JobConfig:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"job file {p} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from exc
+    return job_from_dict(data)

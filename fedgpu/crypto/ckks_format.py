@@ -1,0 +1,372 @@
+"""CKKS parameters, the payload wire format and the key-free adder, in numpy only.
+
+The aggregator imports this module and nothing else of the CKKS scheme, so it never loads SEAL
+(or TenSEAL) and never holds a key: it adds payloads as flat arrays of unsigned integers.
+
+Why a format of our own rather than SEAL's serialization: SEAL always zstd-compresses, and
+decompressing is most of an aggregator's time (docs: notes/he.md, section 3). Here a payload is a
+small header plus bit-packed coefficients, so loading one is a view into the received bytes.
+
+Why coefficients are *modulus-switched* to ``2**b`` before packing: a ciphertext coefficient
+``x mod q`` travels as ``y = round(x * 2**b / q) mod 2**b``. The map ``x -> x * 2**b / q`` is additive
+from Z_q to R / 2**b Z, so the aggregator adds ``y`` values modulo ``2**b`` (plain uint64
+wrap-around, no knowledge of q) and the driver maps the sum back with ``round(y * q / 2**b)``.
+Each payload adds a rounding error of at most half a step ``q / 2**b`` per coefficient, which is
+just more CKKS noise; ``c1`` gets a finer step than ``c0`` because its error is multiplied by the
+secret key when decrypting (about ``sqrt(N / 18)`` times larger). The compressed payload is a public
+function of the ciphertext, so it reveals nothing the ciphertext did not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from fedgpu.errors import CryptoError, ProtocolError
+
+# A gRPC message is capped at 1 MiB; leave ~48 KiB for the envelope (ids, digests, signature).
+MAX_PAYLOAD_BYTES = 1_000_000
+
+# The largest 60-bit prime q = 1 (mod 2 * 4096): what SEAL's CoeffModulus.Create(4096, [60]) returns.
+# q = 2**60 - 16383; the small gap to 2**60 is what makes exact modulus switching cheap (see below).
+DEFAULT_MODULUS = 1152921504606830593
+
+_PARAMS_MAGIC = b"FGCP"
+_PARAMS_VERSION = 1
+# magic, version, log2(N), scale bits, c0 bits, c1 bits, reserved, ciphertexts per chunk, modulus
+_PARAMS = struct.Struct("<4sBBBBBBHQ")
+
+_PAYLOAD_MAGIC = b"FGCT"
+_PAYLOAD_VERSION = 1
+# magic, version, reserved, ciphertext count, value count, params tag
+_HEADER = struct.Struct("<4sBBHI8s")
+HEADER_BYTES = _HEADER.size
+
+# Bit widths a payload may use: >= 33 for the exact decompression below, <= 57 so that one value
+# plus its bit offset (< 8) fits the 8-byte window the packer reads and writes.
+_MIN_BITS, _MAX_BITS = 33, 57
+# The modulus switch computes floor(x * gap / q) with one float64 product; exact for gap < 2**32.
+_MAX_GAP = 1 << 32
+
+_U64 = np.uint64
+
+
+@dataclass(frozen=True)
+class CkksParams:
+    """Addition-only CKKS: one data prime, no special prime, complex packing (2 reals per slot)."""
+
+    poly_modulus_degree: int = 4096
+    modulus: int = DEFAULT_MODULUS
+    # Fixed-point scale 2**scale_bits: public-key noise is ~1e4 in scaled units per value, so 2**40
+    # keeps a 100-node sum within ~1e-6 of the plaintext sum.
+    scale_bits: int = 40
+    # Wire widths of c0 and c1 coefficients (see the module docstring for why c1 is wider).
+    c0_bits: int = 50
+    c1_bits: int = 56
+    # Ciphertexts per payload: 18 * 4096 * (50 + 56) / 8 bytes = 977 KB, under MAX_PAYLOAD_BYTES.
+    ciphertexts_per_chunk: int = 18
+
+    def __post_init__(self) -> None:
+        n, q = self.poly_modulus_degree, self.modulus
+        if n < 2048 or n > 32768 or n & (n - 1):
+            raise CryptoError(f"ckks poly_modulus_degree {n}: must be a power of two in 2048..32768")
+        k = q.bit_length()
+        if not 40 <= k <= 61 or q % (2 * n) != 1:
+            raise CryptoError(f"ckks modulus {q}: must be a 40..61-bit prime equal to 1 mod {2 * n}")
+        if (1 << k) - q >= _MAX_GAP:
+            raise CryptoError(f"ckks modulus {q}: must lie within 2**32 below a power of two")
+        if not 20 <= self.scale_bits <= k - 4:
+            raise CryptoError(f"ckks scale_bits {self.scale_bits}: must be in 20..{k - 4}")
+        for name, bits in (("c0_bits", self.c0_bits), ("c1_bits", self.c1_bits)):
+            if not _MIN_BITS <= bits <= min(_MAX_BITS, k - 1):
+                raise CryptoError(f"ckks {name} {bits}: must be in {_MIN_BITS}..{min(_MAX_BITS, k - 1)}")
+        if not 1 <= self.ciphertexts_per_chunk or self.payload_bytes(self.ciphertexts_per_chunk) > MAX_PAYLOAD_BYTES:
+            raise CryptoError(
+                f"ckks ciphertexts_per_chunk {self.ciphertexts_per_chunk}: a payload must hold at least one "
+                f"ciphertext and stay under {MAX_PAYLOAD_BYTES} bytes"
+            )
+
+    # --- sizes -------------------------------------------------------------------------------
+    @property
+    def values_per_ciphertext(self) -> int:
+        """N/2 complex slots, each carrying two reals."""
+        return self.poly_modulus_degree
+
+    @property
+    def values_per_chunk(self) -> int:
+        return self.values_per_ciphertext * self.ciphertexts_per_chunk
+
+    @property
+    def ciphertext_bytes(self) -> int:
+        return self.poly_modulus_degree * (self.c0_bits + self.c1_bits) // 8
+
+    def payload_bytes(self, num_ciphertexts: int) -> int:
+        return HEADER_BYTES + num_ciphertexts * self.ciphertext_bytes
+
+    @property
+    def scale(self) -> float:
+        return float(2**self.scale_bits)
+
+    @property
+    def max_abs_sum(self) -> float:
+        """Largest |value| a *sum* may reach and still decrypt: a plaintext coefficient is at most
+        sqrt(2) * max|value| * scale and must stay below q/2 (worst case over all inputs)."""
+        return self.modulus / (2.0 * math.sqrt(2.0) * self.scale)
+
+    # --- identity and bytes -------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        return _PARAMS.pack(
+            _PARAMS_MAGIC,
+            _PARAMS_VERSION,
+            self.poly_modulus_degree.bit_length() - 1,
+            self.scale_bits,
+            self.c0_bits,
+            self.c1_bits,
+            0,
+            self.ciphertexts_per_chunk,
+            self.modulus,
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CkksParams:
+        if len(data) != _PARAMS.size:
+            raise CryptoError(f"ckks parameters are {len(data)} bytes, expected {_PARAMS.size}")
+        magic, version, log_n, scale_bits, c0_bits, c1_bits, reserved, per_chunk, modulus = _PARAMS.unpack(data)
+        if magic != _PARAMS_MAGIC or version != _PARAMS_VERSION or reserved != 0:
+            raise CryptoError("not fedgpu ckks parameters (bad magic, version or reserved byte)")
+        if not 11 <= log_n <= 15:
+            raise CryptoError(f"ckks log2(poly_modulus_degree) {log_n}: must be in 11..15")
+        return cls(1 << log_n, modulus, scale_bits, c0_bits, c1_bits, per_chunk)
+
+    @cached_property
+    def tag(self) -> bytes:
+        """8 bytes naming these parameters inside every payload, so a payload of another job fails fast."""
+        return hashlib.sha256(self.to_bytes()).digest()[:8]
+
+
+@dataclass(frozen=True)
+class PayloadHeader:
+    num_ciphertexts: int
+    num_values: int
+
+
+def _group(bits: int) -> tuple[int, int]:
+    """(values, bytes) of the smallest byte-aligned group of ``bits``-bit values."""
+    values = 8 // math.gcd(bits, 8)
+    return values, values * bits // 8
+
+
+def packed_bytes(count: int, bits: int) -> int:
+    values, nbytes = _group(bits)
+    return count // values * nbytes
+
+
+def _phase_views(buf: np.ndarray, offset: int, count: int, bits: int) -> list[tuple[np.ndarray, int]]:
+    """Unaligned 8-byte windows over packed values, one strided view per position in a group.
+
+    Value ``g * values + j`` starts at bit ``j * bits`` of group ``g``; its window is the 8 bytes at the
+    byte holding that bit, shifted right by the bit's offset in the byte. Needs 8 readable bytes past
+    the last value's first byte, so callers pad ``buf``.
+    """
+    values, nbytes = _group(bits)
+    groups = count // values
+    views = []
+    for j in range(values):
+        bit = j * bits
+        view = np.ndarray((groups,), dtype="<u8", buffer=buf, offset=offset + (bit >> 3), strides=(nbytes,))
+        views.append((view, bit & 7))
+    return views
+
+
+def pack(values: np.ndarray, bits: int) -> bytes:
+    """Pack uint64 values < 2**bits (count a multiple of 8) little-endian, ``bits`` bits each."""
+    count = values.size
+    group_values, _ = _group(bits)
+    size = packed_bytes(count, bits)
+    buf = np.zeros(size + 8, dtype=np.uint8)
+    by_phase = values.reshape(-1, group_values)
+    for j, (view, shift) in enumerate(_phase_views(buf, 0, count, bits)):
+        np.bitwise_or(view, by_phase[:, j] << _U64(shift), out=view)
+    return buf[:size].tobytes()
+
+
+def unpack(buf: np.ndarray, offset: int, count: int, bits: int) -> np.ndarray:
+    """Inverse of :func:`pack` over ``buf[offset:]`` (``buf`` padded by 8 bytes)."""
+    group_values, _ = _group(bits)
+    out = np.empty(count, dtype=np.uint64)
+    by_phase = out.reshape(-1, group_values)
+    mask = _U64((1 << bits) - 1)
+    for j, (view, shift) in enumerate(_phase_views(buf, offset, count, bits)):
+        by_phase[:, j] = (view >> _U64(shift)) & mask
+    return out
+
+
+def compress(x: np.ndarray, modulus: int, bits: int) -> np.ndarray:
+    """Exact ``round(x * 2**bits / q) mod 2**bits`` for uint64 ``x < q`` (ties round up).
+
+    With q = 2**k - gap: x * 2**bits / q = (x + x * gap / q) / 2**(k - bits), and x * gap / q < gap is
+    small, so its floor z comes from one float64 product, corrected once by an exact remainder.
+    """
+    k = modulus.bit_length()
+    gap = (1 << k) - modulus
+    shift = k - bits
+    t = x.astype(np.float64)
+    t *= gap / modulus
+    z = t.astype(np.uint64)  # floor(x * gap / q), or one off near an integer: fixed next
+    rem = x * _U64(gap)
+    rem -= z * _U64(modulus)
+    signed = rem.view(np.int64)  # x*gap - z*q, exact: it lies in (-q, 2q)
+    np.add(z, signed >= modulus, out=z, casting="unsafe")
+    np.subtract(z, signed < 0, out=z, casting="unsafe")
+    z += x
+    z += _U64(1 << (shift - 1))
+    z >>= _U64(shift)
+    z &= _U64((1 << bits) - 1)
+    return z
+
+
+def decompress(y: np.ndarray, modulus: int, bits: int) -> np.ndarray:
+    """Exact ``y * 2**(k-bits) - floor((y * gap + 2**(bits-1)) / 2**bits) mod q``, i.e. round(y * q / 2**bits)."""
+    k = modulus.bit_length()
+    gap = _U64((1 << k) - modulus)
+    low = y & _U64(0xFFFFFFFF)
+    # y * gap = hi * 2**32 + lo with hi = (y >> 32) * gap + (low * gap >> 32); all products fit 64 bits.
+    hi = (y >> _U64(32)) * gap + ((low * gap) >> _U64(32))
+    w = (hi + _U64(1 << (bits - 33))) >> _U64(bits - 32)
+    x = (y << _U64(k - bits)) - w
+    x[x >= _U64(modulus)] -= _U64(modulus)
+    return x
+
+
+def encode_payload(params: CkksParams, num_values: int, c0: np.ndarray, c1: np.ndarray) -> bytes:
+    """Header plus the packed (already compressed) c0 and c1 coefficients of all ciphertexts."""
+    num_ct = c0.size // params.poly_modulus_degree
+    header = _HEADER.pack(_PAYLOAD_MAGIC, _PAYLOAD_VERSION, 0, num_ct, num_values, params.tag)
+    return header + pack(c0, params.c0_bits) + pack(c1, params.c1_bits)
+
+
+def read_header(params: CkksParams, payload: bytes) -> PayloadHeader:
+    """Validate everything but the coefficients (every b-bit pattern is a valid coefficient)."""
+    if len(payload) < HEADER_BYTES:
+        raise ProtocolError(f"ckks payload of {len(payload)} bytes is shorter than its {HEADER_BYTES}-byte header")
+    magic, version, reserved, num_ct, num_values, tag = _HEADER.unpack_from(payload)
+    if magic != _PAYLOAD_MAGIC or version != _PAYLOAD_VERSION or reserved != 0:
+        raise ProtocolError("not a fedgpu ckks payload (bad magic, version or reserved byte)")
+    if tag != params.tag:
+        raise CryptoError("ckks payload was made under other parameters (another job or key)")
+    if not 1 <= num_ct <= params.ciphertexts_per_chunk:
+        raise ProtocolError(f"ckks payload holds {num_ct} ciphertexts, allowed 1..{params.ciphertexts_per_chunk}")
+    if math.ceil(num_values / params.values_per_ciphertext) != num_ct:
+        raise ProtocolError(f"ckks payload claims {num_values} values in {num_ct} ciphertexts")
+    expected = params.payload_bytes(num_ct)
+    if len(payload) != expected:
+        raise ProtocolError(f"ckks payload is {len(payload)} bytes, its header implies {expected}")
+    return PayloadHeader(num_ct, num_values)
+
+
+def padded(payload: bytes) -> np.ndarray:
+    """The payload as uint8 with 8 spare bytes, so the last 8-byte window stays in bounds."""
+    buf = np.empty(len(payload) + 8, dtype=np.uint8)
+    buf[: len(payload)] = np.frombuffer(payload, dtype=np.uint8)
+    buf[len(payload) :] = 0
+    return buf
+
+
+def decode_payload(params: CkksParams, payload: bytes) -> tuple[PayloadHeader, np.ndarray, np.ndarray]:
+    """Header plus c0, c1 as uint64 arrays of length num_ciphertexts * N (still compressed)."""
+    header = read_header(params, payload)
+    count = header.num_ciphertexts * params.poly_modulus_degree
+    buf = padded(payload)
+    c0 = unpack(buf, HEADER_BYTES, count, params.c0_bits)
+    c1 = unpack(buf, HEADER_BYTES + packed_bytes(count, params.c0_bits), count, params.c1_bits)
+    return header, c0, c1
+
+
+# Accumulator layout (private to this module): uint64 [num_values, num_ciphertexts, c0..., c1...],
+# where c0 and c1 are stored "by phase" (see _phase_views) so that every add writes contiguously.
+_ACC_META = 2
+
+
+class CkksAdder:
+    """Aggregator side: adds ckks payloads as integers mod 2**bits, with numpy only and no key.
+
+    The sum of payloads is itself a payload, so the driver decrypts it like a single upload.
+    """
+
+    def __init__(self, params: bytes) -> None:
+        self.params = CkksParams.from_bytes(params)
+        self.values_per_chunk = self.params.values_per_chunk
+
+    def check(self, payload: bytes) -> None:
+        read_header(self.params, payload)
+
+    def zero(self) -> np.ndarray:
+        return np.zeros(0, dtype=np.uint64)
+
+    def _sections(self, acc: np.ndarray, num_ct: int) -> tuple[np.ndarray, np.ndarray]:
+        count = num_ct * self.params.poly_modulus_degree
+        c0 = acc[_ACC_META : _ACC_META + count].reshape(_group(self.params.c0_bits)[0], -1)
+        c1 = acc[_ACC_META + count :].reshape(_group(self.params.c1_bits)[0], -1)
+        return c0, c1
+
+    def add(self, acc: np.ndarray, payload: bytes) -> np.ndarray:
+        """Return acc + payload; updates ``acc`` in place after the first payload.
+
+        High bits above ``bits`` are left to wrap: carries only move upwards, so the low ``bits`` bits
+        of the uint64 sum are the sum mod 2**bits; :meth:`to_bytes` masks them off.
+        """
+        header = read_header(self.params, payload)
+        p = self.params
+        count = header.num_ciphertexts * p.poly_modulus_degree
+        if acc.size == 0:
+            acc = np.zeros(_ACC_META + 2 * count, dtype=np.uint64)
+            acc[0], acc[1] = header.num_values, header.num_ciphertexts
+        elif (int(acc[0]), int(acc[1])) != (header.num_values, header.num_ciphertexts):
+            raise ProtocolError(
+                f"ckks payload of {header.num_values} values cannot be added to a sum of {int(acc[0])} values"
+            )
+        buf = padded(payload)
+        sums = self._sections(acc, header.num_ciphertexts)
+        offsets = (HEADER_BYTES, HEADER_BYTES + packed_bytes(count, p.c0_bits))
+        for section, offset, bits in zip(sums, offsets, (p.c0_bits, p.c1_bits)):
+            tmp = np.empty(section.shape[1], dtype=np.uint64)
+            for j, (view, shift) in enumerate(_phase_views(buf, offset, count, bits)):
+                if shift:
+                    np.right_shift(view, _U64(shift), out=tmp)
+                    np.add(section[j], tmp, out=section[j])
+                else:
+                    np.add(section[j], view, out=section[j])
+        return acc
+
+    def to_bytes(self, acc: np.ndarray) -> bytes:
+        if acc.size <= _ACC_META:
+            raise ProtocolError("cannot serialize an empty ckks sum: no payload was added")
+        p = self.params
+        num_values, num_ct = int(acc[0]), int(acc[1])
+        c0, c1 = self._sections(acc, num_ct)
+        # back from "by phase" to natural order, reduced mod 2**bits
+        y0 = c0.T.reshape(-1) & _U64((1 << p.c0_bits) - 1)
+        y1 = c1.T.reshape(-1) & _U64((1 << p.c1_bits) - 1)
+        return encode_payload(p, num_values, y0, y1)
+
+
+__all__ = [
+    "DEFAULT_MODULUS",
+    "HEADER_BYTES",
+    "MAX_PAYLOAD_BYTES",
+    "CkksAdder",
+    "CkksParams",
+    "PayloadHeader",
+    "compress",
+    "decode_payload",
+    "decompress",
+    "encode_payload",
+    "pack",
+    "read_header",
+    "unpack",
+]

@@ -1,0 +1,231 @@
+"""The volunteer node: register, long-poll for tasks, train on local data, encrypt, sign, upload.
+
+Model code never arrives over the network: a task names a model from the local registry, and the
+weights it downloads are safetensors checked against that architecture. A task the node cannot do
+(unknown model, unmapped dataset, privacy budget exhausted) is declined with a typed reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import grpc
+import numpy as np
+import torch
+
+from fedgpu import crypto
+from fedgpu.datasets import ArrayDataset, get_schema, load_file
+from fedgpu.errors import CapabilityError, ConfigError, FedgpuError, PrivacyBudgetExceeded
+from fedgpu.models import ModelSpec, available_models, build_model
+from fedgpu.node.training import pick_device, train_local
+from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
+from fedgpu.wire import chunks, tensors
+from fedgpu.wire.auth import Identity
+from fedgpu.wire.chunks import MAX_MESSAGE_BYTES
+from fedgpu.wire.serde import local_train_from_proto
+
+log = logging.getLogger("fedgpu.node")
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
+
+# A hook that may replace the honest update (used by the demo's simulated adversaries, see
+# fedgpu/node/behaviours.py). Arguments: task, global flat weights, honest delta; returns a delta.
+UpdateHook = Callable[[node_pb2.Task, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class NodeConfig:
+    aggregator: str
+    data: dict[str, Path]
+    identity_path: Path
+    name: str = ""
+    poll_seconds: int = 20
+    epsilon_cap: float | None = None
+    ledger_path: Path | None = None
+    update_hook: UpdateHook | None = None
+    label_flip: bool = False
+    weight_scale: float = 1e-3   # FedAvg weight = samples * weight_scale: keeps encrypted sums small
+    extra_datasets: dict[str, ArrayDataset] = field(default_factory=dict)
+
+
+class NodeAgent:
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        self.identity = Identity.load_or_create(cfg.identity_path)
+        self.device = pick_device()
+        self._data: dict[str, ArrayDataset] = dict(cfg.extra_datasets)
+        for name, path in cfg.data.items():
+            self._data[name] = load_file(path, get_schema(name))  # fail early on a bad file
+            if cfg.label_flip:
+                ds = self._data[name]
+                self._data[name] = ArrayDataset(ds.x, (get_schema(name).num_classes - 1 - ds.y))
+        self._models: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+        self._stop = threading.Event()
+        self.channel = grpc.insecure_channel(cfg.aggregator, options=CHANNEL_OPTIONS)
+        self.stub = node_pb2_grpc.NodeServiceStub(self.channel)
+        self.tasks_done = 0
+        self.privacy = None  # the owner's privacy gate, opened with the first DP task
+
+    @property
+    def node_id(self) -> str:
+        return self.identity.node_id
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ---- RPC helpers ---------------------------------------------------------------------------
+    def _signed(self, method: str, req):  # type: ignore[no-untyped-def]
+        self.identity.sign(method, req)
+        return req
+
+    def register(self) -> None:
+        caps = node_pb2.Capabilities(models=available_models(), datasets=sorted(self._data), device=self._device_name())
+        req = node_pb2.RegisterRequest(public_key=self.identity.public_key, name=self.cfg.name or self.node_id, capabilities=caps)
+        self.stub.Register(self._signed("Register", req), timeout=30)
+        log.info("registered as %s with %s", self.node_id, ", ".join(f"{k}({len(v)})" for k, v in self._data.items()))
+
+    def _device_name(self) -> str:
+        if self.device.type == "cuda":
+            return f"cuda:{torch.cuda.get_device_name(self.device)}"
+        return "cpu"
+
+    # ---- main loop -----------------------------------------------------------------------------
+    def run(self, max_tasks: int | None = None) -> None:
+        """Serve tasks until stopped; reconnect with exponential back-off when the aggregator is away."""
+        backoff = 0.5
+        registered = False
+        while not self._stop.is_set() and (max_tasks is None or self.tasks_done < max_tasks):
+            try:
+                if not registered:
+                    self.register()
+                    registered = True
+                reply = self.stub.PullTask(
+                    self._signed("PullTask", node_pb2.PullTaskRequest(wait_seconds=self.cfg.poll_seconds)), timeout=self.cfg.poll_seconds + 10
+                )
+                backoff = 0.5
+                if reply.HasField("task"):
+                    self.handle(reply.task)
+            except grpc.RpcError as exc:
+                code = exc.code()  # type: ignore[attr-defined]
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    registered = False  # the aggregator may have lost its database: register again
+                if code in RETRYABLE or code == grpc.StatusCode.UNAUTHENTICATED:
+                    log.info("aggregator unreachable (%s); retrying in %.1f s", code.name, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                log.warning("aggregator refused: %s %s", code.name, exc.details())  # type: ignore[attr-defined]
+                self._stop.wait(1.0)
+
+    def handle(self, task: node_pb2.Task) -> None:
+        try:
+            self._check_capable(task)
+            delta, weight, seconds = self._train(task)
+            self._upload(task, delta, weight, seconds)
+            self.tasks_done += 1
+        except CapabilityError as exc:
+            reason = node_pb2.DECLINE_REASON_MISSING_MODEL if "model" in str(exc) else node_pb2.DECLINE_REASON_MISSING_DATASET
+            self._decline(task, reason, str(exc))
+        except PrivacyBudgetExceeded as exc:
+            self._decline(task, node_pb2.DECLINE_REASON_PRIVACY_BUDGET, str(exc))
+        except grpc.RpcError:
+            raise
+        except FedgpuError as exc:
+            log.warning("task %s failed: %s", task.task_id, exc)
+            self._decline(task, node_pb2.DECLINE_REASON_FAILED, str(exc))
+
+    def _decline(self, task: node_pb2.Task, reason: int, message: str) -> None:
+        log.info("declining task of job %s: %s", task.job_id, message)
+        req = node_pb2.DeclineTaskRequest(task_id=task.task_id, reason=reason, message=message[:500])
+        self.stub.DeclineTask(self._signed("DeclineTask", req), timeout=30)
+
+    def _check_capable(self, task: node_pb2.Task) -> None:
+        if task.model not in available_models():
+            raise CapabilityError(f"model {task.model!r} is not installed on this node")
+        if task.dataset not in self._data:
+            raise CapabilityError(f"dataset {task.dataset!r} is not mapped on this node (use --data {task.dataset}=PATH)")
+
+    # ---- work ----------------------------------------------------------------------------------
+    def _global_state(self, task: node_pb2.Task, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        key = (task.job_id, task.model_version)
+        if key not in self._models:
+            parts = []
+            req = node_pb2.DownloadModelRequest(job_id=task.job_id, version=task.model_version)
+            for msg in self.stub.DownloadModel(self._signed("DownloadModel", req), timeout=120):
+                parts.append(msg.chunk)
+            state = tensors.state_from_bytes(chunks.join(parts), model.state_dict())
+            self._models = {k: v for k, v in self._models.items() if k[0] != task.job_id}
+            self._models[key] = state
+        return self._models[key]
+
+    def _train(self, task: node_pb2.Task) -> tuple[np.ndarray, float, float]:
+        schema = get_schema(task.dataset)
+        data = self._data[task.dataset]
+        model = build_model(task.model, ModelSpec(schema.input_shape, schema.num_classes))
+        state = self._global_state(task, model)
+        model.load_state_dict(state)
+        start = tensors.flatten(state)
+        if start.size != task.num_params:
+            raise ConfigError(f"model {task.model} has {start.size} values here, the job says {task.num_params}: versions differ")
+        cfg = local_train_from_proto(task.training)
+        t0 = time.perf_counter()
+        if task.privacy.enabled and task.privacy.mode == "sample":
+            if self.privacy is None:
+                from fedgpu.node.privacy_gate import PrivacyGate
+
+                self.privacy = PrivacyGate(self.cfg.ledger_path or self.cfg.identity_path.with_name("privacy.db"), self.cfg.epsilon_cap, self.node_id)
+            self.privacy.train(task, model, data, cfg, self.device)  # charges the ledger first
+        else:
+            train_local(model, data, cfg, self.device)
+        seconds = time.perf_counter() - t0
+        delta = tensors.flatten(model.state_dict()) - start
+        if task.privacy.enabled and task.privacy.mode == "client":
+            from fedgpu.privacy.client_dp import add_share_of_noise, clip_update
+
+            delta, _ = clip_update(delta, task.privacy.client_clip)
+            delta = add_share_of_noise(delta, task.privacy.client_clip, task.privacy.client_noise_multiplier, max(task.privacy.cohort_size, 1), np.random.default_rng())
+        if self.cfg.update_hook is not None:
+            delta = self.cfg.update_hook(task, start, delta)
+        if not np.isfinite(delta).all():
+            raise FedgpuError("training diverged (NaN or infinite weights); lower the learning rate")
+        return delta, len(data) * self.cfg.weight_scale, seconds
+
+    def _upload(self, task: node_pb2.Task, delta: np.ndarray, weight: float, seconds: float) -> None:
+        enc = task.encryption
+        encryptor = crypto.encryptor(enc.scheme, enc.params, enc.public_material)
+        if crypto.context_fingerprint(enc.scheme, enc.params, enc.public_material) != enc.fingerprint:
+            raise FedgpuError("the task's encryption context does not match its fingerprint; refusing to encrypt")
+        layout = crypto.ChunkLayout(int(task.num_params), int(enc.values_per_chunk))
+        payloads = [encryptor.encrypt(v) for v in layout.split(delta, weight)]
+        count = len(payloads)
+
+        def messages(start: int) -> Iterator[node_pb2.UpdateChunk]:
+            for i in range(start, count):
+                msg = node_pb2.UpdateChunk(task_id=task.task_id, fingerprint=enc.fingerprint, chunk=chunks.make_chunk(i, count, payloads[i]), train_seconds=seconds)
+                yield self._signed("UploadUpdate", msg)
+
+        start = 0
+        for attempt in range(5):
+            try:
+                reply = self.stub.UploadUpdate(messages(start), timeout=max(30.0, task.deadline_ms / 1000 - time.time()))
+                if reply.complete:
+                    log.info("job %s round %d: uploaded %d chunks (%.1f s training)", task.job_id, task.round, count, seconds)
+                    return
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRYABLE:  # type: ignore[attr-defined]
+                    raise
+                log.info("upload interrupted (%s); resuming", exc.code().name)  # type: ignore[attr-defined]
+                time.sleep(0.5 * 2**attempt)
+            status = self.stub.UploadStatus(self._signed("UploadStatus", node_pb2.UploadStatusRequest(task_id=task.task_id)), timeout=30)
+            if status.complete:
+                return
+            start = status.received

@@ -1,0 +1,240 @@
+from fedgpu.proto.fedgpu.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class JobEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_EVENT_KIND_UNSPECIFIED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_ROUND_OPENED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_SUMS_READY: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_ROUND_RETRY: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_JOB_DONE: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_JOB_FAILED: _ClassVar[JobEventKind]
+JOB_EVENT_KIND_UNSPECIFIED: JobEventKind
+JOB_EVENT_KIND_ROUND_OPENED: JobEventKind
+JOB_EVENT_KIND_SUMS_READY: JobEventKind
+JOB_EVENT_KIND_ROUND_RETRY: JobEventKind
+JOB_EVENT_KIND_JOB_DONE: JobEventKind
+JOB_EVENT_KIND_JOB_FAILED: JobEventKind
+
+class JobSpec(_message.Message):
+    __slots__ = ("name", "model", "dataset", "rounds", "nodes_per_round", "min_nodes", "deadline_seconds", "training", "cohort_size", "seed", "privacy", "encryption", "num_params", "reward_pool")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    NODES_PER_ROUND_FIELD_NUMBER: _ClassVar[int]
+    MIN_NODES_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    COHORT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
+    NUM_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    REWARD_POOL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    dataset: str
+    rounds: int
+    nodes_per_round: int
+    min_nodes: int
+    deadline_seconds: float
+    training: _common_pb2.TrainingPlan
+    cohort_size: int
+    seed: int
+    privacy: _common_pb2.PrivacyPlan
+    encryption: _common_pb2.EncryptionContext
+    num_params: int
+    reward_pool: float
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., rounds: _Optional[int] = ..., nodes_per_round: _Optional[int] = ..., min_nodes: _Optional[int] = ..., deadline_seconds: _Optional[float] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., cohort_size: _Optional[int] = ..., seed: _Optional[int] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., num_params: _Optional[int] = ..., reward_pool: _Optional[float] = ...) -> None: ...
+
+class SubmitJobRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: JobSpec
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+
+class SubmitJobReply(_message.Message):
+    __slots__ = ("job_id", "token")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    token: str
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class PublishChunk(_message.Message):
+    __slots__ = ("job_id", "token", "version", "chunk", "result")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    token: str
+    version: int
+    chunk: _common_pb2.Chunk
+    result: RoundResult
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., version: _Optional[int] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ..., result: _Optional[_Union[RoundResult, _Mapping]] = ...) -> None: ...
+
+class RoundResult(_message.Message):
+    __slots__ = ("accuracy", "loss", "cohort_values", "evidence")
+    class CohortValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    COHORT_VALUES_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    accuracy: float
+    loss: float
+    cohort_values: _containers.ScalarMap[str, float]
+    evidence: bytes
+    def __init__(self, accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., cohort_values: _Optional[_Mapping[str, float]] = ..., evidence: _Optional[bytes] = ...) -> None: ...
+
+class PublishReply(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class WatchJobRequest(_message.Message):
+    __slots__ = ("job_id", "token")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    token: str
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class Cohort(_message.Message):
+    __slots__ = ("members",)
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, members: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("kind", "round", "participants", "cohorts", "message", "bytes_up", "bytes_down", "seconds", "node_status", "epsilon", "train_seconds", "bytes_up_by_node", "bytes_down_by_node")
+    class NodeStatusEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class EpsilonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class TrainSecondsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class BytesUpByNodeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class BytesDownByNodeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    COHORTS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_UP_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DOWN_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    NODE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_UP_BY_NODE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DOWN_BY_NODE_FIELD_NUMBER: _ClassVar[int]
+    kind: JobEventKind
+    round: int
+    participants: _containers.RepeatedScalarFieldContainer[str]
+    cohorts: _containers.RepeatedCompositeFieldContainer[Cohort]
+    message: str
+    bytes_up: int
+    bytes_down: int
+    seconds: float
+    node_status: _containers.ScalarMap[str, str]
+    epsilon: _containers.ScalarMap[str, float]
+    train_seconds: _containers.ScalarMap[str, float]
+    bytes_up_by_node: _containers.ScalarMap[str, int]
+    bytes_down_by_node: _containers.ScalarMap[str, int]
+    def __init__(self, kind: _Optional[_Union[JobEventKind, str]] = ..., round: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., cohorts: _Optional[_Iterable[_Union[Cohort, _Mapping]]] = ..., message: _Optional[str] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., node_status: _Optional[_Mapping[str, str]] = ..., epsilon: _Optional[_Mapping[str, float]] = ..., train_seconds: _Optional[_Mapping[str, float]] = ..., bytes_up_by_node: _Optional[_Mapping[str, int]] = ..., bytes_down_by_node: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class FetchCohortSumsRequest(_message.Message):
+    __slots__ = ("job_id", "token", "round")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    token: str
+    round: int
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
+
+class CohortSumChunk(_message.Message):
+    __slots__ = ("cohort", "members", "chunk")
+    COHORT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    cohort: int
+    members: _containers.RepeatedScalarFieldContainer[str]
+    chunk: _common_pb2.Chunk
+    def __init__(self, cohort: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ...) -> None: ...
+
+class DownloadJobModelRequest(_message.Message):
+    __slots__ = ("job_id", "token", "version")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    token: str
+    version: int
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id", "token")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    token: str
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class JobStatus(_message.Message):
+    __slots__ = ("job_id", "state", "round", "model_version", "message")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    state: str
+    round: int
+    model_version: int
+    message: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,164 @@
+from fedgpu.proto.fedgpu.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DeclineReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DECLINE_REASON_UNSPECIFIED: _ClassVar[DeclineReason]
+    DECLINE_REASON_MISSING_MODEL: _ClassVar[DeclineReason]
+    DECLINE_REASON_MISSING_DATASET: _ClassVar[DeclineReason]
+    DECLINE_REASON_PRIVACY_BUDGET: _ClassVar[DeclineReason]
+    DECLINE_REASON_FAILED: _ClassVar[DeclineReason]
+DECLINE_REASON_UNSPECIFIED: DeclineReason
+DECLINE_REASON_MISSING_MODEL: DeclineReason
+DECLINE_REASON_MISSING_DATASET: DeclineReason
+DECLINE_REASON_PRIVACY_BUDGET: DeclineReason
+DECLINE_REASON_FAILED: DeclineReason
+
+class Capabilities(_message.Message):
+    __slots__ = ("models", "datasets", "device")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    datasets: _containers.RepeatedScalarFieldContainer[str]
+    device: str
+    def __init__(self, models: _Optional[_Iterable[str]] = ..., datasets: _Optional[_Iterable[str]] = ..., device: _Optional[str] = ...) -> None: ...
+
+class RegisterRequest(_message.Message):
+    __slots__ = ("public_key", "name", "capabilities", "auth")
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    public_key: bytes
+    name: str
+    capabilities: Capabilities
+    auth: _common_pb2.NodeAuth
+    def __init__(self, public_key: _Optional[bytes] = ..., name: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ...) -> None: ...
+
+class RegisterReply(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("auth",)
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    auth: _common_pb2.NodeAuth
+    def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ...) -> None: ...
+
+class HeartbeatReply(_message.Message):
+    __slots__ = ("server_time_ms",)
+    SERVER_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    server_time_ms: int
+    def __init__(self, server_time_ms: _Optional[int] = ...) -> None: ...
+
+class PullTaskRequest(_message.Message):
+    __slots__ = ("auth", "wait_seconds")
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    auth: _common_pb2.NodeAuth
+    wait_seconds: int
+    def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., wait_seconds: _Optional[int] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("task_id", "job_id", "round", "model_version", "model", "dataset", "training", "privacy", "encryption", "deadline_ms", "num_params", "num_chunks")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    NUM_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    NUM_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    job_id: str
+    round: int
+    model_version: int
+    model: str
+    dataset: str
+    training: _common_pb2.TrainingPlan
+    privacy: _common_pb2.PrivacyPlan
+    encryption: _common_pb2.EncryptionContext
+    deadline_ms: int
+    num_params: int
+    num_chunks: int
+    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., deadline_ms: _Optional[int] = ..., num_params: _Optional[int] = ..., num_chunks: _Optional[int] = ...) -> None: ...
+
+class PullTaskReply(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
+
+class DeclineTaskRequest(_message.Message):
+    __slots__ = ("auth", "task_id", "reason", "message")
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    auth: _common_pb2.NodeAuth
+    task_id: str
+    reason: DeclineReason
+    message: str
+    def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., task_id: _Optional[str] = ..., reason: _Optional[_Union[DeclineReason, str]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class DeclineTaskReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DownloadModelRequest(_message.Message):
+    __slots__ = ("auth", "job_id", "version", "from_chunk")
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FROM_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    auth: _common_pb2.NodeAuth
+    job_id: str
+    version: int
+    from_chunk: int
+    def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., job_id: _Optional[str] = ..., version: _Optional[int] = ..., from_chunk: _Optional[int] = ...) -> None: ...
+
+class UpdateChunk(_message.Message):
+    __slots__ = ("auth", "task_id", "fingerprint", "chunk", "train_seconds", "epsilon")
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    auth: _common_pb2.NodeAuth
+    task_id: str
+    fingerprint: str
+    chunk: _common_pb2.Chunk
+    train_seconds: float
+    epsilon: float
+    def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., task_id: _Optional[str] = ..., fingerprint: _Optional[str] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ..., train_seconds: _Optional[float] = ..., epsilon: _Optional[float] = ...) -> None: ...
+
+class UploadStatusRequest(_message.Message):
+    __slots__ = ("auth", "task_id")
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    auth: _common_pb2.NodeAuth
+    task_id: str
+    def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., task_id: _Optional[str] = ...) -> None: ...
+
+class UploadReply(_message.Message):
+    __slots__ = ("received", "complete")
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    received: int
+    complete: bool
+    def __init__(self, received: _Optional[int] = ..., complete: _Optional[bool] = ...) -> None: ...

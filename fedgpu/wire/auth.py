@@ -1,0 +1,107 @@
+"""Node identity: an Ed25519 key per node, requests signed, replays refused.
+
+The node id is derived from the public key, so nobody can register under another node's id, and
+every request proves possession of the key. The signed bytes are the method name, the request
+serialized deterministically with its ``auth`` field cleared, the timestamp and a nonce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from fedgpu.errors import AuthError, ConfigError
+from fedgpu.proto.fedgpu.v1 import common_pb2 as pb
+
+CLOCK_SKEW_MS = 120_000
+
+
+def node_id_for(public_key: bytes) -> str:
+    return "n" + hashlib.sha256(public_key).hexdigest()[:15]
+
+
+def _signed_bytes(method: str, request: object, timestamp_ms: int, nonce: bytes) -> bytes:
+    auth = request.auth  # type: ignore[attr-defined]
+    saved = pb.NodeAuth()
+    saved.CopyFrom(auth)
+    request.ClearField("auth")  # type: ignore[attr-defined]
+    try:
+        body = request.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
+    finally:
+        request.auth.CopyFrom(saved)  # type: ignore[attr-defined]
+    return b"fedgpu.v1|" + method.encode() + b"|" + body + b"|" + timestamp_ms.to_bytes(8, "little") + nonce
+
+
+class Identity:
+    """A node's key pair, kept in a file with owner-only permissions."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        self.public_key = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        self.node_id = node_id_for(self.public_key)
+
+    @classmethod
+    def generate(cls) -> "Identity":
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def load_or_create(cls, path: str | Path) -> "Identity":
+        p = Path(path)
+        if p.exists():
+            try:
+                key = serialization.load_pem_private_key(p.read_bytes(), password=None)
+            except ValueError as exc:
+                raise ConfigError(f"{p} is not a PEM private key; move it away to create a new identity") from exc
+            if not isinstance(key, Ed25519PrivateKey):
+                raise ConfigError(f"{p} is not an Ed25519 key")
+            return cls(key)
+        ident = cls.generate()
+        p.parent.mkdir(parents=True, exist_ok=True)
+        pem = ident._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        return ident
+
+    def sign(self, method: str, request: object) -> None:
+        """Fill ``request.auth`` in place."""
+        ts = int(time.time() * 1000)
+        nonce = os.urandom(16)
+        request.auth.CopyFrom(pb.NodeAuth(node_id=self.node_id, timestamp_ms=ts, nonce=nonce))  # type: ignore[attr-defined]
+        sig = self._key.sign(_signed_bytes(method, request, ts, nonce))
+        request.auth.signature = sig  # type: ignore[attr-defined]
+
+
+class Verifier:
+    """Checks signatures and remembers recent nonces to refuse replays."""
+
+    def __init__(self, max_nonces: int = 200_000) -> None:
+        self._seen: OrderedDict[bytes, int] = OrderedDict()
+        self._max = max_nonces
+
+    def verify(self, method: str, request: object, public_key: bytes) -> None:
+        auth = request.auth  # type: ignore[attr-defined]
+        now = int(time.time() * 1000)
+        if abs(now - auth.timestamp_ms) > CLOCK_SKEW_MS:
+            raise AuthError(f"request timestamp is {abs(now - auth.timestamp_ms) / 1000:.0f} s off; check the node's clock")
+        if len(auth.nonce) != 16 or len(auth.signature) != 64:
+            raise AuthError("auth needs a 16-byte nonce and a 64-byte Ed25519 signature")
+        try:
+            Ed25519PublicKey.from_public_bytes(public_key).verify(
+                auth.signature, _signed_bytes(method, request, auth.timestamp_ms, auth.nonce)
+            )
+        except (InvalidSignature, ValueError) as exc:
+            raise AuthError(f"signature of {method} does not verify for node {auth.node_id}") from exc
+        key = public_key + auth.nonce
+        if key in self._seen:
+            raise AuthError(f"replayed request: nonce already used by node {auth.node_id}")
+        self._seen[key] = auth.timestamp_ms
+        while len(self._seen) > self._max or (self._seen and next(iter(self._seen.values())) < now - 2 * CLOCK_SKEW_MS):
+            self._seen.popitem(last=False)

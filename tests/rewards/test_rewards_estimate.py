@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import spearmanr
+
+from fedgpu.rewards.estimate import NodeValueEstimator, Reputation, split_cohort_value
+
+
+def test_ridge_recovers_planted_values_from_reshuffled_cohorts_of_three() -> None:
+    rng = np.random.default_rng(0)
+    nodes = [f"n{i:02d}" for i in range(15)]
+    planted = dict(zip(nodes, rng.normal(1.0, 1.0, len(nodes))))
+    est = NodeValueEstimator()
+    for rnd in range(20):
+        order = rng.permutation(nodes)
+        cohorts = [list(order[i : i + 3]) for i in range(0, len(order), 3)]
+        values = [sum(planted[m] for m in c) + rng.normal(0.0, 0.3) for c in cohorts]
+        est.observe_round(rnd, cohorts, values)
+    got = est.estimates()
+    rho = spearmanr([planted[n] for n in nodes], [got[n] for n in nodes]).statistic
+    assert rho >= 0.9
+    assert len(est.observations) == 100
+
+
+def test_cohorts_of_one_give_each_nodes_mean_value() -> None:
+    rng = np.random.default_rng(1)
+    est = NodeValueEstimator()
+    seen: dict[str, list[float]] = {}
+    for rnd in range(10):
+        for node in ("a", "b", "c"):
+            if rng.random() < 0.7:
+                v = float(rng.normal())
+                seen.setdefault(node, []).append(v)
+                est.observe(rnd, [node], v)
+    got = est.estimates()
+    for node, values in seen.items():
+        assert math.isclose(got[node], float(np.mean(values)), rel_tol=1e-5, abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("ridge", [0.0, 1e-6])
+def test_nodes_never_separated_split_equally(ridge: float) -> None:
+    est = NodeValueEstimator(ridge=ridge)
+    est.observe(0, ["a", "b", "c"], 3.0)
+    est.observe(1, ["a", "b", "c"], 6.0)
+    got = est.estimates()
+    for node in "abc":
+        assert math.isclose(got[node], 1.5, rel_tol=1e-5)
+
+
+def test_estimator_rejects_bad_observations() -> None:
+    est = NodeValueEstimator()
+    with pytest.raises(ValueError, match="twice"):
+        est.observe(0, ["a", "a"], 1.0)
+    with pytest.raises(ValueError, match="finite"):
+        est.observe(0, ["a"], float("nan"))
+    with pytest.raises(ValueError):
+        est.observe(0, [], 1.0)
+    assert est.estimates() == {}
+
+
+def test_split_is_equal_without_evidence_and_pro_rata_with_it() -> None:
+    assert split_cohort_value(3.0, ["a", "b", "c"], {}) == {"a": 1.0, "b": 1.0, "c": 1.0}
+    shares = split_cohort_value(6.0, ["a", "b", "c"], {"a": 2.0, "b": 1.0, "c": -5.0})
+    assert shares == {"a": 4.0, "b": 2.0, "c": 0.0}
+
+
+def test_split_charges_a_loss_to_the_members_with_negative_estimates() -> None:
+    shares = split_cohort_value(-4.0, ["good", "bad"], {"good": 2.0, "bad": -1.0})
+    assert shares == {"good": 0.0, "bad": -4.0}
+
+
+def test_split_gives_a_newcomer_the_mean_weight() -> None:
+    shares = split_cohort_value(6.0, ["a", "b", "new"], {"a": 1.0, "b": 3.0})
+    assert shares == {"a": 1.0, "b": 3.0, "new": 2.0}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    value=st.floats(-100, 100),
+    estimates=st.lists(st.one_of(st.none(), st.floats(-10, 10)), min_size=1, max_size=6),
+)
+def test_split_always_adds_up_to_the_cohort_value(value: float, estimates: list[float | None]) -> None:
+    members = [f"n{i}" for i in range(len(estimates))]
+    known = {m: e for m, e in zip(members, estimates) if e is not None}
+    shares = split_cohort_value(value, members, known)
+    assert set(shares) == set(members)
+    assert math.isclose(sum(shares.values()), value, rel_tol=1e-9, abs_tol=1e-9)
+    assert all(s * value >= 0 for s in shares.values())  # nobody is charged for a gain or paid for a loss
+
+
+def test_reputation_is_an_exponential_moving_average() -> None:
+    rep = Reputation(alpha=0.5)
+    assert rep.get("a") == 0.0
+    assert rep.update("a", 4.0) == 2.0
+    assert rep.update("a", 0.0) == 1.0
+    assert rep.update("a", -3.0) == -1.0
+    assert rep.as_dict() == {"a": -1.0}
+    assert Reputation(alpha=1.0, initial=5.0).update("x", 2.0) == 2.0
+    with pytest.raises(ValueError, match="alpha"):
+        Reputation(alpha=0.0)
+
+
+def test_split_refuses_a_non_finite_value() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        split_cohort_value(float("inf"), ["a"], {})

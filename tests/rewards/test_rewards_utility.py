@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fedgpu.errors import ProtocolError
+from fedgpu.models import MLP, ModelSpec
+from fedgpu.rewards.payout import payout
+from fedgpu.rewards.shapley import shapley
+from fedgpu.rewards.utility import CohortGame, fedavg, flatten_params, load_flat, noise_floor, zero_below_floor
+
+SPEC = ModelSpec((8,), 3)
+CENTERS = np.random.default_rng(99).normal(size=(3, 8)) * 1.5
+
+
+def blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    return (CENTERS[y] + rng.normal(size=(n, 8))).astype(np.float32), y
+
+
+def factory() -> nn.Module:
+    torch.manual_seed(0)
+    return MLP(SPEC, hidden=16, depth=1)
+
+
+def trained_delta(w: np.ndarray, seed: int, steps: int = 30) -> np.ndarray:
+    """What an honest node sends: a few SGD steps on its own data, as a flat delta."""
+    model = factory()
+    load_flat(model, w)
+    x, y = blobs(256, seed)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, len(y), (32,), generator=gen)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+        opt.step()
+    return flatten_params(model) - w
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is ~50x faster than two fighting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def setup() -> dict[str, np.ndarray]:
+    w = flatten_params(factory())
+    vx, vy = blobs(500, 7)
+    return {"w": w, "a": trained_delta(w, 1), "b": trained_delta(w, 2), "old": trained_delta(w, 3), "vx": vx, "vy": vy}
+
+
+def loss_of(flat: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+    model = factory()
+    load_flat(model, flat)
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y)))
+
+
+def test_flat_round_trip() -> None:
+    model = factory()
+    flat = flatten_params(model) + 1.0
+    load_flat(model, flat)
+    np.testing.assert_allclose(flatten_params(model), flat, rtol=1e-6)
+
+
+def test_utility_is_the_loss_drop_of_the_real_fedavg_model(setup: dict[str, np.ndarray]) -> None:
+    w, a, b = setup["w"], setup["a"], setup["b"]
+    base = 0.2 * setup["old"]
+    game = CohortGame(factory, w, base, [3 * a, 2 * b], [3.0, 2.0], setup["vx"], setup["vy"])
+    real_model = w + fedavg([3 * a, 2 * b], [3.0, 2.0])  # = w + (3a + 2b) / 5
+    np.testing.assert_allclose(real_model, w + (3 * a + 2 * b) / 5)
+    expected = loss_of(w + base, setup["vx"], setup["vy"]) - loss_of(real_model, setup["vx"], setup["vy"])
+    assert math.isclose(game(frozenset({0, 1})), expected, abs_tol=1e-6)
+    assert game(frozenset()) == 0.0
+
+
+def test_helpful_positive_zero_update_null_or_harmful(setup: dict[str, np.ndarray]) -> None:
+    w, a, b = setup["w"], setup["a"], setup["b"]
+    zero = np.zeros_like(w)
+    # cohort 2 sends zeros with no weight: a true null player; cohort 3 sends zeros with weight: it dilutes
+    game = CohortGame(factory, w, None, [3 * a, 3 * b, zero, zero], [3.0, 3.0, 0.0, 3.0], setup["vx"], setup["vy"])
+    result = shapley(game.num_cohorts, game)
+    floor = noise_floor(game)
+    assert result.exact and game.forward_passes == 16  # each coalition once, plus the reference model
+    assert math.isclose(result.values.sum(), game(frozenset(range(4))), abs_tol=1e-9)
+    assert 0 < floor < result.values[0]
+    assert result.values[0] > floor and result.values[1] > floor
+    assert abs(result.values[2]) <= floor  # exactly 0 in fact: agg(S + {2}) == agg(S)
+    assert result.values[2] == 0.0
+    assert result.values[3] < floor  # dilution is a real harm: never paid
+    rewards = payout(dict(enumerate(zero_below_floor(result.values, floor))), pool=100.0)
+    assert rewards[2] == rewards[3] == 0.0 and math.isclose(rewards[0] + rewards[1], 100.0)
+
+
+def test_replaying_the_free_step_earns_nothing(setup: dict[str, np.ndarray]) -> None:
+    w, a, b = setup["w"], setup["a"], setup["b"]
+    base = 0.3 * setup["old"]  # e.g. the last global change times a momentum factor
+    game = CohortGame(factory, w, base, [3 * a, 3 * b, 3 * base], [3.0, 3.0, 3.0], setup["vx"], setup["vy"])
+    assert abs(game(frozenset({2}))) < 1e-6  # alone, a replay is exactly the free step
+    result = shapley(3, game)
+    floor = noise_floor(game)
+    assert result.values[2] <= floor
+    assert result.values[0] > floor and result.values[1] > floor
+    assert payout(dict(enumerate(zero_below_floor(result.values, floor))), pool=1.0)[2] == 0.0
+
+
+def test_noise_floor_shrinks_with_more_validation_data(setup: dict[str, np.ndarray]) -> None:
+    w, a = setup["w"], setup["a"]
+    small = CohortGame(factory, w, None, [a], [1.0], setup["vx"][:50], setup["vy"][:50])
+    large = CohortGame(factory, w, None, [a], [1.0], setup["vx"], setup["vy"])
+    assert noise_floor(large) < noise_floor(small)
+
+
+def test_diverged_coalition_stays_finite(setup: dict[str, np.ndarray]) -> None:
+    w, a = setup["w"], setup["a"]
+    boosted = np.full_like(w, 1e30)
+    game = CohortGame(factory, w, None, [a, boosted], [1.0, 1.0], setup["vx"], setup["vy"])
+    result = shapley(2, game)
+    assert np.isfinite(result.values).all()
+    assert result.values[1] < 0 < result.values[0]
+
+
+def test_custom_aggregation_rule_is_used(setup: dict[str, np.ndarray]) -> None:
+    w, a, b = setup["w"], setup["a"], setup["b"]
+    seen: list[int] = []
+
+    def first_cohort_only(sums, weights):  # a stand-in for a robust rule over cohort means
+        seen.append(len(sums))
+        return np.asarray(sums[0]) / weights[0]
+
+    game = CohortGame(factory, w, None, [a, b], [1.0, 1.0], setup["vx"], setup["vy"], aggregate=first_cohort_only)
+    assert math.isclose(game(frozenset({0, 1})), game(frozenset({0})), abs_tol=1e-12)
+    assert seen == [2, 1]
+
+
+def test_untrusted_cohort_sums_are_checked(setup: dict[str, np.ndarray]) -> None:
+    w = setup["w"]
+    bad = w.copy()
+    bad[3] = np.nan
+    with pytest.raises(ProtocolError, match="cohort 1"):
+        CohortGame(factory, w, None, [w, bad], [1.0, 1.0], setup["vx"], setup["vy"])
+    with pytest.raises(ProtocolError, match="shape"):
+        CohortGame(factory, w, None, [w[:-1]], [1.0], setup["vx"], setup["vy"])
+    with pytest.raises(ProtocolError, match="weight"):
+        CohortGame(factory, w, None, [w], [-1.0], setup["vx"], setup["vy"])
+    game = CohortGame(factory, w, None, [w], [1.0], setup["vx"], setup["vy"])
+    with pytest.raises(ValueError, match="outside"):
+        game(frozenset({1}))
+
+
+def test_models_with_buffers_are_refused(setup: dict[str, np.ndarray]) -> None:
+    def with_batchnorm() -> nn.Module:
+        return nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+
+    with pytest.raises(ValueError, match="buffers"):
+        CohortGame(with_batchnorm, np.zeros(1), None, [], [], setup["vx"], setup["vy"])
+
+
+def test_zero_below_floor() -> None:
+    np.testing.assert_array_equal(zero_below_floor(np.array([0.5, -0.01, 0.02, -2.0]), 0.05), [0.5, 0.0, 0.0, -2.0])
