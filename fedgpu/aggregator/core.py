@@ -209,7 +209,14 @@ class Aggregator:
         async for msg in stream:
             node_id = self.authenticate("UploadUpdate", msg)
             rs, ts = self._task(node_id, msg.task_id)
-            self._accept_chunk(rs, ts, msg)
+            try:
+                self._accept_chunk(rs, ts, msg)
+            except (AuthError, StateError):
+                raise
+            except ProtocolError as exc:
+                # The task's own authenticated node sent a malformed update: its task fails, the round goes on.
+                self._fail_task(rs, ts, str(exc))
+                raise
         if ts is None:
             raise ProtocolError("empty upload stream")
         return node_pb2.UploadReply(received=ts.received, complete=ts.status == "complete")
@@ -250,6 +257,14 @@ class Aggregator:
             ts.epsilon = msg.epsilon
         if ts.received == ts.task.num_chunks:
             self._fold(rs, ts, path)
+
+    def _fail_task(self, rs: RoundState, ts: TaskState, message: str) -> None:
+        if ts.status in ("assigned", "uploading"):
+            ts.status, ts.message = "failed", message
+            (self.spool / f"{ts.task.task_id}.part").unlink(missing_ok=True)
+            self.pending.pop(ts.node_id, None)
+            log.info("node %s: update rejected: %s", ts.node_id, message)
+            rs.check_done()
 
     def _fold(self, rs: RoundState, ts: TaskState, path: Path) -> None:
         """Add a complete upload into its cohort's sum, chunk by chunk, then forget it."""

@@ -57,7 +57,15 @@ def fedavg(sums: list[CohortSum]) -> np.ndarray:
 
 
 class JobDriver:
-    def __init__(self, target: str, job: JobConfig, out_dir: Path, validation: ArrayDataset | None = None, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        job: JobConfig,
+        out_dir: Path,
+        validation: ArrayDataset | None = None,
+        progress: Progress | None = None,
+        keys: crypto.KeyPair | None = None,
+    ) -> None:
         self.job = job
         self.out = out_dir
         self.out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +83,7 @@ class JobDriver:
             if job.validation_samples:
                 validation = validation.subset(np.arange(min(job.validation_samples, len(validation))))
         self.validation = validation
-        self.keys = crypto.generate_keys(job.encryption.scheme)
+        self.keys = keys or crypto.generate_keys(job.encryption.scheme)
         self.decryptor = self.keys.decryptor()
         self.num_params = tensors.num_values(self.state)
         self.layout = crypto.ChunkLayout(self.num_params, self.keys.values_per_chunk)
