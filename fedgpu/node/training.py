@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +79,7 @@ def train_local(model: nn.Module, data: ArrayDataset, cfg: LocalTrainConfig, dev
             loss.backward()
             opt.step()
             steps += 1
-            total += float(loss) * len(yb)
+            total += float(loss.detach()) * len(yb)
             count += len(yb)
         last = total / max(count, 1)
     model.to("cpu")
@@ -152,8 +153,10 @@ def train_local_dp(
                     else:
                         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                         loss = loss_fn(rnd.module(xb), yb)
-                        loss.backward()
-                        total += float(loss) * len(yb)
+                        with warnings.catch_warnings():  # Opacus hooks on an input without grad: expected
+                            warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
+                            loss.backward()
+                        total += float(loss.detach()) * len(yb)
                         count += len(yb)
                     rnd.optimizer.step()
                 last = total / max(count, 1)

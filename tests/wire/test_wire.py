@@ -1,0 +1,93 @@
+import hashlib
+import time
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedgpu.errors import AuthError, ProtocolError
+from fedgpu.proto.fedgpu.v1 import node_pb2
+from fedgpu.wire import chunks, tensors
+from fedgpu.wire.auth import Identity, Verifier
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.binary(max_size=5000), size=st.integers(1, 700))
+def test_split_join_round_trip(data: bytes, size: int) -> None:
+    parts = chunks.split(data, size)
+    assert all(len(p.data) <= size for p in parts)
+    assert chunks.join(parts) == data
+
+
+def test_tampered_reordered_and_truncated_payloads_fail() -> None:
+    parts = chunks.split(b"x" * 3000, 1000)
+    bad = node_pb2.UpdateChunk().chunk.__class__()
+    bad.CopyFrom(parts[1])
+    bad.data = b"y" * 1000
+    with pytest.raises(ProtocolError, match="SHA-256"):
+        chunks.join([parts[0], bad, parts[2]])
+    with pytest.raises(ProtocolError, match="out of order"):
+        chunks.join([parts[1], parts[0], parts[2]])
+    with pytest.raises(ProtocolError, match="ended after 2 of 3"):
+        chunks.join(parts[:2])
+    big = chunks.make_chunk(0, 1, b"z" * (chunks.MAX_CHUNK_BYTES + 1))
+    with pytest.raises(ProtocolError, match="more than"):
+        chunks.verify(big)
+
+
+def test_signatures_forgery_and_replay(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    me = Identity.load_or_create(tmp_path / "me.pem")
+    assert (tmp_path / "me.pem").stat().st_mode & 0o777 == 0o600
+    assert Identity.load_or_create(tmp_path / "me.pem").node_id == me.node_id
+    other = Identity.generate()
+    v = Verifier()
+    req = node_pb2.PullTaskRequest(wait_seconds=3)
+    me.sign("PullTask", req)
+    v.verify("PullTask", req, me.public_key)
+    with pytest.raises(AuthError, match="replayed"):
+        v.verify("PullTask", req, me.public_key)
+    req2 = node_pb2.PullTaskRequest(wait_seconds=3)
+    me.sign("PullTask", req2)
+    req2.wait_seconds = 4  # altered after signing
+    with pytest.raises(AuthError, match="does not verify"):
+        v.verify("PullTask", req2, me.public_key)
+    req3 = node_pb2.PullTaskRequest()
+    other.sign("PullTask", req3)
+    req3.auth.node_id = me.node_id  # impersonation
+    with pytest.raises(AuthError):
+        v.verify("PullTask", req3, me.public_key)
+    req4 = node_pb2.PullTaskRequest()
+    me.sign("PullTask", req4)
+    with pytest.raises(AuthError):  # signed for another method
+        v.verify("DeclineTask", req4, me.public_key)
+    req5 = node_pb2.PullTaskRequest()
+    me.sign("PullTask", req5)
+    req5.auth.timestamp_ms = int(time.time() * 1000) - 3_600_000
+    with pytest.raises(AuthError, match="off"):
+        v.verify("PullTask", req5, me.public_key)
+
+
+def test_state_bytes_are_checked_against_the_architecture() -> None:
+    ref = {"w": torch.zeros(3, 2), "b": torch.zeros(2)}
+    good = tensors.state_to_bytes({"w": torch.ones(3, 2), "b": torch.ones(2)})
+    assert tensors.state_from_bytes(good, ref)["w"].sum() == 6
+    with pytest.raises(ProtocolError, match="shape|needs"):
+        tensors.state_from_bytes(tensors.state_to_bytes({"w": torch.ones(2, 3), "b": torch.ones(2)}), ref)
+    with pytest.raises(ProtocolError, match="NaN"):
+        tensors.state_from_bytes(tensors.state_to_bytes({"w": torch.full((3, 2), float("nan")), "b": torch.ones(2)}), ref)
+    with pytest.raises(ProtocolError, match="missing"):
+        tensors.state_from_bytes(tensors.state_to_bytes({"w": torch.ones(3, 2)}), ref)
+    with pytest.raises(ProtocolError, match="safetensors"):
+        tensors.state_from_bytes(b"\x80\x04\x95 definitely a pickle", ref)
+
+
+def test_flatten_unflatten_round_trip() -> None:
+    ref = {"a": torch.randn(4, 3), "n": torch.tensor(7), "b": torch.randn(5)}
+    flat = tensors.flatten(ref)
+    assert flat.shape == (17,)
+    back = tensors.unflatten(flat, ref)
+    assert torch.equal(back["a"], ref["a"]) and torch.equal(back["n"], ref["n"])
+    with pytest.raises(ProtocolError):
+        tensors.unflatten(np.zeros(16), ref)
