@@ -11,21 +11,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import random
 import secrets
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
 
 import numpy as np
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedgpu import crypto
 from fedgpu.aggregator.cohorts import assign_cohorts, merge_small
 from fedgpu.aggregator.store import Store
-from fedgpu.errors import AuthError, FedgpuError, NotFoundError, ProtocolError, StateError
-from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, node_pb2
+from fedgpu.errors import AuthError, FedgpuError, NotFoundError, ProtocolError, StateError, StorageError
+from fedgpu.proto.fedgpu.v1 import driver_pb2, node_pb2
+from fedgpu.rewards.chain import GENESIS, LedgerEntry, LedgerRow, build_rows, issue_receipt, sign_head
 from fedgpu.wire import chunks
 from fedgpu.wire.auth import Verifier, node_id_for
 from fedgpu.wire.serde import job_from_proto
@@ -90,11 +94,12 @@ class Aggregator:
         self.watchers: dict[str, list[asyncio.Queue[driver_pb2.JobEvent]]] = {}
         self.published: dict[str, asyncio.Event] = {}
         self.runners: dict[str, asyncio.Task[None]] = {}
-        self.downloads: dict[tuple[str, str], int] = {}    # (job, node) -> bytes served this round
+        self.receipts: dict[str, list[node_pb2.Receipt]] = {}  # node -> receipts not yet delivered
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         """Resume every running job: its last completed round stands, the open one is redone."""
+        self.signing_key = self._load_signing_key()
         for n in self.store.all_nodes():
             self.pubkeys[n["id"]] = n["public_key"]
             self.node_caps[n["id"]] = n["capabilities"]
@@ -105,6 +110,18 @@ class Aggregator:
         for t in self.runners.values():
             t.cancel()
         await asyncio.gather(*self.runners.values(), return_exceptions=True)
+
+    def _load_signing_key(self) -> Ed25519PrivateKey:
+        """The aggregator's Ed25519 key that signs ledger heads; created once, kept in the database."""
+        pem = self.store.get_meta("signing_key")
+        if pem is None:
+            key = Ed25519PrivateKey.generate()
+            self.store.set_meta("signing_key", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+            return key
+        key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise StorageError("the database's signing key is not Ed25519")
+        return key
 
     def _start_runner(self, job_id: str) -> None:
         self.published.setdefault(job_id, asyncio.Event())
@@ -152,6 +169,9 @@ class Aggregator:
             if model in caps.get("models", []) and dataset in caps.get("datasets", []):
                 out.append(node_id)
         return sorted(out)
+
+    def take_receipts(self, node_id: str) -> list[node_pb2.Receipt]:
+        return self.receipts.pop(node_id, [])
 
     async def pull_task(self, node_id: str, wait_seconds: float) -> node_pb2.Task | None:
         deadline = time.monotonic() + min(max(wait_seconds, 0.0), 60.0)
@@ -307,23 +327,59 @@ class Aggregator:
         spec.ParseFromString(job.spec)
         return spec
 
-    def publish_model(self, job_id: str, version: int, data: bytes, result: driver_pb2.RoundResult | None, rewards: tuple[list[dict], dict] | None = None) -> None:
+    def publish_model(self, job_id: str, version: int, data: bytes, result: driver_pb2.RoundResult | None) -> None:
         job = self.store.job(job_id)
         if job.state not in ("waiting_model", "running"):
             raise StateError(f"job {job_id} is {job.state}")
         expected = job.model_version + 1
         if version != expected:
             raise StateError(f"job {job_id} expects model version {expected}, got {version}")
+        rec: dict = {}
         if version >= 1:
-            rec = self.store.round(job_id, version)
-            if rec is None or rec["state"] != "ready":
+            rec = self.store.round(job_id, version) or {}
+            if rec.get("state") != "ready":
                 raise StateError(f"round {version} of job {job_id} is not closed yet")
         res = None
+        rows: list[LedgerRow] = []
+        head = None
         if result is not None and version >= 1:
             res = {"accuracy": result.accuracy, "loss": result.loss, "cohort_values": dict(result.cohort_values)}
-        rows, head = rewards if rewards else (None, None)
-        self.store.put_model(job_id, version, data, hashlib.sha256(data).hexdigest(), res, rows, head)
+            rows, head = self._ledger_rows(job_id, version, rec["record"], result)
+        self.store.put_model(job_id, version, data, hashlib.sha256(data).hexdigest(), res, [r.to_record() for r in rows], head)
+        for row in rows:  # receipts reach each node with its next pull
+            receipt = issue_receipt(self.signing_key, row, head["head_hash"])  # type: ignore[index]
+            self.receipts.setdefault(row.node_id, []).append(node_pb2.Receipt(**asdict(receipt)))
         self.published.setdefault(job_id, asyncio.Event()).set()
+
+    def _ledger_rows(self, job_id: str, rnd: int, record: dict, result: driver_pb2.RoundResult) -> tuple[list[LedgerRow], dict | None]:
+        """Check the driver's rewards against the round and chain them after the ledger's head."""
+        if not result.rewards and not result.node_values:
+            return [], None
+        spec = self.check_token_free(job_id)
+        participants = set(record["participants"])
+        unknown = (set(result.rewards) | set(result.node_values)) - participants
+        if unknown:
+            raise ProtocolError(f"rewards name nodes that were not in round {rnd}: {sorted(unknown)[:3]}")
+        values = list(result.rewards.values()) + list(result.node_values.values())
+        if not all(math.isfinite(v) for v in values) or any(v < 0 for v in result.rewards.values()):
+            raise ProtocolError("rewards must be finite and >= 0, node values finite")
+        if sum(result.rewards.values()) > spec.reward_pool * (1 + 1e-9) + 1e-9:
+            raise ProtocolError(f"rewards sum to {sum(result.rewards.values()):.6g}, more than the pool {spec.reward_pool}")
+        cohort_of = {m: tuple(c) for c in record["cohorts"] for m in c}
+        evidence = hashlib.sha256(result.evidence).hexdigest()
+        entries = [
+            LedgerEntry(job_id, rnd, node, result.node_values.get(node, 0.0), result.rewards.get(node, 0.0), cohort_of[node], evidence)
+            for node in sorted(participants)
+        ]
+        rows = build_rows(self.store.ledger_head() or GENESIS, entries)
+        head_hash = rows[-1].entry_hash
+        sig = sign_head(self.signing_key, job_id, rnd, head_hash).hex()
+        return rows, {"job_id": job_id, "round": rnd, "head_hash": head_hash, "signature": sig, "evidence": result.evidence.decode("utf-8", "replace")}
+
+    def check_token_free(self, job_id: str) -> driver_pb2.JobSpec:
+        spec = driver_pb2.JobSpec()
+        spec.ParseFromString(self.store.job(job_id).spec)
+        return spec
 
     def cohort_sums(self, job_id: str, rnd: int, k: int) -> tuple[list[list[str]], list[tuple[int, int, bytes]]]:
         rec = self.store.round(job_id, rnd)

@@ -79,7 +79,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     async def PullTask(self, request: node_pb2.PullTaskRequest, context: Any) -> node_pb2.PullTaskReply:
         node_id = self.agg.authenticate("PullTask", request)
         task = await self.agg.pull_task(node_id, float(request.wait_seconds))
-        return node_pb2.PullTaskReply(task=task) if task is not None else node_pb2.PullTaskReply()
+        reply = node_pb2.PullTaskReply(task=task) if task is not None else node_pb2.PullTaskReply()
+        reply.receipts.extend(self.agg.take_receipts(node_id))
+        return reply
 
     @_abort_on_error
     async def DeclineTask(self, request: node_pb2.DeclineTaskRequest, context: Any) -> node_pb2.DeclineTaskReply:

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from fedgpu import crypto
 from fedgpu.config import JobConfig
 from fedgpu.datasets import ArrayDataset, get_schema, public_split
+from fedgpu.driver.valuation import RoundValuer
 from fedgpu.errors import CryptoError, ProtocolError, RoundFailed
 from fedgpu.models import ModelSpec, build_model, count_params
 from fedgpu.node.training import evaluate
@@ -91,6 +92,11 @@ class JobDriver:
         self.token = ""
         self._abort: str | None = None
         self.rounds: list[dict[str, Any]] = []
+        self.valuer: RoundValuer | None = None
+        if job.rewards.pool_per_round > 0:
+            self.valuer = RoundValuer(
+                lambda: build_model(job.model, self.spec), self.validation, job.rewards.budget, job.rewards.pool_per_round, seed=job.seed
+            )
         self.node_info: dict[str, dict[str, Any]] = {}
 
     def abort(self, reason: str) -> None:
@@ -162,21 +168,29 @@ class JobDriver:
             out.append(CohortSum(members, weighted, weights))
         return out
 
-    def step(self, sums: list[CohortSum]) -> np.ndarray:
-        """The global update of a round (overridden by robust rules and valuation later)."""
-        return fedavg(sums)
-
     def on_round(self, ev: driver_pb2.JobEvent) -> dict[str, Any]:
         t0 = time.perf_counter()
         sums = self.fetch_sums(ev.round)
-        delta = self.step(sums)
         start = tensors.flatten(self.state)
+        valuation = None
+        kept = list(range(len(sums)))
+        if self.valuer is not None:
+            valuation = self.valuer.value(ev.round, start, [s.members for s in sums], [s.weighted for s in sums], [s.weight for s in sums])
+            kept = valuation.kept
+        delta = fedavg([sums[i] for i in kept])
         new = tensors.unflatten(start + delta, self.state)
         self.model.load_state_dict(new)
         acc, loss = evaluate(self.model, self.validation)
         self.state = new
         driver_seconds = time.perf_counter() - t0
-        published = self._publish(ev.round, driver_pb2.RoundResult(accuracy=acc, loss=loss))
+        result = driver_pb2.RoundResult(accuracy=acc, loss=loss)
+        if valuation is not None:
+            self.valuer.after_step(delta)  # type: ignore[union-attr]
+            result.cohort_values.update({str(i): v for i, v in enumerate(valuation.cohort_values)})
+            result.node_values.update(valuation.node_values)
+            result.rewards.update(valuation.rewards)
+            result.evidence = valuation.evidence
+        published = self._publish(ev.round, result)
         for node_id in ev.participants:
             info = self.node_info.setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None})
             info["rounds"] += 1
@@ -198,7 +212,20 @@ class JobDriver:
             "node_status": dict(ev.node_status),
             "epsilon": dict(ev.epsilon),
             "model_bytes": published,
+            "excluded_cohorts": [i for i in range(len(sums)) if i not in kept],
         }
+        if valuation is not None:
+            rec["valuation"] = {
+                "cohort_values": valuation.cohort_values,
+                "node_values": valuation.node_values,
+                "rewards": valuation.rewards,
+                "evaluations": valuation.evaluations,
+                "noise_floor": valuation.floor,
+                "seconds": valuation.seconds,
+            }
+            for node_id, r in valuation.rewards.items():
+                info = self.node_info.setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None})
+                info["reward"] = (info["reward"] or 0.0) + r
         self.rounds.append(rec)
         return rec
 
@@ -250,6 +277,7 @@ class JobDriver:
             "seconds": seconds,
             "rounds": self.rounds,
             "nodes": self.node_info,
+            "valuation": self.valuer.summary() if self.valuer else None,
         }
         (self.out / "report.json").write_text(json.dumps(report, indent=2))
         return report

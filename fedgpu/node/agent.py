@@ -112,6 +112,7 @@ class NodeAgent:
                     self._signed("PullTask", node_pb2.PullTaskRequest(wait_seconds=self.cfg.poll_seconds)), timeout=self.cfg.poll_seconds + 10
                 )
                 backoff = 0.5
+                self._keep_receipts(reply.receipts)
                 if reply.HasField("task"):
                     self.handle(reply.task)
             except grpc.RpcError as exc:
@@ -125,6 +126,21 @@ class NodeAgent:
                     continue
                 log.warning("aggregator refused: %s %s", code.name, exc.details())  # type: ignore[attr-defined]
                 self._stop.wait(1.0)
+
+    def _keep_receipts(self, receipts) -> None:  # type: ignore[no-untyped-def]
+        """Append verified reward receipts to HOME/receipts.jsonl: the node's proof of what it was paid."""
+        if not receipts:
+            return
+        from fedgpu.rewards.chain import Receipt
+
+        path = self.cfg.identity_path.with_name("receipts.jsonl")
+        with path.open("a") as f:
+            for r in receipts:
+                receipt = Receipt(r.job_id, r.round, r.node_id, r.reward, r.entry_hash, r.head_hash, r.signature, r.aggregator_key)
+                if receipt.node_id != self.node_id or not receipt.verify():
+                    log.warning("ignoring a receipt that does not verify: %s round %d", r.job_id, r.round)
+                    continue
+                f.write(receipt.to_json() + "\n")
 
     def handle(self, task: node_pb2.Task) -> None:
         try:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedgpu.proto.fedgpu.v1 import common_pb2 as fedgpu_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64gpu/v1/driver.proto\x12\tfedgpu.v1\x1a\x16\x66\x65\x64gpu/v1/common.proto\"\xdf\x02\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0e\n\x06rounds\x18\x04 \x01(\r\x12\x17\n\x0fnodes_per_round\x18\x05 \x01(\r\x12\x11\n\tmin_nodes\x18\x06 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x07 \x01(\x01\x12)\n\x08training\x18\x08 \x01(\x0b\x32\x17.fedgpu.v1.TrainingPlan\x12\x13\n\x0b\x63ohort_size\x18\t \x01(\r\x12\x0c\n\x04seed\x18\n \x01(\x04\x12\'\n\x07privacy\x18\x0b \x01(\x0b\x32\x16.fedgpu.v1.PrivacyPlan\x12\x30\n\nencryption\x18\x0c \x01(\x0b\x32\x1c.fedgpu.v1.EncryptionContext\x12\x12\n\nnum_params\x18\r \x01(\x04\x12\x13\n\x0breward_pool\x18\x0e \x01(\x01\"4\n\x10SubmitJobRequest\x12 \n\x04spec\x18\x01 \x01(\x0b\x32\x12.fedgpu.v1.JobSpec\"/\n\x0eSubmitJobReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"\x87\x01\n\x0cPublishChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x1f\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x10.fedgpu.v1.Chunk\x12&\n\x06result\x18\x05 \x01(\x0b\x32\x16.fedgpu.v1.RoundResult\"\xb5\x01\n\x0bRoundResult\x12\x10\n\x08\x61\x63\x63uracy\x18\x01 \x01(\x01\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12?\n\rcohort_values\x18\x03 \x03(\x0b\x32(.fedgpu.v1.RoundResult.CohortValuesEntry\x12\x10\n\x08\x65vidence\x18\x04 \x01(\x0c\x1a\x33\n\x11\x43ohortValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x1f\n\x0cPublishReply\x12\x0f\n\x07version\x18\x01 \x01(\r\"0\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"\x19\n\x06\x43ohort\x12\x0f\n\x07members\x18\x01 \x03(\t\"\xfb\x05\n\x08JobEvent\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.fedgpu.v1.JobEventKind\x12\r\n\x05round\x18\x02 \x01(\r\x12\x14\n\x0cparticipants\x18\x03 \x03(\t\x12\"\n\x07\x63ohorts\x18\x04 \x03(\x0b\x32\x11.fedgpu.v1.Cohort\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x10\n\x08\x62ytes_up\x18\x06 \x01(\x04\x12\x12\n\nbytes_down\x18\x07 \x01(\x04\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\x38\n\x0bnode_status\x18\t \x03(\x0b\x32#.fedgpu.v1.JobEvent.NodeStatusEntry\x12\x31\n\x07\x65psilon\x18\n \x03(\x0b\x32 .fedgpu.v1.JobEvent.EpsilonEntry\x12<\n\rtrain_seconds\x18\x0b \x03(\x0b\x32%.fedgpu.v1.JobEvent.TrainSecondsEntry\x12@\n\x10\x62ytes_up_by_node\x18\x0c \x03(\x0b\x32&.fedgpu.v1.JobEvent.BytesUpByNodeEntry\x12\x44\n\x12\x62ytes_down_by_node\x18\r \x03(\x0b\x32(.fedgpu.v1.JobEvent.BytesDownByNodeEntry\x1a\x31\n\x0fNodeStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0c\x45psilonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x33\n\x11TrainSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12\x42ytesUpByNodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x36\n\x14\x42ytesDownByNodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"F\n\x16\x46\x65tchCohortSumsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\"R\n\x0e\x43ohortSumChunk\x12\x0e\n\x06\x63ohort\x18\x01 \x01(\r\x12\x0f\n\x07members\x18\x02 \x03(\t\x12\x1f\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x10.fedgpu.v1.Chunk\"I\n\x17\x44ownloadJobModelRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\".\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"a\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x15\n\rmodel_version\x18\x04 \x01(\r\x12\x0f\n\x07message\x18\x05 \x01(\t*\xca\x01\n\x0cJobEventKind\x12\x1e\n\x1aJOB_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bJOB_EVENT_KIND_ROUND_OPENED\x10\x01\x12\x1d\n\x19JOB_EVENT_KIND_SUMS_READY\x10\x02\x12\x1e\n\x1aJOB_EVENT_KIND_ROUND_RETRY\x10\x03\x12\x1b\n\x17JOB_EVENT_KIND_JOB_DONE\x10\x04\x12\x1d\n\x19JOB_EVENT_KIND_JOB_FAILED\x10\x05\x32\xb5\x03\n\rDriverService\x12\x43\n\tSubmitJob\x12\x1b.fedgpu.v1.SubmitJobRequest\x1a\x19.fedgpu.v1.SubmitJobReply\x12\x42\n\x0cPublishModel\x12\x17.fedgpu.v1.PublishChunk\x1a\x17.fedgpu.v1.PublishReply(\x01\x12=\n\x08WatchJob\x12\x1a.fedgpu.v1.WatchJobRequest\x1a\x13.fedgpu.v1.JobEvent0\x01\x12Q\n\x0f\x46\x65tchCohortSums\x12!.fedgpu.v1.FetchCohortSumsRequest\x1a\x19.fedgpu.v1.CohortSumChunk0\x01\x12O\n\x10\x44ownloadJobModel\x12\".fedgpu.v1.DownloadJobModelRequest\x1a\x15.fedgpu.v1.ModelChunk0\x01\x12\x38\n\x06GetJob\x12\x18.fedgpu.v1.GetJobRequest\x1a\x14.fedgpu.v1.JobStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64gpu/v1/driver.proto\x12\tfedgpu.v1\x1a\x16\x66\x65\x64gpu/v1/common.proto\"\xdf\x02\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0e\n\x06rounds\x18\x04 \x01(\r\x12\x17\n\x0fnodes_per_round\x18\x05 \x01(\r\x12\x11\n\tmin_nodes\x18\x06 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x07 \x01(\x01\x12)\n\x08training\x18\x08 \x01(\x0b\x32\x17.fedgpu.v1.TrainingPlan\x12\x13\n\x0b\x63ohort_size\x18\t \x01(\r\x12\x0c\n\x04seed\x18\n \x01(\x04\x12\'\n\x07privacy\x18\x0b \x01(\x0b\x32\x16.fedgpu.v1.PrivacyPlan\x12\x30\n\nencryption\x18\x0c \x01(\x0b\x32\x1c.fedgpu.v1.EncryptionContext\x12\x12\n\nnum_params\x18\r \x01(\x04\x12\x13\n\x0breward_pool\x18\x0e \x01(\x01\"4\n\x10SubmitJobRequest\x12 \n\x04spec\x18\x01 \x01(\x0b\x32\x12.fedgpu.v1.JobSpec\"/\n\x0eSubmitJobReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"\x87\x01\n\x0cPublishChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x1f\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x10.fedgpu.v1.Chunk\x12&\n\x06result\x18\x05 \x01(\x0b\x32\x16.fedgpu.v1.RoundResult\"\x8b\x03\n\x0bRoundResult\x12\x10\n\x08\x61\x63\x63uracy\x18\x01 \x01(\x01\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12?\n\rcohort_values\x18\x03 \x03(\x0b\x32(.fedgpu.v1.RoundResult.CohortValuesEntry\x12\x10\n\x08\x65vidence\x18\x04 \x01(\x0c\x12;\n\x0bnode_values\x18\x05 \x03(\x0b\x32&.fedgpu.v1.RoundResult.NodeValuesEntry\x12\x34\n\x07rewards\x18\x06 \x03(\x0b\x32#.fedgpu.v1.RoundResult.RewardsEntry\x1a\x33\n\x11\x43ohortValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0fNodeValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0cRewardsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x1f\n\x0cPublishReply\x12\x0f\n\x07version\x18\x01 \x01(\r\"0\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"\x19\n\x06\x43ohort\x12\x0f\n\x07members\x18\x01 \x03(\t\"\xfb\x05\n\x08JobEvent\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.fedgpu.v1.JobEventKind\x12\r\n\x05round\x18\x02 \x01(\r\x12\x14\n\x0cparticipants\x18\x03 \x03(\t\x12\"\n\x07\x63ohorts\x18\x04 \x03(\x0b\x32\x11.fedgpu.v1.Cohort\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x10\n\x08\x62ytes_up\x18\x06 \x01(\x04\x12\x12\n\nbytes_down\x18\x07 \x01(\x04\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\x38\n\x0bnode_status\x18\t \x03(\x0b\x32#.fedgpu.v1.JobEvent.NodeStatusEntry\x12\x31\n\x07\x65psilon\x18\n \x03(\x0b\x32 .fedgpu.v1.JobEvent.EpsilonEntry\x12<\n\rtrain_seconds\x18\x0b \x03(\x0b\x32%.fedgpu.v1.JobEvent.TrainSecondsEntry\x12@\n\x10\x62ytes_up_by_node\x18\x0c \x03(\x0b\x32&.fedgpu.v1.JobEvent.BytesUpByNodeEntry\x12\x44\n\x12\x62ytes_down_by_node\x18\r \x03(\x0b\x32(.fedgpu.v1.JobEvent.BytesDownByNodeEntry\x1a\x31\n\x0fNodeStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0c\x45psilonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x33\n\x11TrainSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12\x42ytesUpByNodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x36\n\x14\x42ytesDownByNodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"F\n\x16\x46\x65tchCohortSumsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\"R\n\x0e\x43ohortSumChunk\x12\x0e\n\x06\x63ohort\x18\x01 \x01(\r\x12\x0f\n\x07members\x18\x02 \x03(\t\x12\x1f\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x10.fedgpu.v1.Chunk\"I\n\x17\x44ownloadJobModelRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\".\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"a\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x15\n\rmodel_version\x18\x04 \x01(\r\x12\x0f\n\x07message\x18\x05 \x01(\t*\xca\x01\n\x0cJobEventKind\x12\x1e\n\x1aJOB_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bJOB_EVENT_KIND_ROUND_OPENED\x10\x01\x12\x1d\n\x19JOB_EVENT_KIND_SUMS_READY\x10\x02\x12\x1e\n\x1aJOB_EVENT_KIND_ROUND_RETRY\x10\x03\x12\x1b\n\x17JOB_EVENT_KIND_JOB_DONE\x10\x04\x12\x1d\n\x19JOB_EVENT_KIND_JOB_FAILED\x10\x05\x32\xb5\x03\n\rDriverService\x12\x43\n\tSubmitJob\x12\x1b.fedgpu.v1.SubmitJobRequest\x1a\x19.fedgpu.v1.SubmitJobReply\x12\x42\n\x0cPublishModel\x12\x17.fedgpu.v1.PublishChunk\x1a\x17.fedgpu.v1.PublishReply(\x01\x12=\n\x08WatchJob\x12\x1a.fedgpu.v1.WatchJobRequest\x1a\x13.fedgpu.v1.JobEvent0\x01\x12Q\n\x0f\x46\x65tchCohortSums\x12!.fedgpu.v1.FetchCohortSumsRequest\x1a\x19.fedgpu.v1.CohortSumChunk0\x01\x12O\n\x10\x44ownloadJobModel\x12\".fedgpu.v1.DownloadJobModelRequest\x1a\x15.fedgpu.v1.ModelChunk0\x01\x12\x38\n\x06GetJob\x12\x18.fedgpu.v1.GetJobRequest\x1a\x14.fedgpu.v1.JobStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ROUNDRESULT_COHORTVALUESENTRY']._loaded_options = None
   _globals['_ROUNDRESULT_COHORTVALUESENTRY']._serialized_options = b'8\001'
+  _globals['_ROUNDRESULT_NODEVALUESENTRY']._loaded_options = None
+  _globals['_ROUNDRESULT_NODEVALUESENTRY']._serialized_options = b'8\001'
+  _globals['_ROUNDRESULT_REWARDSENTRY']._loaded_options = None
+  _globals['_ROUNDRESULT_REWARDSENTRY']._serialized_options = b'8\001'
   _globals['_JOBEVENT_NODESTATUSENTRY']._loaded_options = None
   _globals['_JOBEVENT_NODESTATUSENTRY']._serialized_options = b'8\001'
   _globals['_JOBEVENT_EPSILONENTRY']._loaded_options = None
@@ -44,8 +48,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBEVENT_BYTESUPBYNODEENTRY']._serialized_options = b'8\001'
   _globals['_JOBEVENT_BYTESDOWNBYNODEENTRY']._loaded_options = None
   _globals['_JOBEVENT_BYTESDOWNBYNODEENTRY']._serialized_options = b'8\001'
-  _globals['_JOBEVENTKIND']._serialized_start=2095
-  _globals['_JOBEVENTKIND']._serialized_end=2297
+  _globals['_JOBEVENTKIND']._serialized_start=2309
+  _globals['_JOBEVENTKIND']._serialized_end=2511
   _globals['_JOBSPEC']._serialized_start=62
   _globals['_JOBSPEC']._serialized_end=413
   _globals['_SUBMITJOBREQUEST']._serialized_start=415
@@ -55,37 +59,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISHCHUNK']._serialized_start=519
   _globals['_PUBLISHCHUNK']._serialized_end=654
   _globals['_ROUNDRESULT']._serialized_start=657
-  _globals['_ROUNDRESULT']._serialized_end=838
-  _globals['_ROUNDRESULT_COHORTVALUESENTRY']._serialized_start=787
-  _globals['_ROUNDRESULT_COHORTVALUESENTRY']._serialized_end=838
-  _globals['_PUBLISHREPLY']._serialized_start=840
-  _globals['_PUBLISHREPLY']._serialized_end=871
-  _globals['_WATCHJOBREQUEST']._serialized_start=873
-  _globals['_WATCHJOBREQUEST']._serialized_end=921
-  _globals['_COHORT']._serialized_start=923
-  _globals['_COHORT']._serialized_end=948
-  _globals['_JOBEVENT']._serialized_start=951
-  _globals['_JOBEVENT']._serialized_end=1714
-  _globals['_JOBEVENT_NODESTATUSENTRY']._serialized_start=1454
-  _globals['_JOBEVENT_NODESTATUSENTRY']._serialized_end=1503
-  _globals['_JOBEVENT_EPSILONENTRY']._serialized_start=1505
-  _globals['_JOBEVENT_EPSILONENTRY']._serialized_end=1551
-  _globals['_JOBEVENT_TRAINSECONDSENTRY']._serialized_start=1553
-  _globals['_JOBEVENT_TRAINSECONDSENTRY']._serialized_end=1604
-  _globals['_JOBEVENT_BYTESUPBYNODEENTRY']._serialized_start=1606
-  _globals['_JOBEVENT_BYTESUPBYNODEENTRY']._serialized_end=1658
-  _globals['_JOBEVENT_BYTESDOWNBYNODEENTRY']._serialized_start=1660
-  _globals['_JOBEVENT_BYTESDOWNBYNODEENTRY']._serialized_end=1714
-  _globals['_FETCHCOHORTSUMSREQUEST']._serialized_start=1716
-  _globals['_FETCHCOHORTSUMSREQUEST']._serialized_end=1786
-  _globals['_COHORTSUMCHUNK']._serialized_start=1788
-  _globals['_COHORTSUMCHUNK']._serialized_end=1870
-  _globals['_DOWNLOADJOBMODELREQUEST']._serialized_start=1872
-  _globals['_DOWNLOADJOBMODELREQUEST']._serialized_end=1945
-  _globals['_GETJOBREQUEST']._serialized_start=1947
-  _globals['_GETJOBREQUEST']._serialized_end=1993
-  _globals['_JOBSTATUS']._serialized_start=1995
-  _globals['_JOBSTATUS']._serialized_end=2092
-  _globals['_DRIVERSERVICE']._serialized_start=2300
-  _globals['_DRIVERSERVICE']._serialized_end=2737
+  _globals['_ROUNDRESULT']._serialized_end=1052
+  _globals['_ROUNDRESULT_COHORTVALUESENTRY']._serialized_start=902
+  _globals['_ROUNDRESULT_COHORTVALUESENTRY']._serialized_end=953
+  _globals['_ROUNDRESULT_NODEVALUESENTRY']._serialized_start=955
+  _globals['_ROUNDRESULT_NODEVALUESENTRY']._serialized_end=1004
+  _globals['_ROUNDRESULT_REWARDSENTRY']._serialized_start=1006
+  _globals['_ROUNDRESULT_REWARDSENTRY']._serialized_end=1052
+  _globals['_PUBLISHREPLY']._serialized_start=1054
+  _globals['_PUBLISHREPLY']._serialized_end=1085
+  _globals['_WATCHJOBREQUEST']._serialized_start=1087
+  _globals['_WATCHJOBREQUEST']._serialized_end=1135
+  _globals['_COHORT']._serialized_start=1137
+  _globals['_COHORT']._serialized_end=1162
+  _globals['_JOBEVENT']._serialized_start=1165
+  _globals['_JOBEVENT']._serialized_end=1928
+  _globals['_JOBEVENT_NODESTATUSENTRY']._serialized_start=1668
+  _globals['_JOBEVENT_NODESTATUSENTRY']._serialized_end=1717
+  _globals['_JOBEVENT_EPSILONENTRY']._serialized_start=1719
+  _globals['_JOBEVENT_EPSILONENTRY']._serialized_end=1765
+  _globals['_JOBEVENT_TRAINSECONDSENTRY']._serialized_start=1767
+  _globals['_JOBEVENT_TRAINSECONDSENTRY']._serialized_end=1818
+  _globals['_JOBEVENT_BYTESUPBYNODEENTRY']._serialized_start=1820
+  _globals['_JOBEVENT_BYTESUPBYNODEENTRY']._serialized_end=1872
+  _globals['_JOBEVENT_BYTESDOWNBYNODEENTRY']._serialized_start=1874
+  _globals['_JOBEVENT_BYTESDOWNBYNODEENTRY']._serialized_end=1928
+  _globals['_FETCHCOHORTSUMSREQUEST']._serialized_start=1930
+  _globals['_FETCHCOHORTSUMSREQUEST']._serialized_end=2000
+  _globals['_COHORTSUMCHUNK']._serialized_start=2002
+  _globals['_COHORTSUMCHUNK']._serialized_end=2084
+  _globals['_DOWNLOADJOBMODELREQUEST']._serialized_start=2086
+  _globals['_DOWNLOADJOBMODELREQUEST']._serialized_end=2159
+  _globals['_GETJOBREQUEST']._serialized_start=2161
+  _globals['_GETJOBREQUEST']._serialized_end=2207
+  _globals['_JOBSTATUS']._serialized_start=2209
+  _globals['_JOBSTATUS']._serialized_end=2306
+  _globals['_DRIVERSERVICE']._serialized_start=2514
+  _globals['_DRIVERSERVICE']._serialized_end=2951
 # @@protoc_insertion_point(module_scope)

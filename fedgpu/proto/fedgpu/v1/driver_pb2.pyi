@@ -84,8 +84,22 @@ class PublishChunk(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., version: _Optional[int] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ..., result: _Optional[_Union[RoundResult, _Mapping]] = ...) -> None: ...
 
 class RoundResult(_message.Message):
-    __slots__ = ("accuracy", "loss", "cohort_values", "evidence")
+    __slots__ = ("accuracy", "loss", "cohort_values", "evidence", "node_values", "rewards")
     class CohortValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class NodeValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class RewardsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -96,11 +110,15 @@ class RoundResult(_message.Message):
     LOSS_FIELD_NUMBER: _ClassVar[int]
     COHORT_VALUES_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    NODE_VALUES_FIELD_NUMBER: _ClassVar[int]
+    REWARDS_FIELD_NUMBER: _ClassVar[int]
     accuracy: float
     loss: float
     cohort_values: _containers.ScalarMap[str, float]
     evidence: bytes
-    def __init__(self, accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., cohort_values: _Optional[_Mapping[str, float]] = ..., evidence: _Optional[bytes] = ...) -> None: ...
+    node_values: _containers.ScalarMap[str, float]
+    rewards: _containers.ScalarMap[str, float]
+    def __init__(self, accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., cohort_values: _Optional[_Mapping[str, float]] = ..., evidence: _Optional[bytes] = ..., node_values: _Optional[_Mapping[str, float]] = ..., rewards: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class PublishReply(_message.Message):
     __slots__ = ("version",)

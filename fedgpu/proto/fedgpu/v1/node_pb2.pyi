@@ -98,10 +98,32 @@ class Task(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., deadline_ms: _Optional[int] = ..., num_params: _Optional[int] = ..., num_chunks: _Optional[int] = ...) -> None: ...
 
 class PullTaskReply(_message.Message):
-    __slots__ = ("task",)
+    __slots__ = ("task", "receipts")
     TASK_FIELD_NUMBER: _ClassVar[int]
+    RECEIPTS_FIELD_NUMBER: _ClassVar[int]
     task: Task
-    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
+    receipts: _containers.RepeatedCompositeFieldContainer[Receipt]
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., receipts: _Optional[_Iterable[_Union[Receipt, _Mapping]]] = ...) -> None: ...
+
+class Receipt(_message.Message):
+    __slots__ = ("job_id", "round", "node_id", "reward", "entry_hash", "head_hash", "signature", "aggregator_key")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_HASH_FIELD_NUMBER: _ClassVar[int]
+    HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_KEY_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    round: int
+    node_id: str
+    reward: float
+    entry_hash: str
+    head_hash: str
+    signature: str
+    aggregator_key: str
+    def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., node_id: _Optional[str] = ..., reward: _Optional[float] = ..., entry_hash: _Optional[str] = ..., head_hash: _Optional[str] = ..., signature: _Optional[str] = ..., aggregator_key: _Optional[str] = ...) -> None: ...
 
 class DeclineTaskRequest(_message.Message):
     __slots__ = ("auth", "task_id", "reason", "message")

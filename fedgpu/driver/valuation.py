@@ -1,0 +1,116 @@
+"""Valuing each round's cohorts on the driver's held-out data, and turning values into rewards.
+
+u(S) = L(w + b) - L(w + agg(S)) where b is the free baseline step (the last global change): a node
+that replays it, sends zeros or sends noise is worth about 0 or less, not "a bit".
+
+The aggregation rule is robust and the game uses the same rule: a cohort whose update alone makes
+the model worse than no update at all (L(w + agg({c})) > L(w)) is left out of the round's model, and Shapley values
+(exact up to 8 cohorts, sampled above) are computed over the kept cohorts only. Without this, a
+zero-sending free rider would earn by *diluting* a poisoner inside coalitions. Values below the
+evaluation's own noise count 0; they are spread over nodes by a ridge estimate across reshuffled
+cohorts and paid pro rata if positive.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from torch import nn
+
+from fedgpu.datasets import ArrayDataset
+from fedgpu.rewards import (
+    CohortGame,
+    NodeValueEstimator,
+    Reputation,
+    encode_utilities,
+    noise_floor,
+    payout,
+    shapley,
+    split_cohort_value,
+    zero_below_floor,
+)
+
+
+@dataclass(frozen=True)
+class RoundValuation:
+    cohort_values: list[float]
+    kept: list[int]          # cohorts the round's model is built from
+    node_values: dict[str, float]
+    rewards: dict[str, float]
+    evaluations: int
+    floor: float
+    seconds: float
+    evidence: bytes   # JSON: per-subset utilities etc., so anyone can recompute the values
+
+
+class RoundValuer:
+    def __init__(self, model_factory: Callable[[], nn.Module], validation: ArrayDataset, budget: int, pool: float, seed: int = 0) -> None:
+        self.model_factory = model_factory
+        self.validation = validation
+        self.budget = budget
+        self.pool = pool
+        self.seed = seed
+        self.estimator = NodeValueEstimator()
+        self.reputation = Reputation()
+        self.baseline: np.ndarray | None = None
+        self.totals: dict[str, float] = {}
+
+    def value(self, rnd: int, global_flat: np.ndarray, cohorts: list[list[str]], sums: list[np.ndarray], weights: list[float]) -> RoundValuation:
+        t0 = time.perf_counter()
+        game = CohortGame(self.model_factory, global_flat, self.baseline, sums, weights, self.validation.x, self.validation.y)
+        rng = np.random.default_rng(self.seed * 7919 + rnd)
+        singles = [game(frozenset([c])) for c in range(len(sums))]
+        # u({c}) >= -(L(w) - L(w + b))  <=>  L(w + agg({c})) <= L(w): the cohort alone does no harm.
+        free_gain = float(game._losses_of(game.global_params).mean() - game.sample_losses(frozenset()).mean())
+        kept = self.keep([v + free_gain for v in singles])
+        res = shapley(len(kept), lambda S: game(frozenset(kept[i] for i in S)), budget=self.budget, rng=rng)
+        floor = noise_floor(game, coalition=frozenset(kept), rng=np.random.default_rng(rnd))
+        values = np.array([min(v, 0.0) for v in singles])  # left-out cohorts keep their (negative) solo value
+        values[kept] = res.values
+        values = zero_below_floor(values, floor)
+        self.estimator.observe_round(rnd, cohorts, list(values))
+        est = self.estimator.estimates()
+        node_values: dict[str, float] = {}
+        for v, members in zip(values, cohorts):
+            node_values.update(split_cohort_value(float(v), members, est))
+        rewards = payout(node_values, self.pool)
+        for node, v in node_values.items():
+            self.reputation.update(node, v)
+            self.totals[node] = self.totals.get(node, 0.0) + rewards.get(node, 0.0)
+        evidence = {
+            "round": rnd,
+            "cohorts": cohorts,
+            "utilities": encode_utilities(res.utilities),
+            "shapley": [float(x) for x in res.values],
+            "kept": kept,
+            "singles": singles,
+            "noise_floor": floor,
+            "exact": res.exact,
+            "seed": self.seed * 7919 + rnd,
+        }
+        return RoundValuation(
+            cohort_values=[float(v) for v in values],
+            kept=kept,
+            node_values=node_values,
+            rewards=rewards,
+            evaluations=game.forward_passes,
+            floor=floor,
+            seconds=time.perf_counter() - t0,
+            evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode(),
+        )
+
+    @staticmethod
+    def keep(values: list[float]) -> list[int]:
+        """Cohorts the real update uses: those whose solo gain over no update is >= 0 (all if none is)."""
+        kept = [i for i, v in enumerate(values) if v >= 0]
+        return kept or list(range(len(values)))
+
+    def after_step(self, delta: np.ndarray) -> None:
+        self.baseline = delta.copy()
+
+    def summary(self) -> dict[str, Any]:
+        return {"estimates": self.estimator.estimates(), "reputation": self.reputation.as_dict(), "totals": dict(self.totals)}
