@@ -305,7 +305,7 @@ class Aggregator:
 
     # ---- driver --------------------------------------------------------------------------------
     def submit_job(self, spec: driver_pb2.JobSpec) -> tuple[str, str]:
-        cfg = job_from_proto(spec)  # ConfigError names the offending field
+        cfg = job_from_proto(spec, check_registry=False)  # ConfigError names the offending field; nodes check the model
         enc = spec.encryption
         crypto.adder(enc.scheme, enc.params)  # the parameters must parse
         if enc.fingerprint != crypto.context_fingerprint(enc.scheme, enc.params, enc.public_material):

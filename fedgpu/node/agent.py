@@ -22,12 +22,11 @@ from fedgpu import crypto
 from fedgpu.datasets import ArrayDataset, get_schema, load_file
 from fedgpu.errors import CapabilityError, ConfigError, FedgpuError, PrivacyBudgetExceeded
 from fedgpu.models import ModelSpec, available_models, build_model
-from fedgpu.node.training import pick_device, train_local
+from fedgpu.node.training import LocalTrainConfig, pick_device, train_local
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
 from fedgpu.wire import chunks, tensors
 from fedgpu.wire.auth import Identity
 from fedgpu.wire.chunks import MAX_MESSAGE_BYTES
-from fedgpu.wire.serde import local_train_from_proto
 
 log = logging.getLogger("fedgpu.node")
 
@@ -192,7 +191,8 @@ class NodeAgent:
         start = tensors.flatten(state)
         if start.size != task.num_params:
             raise ConfigError(f"model {task.model} has {start.size} values here, the job says {task.num_params}: versions differ")
-        cfg = local_train_from_proto(task.training)
+        p = task.training
+        cfg = LocalTrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, momentum=p.momentum, seed=p.seed)
         t0 = time.perf_counter()
         if task.privacy.enabled and task.privacy.mode == "sample":
             if self.privacy is None:

@@ -37,7 +37,18 @@ from fedgpu.rewards.shapley import (
     shapley_exact,
     shapley_sampled,
 )
-from fedgpu.rewards.utility import CohortGame, fedavg, flatten_params, load_flat, noise_floor, zero_below_floor
+
+# The game needs torch; the ledger rules (used by the aggregator, which never imports torch) do not.
+_LAZY = {"CohortGame", "fedavg", "flatten_params", "load_flat", "noise_floor", "zero_below_floor"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from fedgpu.rewards import utility
+
+        return getattr(utility, name)
+    raise AttributeError(f"module 'fedgpu.rewards' has no attribute {name!r}")
+
 
 __all__ = [
     "CohortGame",

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from fedgpu.config import EncryptionConfig, JobConfig, PrivacyConfig, RewardsConfig, TrainingConfig, job_from_dict
-from fedgpu.node.training import LocalTrainConfig
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2
 
 
 def training_to_proto(t: TrainingConfig, seed: int) -> common_pb2.TrainingPlan:
     return common_pb2.TrainingPlan(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, momentum=t.momentum, seed=seed)
-
-
-def local_train_from_proto(p: common_pb2.TrainingPlan) -> LocalTrainConfig:
-    return LocalTrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, momentum=p.momentum, seed=p.seed)
 
 
 def privacy_to_proto(p: PrivacyConfig, rounds: int, cohort_size: int) -> common_pb2.PrivacyPlan:
@@ -49,7 +44,7 @@ def job_to_proto(job: JobConfig, encryption: common_pb2.EncryptionContext, num_p
     )
 
 
-def job_from_proto(spec: driver_pb2.JobSpec) -> JobConfig:
+def job_from_proto(spec: driver_pb2.JobSpec, check_registry: bool = True) -> JobConfig:
     """Validate a submitted spec with the same rules as a job file (ConfigError names the field)."""
     t, p = spec.training, spec.privacy
     data = {
@@ -77,7 +72,7 @@ def job_from_proto(spec: driver_pb2.JobSpec) -> JobConfig:
             "client_clip": p.client_clip,
             "client_noise_multiplier": p.client_noise_multiplier,
         }
-    return job_from_dict(data)
+    return job_from_dict(data, check_registry)
 
 
 __all__ = [
@@ -85,7 +80,6 @@ __all__ = [
     "RewardsConfig",
     "job_from_proto",
     "job_to_proto",
-    "local_train_from_proto",
     "privacy_to_proto",
     "training_to_proto",
 ]

@@ -1,0 +1,123 @@
+"""Round overhead of the real loop: 10 node processes, an aggregator process, a job driver.
+
+Prints one JSON object: {"runs": [{"params", "nodes", "round_s", "train_s", "round_overhead_s",
+"bytes_up_per_node", "bytes_down_per_node", "aggregator_peak_rss_mb", ...}]}
+
+  round_s           median wall time between consecutive rounds as the driver sees them (open ->
+                    train -> upload -> close -> fetch -> decrypt -> aggregate -> evaluate -> publish)
+  train_s           median over rounds of the median node's local training time
+  round_overhead_s  median over rounds of (round_s - the slowest node's training time that round)
+  aggregator_peak_rss_mb  VmHWM of the aggregator process at the end of the run
+
+Valuation is switched off (reward pool 0) so the figure is the loop itself; see bench_valuation.py.
+Usage: python scripts/bench_round.py [--nodes 10] [--rounds 6] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fedgpu.config import EncryptionConfig, JobConfig, RewardsConfig, TrainingConfig
+from fedgpu.datasets import partition_iid, public_split, save_npz
+from fedgpu.demo import Cluster
+from fedgpu.driver.driver import JobDriver
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: int, work: Path) -> dict:
+    work.mkdir(parents=True)
+    train, test = public_split("mnist1d", num_samples=int(samples_per_node * nodes / 0.8) + 10, seed=0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cluster = Cluster(work, env)
+    job = JobConfig(
+        name=f"bench-{model}",
+        model=model,
+        dataset="mnist1d",
+        rounds=rounds,
+        nodes_per_round=nodes,
+        min_nodes=nodes,
+        deadline_seconds=300,
+        training=TrainingConfig(epochs=1, batch_size=32, lr=0.05),
+        encryption=EncryptionConfig(scheme),
+        rewards=RewardsConfig(pool_per_round=0.0),
+    ).validate()
+    times: list[float] = []
+    try:
+        address = cluster.start_aggregator()
+        for i, idx in enumerate(partition_iid(len(train), nodes, 0)):
+            home = work / f"node{i}"
+            home.mkdir()
+            save_npz(home / "d.npz", train.subset(idx))
+            cluster.spawn(["node", "--aggregator", address, "--data", f"mnist1d={home / 'd.npz'}", "--home", str(home)], f"node{i}.log")
+
+        def progress(ev: dict) -> None:
+            if ev["event"] == "round":
+                times.append(time.perf_counter())
+                print(f"  {model}/{scheme} round {ev['round']}: {ev['seconds']:.2f}s in aggregator", file=sys.stderr, flush=True)
+
+        driver = JobDriver(address, job, work / "job", validation=test.subset(np.arange(min(1000, len(test)))), progress=progress)
+        report = driver.run()
+        rss = peak_rss_mb(cluster.procs[0].pid)
+    finally:
+        cluster.close()
+    rounds_ = report["rounds"]
+    # Round 1 includes the nodes' start-up (torch import, registration): skip it.
+    round_s = list(np.diff(times))
+    per_round_train = [rounds_[i]["train_seconds"] for i in range(1, len(rounds_))]
+    overhead = [r - max(t.values()) for r, t in zip(round_s, per_round_train)]
+    up = [b for r in rounds_[1:] for b in r["bytes_up_by_node"].values()]
+    down = [b for r in rounds_[1:] for b in r["bytes_down_by_node"].values()]
+    return {
+        "model": model,
+        "encryption": scheme,
+        "params": report["params"],
+        "nodes": nodes,
+        "rounds_measured": len(round_s),
+        "round_s": statistics.median(round_s),
+        "train_s": statistics.median(statistics.median(t.values()) for t in per_round_train),
+        "round_overhead_s": statistics.median(overhead),
+        "bytes_up_per_node": int(statistics.median(up)),
+        "bytes_down_per_node": int(statistics.median(down)),
+        "bytes_up_per_param": statistics.median(up) / report["params"],
+        "aggregator_peak_rss_mb": round(rss, 1),
+        "final_accuracy": report["final_accuracy"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nodes", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--samples-per-node", type=int, default=400)
+    ap.add_argument("--models", default="cnn1d,mlp_1m")
+    ap.add_argument("--schemes", default="none,ckks")
+    ap.add_argument("--quick", action="store_true", help="3 nodes, 3 rounds, cnn1d only")
+    args = ap.parse_args()
+    if args.quick:
+        args.nodes, args.rounds, args.models = 3, 3, "cnn1d"
+    runs = []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fedgpu-bench-") as tmp:
+        for model in args.models.split(","):
+            for scheme in args.schemes.split(","):
+                runs.append(one_run(model, scheme, args.nodes, args.rounds, args.samples_per_node, Path(tmp) / f"{model}-{scheme}"))
+    print(json.dumps({"runs": runs, "machine": f"{os.cpu_count()} cores", "wall_s": round(time.perf_counter() - t0, 1)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
