@@ -576,8 +576,8 @@ class Aggregator:
                 acc = None
                 for ci in g:
                     part = rs.sums[ci][chunk]
-                    if part is not None:
-                        acc = part if acc is None else rs.adder.add(acc, rs.adder.to_bytes(part))
+                    if part is not None:  # adders add in place: copy so a cohort's own sum is never changed
+                        acc = part.copy() if acc is None else rs.adder.add(acc, rs.adder.to_bytes(part))
                 if acc is None:
                     raise StateError("internal: a reporting cohort has an empty chunk")
                 row.append(rs.adder.to_bytes(acc))

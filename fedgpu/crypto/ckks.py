@@ -68,7 +68,7 @@ class CkksEncryptor:
         for i in range(num_ct):
             self._seal.encrypt_zero(c0[i], c1[i])
         c0 += message  # both < q < 2**61: no uint64 overflow
-        c0[c0 >= np.uint64(p.modulus)] -= np.uint64(p.modulus)
+        np.minimum(c0, c0 - np.uint64(p.modulus), out=c0)  # mod q: x - q wraps above x unless x >= q
         y0 = compress(c0.reshape(-1), p.modulus, p.c0_bits)
         y1 = compress(c1.reshape(-1), p.modulus, p.c1_bits)
         return encode_payload(p, flat.size, y0, y1)

@@ -26,8 +26,9 @@ class SlotEncoder:
         self._order = np.empty(n, dtype=np.int64)
         self._order[(exponents - 1) // 2] = np.arange(n // 2)
         self._order[(2 * n - exponents - 1) // 2] = n // 2 + np.arange(n // 2)
-        twist = np.exp(-1j * np.pi * np.arange(n) / n) / n
-        self._twist_re, self._twist_im = twist.real.copy(), twist.imag.copy()
+        # m_k = Re(FFT(v)_k * zeta**-k) / N; the scale is folded in here to save a pass over the data.
+        twist = np.exp(-1j * np.pi * np.arange(n) / n) * (scale / n)
+        self._twist = twist
 
     def encode(self, values: np.ndarray) -> np.ndarray:
         """(num_ciphertexts, N) float64 -> (num_ciphertexts, N) uint64 coefficients mod q.
@@ -35,14 +36,13 @@ class SlotEncoder:
         Rounding to integers happens at ``scale``, as in SEAL. Like SEAL this works in float64, so a
         coefficient near the headroom limit (2**59) is off by up to ~2**6, far below encryption noise.
         """
-        z = np.ascontiguousarray(values, dtype=np.float64).view(np.complex128) * self.scale
-        both = np.concatenate((z, np.conj(z)), axis=1)
-        spectrum = np.fft.fft(both[:, self._order], axis=1)
-        m = spectrum.real * self._twist_re
-        m -= spectrum.imag * self._twist_im
-        ints = np.rint(m).astype(np.int64)
-        out = ints.astype(np.uint64)
-        out[ints < 0] += np.uint64(self.modulus)  # two's complement wrap: 2**64 + m + q = q + m
+        z = np.ascontiguousarray(values, dtype=np.float64).view(np.complex128)
+        spectrum = np.fft.fft(np.concatenate((z, np.conj(z)), axis=1)[:, self._order], axis=1)
+        spectrum *= self._twist
+        ints = np.rint(spectrum.real).astype(np.int64)
+        # mod q: negatives wrap to 2**64 + m; adding q (masked by the sign) gives q + m.
+        out = ints.view(np.uint64)
+        out += (ints >> 63).view(np.uint64) & np.uint64(self.modulus)
         return out
 
 

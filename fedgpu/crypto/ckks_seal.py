@@ -113,7 +113,8 @@ class SealContext:
         n = params.poly_modulus_degree
         members = struct.pack("<4QB3QdQ", *self.parms_id, 0, 2, n, 1, params.scale, 1)
         inner = self._header(_SEAL_HEADER.size + 8 + 2 * n * 8) + struct.pack("<Q", 2 * n)
-        self._ciphertext_prefix = self._header(_SEAL_HEADER.size + len(members) + len(inner) + 2 * n * 8) + members + inner
+        total = _SEAL_HEADER.size + len(members) + len(inner) + 2 * n * 8
+        self._ciphertext_prefix = self._header(total) + members + inner
 
     def _header(self, total: int) -> bytes:
         major, minor = self._version
@@ -192,6 +193,7 @@ def _coefficient_address(ct: Any, count: int) -> int | None:
     n = ct.poly_modulus_degree()
     if (
         list(fields[0:4]) != list(ct.parms_id())
+        or fields[4] & 0xFF != int(ct.is_ntt_form())
         or fields[5] != ct.size()
         or fields[6] != n
         or fields[7] != ct.coeff_modulus_size()

@@ -6,8 +6,9 @@ import numpy as np
 
 from fedgpu.errors import ProtocolError
 
-# 1 MiB gRPC message budget, minus room for the envelope: 200k float32 values = 800 KB.
-PLAIN_VALUES_PER_CHUNK = 200_000
+# A chunk must fit the 1 MiB message budget both ways: 120k values are 480 KB as float32 uploads
+# and 960 KB as the float64 sums the driver fetches.
+PLAIN_VALUES_PER_CHUNK = 120_000
 
 
 class PlainEncryptor:

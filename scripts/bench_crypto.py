@@ -1,0 +1,182 @@
+"""Benchmark the ckks scheme on one model-sized update, against the plaintext float32 sum.
+
+Prints one JSON object. Every update is chunked with fedgpu's ChunkLayout (weight slot included), as a
+node would send it. Summands are distinct encryptions unless ``--distinct`` asks for fewer, in which
+case payloads are reused cyclically; reuse makes their noise add coherently, so errors then read
+pessimistic (the JSON says how many were distinct).
+
+    python scripts/bench_crypto.py                 # 1,000,000 parameters, 100 summands
+    python scripts/bench_crypto.py --params 100000 --distinct 20
+"""
+
+from __future__ import annotations
+
+import os
+
+# Single-core figures: keep any BLAS/FFT pool to one thread (SEAL runs single-threaded as called).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from fedgpu.crypto.ckks import CkksAdder, CkksEncryptor, CkksKeyPair  # noqa: E402
+from fedgpu.crypto.plain import PlainAdder, PlainDecryptor, PlainEncryptor  # noqa: E402
+from fedgpu.crypto.scheme import ChunkLayout  # noqa: E402
+
+
+def median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def run_scheme(
+    name: str,
+    layout: ChunkLayout,
+    encrypt: Callable[[np.ndarray], bytes],
+    adder: CkksAdder | PlainAdder,
+    decrypt: Callable[[bytes, int], np.ndarray],
+    updates: Callable[[int], np.ndarray],
+    summands: int,
+    distinct: int,
+    checkpoints: Sequence[int],
+) -> dict[str, float | int | str]:
+    """Encrypt ``distinct`` updates, add ``summands`` of them chunk by chunk, decrypt at each checkpoint."""
+    enc_times: list[float] = []
+    add_times: list[float] = []
+    acc: list[np.ndarray] = [adder.zero() for _ in range(layout.num_chunks)]
+    exact_sum = np.zeros(layout.num_params, dtype=np.float64)
+    kept: list[list[bytes]] = []
+    wire_bytes = max_payload = 0
+    out: dict[str, float | int | str] = {"scheme": name}
+    for s in range(summands):
+        update = updates(s % distinct)
+        if s < distinct:
+            chunks = list(layout.split(update, 1.0))
+            start = time.perf_counter()
+            payloads = [encrypt(c) for c in chunks]
+            enc_times.append(time.perf_counter() - start)
+            wire_bytes = sum(len(p) for p in payloads)
+            max_payload = max(len(p) for p in payloads)
+            if distinct < summands:
+                kept.append(payloads)
+        else:
+            payloads = kept[s % distinct]
+        exact_sum += update.astype(np.float64)
+
+        start = time.perf_counter()
+        for i, payload in enumerate(payloads):
+            acc[i] = adder.add(acc[i], payload)
+        add_times.append(time.perf_counter() - start)
+
+        if s + 1 in checkpoints:
+            start = time.perf_counter()
+            chunk_sums = [decrypt(adder.to_bytes(a), layout.chunk_values(i)) for i, a in enumerate(acc)]
+            out["decrypt_seconds"] = time.perf_counter() - start
+            weighted, weights = layout.join(chunk_sums)
+            err = max(float(np.abs(weighted - exact_sum).max()), float(np.abs(weights - (s + 1)).max()))
+            out[f"max_abs_error_n{s + 1}"] = err
+    # The first add allocates the accumulators; time the steady state.
+    per_update_add = median(add_times[1:] if len(add_times) > 1 else add_times)
+    out.update(
+        bytes_per_param=wire_bytes / layout.num_params,
+        encrypt_seconds=median(enc_times),
+        aggregate_seconds_per_update=per_update_add,
+        aggregate_params_per_s_per_core=layout.num_params / per_update_add,
+        values_per_chunk=layout.values_per_chunk,
+        num_chunks=layout.num_chunks,
+        max_payload_bytes=max_payload,
+    )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", type=int, default=1_000_000, help="parameters in the update (default %(default)s)")
+    ap.add_argument("--summands", type=int, default=100, help="updates summed (default %(default)s)")
+    ap.add_argument("--distinct", type=int, default=None, help="distinct encryptions, reused cyclically (default: all)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    summands = args.summands
+    distinct = min(args.distinct or summands, summands)
+    checkpoints = sorted({min(10, summands), summands})
+
+    rng = np.random.default_rng(args.seed)
+    # Model updates: float32, N(0, 1e-2). Regenerated from per-index seeds so memory stays at one update.
+    seeds = rng.integers(0, 2**63, size=distinct)
+
+    def updates(i: int) -> np.ndarray:
+        return np.random.default_rng(seeds[i]).normal(0.0, 1e-2, args.params).astype(np.float32)
+
+    started = time.perf_counter()
+    keys = CkksKeyPair.generate()
+    keygen_s = time.perf_counter() - started
+    encryptor = CkksEncryptor(keys.params, keys.public_material)
+    decryptor = keys.decryptor()
+    ckks = run_scheme(
+        "ckks",
+        ChunkLayout(args.params, keys.values_per_chunk),
+        encryptor.encrypt,
+        CkksAdder(keys.params),
+        decryptor.decrypt,
+        updates,
+        summands,
+        distinct,
+        checkpoints,
+    )
+
+    plain_enc = PlainEncryptor()
+    plain_dec = PlainDecryptor()
+    baseline = run_scheme(
+        "none (float32 sum)",
+        ChunkLayout(args.params, plain_enc.values_per_chunk),
+        plain_enc.encrypt,
+        PlainAdder(plain_enc.values_per_chunk),
+        plain_dec.decrypt,
+        updates,
+        summands,
+        distinct,
+        checkpoints,
+    )
+
+    p = encryptor.params
+    result = {
+        **{k: v for k, v in ckks.items() if k != "scheme"},
+        "keygen_seconds": keygen_s,
+        "num_params": args.params,
+        "summands": summands,
+        "distinct_encryptions": distinct,
+        "reused_cyclically": distinct < summands,
+        "update_distribution": "float32 N(0, 1e-2), weight 1.0 per node",
+        "ckks": {
+            "poly_modulus_degree": p.poly_modulus_degree,
+            "modulus_bits": p.modulus.bit_length(),
+            "modulus": p.modulus,
+            "scale_bits": p.scale_bits,
+            "c0_bits": p.c0_bits,
+            "c1_bits": p.c1_bits,
+            "ciphertexts_per_chunk": p.ciphertexts_per_chunk,
+            "packing": "complex (2 reals per slot)",
+            "encryption": "public key",
+            "max_abs_sum": p.max_abs_sum,
+        },
+        "baseline": {k: v for k, v in baseline.items() if k not in ("values_per_chunk", "num_chunks")},
+        "timing": "medians over updates; one thread; aggregate = header check + unpack + add, per update",
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "load_average_1m_at_end": os.getloadavg()[0],
+        },
+        "wall_seconds": time.perf_counter() - started,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
