@@ -14,11 +14,12 @@ import logging
 import math
 import random
 import secrets
+import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import numpy as np
 from cryptography.hazmat.primitives import serialization
@@ -67,7 +68,8 @@ class RoundState:
     adder: crypto.Adder
     cohorts: list[list[str]]
     tasks: dict[str, TaskState]
-    sums: list[list[np.ndarray | None]]  # [cohort][chunk]
+    num_chunks: int
+    acc_dir: Path  # one .npy accumulator per (cohort, chunk): memory stays O(chunk) whatever the node count
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def check_done(self) -> None:
@@ -95,6 +97,7 @@ class Aggregator:
         self.published: dict[str, asyncio.Event] = {}
         self.runners: dict[str, asyncio.Task[None]] = {}
         self.receipts: dict[str, list[node_pb2.Receipt]] = {}  # node -> receipts not yet delivered
+        self._model_cache: dict[str, tuple[int, bytes]] = {}
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -211,13 +214,21 @@ class Aggregator:
     def model_for_node(self, node_id: str, job_id: str, version: int) -> bytes:
         if node_id not in self.job_nodes.get(job_id, set()):
             raise AuthError(f"node {node_id} has no task in job {job_id}")
-        data = self.store.model(job_id, version)
+        data = self.model_bytes(job_id, version)
         rs = self.rounds.get(job_id)
         if rs is not None:
             for ts in rs.tasks.values():
                 if ts.node_id == node_id:
                     ts.bytes_down += len(data)
         return data
+
+    def model_bytes(self, job_id: str, version: int) -> bytes:
+        """One cached copy of the newest model per job: N nodes downloading it cost one copy, not N."""
+        hit = self._model_cache.get(job_id)
+        if hit is None or hit[0] != version:
+            hit = (version, self.store.model(job_id, version))
+            self._model_cache[job_id] = hit
+        return hit[1]
 
     # ---- uploads -------------------------------------------------------------------------------
     def upload_status(self, node_id: str, task_id: str) -> node_pb2.UploadReply:
@@ -287,21 +298,28 @@ class Aggregator:
             rs.check_done()
 
     def _fold(self, rs: RoundState, ts: TaskState, path: Path) -> None:
-        """Add a complete upload into its cohort's sum, chunk by chunk, then forget it."""
+        """Add a complete upload into its cohort's sum, one chunk in memory at a time, then forget it."""
         with path.open("rb") as f:
-            parts = []
-            for off, size in ts.offsets:
+            for i, (off, size) in enumerate(ts.offsets):
                 f.seek(off)
-                parts.append(f.read(size))
-        row = rs.sums[ts.cohort]
-        for i, data in enumerate(parts):
-            acc = row[i]
-            row[i] = rs.adder.add(rs.adder.zero() if acc is None else acc, data)
+                self._accumulate(rs, ts.cohort, i, f.read(size))
         path.unlink(missing_ok=True)
         ts.offsets.clear()
         ts.status = "complete"
         self.pending.pop(ts.node_id, None)
         rs.check_done()
+
+    @staticmethod
+    def _acc_path(rs: RoundState, cohort: int, chunk: int) -> Path:
+        return rs.acc_dir / f"c{cohort}-{chunk}.npy"
+
+    def _accumulate(self, rs: RoundState, cohort: int, chunk: int, payload: bytes) -> None:
+        p = self._acc_path(rs, cohort, chunk)
+        acc = np.load(p, allow_pickle=False) if p.exists() else rs.adder.zero()
+        acc = rs.adder.add(acc, payload)
+        tmp = p.with_suffix(".tmp.npy")
+        np.save(tmp, acc, allow_pickle=False)
+        tmp.replace(p)
 
     # ---- driver --------------------------------------------------------------------------------
     def submit_job(self, spec: driver_pb2.JobSpec) -> tuple[str, str]:
@@ -381,7 +399,7 @@ class Aggregator:
         spec.ParseFromString(self.store.job(job_id).spec)
         return spec
 
-    def cohort_sums(self, job_id: str, rnd: int, k: int) -> tuple[list[list[str]], list[tuple[int, int, bytes]]]:
+    def cohort_sums(self, job_id: str, rnd: int, k: int) -> tuple[list[list[str]], list[tuple[int, int]]]:
         rec = self.store.round(job_id, rnd)
         if rec is None or rec["state"] != "ready":
             raise StateError(f"round {rnd} of job {job_id} has no sums to fetch (not closed, or already published)")
@@ -389,7 +407,7 @@ class Aggregator:
         small = [c for c in cohorts if len(c) < k]
         if small:  # never reached: rounds are saved with merged cohorts. Kept as the last line of defence.
             raise StateError(f"refusing to release a sum of {len(small[0])} contributors (cohort size k = {k})")
-        return cohorts, self.store.cohort_sum_chunks(job_id, rnd)
+        return cohorts, self.store.cohort_sum_index(job_id, rnd)
 
     async def watch(self, job_id: str) -> AsyncIterator[driver_pb2.JobEvent]:
         q: asyncio.Queue[driver_pb2.JobEvent] = asyncio.Queue()
@@ -514,7 +532,8 @@ class Aggregator:
             adder=adder,
             cohorts=cohorts,
             tasks={},
-            sums=[[None] * layout.num_chunks for _ in cohorts],
+            num_chunks=layout.num_chunks,
+            acc_dir=self.spool / f"{job_id}-r{rnd}-a{attempt}",
         )
         for ci, members in enumerate(cohorts):
             for node_id in members:
@@ -540,6 +559,7 @@ class Aggregator:
                 self.pending[node_id] = task
                 self.job_nodes.setdefault(job_id, set()).add(node_id)
                 self.wakeups.setdefault(node_id, asyncio.Event()).set()
+        rs.acc_dir.mkdir(parents=True, exist_ok=True)
         self.rounds[job_id] = rs
         self._emit(job_id, driver_pb2.JobEvent(kind=EventKind.JOB_EVENT_KIND_ROUND_OPENED, round=rnd, participants=chosen))
         log.info("job %s round %d (attempt %d): %d nodes in %d cohorts", job_id, rnd, attempt, len(chosen), len(cohorts))
@@ -566,23 +586,25 @@ class Aggregator:
         groups = merge_small([len(c) for c in by_cohort], spec.cohort_size)
         status = {ts.node_id: ts.status if ts.status == "complete" else f"{ts.status}: {ts.message}" for ts in rs.tasks.values()}
         if groups is None or complete < max(spec.min_nodes, 1):
+            shutil.rmtree(rs.acc_dir, ignore_errors=True)
             log.info("job %s round %d: %d of %d nodes reported, need %d", rs.job_id, rs.round, complete, len(rs.tasks), spec.min_nodes)
             return None
-        merged_sums: list[list[bytes]] = []
-        merged_members: list[list[str]] = []
-        for g in groups:
-            row: list[bytes] = []
-            for chunk in range(len(rs.sums[0])):
-                acc = None
-                for ci in g:
-                    part = rs.sums[ci][chunk]
-                    if part is not None:  # adders add in place: copy so a cohort's own sum is never changed
-                        acc = part.copy() if acc is None else rs.adder.add(acc, rs.adder.to_bytes(part))
-                if acc is None:
-                    raise StateError("internal: a reporting cohort has an empty chunk")
-                row.append(rs.adder.to_bytes(acc))
-            merged_sums.append(row)
-            merged_members.append(sorted(m for ci in g for m in by_cohort[ci]))
+        merged_members = [sorted(m for ci in g for m in by_cohort[ci]) for g in groups]
+
+        def merged() -> Iterator[tuple[int, int, bytes]]:
+            """Each released sum, one chunk at a time: the members' cohorts added together."""
+            for gi, g in enumerate(groups):
+                for chunk in range(rs.num_chunks):
+                    acc = None
+                    for ci in g:
+                        p = self._acc_path(rs, ci, chunk)
+                        if by_cohort[ci] and p.exists():
+                            part = np.load(p, allow_pickle=False)
+                            acc = part if acc is None else rs.adder.add(acc, rs.adder.to_bytes(part))
+                    if acc is None:
+                        raise StateError("internal: a reporting cohort has an empty chunk")
+                    yield gi, chunk, rs.adder.to_bytes(acc)
+
         participants = sorted(m for c in merged_members for m in c)
         record = {
             "participants": participants,
@@ -597,8 +619,9 @@ class Aggregator:
             "seconds": time.time() - rs.opened_at,
             "attempt": rs.attempt,
         }
-        self.store.save_round(
-            rs.job_id, rs.round, rs.attempt, record, ((ci, chunk, data) for ci, row in enumerate(merged_sums) for chunk, data in enumerate(row))
-        )
+        try:
+            self.store.save_round(rs.job_id, rs.round, rs.attempt, record, merged())
+        finally:
+            shutil.rmtree(rs.acc_dir, ignore_errors=True)
         log.info("job %s round %d closed: %d nodes in %d cohorts", rs.job_id, rs.round, complete, len(groups))
         return record

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import grpc
 
@@ -53,11 +53,15 @@ def _abort_on_error_stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..
     return streaming
 
 
-def _model_stream(version: int, data: bytes, start: int = 0) -> list[common_pb2.ModelChunk]:
-    parts = chunks.split(data)
-    if start > len(parts):
-        raise ProtocolError(f"from_chunk {start} beyond the {len(parts)} chunks of the model")
-    return [common_pb2.ModelChunk(version=version, chunk=c) for c in parts[start:]]
+def _model_stream(version: int, data: bytes, start: int = 0) -> Iterator[common_pb2.ModelChunk]:
+    """Chunks made one at a time as the stream drains: a download never copies the whole model."""
+    count = max(1, -(-len(data) // chunks.MAX_CHUNK_BYTES))
+    if start > count:
+        raise ProtocolError(f"from_chunk {start} beyond the {count} chunks of the model")
+    view = memoryview(data)
+    for i in range(start, count):
+        part = bytes(view[i * chunks.MAX_CHUNK_BYTES : (i + 1) * chunks.MAX_CHUNK_BYTES])
+        yield common_pb2.ModelChunk(version=version, chunk=chunks.make_chunk(i, count, part))
 
 
 class NodeServicer(node_pb2_grpc.NodeServiceServicer):
@@ -141,17 +145,18 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
     @_abort_on_error_stream
     async def FetchCohortSums(self, request: driver_pb2.FetchCohortSumsRequest, context: Any) -> AsyncIterator[driver_pb2.CohortSumChunk]:
         spec = self.agg.check_token(request.job_id, request.token)
-        cohorts, rows = self.agg.cohort_sums(request.job_id, request.round, spec.cohort_size)
+        cohorts, index = self.agg.cohort_sums(request.job_id, request.round, spec.cohort_size)
         per_cohort: dict[int, int] = {}
-        for ci, _, _ in rows:
+        for ci, _ in index:
             per_cohort[ci] = per_cohort.get(ci, 0) + 1
-        for ci, idx, data in rows:
+        for ci, idx in index:
+            data = self.agg.store.cohort_sum(request.job_id, request.round, ci, idx)
             yield driver_pb2.CohortSumChunk(cohort=ci, members=cohorts[ci], chunk=chunks.make_chunk(idx, per_cohort[ci], data))
 
     @_abort_on_error_stream
     async def DownloadJobModel(self, request: driver_pb2.DownloadJobModelRequest, context: Any) -> AsyncIterator[common_pb2.ModelChunk]:
         self.agg.check_token(request.job_id, request.token)
-        for msg in _model_stream(request.version, self.agg.store.model(request.job_id, request.version)):
+        for msg in _model_stream(request.version, self.agg.model_bytes(request.job_id, request.version)):
             yield msg
 
     @_abort_on_error

@@ -292,15 +292,28 @@ class Store:
         rows = self._run(lambda c: c.execute(select(rounds).where(rounds.c.job_id == job_id).order_by(rounds.c.round)).mappings().all())
         return [{**r, "record": json.loads(r["record"]), "result": json.loads(r["result"])} for r in rows]
 
-    def cohort_sum_chunks(self, job_id: str, rnd: int) -> list[tuple[int, int, bytes]]:
+    def cohort_sum_index(self, job_id: str, rnd: int) -> list[tuple[int, int]]:
         rows = self._run(
             lambda c: c.execute(
-                select(cohort_sums.c.cohort, cohort_sums.c.chunk, cohort_sums.c.data)
+                select(cohort_sums.c.cohort, cohort_sums.c.chunk)
                 .where(cohort_sums.c.job_id == job_id, cohort_sums.c.round == rnd)
                 .order_by(cohort_sums.c.cohort, cohort_sums.c.chunk)
             ).all()
         )
-        return [(r[0], r[1], r[2]) for r in rows]
+        return [(r[0], r[1]) for r in rows]
+
+    def cohort_sum(self, job_id: str, rnd: int, cohort: int, chunk: int) -> bytes:
+        """One chunk of one released sum: streamed one at a time, never the whole round in memory."""
+        data = self._run(
+            lambda c: c.execute(
+                select(cohort_sums.c.data).where(
+                    cohort_sums.c.job_id == job_id, cohort_sums.c.round == rnd, cohort_sums.c.cohort == cohort, cohort_sums.c.chunk == chunk
+                )
+            ).scalar()
+        )
+        if data is None:
+            raise NotFoundError(f"no sum for cohort {cohort} chunk {chunk} of round {rnd}")
+        return data
 
     # --- declines ------------------------------------------------------------------------------
     def add_decline(self, job_id: str, node_id: str, reason: str, message: str) -> None:
