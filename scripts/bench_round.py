@@ -106,16 +106,19 @@ def main() -> None:
     ap.add_argument("--samples-per-node", type=int, default=400)
     ap.add_argument("--models", default="cnn1d,mlp_1m")
     ap.add_argument("--schemes", default="none,ckks")
+    ap.add_argument("--memory-nodes", type=int, default=3, help="also run mlp_1m/ckks with this many nodes to show memory does not grow (0: skip)")
     ap.add_argument("--quick", action="store_true", help="3 nodes, 3 rounds, cnn1d only")
     args = ap.parse_args()
     if args.quick:
-        args.nodes, args.rounds, args.models = 3, 3, "cnn1d"
+        args.nodes, args.rounds, args.models, args.memory_nodes = 3, 3, "cnn1d", 0
+    configs = [(m, s, args.nodes) for m in args.models.split(",") for s in args.schemes.split(",")]
+    if args.memory_nodes:
+        configs.append(("mlp_1m", "ckks", args.memory_nodes))
     runs = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fedgpu-bench-") as tmp:
-        for model in args.models.split(","):
-            for scheme in args.schemes.split(","):
-                runs.append(one_run(model, scheme, args.nodes, args.rounds, args.samples_per_node, Path(tmp) / f"{model}-{scheme}"))
+        for model, scheme, nodes in configs:
+            runs.append(one_run(model, scheme, nodes, args.rounds, args.samples_per_node, Path(tmp) / f"{model}-{scheme}-{nodes}"))
     print(json.dumps({"runs": runs, "machine": f"{os.cpu_count()} cores", "wall_s": round(time.perf_counter() - t0, 1)}, indent=2))
 
 
