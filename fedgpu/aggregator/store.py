@@ -31,7 +31,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from fedgpu.errors import NotFoundError, StorageError
 
@@ -179,8 +179,10 @@ class Store:
         try:
             with self._tx() as conn:
                 return fn(conn)
+        except IntegrityError as exc:
+            raise StorageError(f"refused by the database, nothing written (a duplicate payment or record?): {exc.orig}") from exc
         except OperationalError as exc:
-            raise StorageError(f"database error (disk full or locked?): {exc.orig}") from exc
+            raise StorageError(f"database error, nothing written (disk full or locked?): {exc.orig}") from exc
 
     # --- key-value -----------------------------------------------------------------------------
     def get_meta(self, key: str) -> bytes | None:

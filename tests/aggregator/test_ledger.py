@@ -1,0 +1,60 @@
+"""The reward ledger in the aggregator's database: hash chain, signed heads, one payment per node and round."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import update
+
+from fedgpu.aggregator.store import Store, ledger
+from fedgpu.cli.rewards import verify
+from fedgpu.errors import StorageError
+from fedgpu.rewards.chain import GENESIS, LedgerEntry, build_rows, sign_head
+
+
+def fill(store: Store, key: Ed25519PrivateKey, rounds: int = 3) -> None:
+    store.set_meta("signing_key", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    store.create_job("job-1", "j", b"", "t")
+    for rnd in range(1, rounds + 1):
+        entries = [LedgerEntry("job-1", rnd, n, 0.1 * i, 10.0 * i, ("a", "b", "c"), "0" * 64) for i, n in enumerate("abc")]
+        rows = build_rows(store.ledger_head() or GENESIS, entries)
+        head = {"job_id": "job-1", "round": rnd, "head_hash": rows[-1].entry_hash, "signature": sign_head(key, "job-1", rnd, rows[-1].entry_hash).hex(), "evidence": "{}"}
+        store.put_model("job-1", rnd, b"m", "0" * 64, None, [r.to_record() for r in rows], head)
+
+
+def test_verify_passes_then_names_the_altered_row(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "a.db"))
+    fill(store, Ed25519PrivateKey.generate())
+    ok, msg = verify(store, None)
+    assert ok, msg
+    target = store.ledger_rows()[4]
+    with store.engine.begin() as c:
+        c.execute(update(ledger).where(ledger.c.id == target["id"]).values(reward=999.0))
+    ok, msg = verify(store, None)
+    assert not ok and f"row {target['id']} " in msg and "round 2" in msg
+    r = subprocess.run([sys.executable, "-m", "fedgpu", "rewards", "verify", "--db", str(tmp_path / "a.db")], capture_output=True, text=True)
+    assert r.returncode == 1 and f"row {target['id']} " in r.stdout
+
+
+def test_a_signature_from_another_key_fails(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "a.db"))
+    fill(store, Ed25519PrivateKey.generate())
+    other = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    ok, msg = verify(store, other.hex())
+    assert not ok and "signature" in msg
+
+
+def test_ledger_refuses_a_second_payment(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "a.db"))
+    key = Ed25519PrivateKey.generate()
+    fill(store, key, rounds=1)
+    again = build_rows(store.ledger_head(), [LedgerEntry("job-1", 1, "a", 0.1, 10.0, ("a",), "0" * 64)])
+    with pytest.raises(StorageError, match="duplicate payment"):
+        store.put_model("job-1", 2, b"m", "0" * 64, None, [again[0].to_record()], None)
+    assert len(store.ledger_rows()) == 3  # the whole transaction rolled back
+    assert store.job("job-1").model_version == 1
