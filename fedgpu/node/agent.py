@@ -98,8 +98,17 @@ class NodeAgent:
         return "cpu"
 
     # ---- main loop -----------------------------------------------------------------------------
+    def _heartbeat(self) -> None:
+        """Tell the aggregator the node is alive while it trains (a long-poll does so while idle)."""
+        while not self._stop.wait(10.0):
+            try:
+                self.stub.Heartbeat(self._signed("Heartbeat", node_pb2.HeartbeatRequest()), timeout=10)
+            except (grpc.RpcError, ValueError):
+                pass  # the main loop handles reconnection
+
     def run(self, max_tasks: int | None = None) -> None:
         """Serve tasks until stopped; reconnect with exponential back-off when the aggregator is away."""
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
         backoff = 0.5
         registered = False
         while not self._stop.is_set() and (max_tasks is None or self.tasks_done < max_tasks):
