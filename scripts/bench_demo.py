@@ -1,0 +1,65 @@
+"""The demo's acceptance figures, measured in one run on this machine.
+
+Runs `fedgpu demo` (real processes, gRPC over loopback) with its defaults (CKKS), then the same seed
+with `--encryption none`, then `--partition dirichlet` and `--dataset digits`, and prints one JSON
+object: final accuracy, wall time and median round time of each, and the CKKS / plaintext ratios.
+
+  round_s = aggregator round time + the driver's work (fetch, decrypt, value, evaluate, publish),
+            median over rounds 2.. (round 1 includes the nodes' start-up)
+Usage: python scripts/bench_demo.py [--only default,none,dirichlet,digits]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from fedgpu.demo import DemoConfig, run_demo
+
+VARIANTS = {
+    "default": {},
+    "none": {"encryption": "none"},
+    "dirichlet": {"partition": "dirichlet"},
+    "digits": {"dataset": "digits"},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=",".join(VARIANTS))
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    out: dict = {"machine": f"{os.cpu_count()} cores", "load_before": os.getloadavg()[0]}
+    for name in args.only.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            report = run_demo(DemoConfig(seed=args.seed, out=Path(tmp) / "demo", **VARIANTS[name]))
+            wall = time.perf_counter() - t0
+        rounds = report["rounds"][1:]
+        out[name] = {
+            "final_accuracy": report["final_accuracy"],
+            "wall_s": round(wall, 1),
+            "round_s": statistics.median(r["seconds"] + r["driver_seconds"] for r in rounds),
+            "aggregator_round_s": statistics.median(r["seconds"] for r in rounds),
+            "valuation_s": statistics.median(r.get("valuation", {}).get("seconds", 0.0) for r in rounds),
+            "bytes_up_per_node_round": statistics.median(b for r in rounds for b in r["bytes_up_by_node"].values()),
+            "params": report["params"],
+            "rounds": len(report["rounds"]),
+            "encryption": report["encryption"],
+        }
+        print(f"{name}: {out[name]}", file=sys.stderr, flush=True)
+    if "default" in out and "none" in out:
+        out["ckks_minus_none_accuracy_points"] = round(100 * (out["default"]["final_accuracy"] - out["none"]["final_accuracy"]), 2)
+        out["ckks_over_none_round_time"] = round(out["default"]["round_s"] / out["none"]["round_s"], 3)
+    out["load_after"] = os.getloadavg()[0]
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
