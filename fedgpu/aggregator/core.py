@@ -401,12 +401,14 @@ class Aggregator:
 
     def cohort_sums(self, job_id: str, rnd: int, k: int) -> tuple[list[list[str]], list[tuple[int, int]]]:
         rec = self.store.round(job_id, rnd)
-        if rec is None or rec["state"] != "ready":
-            raise StateError(f"round {rnd} of job {job_id} has no sums to fetch (not closed, or already published)")
+        if rec is None:
+            raise StateError(f"round {rnd} of job {job_id} is not closed yet")
         cohorts = rec["record"]["cohorts"]
         small = [c for c in cohorts if len(c) < k]
-        if small:  # never reached: rounds are saved with merged cohorts. Kept as the last line of defence.
+        if small:  # rounds are saved with merged cohorts, so this is the last line of defence
             raise StateError(f"refusing to release a sum of {len(small[0])} contributors (cohort size k = {k})")
+        if rec["state"] != "ready":
+            raise StateError(f"round {rnd} of job {job_id} was published: its sums are gone")
         return cohorts, self.store.cohort_sum_index(job_id, rnd)
 
     async def watch(self, job_id: str) -> AsyncIterator[driver_pb2.JobEvent]:
@@ -600,7 +602,7 @@ class Aggregator:
                         p = self._acc_path(rs, ci, chunk)
                         if by_cohort[ci] and p.exists():
                             part = np.load(p, allow_pickle=False)
-                            acc = part if acc is None else rs.adder.add(acc, rs.adder.to_bytes(part))
+                            acc = part if acc is None else rs.adder.combine(acc, part)
                     if acc is None:
                         raise StateError("internal: a reporting cohort has an empty chunk")
                     yield gi, chunk, rs.adder.to_bytes(acc)

@@ -371,6 +371,13 @@ class CkksAdder:
                     np.add(section[j], view, out=section[j])
         return acc
 
+    def combine(self, acc: np.ndarray, other: np.ndarray) -> np.ndarray:
+        """Add two accumulators of the same shape (uint64 wrap-around, masked in :meth:`to_bytes`)."""
+        if acc.dtype != np.uint64 or other.dtype != np.uint64 or acc.shape != other.shape or not np.array_equal(acc[:_ACC_META], other[:_ACC_META]):
+            raise ProtocolError("cannot merge ckks sums of different shapes")
+        np.add(acc[_ACC_META:], other[_ACC_META:], out=acc[_ACC_META:])
+        return acc
+
     def to_bytes(self, acc: np.ndarray) -> bytes:
         if acc.size <= _ACC_META:
             raise ProtocolError("cannot serialize an empty ckks sum: no payload was added")

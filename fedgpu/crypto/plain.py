@@ -54,6 +54,12 @@ class PlainAdder:
         acc += arr
         return acc
 
+    def combine(self, acc: np.ndarray, other: np.ndarray) -> np.ndarray:
+        if acc.shape != other.shape:
+            raise ProtocolError(f"cannot merge sums of {acc.size} and {other.size} values")
+        acc += other
+        return acc
+
     def to_bytes(self, acc: np.ndarray) -> bytes:
         return np.ascontiguousarray(acc, dtype="<f8").tobytes()
 

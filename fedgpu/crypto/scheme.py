@@ -42,6 +42,9 @@ class Adder(Protocol):
     def add(self, acc: np.ndarray, payload: bytes) -> np.ndarray:
         """Return acc + payload (may update ``acc`` in place)."""
 
+    def combine(self, acc: np.ndarray, other: np.ndarray) -> np.ndarray:
+        """Return the sum of two accumulators (merging cohorts); may update ``acc`` in place."""
+
     def to_bytes(self, acc: np.ndarray) -> bytes: ...
 
 

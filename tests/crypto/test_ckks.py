@@ -406,3 +406,17 @@ def test_slow_coefficient_reads_give_the_same_result(roles: Roles, monkeypatch: 
     enc = CkksEncryptor(roles.keys.params, roles.keys.public_material)
     values = np.random.default_rng(2).normal(0, 1, 50)
     np.testing.assert_allclose(roles.decryptor.decrypt(enc.encrypt(values), 50), values, atol=MAX_ERROR)
+
+
+def test_combined_accumulators_decrypt_to_the_total() -> None:
+    """Merging two cohort sums (as the aggregator does for a cohort below k) equals adding all payloads."""
+    from fedgpu.crypto.ckks import CkksAdder, CkksEncryptor, CkksKeyPair
+
+    keys = CkksKeyPair.generate()
+    enc, add = CkksEncryptor(keys.params, keys.public_material), CkksAdder(keys.params)
+    rng = np.random.default_rng(3)
+    xs = [rng.normal(0, 0.1, 5000) for _ in range(4)]
+    a = add.add(add.add(add.zero(), enc.encrypt(xs[0])), enc.encrypt(xs[1]))
+    b = add.add(add.add(add.zero(), enc.encrypt(xs[2])), enc.encrypt(xs[3]))
+    total = keys.decryptor().decrypt(add.to_bytes(add.combine(a, b)), 5000)
+    np.testing.assert_allclose(total, sum(xs), atol=1e-6)
