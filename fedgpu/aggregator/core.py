@@ -487,6 +487,11 @@ class Aggregator:
                     record = await self._run_round(job_id, spec, rnd, job.model_version, attempt)
                     if record is not None:
                         break
+                    hopeless = self._declined_out(job_id, spec)
+                    if hopeless:
+                        self.store.set_job(job_id, state="failed", message=hopeless)
+                        self._emit(job_id, driver_pb2.JobEvent(kind=EventKind.JOB_EVENT_KIND_JOB_FAILED, round=rnd, message=hopeless))
+                        return
                     self._emit(job_id, driver_pb2.JobEvent(kind=EventKind.JOB_EVENT_KIND_ROUND_RETRY, round=rnd, message=f"attempt {attempt} gathered too few nodes"))
                 else:
                     msg = f"round {rnd} failed {MAX_ATTEMPTS} times: fewer than min_nodes={spec.min_nodes} nodes reported; start more nodes"
@@ -497,6 +502,21 @@ class Aggregator:
             published.clear()
             if self.store.job(job_id).model_version < rnd:
                 await published.wait()
+
+    def _declined_out(self, job_id: str, spec: driver_pb2.JobSpec) -> str | None:
+        """A message when too few capable nodes are left because the others declined the job for good."""
+        declined = self.store.declined(job_id)
+        if not declined:
+            return None
+        capable = {n for n, c in self.node_caps.items() if spec.model in c.get("models", []) and spec.dataset in c.get("datasets", [])}
+        if len(capable - set(declined)) >= max(spec.min_nodes, spec.cohort_size):
+            return None
+        reasons = sorted({r.split(":")[0] for r in declined.values()})
+        example = next(iter(declined.values()))
+        return (
+            f"too few nodes left: {len(declined)} of {len(capable)} capable nodes declined the job ({', '.join(reasons)}), "
+            f"min_nodes is {spec.min_nodes}. First reason: {example}"
+        )
 
     async def _wait_for_nodes(self, job_id: str, spec: driver_pb2.JobSpec, timeout: float) -> list[str]:
         end = time.monotonic() + timeout
@@ -554,7 +574,8 @@ class Aggregator:
                     num_chunks=layout.num_chunks,
                 )
                 # Each node gets its own seed so honest nodes do not train in lockstep.
-                task.training.seed = (spec.seed * 7919 + rnd * 104729 + hash(node_id) % 100_000) % (2**63)
+                node_salt = int.from_bytes(hashlib.sha256(node_id.encode()).digest()[:4], "little")
+                task.training.seed = (spec.seed * 7919 + rnd * 104729 + node_salt) % (2**63)
                 ts = TaskState(task=task, node_id=node_id, cohort=ci, bytes_down=len(task.SerializeToString()))
                 rs.tasks[task.task_id] = ts
                 self.tasks[task.task_id] = (rs, ts)

@@ -62,17 +62,26 @@ class RoundValuer:
     def value(self, rnd: int, global_flat: np.ndarray, cohorts: list[list[str]], sums: list[np.ndarray], weights: list[float]) -> RoundValuation:
         t0 = time.perf_counter()
         game = CohortGame(self.model_factory, global_flat, self.baseline, sums, weights, self.validation.x, self.validation.y)
+        # The reference is the best *free* option: the last global change b, or no update at all when b hurts.
+        free_gain = float(game._losses_of(game.global_params).mean() - game.sample_losses(frozenset()).mean())
+        passes = 0
+        if self.baseline is not None and free_gain < 0:
+            passes = game.forward_passes
+            game = CohortGame(self.model_factory, global_flat, None, sums, weights, self.validation.x, self.validation.y)
+            free_gain = 0.0
         rng = np.random.default_rng(self.seed * 7919 + rnd)
         singles = [game(frozenset([c])) for c in range(len(sums))]
         # u({c}) >= -(L(w) - L(w + b))  <=>  L(w + agg({c})) <= L(w): the cohort alone does no harm.
-        free_gain = float(game._losses_of(game.global_params).mean() - game.sample_losses(frozenset()).mean())
         kept = self.keep([v + free_gain for v in singles])
         res = shapley(len(kept), lambda S: game(frozenset(kept[i] for i in S)), budget=self.budget, rng=rng)
         floor = noise_floor(game, coalition=frozenset(kept), rng=np.random.default_rng(rnd))
         values = np.array([min(v, 0.0) for v in singles])  # left-out cohorts keep their (negative) solo value
         values[kept] = res.values
         values = zero_below_floor(values, floor)
-        self.estimator.observe_round(rnd, cohorts, list(values))
+        # Observations are bounded by the round's own scale: a poisoned cohort's huge loss must not drown
+        # its honest members' estimates in the regression (it is already excluded and paid nothing).
+        scale = max([abs(float(values[i])) for i in kept] + [floor, 1e-12])
+        self.estimator.observe_round(rnd, cohorts, [float(v) for v in np.clip(values, -scale, scale)])
         est = self.estimator.estimates()
         node_values: dict[str, float] = {}
         for v, members in zip(values, cohorts):
@@ -97,7 +106,7 @@ class RoundValuer:
             kept=kept,
             node_values=node_values,
             rewards=rewards,
-            evaluations=game.forward_passes,
+            evaluations=passes + game.forward_passes,
             floor=floor,
             seconds=time.perf_counter() - t0,
             evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode(),
@@ -106,7 +115,7 @@ class RoundValuer:
     @staticmethod
     def keep(values: list[float]) -> list[int]:
         """Cohorts the real update uses: those whose solo gain over no update is >= 0 (all if none is)."""
-        kept = [i for i, v in enumerate(values) if v >= 0]
+        kept = [i for i, v in enumerate(values) if v >= -1e-9]  # a zero update is exactly 0, up to rounding
         return kept or list(range(len(values)))
 
     def after_step(self, delta: np.ndarray) -> None:
