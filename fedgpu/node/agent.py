@@ -153,8 +153,8 @@ class NodeAgent:
     def handle(self, task: node_pb2.Task) -> None:
         try:
             self._check_capable(task)
-            delta, weight, seconds = self._train(task)
-            self._upload(task, delta, weight, seconds)
+            delta, weight, seconds, epsilon = self._train(task)
+            self._upload(task, delta, weight, seconds, epsilon)
             self.tasks_done += 1
         except CapabilityError as exc:
             reason = node_pb2.DECLINE_REASON_MISSING_MODEL if "model" in str(exc) else node_pb2.DECLINE_REASON_MISSING_DATASET
@@ -191,7 +191,7 @@ class NodeAgent:
             self._models[key] = state
         return self._models[key]
 
-    def _train(self, task: node_pb2.Task) -> tuple[np.ndarray, float, float]:
+    def _train(self, task: node_pb2.Task) -> tuple[np.ndarray, float, float, float]:
         schema = get_schema(task.dataset)
         data = self._data[task.dataset]
         model = build_model(task.model, ModelSpec(schema.input_shape, schema.num_classes))
@@ -203,12 +203,13 @@ class NodeAgent:
         p = task.training
         cfg = LocalTrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, momentum=p.momentum, seed=p.seed)
         t0 = time.perf_counter()
+        epsilon = 0.0
         if task.privacy.enabled and task.privacy.mode == "sample":
             if self.privacy is None:
                 from fedgpu.node.privacy_gate import PrivacyGate
 
                 self.privacy = PrivacyGate(self.cfg.ledger_path or self.cfg.identity_path.with_name("privacy.db"), self.cfg.epsilon_cap, self.node_id)
-            self.privacy.train(task, model, data, cfg, self.device)  # charges the ledger first
+            epsilon = self.privacy.train(task, model, data, cfg, self.device)  # charges the ledger first
         else:
             train_local(model, data, cfg, self.device)
         seconds = time.perf_counter() - t0
@@ -222,9 +223,9 @@ class NodeAgent:
             delta = self.cfg.update_hook(task, start, delta)
         if not np.isfinite(delta).all():
             raise FedgpuError("training diverged (NaN or infinite weights); lower the learning rate")
-        return delta, len(data) * self.cfg.weight_scale, seconds
+        return delta, len(data) * self.cfg.weight_scale, seconds, epsilon
 
-    def _upload(self, task: node_pb2.Task, delta: np.ndarray, weight: float, seconds: float) -> None:
+    def _upload(self, task: node_pb2.Task, delta: np.ndarray, weight: float, seconds: float, epsilon: float = 0.0) -> None:
         enc = task.encryption
         encryptor = crypto.encryptor(enc.scheme, enc.params, enc.public_material)
         if crypto.context_fingerprint(enc.scheme, enc.params, enc.public_material) != enc.fingerprint:
@@ -235,7 +236,7 @@ class NodeAgent:
 
         def messages(start: int) -> Iterator[node_pb2.UpdateChunk]:
             for i in range(start, count):
-                msg = node_pb2.UpdateChunk(task_id=task.task_id, fingerprint=enc.fingerprint, chunk=chunks.make_chunk(i, count, payloads[i]), train_seconds=seconds)
+                msg = node_pb2.UpdateChunk(task_id=task.task_id, fingerprint=enc.fingerprint, chunk=chunks.make_chunk(i, count, payloads[i]), train_seconds=seconds, epsilon=epsilon)
                 yield self._signed("UploadUpdate", msg)
 
         start = 0

@@ -12,6 +12,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,8 +21,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fedgpu.datasets import ArrayDataset
 from fedgpu.errors import ConfigError
-from fedgpu.privacy.dp import DPConfig, GradSampleMode, noise_for_job, private_round, zero_grad_sample
-from fedgpu.privacy.ledger import OwnerLedger, PrivacyEvent, dataset_fingerprint
+
+if TYPE_CHECKING:  # Opacus is imported only when a DP task runs: the plain path stays light
+    from fedgpu.privacy.dp import DPConfig, GradSampleMode
+    from fedgpu.privacy.ledger import OwnerLedger
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ def train_local_dp(
     device: torch.device | None = None,
     *,
     poisson_sampling: bool = True,
-    grad_sample_mode: str | GradSampleMode = GradSampleMode.EW,
+    grad_sample_mode: str | GradSampleMode = "ew",
     max_physical_batch_size: int | None = None,
     noise_seed: int | None = None,
 ) -> DPTrainResult:
@@ -123,6 +126,8 @@ def train_local_dp(
     bound memory. ``cfg.seed`` does not seed the sampling or the noise (the aggregator knows it);
     ``noise_seed`` does, for tests and benchmarks only. The caller charges the ledger first.
     """
+    from fedgpu.privacy.dp import private_round, zero_grad_sample
+
     device = device or pick_device()
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
@@ -197,6 +202,9 @@ def train_task_dp(
     The charge is durable before training starts, so a crash mid-round counts as spent (the safe
     side), and a refused round raises ``PrivacyBudgetExceeded`` with the model untouched.
     """
+    from fedgpu.privacy.dp import noise_for_job
+    from fedgpu.privacy.ledger import PrivacyEvent, dataset_fingerprint
+
     sigma, q, steps = noise_for_job(dp.epsilon, dp.delta, len(data), cfg.batch_size, cfg.epochs, rounds, dp.accountant)
     event = PrivacyEvent(
         owner=owner,

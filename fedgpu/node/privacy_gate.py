@@ -1,0 +1,45 @@
+"""The data owner's guard on a node: plan the noise, charge the owner's ledger, then train with DP-SGD.
+
+The charge is committed (fsync) *before* any training: a crash during or after training counts as
+spent, and a task that would push the owner past their cap is refused with nothing trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fedgpu.datasets import ArrayDataset
+from fedgpu.node.training import LocalTrainConfig, train_local_dp
+from fedgpu.privacy.dp import noise_for_job
+from fedgpu.privacy.ledger import OwnerLedger, PrivacyEvent, dataset_fingerprint
+from fedgpu.proto.fedgpu.v1 import node_pb2
+
+NO_CAP = 1e6  # an owner who set no cap still has every task recorded
+
+
+class PrivacyGate:
+    def __init__(self, ledger_path: Path, cap: float | None, owner: str) -> None:
+        self.ledger = OwnerLedger(ledger_path)
+        self.cap = cap if cap is not None else NO_CAP
+        self.owner = owner
+        self.last_epsilon: float | None = None
+        self._fingerprints: dict[int, str] = {}
+
+    def _fingerprint(self, data: ArrayDataset) -> str:
+        key = id(data)
+        if key not in self._fingerprints:
+            self._fingerprints[key] = dataset_fingerprint(data)
+        return self._fingerprints[key]
+
+    def train(self, task: node_pb2.Task, model: nn.Module, data: ArrayDataset, cfg: LocalTrainConfig, device: torch.device) -> float:
+        """Charge, then train ``model`` in place; returns the owner's epsilon on this dataset afterwards."""
+        p = task.privacy
+        sigma, sample_rate, steps = noise_for_job(p.epsilon, p.delta, len(data), cfg.batch_size, cfg.epochs, int(p.rounds), p.accountant or "prv")
+        event = PrivacyEvent(self.owner, self._fingerprint(data), task.job_id, int(task.round), sigma, sample_rate, steps, p.delta)
+        epsilon = self.ledger.charge(event, self.cap)  # raises PrivacyBudgetExceeded: nothing trained
+        train_local_dp(model, data, cfg, sigma, p.max_grad_norm, device)
+        self.last_epsilon = epsilon
+        return epsilon

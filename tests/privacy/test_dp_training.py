@@ -1,0 +1,87 @@
+"""DP-SGD on the node: plain keys back, fresh wrapper every call, BatchNorm refused, refusal before training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fedgpu.datasets import ArrayDataset
+from fedgpu.errors import ConfigError, PrivacyBudgetExceeded
+from fedgpu.models import ModelSpec, build_model
+from fedgpu.node.training import DPTrainResult, LocalTrainConfig, train_local, train_local_dp, train_task_dp
+from fedgpu.privacy.dp import DPConfig, planned_steps
+from fedgpu.privacy.ledger import OwnerLedger
+
+SPEC = ModelSpec((40,), 10)
+
+
+def data(n: int, seed: int = 0) -> ArrayDataset:
+    rng = np.random.default_rng(seed)
+    return ArrayDataset(rng.normal(size=(n, 40)).astype(np.float32), rng.integers(0, 10, n))
+
+
+def weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("mode", ["ew", "hooks"])
+def test_dp_training_returns_plain_keys_and_can_run_every_round(mode: str) -> None:
+    model = build_model("cnn1d", SPEC, seed=0)
+    keys = list(build_model("cnn1d", SPEC, seed=0).state_dict())
+    cfg = LocalTrainConfig(epochs=2, batch_size=64, lr=0.5, momentum=0.0)
+    before = weights(model)
+    for _ in range(2):  # a second privatisation of the same module must not stack hooks (#608)
+        res = train_local_dp(model, data(200), cfg, noise_multiplier=1.0, max_grad_norm=1.0, device=torch.device("cpu"), grad_sample_mode=mode)
+    assert isinstance(res, DPTrainResult)
+    assert list(model.state_dict()) == keys  # no "_module." prefix
+    assert (res.sample_rate, res.steps) == planned_steps(200, 64, 2)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    for m in model.modules():
+        assert not m._forward_hooks and not m._backward_hooks and not m._forward_pre_hooks
+    for p in model.parameters():
+        assert not hasattr(p, "grad_sample") and not hasattr(p, "summed_grad")
+    train_local(model, data(100), LocalTrainConfig(epochs=1, batch_size=32))  # the plain path still works on it
+
+
+def test_steps_and_sample_rate_match_the_plan_where_opacus_would_round_down() -> None:
+    # int(1 / (1 / 93)) == 92: Opacus's own DPDataLoader would take 92 steps at q = 1/92
+    model = build_model("mlp", SPEC, seed=0)
+    cfg = LocalTrainConfig(epochs=1, batch_size=1, lr=0.1, momentum=0.0)
+    res = train_local_dp(model, data(93), cfg, 1.0, 1.0, torch.device("cpu"), max_physical_batch_size=None)
+    assert (res.sample_rate, res.steps) == (1 / 93, 93)  # empty Poisson batches still count as steps
+
+
+def test_batchnorm_is_refused_with_the_layer_named_and_the_model_untouched() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(40, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
+    before = weights(model)
+    with pytest.raises(ConfigError, match=r"BatchNorm layers \(2\).*GroupNorm"):
+        train_local_dp(model, data(64), LocalTrainConfig(batch_size=16), 1.0, 1.0, torch.device("cpu"))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_physical_batches_split_a_large_logical_batch() -> None:
+    model = build_model("cnn1d", SPEC, seed=0)
+    cfg = LocalTrainConfig(epochs=1, batch_size=300, lr=0.5, momentum=0.0)
+    res = train_local_dp(model, data(600), cfg, 1.0, 1.0, torch.device("cpu"), max_physical_batch_size=64)
+    assert res.steps == 2  # logical steps, as the accountant counts them
+
+
+def test_over_budget_round_is_refused_before_any_training(tmp_path: Path) -> None:
+    ledger = OwnerLedger(tmp_path / "privacy.db", accountant="rdp")
+    model = build_model("cnn1d", SPEC, seed=0)
+    before = weights(model)
+    dp = DPConfig(epsilon=3.0, accountant="rdp")
+    cfg = LocalTrainConfig(epochs=1, batch_size=50, lr=0.1)
+    kw = dict(rounds=1, ledger=ledger, owner="o", job_id="j", round_index=0, device=torch.device("cpu"))
+    with pytest.raises(PrivacyBudgetExceeded, match="above the cap 1"):
+        train_task_dp(model, data(200), cfg, dp, cap=1.0, **kw)  # type: ignore[arg-type]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert ledger.events() == []
+    res = train_task_dp(model, data(200), cfg, dp, cap=3.0, **kw)  # type: ignore[arg-type]
+    [stored] = ledger.events()
+    assert (stored.event.noise_multiplier, stored.event.sample_rate, stored.event.steps) == (res.noise_multiplier, res.sample_rate, res.steps)
+    assert 2.99 <= ledger.epsilon(1e-5) <= 3.0
