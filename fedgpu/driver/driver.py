@@ -168,6 +168,18 @@ class JobDriver:
             out.append(CohortSum(members, weighted, weights))
         return out
 
+    def _client_epsilon(self, rounds: int) -> float | None:
+        """Client-level DP: every node's epsilon after ``rounds`` rounds, accounted here by the driver.
+
+        Sampling rate 1: the aggregator (not a secret coin) picks the nodes, so no amplification is claimed.
+        """
+        p = self.job.privacy
+        if not (p.enabled and p.mode == "client"):
+            return None
+        from fedgpu.privacy.client_dp import client_level_epsilon
+
+        return client_level_epsilon(p.client_noise_multiplier, 1.0, rounds, p.delta, "rdp")
+
     def on_round(self, ev: driver_pb2.JobEvent) -> dict[str, Any]:
         t0 = time.perf_counter()
         sums = self.fetch_sums(ev.round)
@@ -211,6 +223,7 @@ class JobDriver:
             "train_seconds": dict(ev.train_seconds),
             "node_status": dict(ev.node_status),
             "epsilon": dict(ev.epsilon),
+            "client_epsilon": self._client_epsilon(ev.round),
             "model_bytes": published,
             "excluded_cohorts": [i for i in range(len(sums)) if i not in kept],
         }
@@ -272,7 +285,7 @@ class JobDriver:
             "params": count_params(self.model),
             "encryption": self.job.encryption.scheme,
             "cohort_size": self.job.cohort_size,
-            "privacy": {"enabled": self.job.privacy.enabled, "epsilon": self.job.privacy.epsilon, "delta": self.job.privacy.delta} if self.job.privacy.enabled else None,
+            "privacy": {"enabled": True, "mode": self.job.privacy.mode, "epsilon": self.job.privacy.epsilon, "delta": self.job.privacy.delta, "client_epsilon": self._client_epsilon(len(self.rounds)) if self.rounds else None} if self.job.privacy.enabled else None,
             "final_accuracy": self.rounds[-1]["accuracy"] if self.rounds else 0.0,
             "seconds": seconds,
             "rounds": self.rounds,
