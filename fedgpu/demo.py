@@ -31,6 +31,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist1d": {"model": "cnn1d", "samples": 10_000, "rounds": 12, "training": TrainingConfig(epochs=2, batch_size=32, lr=0.05)},
     "digits": {"model": "digits_cnn", "samples": 0, "rounds": 10, "training": TrainingConfig(epochs=2, batch_size=16, lr=0.05)},
 }
+# With --epsilon: DP-SGD wants more records per node, large batches, one epoch and a large lr with
+# momentum, on inputs standardised per sample (the recipe scripts/bench_dp.py measures; docs/privacy.md).
+DP_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist1d": {"model": "cnn1d_dp", "samples": 30_000, "rounds": 15, "training": TrainingConfig(epochs=1, batch_size=480, lr=4.0, momentum=0.9)},
+    "digits": {"samples": 0, "rounds": 10, "training": TrainingConfig(epochs=1, batch_size=128, lr=2.0, momentum=0.9)},
+}
+
+
+def defaults(cfg: "DemoConfig") -> dict[str, Any]:
+    if cfg.dataset not in DEFAULTS:
+        raise ConfigError(f"--dataset {cfg.dataset!r}: allowed values are {', '.join(DEFAULTS)}")
+    return {**DEFAULTS[cfg.dataset], **(DP_DEFAULTS[cfg.dataset] if cfg.epsilon is not None else {})}
 
 
 @dataclass
@@ -70,9 +82,7 @@ def _roles(cfg: DemoConfig) -> list[str]:
 
 
 def build_job(cfg: DemoConfig) -> JobConfig:
-    if cfg.dataset not in DEFAULTS:
-        raise ConfigError(f"--dataset {cfg.dataset!r}: allowed values are {', '.join(DEFAULTS)}")
-    d = DEFAULTS[cfg.dataset]
+    d = defaults(cfg)
     t: TrainingConfig = d["training"]
     training = TrainingConfig(epochs=cfg.epochs or t.epochs, batch_size=cfg.batch_size or t.batch_size, lr=cfg.lr or t.lr, momentum=t.momentum)
     privacy = PrivacyConfig(enabled=cfg.epsilon is not None, epsilon=cfg.epsilon or 8.0)
@@ -92,6 +102,27 @@ def build_job(cfg: DemoConfig) -> JobConfig:
     ).validate()
 
 
+def _terminate_as_interrupt() -> Any:
+    """Make SIGTERM unwind like Ctrl-C, so the demo's processes are stopped; returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, on_term)
+
+
+def _die_with_parent() -> None:
+    """In a child, before exec: the kernel sends SIGTERM when the demo dies, even by SIGKILL (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: close() is the only cleanup
+
+
 class Cluster:
     """The processes of a demo; ``close`` stops every one of them."""
 
@@ -104,7 +135,7 @@ class Cluster:
 
     def spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         log = (self.work / log_name).open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "fedgpu", *args], stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-m", "fedgpu", *args], stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
         self.procs.append(proc)
         return proc
 
@@ -160,7 +191,7 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
     temp = cfg.out is None
     work = Path(tempfile.mkdtemp(prefix="fedgpu-demo-")) if temp else cfg.out
     work.mkdir(parents=True, exist_ok=True)
-    samples = cfg.samples if cfg.samples is not None else DEFAULTS[cfg.dataset]["samples"]
+    samples = cfg.samples if cfg.samples is not None else defaults(cfg)["samples"]
     train, test = public_split(cfg.dataset, num_samples=samples or None, seed=cfg.seed)
     parts = (
         partition_iid(len(train), cfg.nodes, cfg.seed)
@@ -171,6 +202,7 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
     cluster = Cluster(work, env)
     roles = _roles(cfg)
     node_roles: dict[str, str] = {}
+    on_term = _terminate_as_interrupt()
     try:
         address = cluster.start_aggregator()
         progress({"event": "aggregator", "address": address, "work": str(work)})
@@ -200,6 +232,8 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
         return report
     finally:
         cluster.close()
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
         if temp and not cfg.keep:
             # keep the report and model: copy them out before removing the rest
             keep_dir = Path.cwd() / "runs" / "demo"

@@ -7,13 +7,15 @@ The aggregation rule is robust and the game uses the same rule: a cohort whose u
 the model worse than no update at all (L(w + agg({c})) > L(w)) is left out of the round's model, and Shapley values
 (exact up to 8 cohorts, sampled above) are computed over the kept cohorts only. Without this, a
 zero-sending free rider would earn by *diluting* a poisoner inside coalitions. Values below the
-evaluation's own noise count 0; they are spread over nodes by a ridge estimate across reshuffled
-cohorts and paid pro rata if positive.
+evaluation's own noise count 0. The round's pool is shared by the cohorts' positive values; a
+cohort's reward reaches each member once a ridge estimate across reshuffled cohorts shows, with
+confidence, that the member is worth more than 0 (fedgpu/rewards/escrow.py).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -22,6 +24,7 @@ import numpy as np
 from torch import nn
 
 from fedgpu.datasets import ArrayDataset
+from fedgpu.rewards.escrow import Escrow
 from fedgpu.rewards import (
     CohortGame,
     NodeValueEstimator,
@@ -55,6 +58,8 @@ class RoundValuer:
         self.pool = pool
         self.seed = seed
         self.estimator = NodeValueEstimator()
+        self.escrow = Escrow()
+        self.confidence = 2.0  # z of the lower bound a member's estimate must clear to be paid
         self.reputation = Reputation()
         self.baseline: np.ndarray | None = None
         self.totals: dict[str, float] = {}
@@ -78,15 +83,21 @@ class RoundValuer:
         values = np.array([min(v, 0.0) for v in singles])  # left-out cohorts keep their (negative) solo value
         values[kept] = res.values
         values = zero_below_floor(values, floor)
-        # Observations are bounded by the round's own scale: a poisoned cohort's huge loss must not drown
-        # its honest members' estimates in the regression (it is already excluded and paid nothing).
-        scale = max([abs(float(values[i])) for i in kept] + [floor, 1e-12])
-        self.estimator.observe_round(rnd, cohorts, [float(v) for v in np.clip(values, -scale, scale)])
+        # The regression sees each cohort's share of the round's value (rounds differ in scale by orders
+        # of magnitude: early steps gain much more), bounded so that a poisoned cohort's huge loss cannot
+        # drown its honest members' estimates (it is already excluded and paid nothing).
+        scale = max(math.fsum(max(float(values[i]), 0.0) for i in kept), floor, 1e-12)
+        self.estimator.observe_round(rnd, cohorts, [float(v) for v in np.clip(values / scale, -1.0, 1.0)])
         est = self.estimator.estimates()
+        lower = self.estimator.lower_bounds(self.confidence)
         node_values: dict[str, float] = {}
         for v, members in zip(values, cohorts):
             node_values.update(split_cohort_value(float(v), members, est))
-        rewards = payout(node_values, self.pool)
+        # The round's pool goes to cohorts by value, then to members as the evidence allows (escrow.py).
+        for ci, credit in payout({ci: float(v) for ci, v in enumerate(values)}, self.pool).items():
+            self.escrow.add(rnd, cohorts[ci], credit)
+        paid = self.escrow.release(est, lower, present={m for c in cohorts for m in c})
+        rewards = {node: paid.get(node, 0.0) for node in node_values}
         for node, v in node_values.items():
             self.reputation.update(node, v)
             self.totals[node] = self.totals.get(node, 0.0) + rewards.get(node, 0.0)
@@ -100,6 +111,8 @@ class RoundValuer:
             "noise_floor": floor,
             "exact": res.exact,
             "seed": self.seed * 7919 + rnd,
+            "lower_bounds": {n: (b if math.isfinite(b) else None) for n, b in lower.items()},
+            "escrow": self.escrow.state(),
         }
         return RoundValuation(
             cohort_values=[float(v) for v in values],
@@ -122,4 +135,10 @@ class RoundValuer:
         self.baseline = delta.copy()
 
     def summary(self) -> dict[str, Any]:
-        return {"estimates": self.estimator.estimates(), "reputation": self.reputation.as_dict(), "totals": dict(self.totals)}
+        return {
+            "estimates": self.estimator.estimates(),
+            "lower_bounds": {n: (b if math.isfinite(b) else None) for n, b in self.estimator.lower_bounds(self.confidence).items()},
+            "reputation": self.reputation.as_dict(),
+            "totals": dict(self.totals),
+            "unpaid": self.escrow.held,
+        }

@@ -83,6 +83,25 @@ class NodeValueEstimator:
             x = np.linalg.lstsq(self._gram, self._target, rcond=None)[0]  # minimum-norm solution
         return {node: float(x[i]) for node, i in self._index.items()}
 
+    def lower_bounds(self, z: float = 2.0) -> dict[str, float]:
+        """``estimate - z * standard error`` per node: > 0 when the evidence says the node is worth something.
+
+        The error is the ridge solution's, sigma^2 * diag((G + lambda I)^-1), with sigma^2 the residual
+        variance. It is -inf for every node until there are more observations than nodes, and stays
+        large for nodes that were always in the same cohorts (reshuffling has not separated them yet).
+        """
+        n, m = len(self._index), len(self._observations)
+        if n == 0:
+            return {}
+        if m <= n:
+            return {node: -math.inf for node in self._index}
+        inv = np.linalg.pinv(self._gram + self.ridge * np.eye(n))
+        x = inv @ self._target
+        resid = [o.value - sum(x[self._index[node]] for node in o.members) for o in self._observations]
+        sigma2 = math.fsum(r * r for r in resid) / (m - n)
+        se = np.sqrt(np.maximum(np.diag(inv), 0.0) * sigma2)
+        return {node: float(x[i] - z * se[i]) for node, i in self._index.items()}
+
     def _grow(self, node: str) -> None:
         n = len(self._index)
         gram = np.zeros((n + 1, n + 1))
