@@ -9,7 +9,9 @@ Prints ONE JSON object:
       48k train, 12k test; 4,800 per node), each node running ``train_local_dp`` with the sigma that
       ``noise_for_job`` plans from its own n for the whole job (epsilon 3 and 8, delta 1e-5, PRV),
       against two non-private runs with the same rounds and local epochs: ``nodp`` at its own usual
-      setting (batch 64, lr 0.05) and ``nodp_same_batch`` at the DP batch size.
+      setting (batch 64, lr 0.05) and ``nodp_same_batch`` at the DP batch size; then the same at
+      epsilon 3 and 8 and without DP over a Dirichlet(``--alpha`` 0.5) non-IID split
+      (``accuracy_eps3_dirichlet`` ...): nodes with few records need more noise for the same epsilon.
 
 The recipe (the defaults; found by a sweep of ~45 one-seed runs, see docs/privacy.md): 15 rounds of
 1 local epoch, logical batch 480 (q = 1/10, 150 steps per node), clip 1.0, node lr 4.0 with
@@ -17,7 +19,7 @@ momentum 0.9 (fresh every round), plain FedAvg on the server, inputs standardise
 The timing part runs alone; the FL runs then run in ``--workers`` processes of one thread each.
 ``--quick`` is a smoke run (6k samples, 2 rounds) whose numbers mean nothing.
 
-    .venv/bin/python scripts/bench_dp.py            # the committed settings, ~10 min on 2 free cores
+    .venv/bin/python scripts/bench_dp.py            # the committed settings, ~15 min on 2 free cores
     .venv/bin/python scripts/bench_dp.py --quick    # ~15 s
 """
 
@@ -40,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fedgpu.datasets import ArrayDataset, partition_iid, public_split  # noqa: E402
+from fedgpu.datasets import ArrayDataset, partition_dirichlet, partition_iid, public_split  # noqa: E402
 from fedgpu.models import ModelSpec  # noqa: E402
 from fedgpu.models import CNN1D  # noqa: E402
 from fedgpu.node.training import LocalTrainConfig, evaluate, train_local, train_local_dp  # noqa: E402
@@ -192,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--accountant", default="prv", choices=["prv", "rdp"])
     ap.add_argument("--grad-sample-mode", default="auto", help="auto = the fastest in the timing part (ew if skipped)")
     ap.add_argument("--eps", type=float, nargs="*", default=[3.0, 8.0])
+    ap.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration of the non-IID DP runs (0: skip them)")
     ap.add_argument("--timing-reps", type=int, default=5)
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-nodp", action="store_true")
@@ -215,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.normalize:
         train, test = standardise(train), standardise(test)
     parts = [train.subset(idx) for idx in partition_iid(len(train), a.nodes, a.seed)]
+    parts_dir = [train.subset(idx) for idx in partition_dirichlet(train.y, a.nodes, a.alpha, a.seed)] if a.alpha > 0 else []
 
     s = FLSettings(
         nodes=a.nodes, rounds=a.rounds, local_epochs=a.local_epochs, batch_size=a.batch,
@@ -242,17 +246,23 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     # the DP runs first: they are the long ones, so two workers finish about together
-    jobs: list[tuple[str, float | None, bool]] = [(f"eps{e:g}", e, False) for e in a.eps]
+    jobs: list[tuple[str, list[ArrayDataset], float | None, bool]] = [(f"eps{e:g}", parts, e, False) for e in a.eps]
+    if parts_dir:
+        jobs += [(f"eps{e:g}_dirichlet", parts_dir, e, False) for e in a.eps]
     if not a.skip_nodp:
-        jobs += [("nodp", None, False), ("nodp_same_batch", None, True)]
+        jobs += [("nodp", parts, None, False), ("nodp_same_batch", parts, None, True)]
+        if parts_dir:
+            jobs += [("nodp_dirichlet", parts_dir, None, False)]
     runs: dict[str, dict[str, object]] = {}
     if a.workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=a.workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = {key: pool.submit(_fedavg_job, parts, test, s, eps, a.curve_every, same) for key, eps, same in jobs}
+            futures = {key: pool.submit(_fedavg_job, ps, test, s, eps, a.curve_every, same) for key, ps, eps, same in jobs}
             runs = {key: f.result() for key, f in futures.items()}
     else:
-        runs = {key: fedavg(parts, test, s, eps, a.curve_every, same) for key, eps, same in jobs}
-    for key in ["nodp", "nodp_same_batch"] + [k for k, _, _ in jobs]:
+        runs = {key: fedavg(ps, test, s, eps, a.curve_every, same) for key, ps, eps, same in jobs}
+    if parts_dir:
+        result["samples"]["per_node_dirichlet"] = [len(p) for p in parts_dir]  # type: ignore[index]
+    for key in ["nodp", "nodp_same_batch"] + [k for k, _, _, _ in jobs]:
         if key in runs:
             result[f"accuracy_{key}"] = runs[key]["accuracy"]
     result.update(

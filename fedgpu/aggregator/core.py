@@ -140,7 +140,7 @@ class Aggregator:
         if req.auth.node_id not in ("", node_id):
             raise AuthError("auth.node_id does not belong to this public key")
         self.verifier.verify("Register", req, req.public_key)
-        caps = {"models": sorted(req.capabilities.models), "datasets": sorted(req.capabilities.datasets), "device": req.capabilities.device[:200]}
+        caps = {"models": sorted(req.capabilities.models), "datasets": sorted(req.capabilities.datasets), "device": req.capabilities.device[:200], "name": req.name or node_id}
         self.store.upsert_node(node_id, req.public_key, req.name or node_id, caps)
         self.pubkeys[node_id] = req.public_key
         self.node_caps[node_id] = caps
@@ -578,8 +578,10 @@ class Aggregator:
                     num_params=spec.num_params,
                     num_chunks=layout.num_chunks,
                 )
-                # Each node gets its own seed so honest nodes do not train in lockstep.
-                node_salt = int.from_bytes(hashlib.sha256(node_id.encode()).digest()[:4], "little")
+                # Each node gets its own seed so honest nodes do not train in lockstep; from its name (not
+                # its fresh random key) so that a rerun with the same seed and node names trains the same.
+                name = self.node_caps.get(node_id, {}).get("name", node_id)
+                node_salt = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
                 task.training.seed = (spec.seed * 7919 + rnd * 104729 + node_salt) % (2**63)
                 ts = TaskState(task=task, node_id=node_id, cohort=ci, bytes_down=len(task.SerializeToString()))
                 rs.tasks[task.task_id] = ts

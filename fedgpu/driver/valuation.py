@@ -83,11 +83,10 @@ class RoundValuer:
         values = np.array([min(v, 0.0) for v in singles])  # left-out cohorts keep their (negative) solo value
         values[kept] = res.values
         values = zero_below_floor(values, floor)
-        # The regression sees each cohort's share of the round's value (rounds differ in scale by orders
-        # of magnitude: early steps gain much more), bounded so that a poisoned cohort's huge loss cannot
-        # drown its honest members' estimates (it is already excluded and paid nothing).
-        scale = max(math.fsum(max(float(values[i]), 0.0) for i in kept), floor, 1e-12)
-        self.estimator.observe_round(rnd, cohorts, [float(v) for v in np.clip(values / scale, -1.0, 1.0)])
+        # Observations are bounded by the round's own scale: a poisoned cohort's huge loss must not drown
+        # its honest members' estimates in the regression (it is already excluded and paid nothing).
+        scale = max([abs(float(values[i])) for i in kept] + [floor, 1e-12])
+        self.estimator.observe_round(rnd, cohorts, [float(v) for v in np.clip(values, -scale, scale)])
         est = self.estimator.estimates()
         lower = self.estimator.lower_bounds(self.confidence)
         node_values: dict[str, float] = {}

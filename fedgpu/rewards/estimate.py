@@ -87,13 +87,14 @@ class NodeValueEstimator:
         """``estimate - z * standard error`` per node: > 0 when the evidence says the node is worth something.
 
         The error is the ridge solution's, sigma^2 * diag((G + lambda I)^-1), with sigma^2 the residual
-        variance. It is -inf for every node until there are more observations than nodes, and stays
-        large for nodes that were always in the same cohorts (reshuffling has not separated them yet).
+        variance. It is -inf for every node until there are twice as many observations as nodes (a
+        residual variance from a handful of degrees of freedom is often far too small), and stays large
+        for nodes that were always in the same cohorts (reshuffling has not separated them yet).
         """
         n, m = len(self._index), len(self._observations)
         if n == 0:
             return {}
-        if m <= n:
+        if m < 2 * n:
             return {node: -math.inf for node in self._index}
         inv = np.linalg.pinv(self._gram + self.ridge * np.eye(n))
         x = inv @ self._target

@@ -72,12 +72,13 @@ def test_single_node_cohorts_are_valued_exactly_and_paid_the_pool(aggregator, tm
         rewards = v["rewards"]
         assert set(rewards) == set(names) and all(r >= 0 for r in rewards.values())
         assert math.fsum(rewards.values()) == pytest.approx(POOL) or math.fsum(rewards.values()) == 0.0
-        # The regression sees each cohort's share of the round's value (positive kept values), bounded to [-1, 1].
+        # The regression sees values bounded by the round's scale (the kept cohorts' values and the noise
+        # floor), so that a left-out cohort's large loss cannot swamp it.
         kept = [i for i in range(len(rec["cohorts"])) if i not in rec["excluded_cohorts"]]
-        scale = max(math.fsum(max(v["cohort_values"][i], 0.0) for i in kept), v["noise_floor"], 1e-12)
+        scale = max([abs(v["cohort_values"][i]) for i in kept] + [v["noise_floor"], 1e-12])
         for n, x in v["node_values"].items():
-            mean_value[n] += float(np.clip(x / scale, -1.0, 1.0)) / len(report["rounds"])
-    # With cohorts of one, the ridge estimate is each node's mean per-round share.
+            mean_value[n] += float(np.clip(x, -scale, scale)) / len(report["rounds"])
+    # With cohorts of one, the ridge estimate is each node's mean per-round (bounded) value.
     assert report["valuation"]["estimates"] == pytest.approx(mean_value, abs=1e-5)
 
 
