@@ -381,13 +381,8 @@ class Aggregator:
         values = list(result.rewards.values()) + list(result.node_values.values())
         if not all(math.isfinite(v) for v in values) or any(v < 0 for v in result.rewards.values()):
             raise ProtocolError("rewards must be finite and >= 0, node values finite")
-        # A round may pay out what earlier rounds held back until the evidence came (rewards/escrow.py),
-        # so the bound is the job's: everything paid never exceeds the pool of the rounds so far.
-        paid_before = math.fsum(r["reward"] for r in self.store.ledger_rows(job_id))
-        if paid_before + sum(result.rewards.values()) > spec.reward_pool * rnd * (1 + 1e-9) + 1e-9:
-            raise ProtocolError(
-                f"rewards sum to {sum(result.rewards.values()):.6g} after {paid_before:.6g} already paid: more than the pool of {rnd} rounds ({spec.reward_pool * rnd:.6g})"
-            )
+        if sum(result.rewards.values()) > spec.reward_pool * (1 + 1e-9) + 1e-9:
+            raise ProtocolError(f"rewards sum to {sum(result.rewards.values()):.6g}, more than the pool {spec.reward_pool}")
         cohort_of = {m: tuple(c) for c in record["cohorts"] for m in c}
         evidence = hashlib.sha256(result.evidence).hexdigest()
         entries = [

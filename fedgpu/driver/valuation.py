@@ -7,9 +7,8 @@ The aggregation rule is robust and the game uses the same rule: a cohort whose u
 the model worse than no update at all (L(w + agg({c})) > L(w)) is left out of the round's model, and Shapley values
 (exact up to 8 cohorts, sampled above) are computed over the kept cohorts only. Without this, a
 zero-sending free rider would earn by *diluting* a poisoner inside coalitions. Values below the
-evaluation's own noise count 0. The round's pool is shared by the cohorts' positive values; a
-cohort's reward reaches each member once a ridge estimate across reshuffled cohorts shows, with
-confidence, that the member is worth more than 0 (fedgpu/rewards/escrow.py).
+evaluation's own noise count 0; they are spread over nodes by a ridge estimate across reshuffled
+cohorts and paid pro rata if positive.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import numpy as np
 from torch import nn
 
 from fedgpu.datasets import ArrayDataset
-from fedgpu.rewards.escrow import Escrow
 from fedgpu.rewards import (
     CohortGame,
     NodeValueEstimator,
@@ -58,8 +56,7 @@ class RoundValuer:
         self.pool = pool
         self.seed = seed
         self.estimator = NodeValueEstimator()
-        self.escrow = Escrow()
-        self.confidence = 2.0  # z of the lower bound a member's estimate must clear to be paid
+        self.confidence = 2.0  # z of the reported lower bounds of the per-node estimates
         self.reputation = Reputation()
         self.baseline: np.ndarray | None = None
         self.totals: dict[str, float] = {}
@@ -92,11 +89,7 @@ class RoundValuer:
         node_values: dict[str, float] = {}
         for v, members in zip(values, cohorts):
             node_values.update(split_cohort_value(float(v), members, est))
-        # The round's pool goes to cohorts by value, then to members as the evidence allows (escrow.py).
-        for ci, credit in payout({ci: float(v) for ci, v in enumerate(values)}, self.pool).items():
-            self.escrow.add(rnd, cohorts[ci], credit)
-        paid = self.escrow.release(est, lower, present={m for c in cohorts for m in c})
-        rewards = {node: paid.get(node, 0.0) for node in node_values}
+        rewards = payout(node_values, self.pool)
         for node, v in node_values.items():
             self.reputation.update(node, v)
             self.totals[node] = self.totals.get(node, 0.0) + rewards.get(node, 0.0)
@@ -111,7 +104,6 @@ class RoundValuer:
             "exact": res.exact,
             "seed": self.seed * 7919 + rnd,
             "lower_bounds": {n: (b if math.isfinite(b) else None) for n, b in lower.items()},
-            "escrow": self.escrow.state(),
         }
         return RoundValuation(
             cohort_values=[float(v) for v in values],
@@ -139,5 +131,4 @@ class RoundValuer:
             "lower_bounds": {n: (b if math.isfinite(b) else None) for n, b in self.estimator.lower_bounds(self.confidence).items()},
             "reputation": self.reputation.as_dict(),
             "totals": dict(self.totals),
-            "unpaid": self.escrow.held,
         }

@@ -108,3 +108,21 @@ def test_reputation_is_an_exponential_moving_average() -> None:
 def test_split_refuses_a_non_finite_value() -> None:
     with pytest.raises(ValueError, match="finite"):
         split_cohort_value(float("inf"), ["a"], {})
+
+
+def test_lower_bounds_separate_a_free_rider_from_honest_nodes_across_reshuffled_cohorts() -> None:
+    import math
+
+    rng = np.random.default_rng(0)
+    worth = {f"h{i}": 0.12 for i in range(8)} | {"zero": 0.0, "noise": 0.0}
+    est = NodeValueEstimator()
+    nodes = list(worth)
+    for rnd in range(12):
+        if rnd == 1:  # too few observations for an error estimate: no confidence yet
+            assert all(b == -math.inf for b in est.lower_bounds().values())
+        order = rng.permutation(nodes)
+        for cohort in (order[:3], order[3:6], order[6:]):
+            est.observe(rnd, list(cohort), sum(worth[n] for n in cohort) + rng.normal(0, 0.02))
+    lower = est.lower_bounds(2.0)
+    assert all(lower[f"h{i}"] > 0 for i in range(8))
+    assert lower["zero"] < 0 and lower["noise"] < 0
