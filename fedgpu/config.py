@@ -65,6 +65,10 @@ class EncryptionConfig:
 class RewardsConfig:
     pool_per_round: float = 100.0   # abstract credits shared by positive contributions each round
     budget: int = 256               # utility evaluations per round for the Shapley estimate
+    # Server step sizes tried along each coalition's average update, chosen on the validation set (the
+    # real update uses the same rule). More than one makes a zero update's dilution worth nothing, at
+    # one forward pass per step size and coalition.
+    step_sizes: tuple[float, ...] = (0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,10 @@ class JobConfig:
             need(p.mode in ("sample", "client"), "privacy.mode", f"allowed values are sample, client; got {p.mode!r}")
         need(self.encryption.scheme in SCHEMES, "encryption.scheme", f"allowed values are {', '.join(SCHEMES)}; got {self.encryption.scheme!r}")
         need(self.rewards.pool_per_round >= 0, "rewards.pool_per_round", "must be >= 0")
+        need(
+            len(self.rewards.step_sizes) >= 1 and all(isinstance(e, (int, float)) and 0 < e <= 10 for e in self.rewards.step_sizes),
+            "rewards.step_sizes", f"must be a non-empty list of numbers in (0, 10], got {list(self.rewards.step_sizes)}",
+        )
         need(1 <= self.rewards.budget <= 100_000, "rewards.budget", "must be in 1..100000")
         return self
 

@@ -258,7 +258,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="6 rounds: a smoke run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default="cnn1d")
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=3, help="local epochs (1 on 200-800 records is a few steps: rounds too noisy to value)")
     ap.add_argument("--validation", type=int, default=500, help="held-out samples the driver values on (one forward pass each per coalition)")
     ap.add_argument("--free-riders", default="zeros,replay", help="two of zeros, replay, noise")
     ap.add_argument("--runs", default="k1,k3,adv", help="which jobs to run (a subset of k1,k3,adv)")

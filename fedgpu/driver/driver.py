@@ -95,7 +95,8 @@ class JobDriver:
         self.valuer: RoundValuer | None = None
         if job.rewards.pool_per_round > 0:
             self.valuer = RoundValuer(
-                lambda: build_model(job.model, self.spec), self.validation, job.rewards.budget, job.rewards.pool_per_round, seed=job.seed
+                lambda: build_model(job.model, self.spec), self.validation, job.rewards.budget, job.rewards.pool_per_round, seed=job.seed,
+                step_sizes=tuple(job.rewards.step_sizes)
             )
         self.node_info: dict[str, dict[str, Any]] = {}
 
@@ -189,7 +190,8 @@ class JobDriver:
         if self.valuer is not None:
             valuation = self.valuer.value(ev.round, start, [s.members for s in sums], [s.weighted for s in sums], [s.weight for s in sums])
             kept = valuation.kept
-        delta = fedavg([sums[i] for i in kept])
+        # No kept cohort (each alone made the model worse than no update): the model stays as it is.
+        delta = fedavg([sums[i] for i in kept]) * (valuation.step if valuation is not None else 1.0) if kept else np.zeros_like(start)
         new = tensors.unflatten(start + delta, self.state)
         self.model.load_state_dict(new)
         acc, loss = evaluate(self.model, self.validation)
@@ -226,6 +228,7 @@ class JobDriver:
             "client_epsilon": self._client_epsilon(ev.round),
             "model_bytes": published,
             "excluded_cohorts": [i for i in range(len(sums)) if i not in kept],
+            "server_step": valuation.step if valuation is not None else 1.0,
         }
         if valuation is not None:
             rec["valuation"] = {

@@ -40,6 +40,7 @@ from fedgpu.rewards import (
 class RoundValuation:
     cohort_values: list[float]
     kept: list[int]          # cohorts the round's model is built from
+    step: float              # the server step along their average, chosen like every coalition's
     node_values: dict[str, float]
     rewards: dict[str, float]
     evaluations: int
@@ -49,7 +50,10 @@ class RoundValuation:
 
 
 class RoundValuer:
-    def __init__(self, model_factory: Callable[[], nn.Module], validation: ArrayDataset, budget: int, pool: float, seed: int = 0) -> None:
+    def __init__(
+        self, model_factory: Callable[[], nn.Module], validation: ArrayDataset, budget: int, pool: float, seed: int = 0, step_sizes: tuple[float, ...] = (1.0,)
+    ) -> None:
+        self.step_sizes = tuple(step_sizes)
         self.model_factory = model_factory
         self.validation = validation
         self.budget = budget
@@ -63,13 +67,13 @@ class RoundValuer:
 
     def value(self, rnd: int, global_flat: np.ndarray, cohorts: list[list[str]], sums: list[np.ndarray], weights: list[float]) -> RoundValuation:
         t0 = time.perf_counter()
-        game = CohortGame(self.model_factory, global_flat, self.baseline, sums, weights, self.validation.x, self.validation.y)
+        game = CohortGame(self.model_factory, global_flat, self.baseline, sums, weights, self.validation.x, self.validation.y, step_sizes=self.step_sizes)
         # The reference is the best *free* option: the last global change b, or no update at all when b hurts.
         free_gain = float(game._losses_of(game.global_params).mean() - game.sample_losses(frozenset()).mean())
         passes = 0
         if self.baseline is not None and free_gain < 0:
             passes = game.forward_passes
-            game = CohortGame(self.model_factory, global_flat, None, sums, weights, self.validation.x, self.validation.y)
+            game = CohortGame(self.model_factory, global_flat, None, sums, weights, self.validation.x, self.validation.y, step_sizes=self.step_sizes)
             free_gain = 0.0
         rng = np.random.default_rng(self.seed * 7919 + rnd)
         singles = [game(frozenset([c])) for c in range(len(sums))]
@@ -99,6 +103,7 @@ class RoundValuer:
             "utilities": encode_utilities(res.utilities),
             "shapley": [float(x) for x in res.values],
             "kept": kept,
+            "step": game.step_size(frozenset(kept)) if kept else 0.0,
             "singles": singles,
             "noise_floor": floor,
             "exact": res.exact,
@@ -108,6 +113,7 @@ class RoundValuer:
         return RoundValuation(
             cohort_values=[float(v) for v in values],
             kept=kept,
+            step=game.step_size(frozenset(kept)) if kept else 0.0,
             node_values=node_values,
             rewards=rewards,
             evaluations=passes + game.forward_passes,
@@ -118,9 +124,12 @@ class RoundValuer:
 
     @staticmethod
     def keep(values: list[float]) -> list[int]:
-        """Cohorts the real update uses: those whose solo gain over no update is >= 0 (all if none is)."""
-        kept = [i for i, v in enumerate(values) if v >= -1e-9]  # a zero update is exactly 0, up to rounding
-        return kept or list(range(len(values)))
+        """Cohorts the real update uses: those whose solo gain over no update is >= 0.
+
+        When none is, none is kept and the model does not move this round: keeping them all would let a
+        poisoner in whenever the honest cohorts happen to be weak.
+        """
+        return [i for i, v in enumerate(values) if v >= -1e-9]  # a zero update is exactly 0, up to rounding
 
     def after_step(self, delta: np.ndarray) -> None:
         self.baseline = delta.copy()

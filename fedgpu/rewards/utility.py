@@ -14,6 +14,11 @@ rider) is then exactly what a zero update is when ``base = 0``: worth 0 alone, a
 dilutes the average, a real harm that shows up as a value <= 0. (Adding ``base`` on top of ``agg(S)``
 instead would pay that free rider for taking the momentum step twice.) Validation *loss* is used, not
 accuracy: it moves smoothly under DP noise where accuracy moves in steps of 1/n.
+
+With several ``step_sizes`` each coalition's model is the best of ``w + eta * agg(S)`` on the
+validation set (the real update is chosen the same way): damping is then free for every coalition,
+so a zero update, which only shrinks the average, stops looking like a contribution when the honest
+step overshoots.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ class CohortGame:
         *,
         batch_size: int = 4096,
         max_sample_loss: float = DEFAULT_MAX_SAMPLE_LOSS,
+        step_sizes: Sequence[float] = (1.0,),
         device: torch.device | str = "cpu",
     ) -> None:
         self.device = torch.device(device)
@@ -96,6 +102,10 @@ class CohortGame:
         if len(val_x) != len(val_y) or len(val_y) == 0:
             raise ValueError(f"validation set needs matching, non-empty x and y; got {len(val_x)} and {len(val_y)}")
         self.aggregate = aggregate
+        if not step_sizes or any(not (math.isfinite(e) and e > 0) for e in step_sizes):
+            raise ValueError(f"step_sizes must be finite and > 0, got {list(step_sizes)}")
+        self.step_sizes = tuple(float(e) for e in step_sizes)
+        self._steps: dict[Coalition, float] = {}
         self.batch_size = batch_size
         self.max_sample_loss = max_sample_loss
         self._x = torch.as_tensor(np.ascontiguousarray(val_x), dtype=torch.float32, device=self.device)
@@ -130,10 +140,27 @@ class CohortGame:
         kept = self._kept_losses.get(coalition)
         if kept is not None:
             return kept
-        losses = self._losses_of(self.global_params + self.coalition_delta(coalition))
+        delta = self.coalition_delta(coalition)
+        if not coalition or len(self.step_sizes) == 1:
+            losses = self._losses_of(self.global_params + self.step_sizes[0] * delta if coalition else self.global_params + delta)
+            self._steps[coalition] = self.step_sizes[0] if coalition else 1.0
+        else:
+            # The server's step along agg(S) is chosen on the validation set, for every coalition alike:
+            # so a member that only shrinks the step (a zero update diluting the average) adds nothing
+            # that the step search does not already give for free.
+            tried = [(self._losses_of(self.global_params + eta * delta), eta) for eta in self.step_sizes]
+            losses, eta = min(tried, key=lambda t: float(t[0].mean()))
+            self._steps[coalition] = eta
         if len(coalition) in (0, self.num_cohorts):
             self._kept_losses[coalition] = losses
         return losses
+
+    def step_size(self, coalition: Coalition) -> float:
+        """The server step chosen for this coalition's update (evaluates it if needed)."""
+        coalition = frozenset(coalition)
+        if coalition not in self._steps:
+            self.sample_losses(coalition)
+        return self._steps[coalition]
 
     def __call__(self, coalition: Coalition) -> float:
         coalition = frozenset(coalition)

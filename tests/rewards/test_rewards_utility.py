@@ -169,3 +169,39 @@ def test_models_with_buffers_are_refused(setup: dict[str, np.ndarray]) -> None:
 
 def test_zero_below_floor() -> None:
     np.testing.assert_array_equal(zero_below_floor(np.array([0.5, -0.01, 0.02, -2.0]), 0.05), [0.5, 0.0, 0.0, -2.0])
+
+
+def _overshooting_update() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 1-feature problem with 30 % label noise (so the loss has a finite optimum along a direction),
+    and an update that goes exactly twice as far as the optimum."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2000, 1)).astype(np.float32)
+    y = ((x[:, 0] > 0) ^ (rng.random(2000) < 0.3)).astype(np.int64)
+    pattern = np.array([-1.0, 1.0, 0.0, 0.0])  # Linear(1, 2): weight (2x1) then bias (2)
+    scales = np.linspace(0.05, 3.0, 60)
+    losses = [float(nn.functional.cross_entropy(torch.tensor(x) @ torch.tensor([[-c, c]], dtype=torch.float32), torch.tensor(y))) for c in scales]
+    best = float(scales[int(np.argmin(losses))])
+    return x, y, 2 * best * pattern
+
+
+@pytest.mark.parametrize("steps, zero_earns", [((1.0,), True), ((0.5, 1.0), False)])
+def test_step_search_leaves_nothing_for_a_zero_update_that_only_shrinks_the_step(steps: tuple, zero_earns: bool) -> None:
+    x, y, d = _overshooting_update()
+    make = lambda: nn.Linear(1, 2)  # noqa: E731
+    w = np.zeros(4)
+    # cohort 0: one honest node (weight 1) sending d; cohort 1: a node of the same weight sending zeros
+    game = CohortGame(make, w, None, [d, np.zeros(4)], [1.0, 1.0], x, y, step_sizes=steps)
+    values = shapley(2, game, budget=256, rng=np.random.default_rng(0)).values
+    if zero_earns:
+        assert values[1] > 1e-3  # without the search, halving the step looks like a contribution
+    else:
+        assert values[1] == pytest.approx(0.0, abs=1e-9)
+        assert game.step_size(frozenset([0])) == 0.5
+        assert values[0] > 0
+
+
+def test_step_sizes_are_checked() -> None:
+    x, y = blobs(10, 0)
+    with pytest.raises(ValueError, match="step_sizes"):
+        w = flatten_params(factory())
+        CohortGame(factory, w, None, [np.zeros_like(w)], [1.0], x, y, step_sizes=(0.0,))
