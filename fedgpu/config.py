@@ -42,6 +42,7 @@ class TrainingConfig:
     batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9
+    server_momentum: float = 0.0  # FedAvgM on the driver: the applied change is m <- beta m + average
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class JobConfig:
             need(p.accountant in ("prv", "rdp"), "privacy.accountant", f"allowed values are prv, rdp; got {p.accountant!r}")
             need(p.mode in ("sample", "client"), "privacy.mode", f"allowed values are sample, client; got {p.mode!r}")
         need(self.encryption.scheme in SCHEMES, "encryption.scheme", f"allowed values are {', '.join(SCHEMES)}; got {self.encryption.scheme!r}")
+        need(0 <= self.training.server_momentum < 1, "training.server_momentum", f"must be in [0, 1), got {self.training.server_momentum}")
         need(self.rewards.pool_per_round >= 0, "rewards.pool_per_round", "must be >= 0")
         need(
             len(self.rewards.step_sizes) >= 1 and all(isinstance(e, (int, float)) and 0 < e <= 10 for e in self.rewards.step_sizes),

@@ -34,7 +34,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 # With --epsilon: DP-SGD wants more records per node, large batches, one epoch and a large lr with
 # momentum, on inputs standardised per sample (the recipe scripts/bench_dp.py measures; docs/privacy.md).
 DP_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mnist1d": {"model": "cnn1d_dp", "samples": 30_000, "rounds": 15, "training": TrainingConfig(epochs=1, batch_size=480, lr=4.0, momentum=0.9)},
+    "mnist1d": {"model": "cnn1d_dp", "samples": 30_000, "rounds": 15, "training": TrainingConfig(epochs=1, batch_size=480, lr=2.0, momentum=0.9, server_momentum=0.5)},
     "digits": {"samples": 0, "rounds": 10, "training": TrainingConfig(epochs=1, batch_size=128, lr=2.0, momentum=0.9)},
 }
 
@@ -84,7 +84,7 @@ def _roles(cfg: DemoConfig) -> list[str]:
 def build_job(cfg: DemoConfig) -> JobConfig:
     d = defaults(cfg)
     t: TrainingConfig = d["training"]
-    training = TrainingConfig(epochs=cfg.epochs or t.epochs, batch_size=cfg.batch_size or t.batch_size, lr=cfg.lr or t.lr, momentum=t.momentum)
+    training = TrainingConfig(epochs=cfg.epochs or t.epochs, batch_size=cfg.batch_size or t.batch_size, lr=cfg.lr or t.lr, momentum=t.momentum, server_momentum=t.server_momentum)
     privacy = PrivacyConfig(enabled=cfg.epsilon is not None, epsilon=cfg.epsilon or 8.0)
     return JobConfig(
         name=f"demo-{cfg.dataset}",

@@ -14,8 +14,8 @@ Prints ONE JSON object:
       (``accuracy_eps3_dirichlet`` ...): nodes with few records need more noise for the same epsilon.
 
 The recipe (the defaults; found by a sweep of ~45 one-seed runs, see docs/privacy.md): 15 rounds of
-1 local epoch, logical batch 480 (q = 1/10, 150 steps per node), clip 1.0, node lr 4.0 with
-momentum 0.9 (fresh every round), plain FedAvg on the server, inputs standardised per sample.
+1 local epoch, logical batch 480 (q = 1/10, 150 steps per node), clip 1.0, node lr 2.0 with
+momentum 0.9 (fresh every round), server momentum 0.5 (FedAvgM), inputs standardised per sample.
 The timing part runs alone; the FL runs then run in ``--workers`` processes of one thread each.
 ``--quick`` is a smoke run (6k samples, 2 rounds) whose numbers mean nothing.
 
@@ -180,13 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--local-epochs", type=int, default=1)
     ap.add_argument("--batch", type=int, default=480)
     ap.add_argument("--physical-batch", type=int, default=512)
-    ap.add_argument("--lr", type=float, default=4.0)
+    ap.add_argument("--lr", type=float, default=2.0)
     ap.add_argument("--batch-nodp", type=int, default=64)
     ap.add_argument("--lr-nodp", type=float, default=0.05)
     ap.add_argument("--lr-nodp-same-batch", type=float, default=0.2)
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--server-lr", type=float, default=1.0)
-    ap.add_argument("--server-momentum", type=float, default=0.0)
+    ap.add_argument("--server-momentum", type=float, default=0.5)
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--no-normalize", dest="normalize", action="store_false")

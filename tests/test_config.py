@@ -20,6 +20,9 @@ BASE = {"model": "cnn1d", "dataset": "mnist1d"}
         ({"encryption": {"scheme": "rsa"}}, "encryption.scheme"),
         ({"privacy": {"epsilon": 0.0}}, "privacy.epsilon"),
         ({"privacy": {"accountant": "gdp"}}, "privacy.accountant"),
+        ({"training": {"server_momentum": 1.0}}, "training.server_momentum"),
+        ({"rewards": {"step_sizes": []}}, "rewards.step_sizes"),
+        ({"rewards": {"step_sizes": [0.5, -1]}}, "rewards.step_sizes"),
     ],
 )
 def test_errors_name_the_field(patch: dict, field: str) -> None:

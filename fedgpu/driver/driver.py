@@ -93,6 +93,7 @@ class JobDriver:
         self._abort: str | None = None
         self.rounds: list[dict[str, Any]] = []
         self.valuer: RoundValuer | None = None
+        self._server_buf: np.ndarray | None = None
         if job.rewards.pool_per_round > 0:
             self.valuer = RoundValuer(
                 lambda: build_model(job.model, self.spec), self.validation, job.rewards.budget, job.rewards.pool_per_round, seed=job.seed,
@@ -192,6 +193,10 @@ class JobDriver:
             kept = valuation.kept
         # No kept cohort (each alone made the model worse than no update): the model stays as it is.
         delta = fedavg([sums[i] for i in kept]) * (valuation.step if valuation is not None else 1.0) if kept else np.zeros_like(start)
+        beta = self.job.training.server_momentum
+        if beta > 0:  # FedAvgM: helps non-IID and DP runs, whose averaged updates are noisy
+            self._server_buf = delta if self._server_buf is None else beta * self._server_buf + delta
+            delta = self._server_buf
         new = tensors.unflatten(start + delta, self.state)
         self.model.load_state_dict(new)
         acc, loss = evaluate(self.model, self.validation)
