@@ -3,8 +3,9 @@
 u(S) = L(w + b) - L(w + agg(S)) where b is the free baseline step (the last global change): a node
 that replays it, sends zeros or sends noise is worth about 0 or less, not "a bit".
 
-The aggregation rule is robust and the game uses the same rule: a cohort whose update alone makes
-the model worse than no update at all (L(w + agg({c})) > L(w)) is left out of the round's model, and Shapley values
+The aggregation rule is robust and the game uses the same rule: cohorts are left out of the round's
+model by backward elimination while leaving one out helps by more than the evaluation noise (and
+nothing is kept when what is left does worse than no update, L(w + agg(S)) > L(w)), and Shapley values
 (exact up to 8 cohorts, sampled above) are computed over the kept cohorts only. Without this, a
 zero-sending free rider would earn by *diluting* a poisoner inside coalitions. Values below the
 evaluation's own noise count 0; they are spread over nodes by a ridge estimate across reshuffled
@@ -77,8 +78,7 @@ class RoundValuer:
             free_gain = 0.0
         rng = np.random.default_rng(self.seed * 7919 + rnd)
         singles = [game(frozenset([c])) for c in range(len(sums))]
-        # u({c}) >= -(L(w) - L(w + b))  <=>  L(w + agg({c})) <= L(w): the cohort alone does no harm.
-        kept = self.keep([v + free_gain for v in singles])
+        kept = self.keep(game, free_gain)
         res = shapley(len(kept), lambda S: game(frozenset(kept[i] for i in S)), budget=self.budget, rng=rng)
         floor = noise_floor(game, coalition=frozenset(kept), rng=np.random.default_rng(rnd))
         values = np.array([min(v, 0.0) for v in singles])  # left-out cohorts keep their (negative) solo value
@@ -123,13 +123,26 @@ class RoundValuer:
         )
 
     @staticmethod
-    def keep(values: list[float]) -> list[int]:
-        """Cohorts the real update uses: those whose solo gain over no update is >= 0.
+    def keep(game: CohortGame, free_gain: float) -> list[int]:
+        """Cohorts the real update uses: backward elimination from all of them.
 
-        When none is, none is kept and the model does not move this round: keeping them all would let a
-        poisoner in whenever the honest cohorts happen to be weak.
+        While leaving one cohort out makes the update better by more than the evaluation's noise, the
+        cohort doing most harm is left out (a sign-flipping poisoner goes first). A cohort is never
+        dropped merely for being noisy alone: DP updates are, and only their average helps. When even
+        the remaining set does worse than no update at all, nothing is kept and the model stays.
         """
-        return [i for i, v in enumerate(values) if v >= -1e-9]  # a zero update is exactly 0, up to rounding
+        kept = set(range(game.num_cohorts))
+        tol = noise_floor(game, rng=np.random.default_rng(0))
+        current = game(frozenset(kept))
+        while len(kept) > 1:
+            drop = max(sorted(kept), key=lambda c: game(frozenset(kept - {c})))
+            without = game(frozenset(kept - {drop}))
+            if without <= current + tol:
+                break
+            kept.discard(drop)
+            current = without
+        # u(S) + free_gain = L(w) - L(w + agg(S)): the kept update must do no harm against no update.
+        return sorted(kept) if current + free_gain >= -1e-9 else []
 
     def after_step(self, delta: np.ndarray) -> None:
         self.baseline = delta.copy()

@@ -112,3 +112,24 @@ def test_zero_senders_earn_nothing_when_replaying_the_last_step_would_hurt() -> 
     valuer.after_step(-2.0 * w)  # the last global change: taking it again would flip the classifier
     res = valuer.value(2, w, [["z1", "z2", "z3"]], [np.zeros_like(w)], [3.0])
     assert res.rewards == {"z1": 0.0, "z2": 0.0, "z3": 0.0}
+
+
+def test_noisy_updates_that_only_help_together_are_kept_and_the_poisoner_is_not() -> None:
+    # Four updates share the useful direction g but carry noise that cancels only in their average
+    # (as DP noise does): each alone hurts, all four help. A sign-flipped x10 update must go.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    factory = lambda: nn.Linear(2, 2)  # noqa: E731
+    model = factory()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[-0.3, 0.0], [0.3, 0.0]]))
+        model.bias.zero_()
+    w = flatten_params(model)
+    g = np.array([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    honest = [g + 4.0 * s * np.array([0.0, 1.0, 0.0, -1.0, 0.0, 0.0]) for s in (1, -1, 1, -1)]
+    valuer = RoundValuer(factory, ArrayDataset(x, y), budget=256, pool=POOL)
+    res = valuer.value(1, w, [["h0"], ["h1"], ["h2"], ["h3"], ["p"]], honest + [-10.0 * g], [1.0] * 5)
+    assert res.kept == [0, 1, 2, 3]
+    assert res.rewards["p"] == 0.0 and all(res.rewards[f"h{i}"] > 0 for i in range(4))
+    assert math.fsum(res.rewards.values()) == pytest.approx(POOL)
