@@ -96,18 +96,23 @@ def test_cohort_values_are_split_over_members_without_loss(aggregator, tmp_path:
     assert set(report["valuation"]["estimates"]) == set(names)
 
 
+def linear_problem(n: int, scale: float) -> tuple:  # type: ignore[type-arg]
+    """Points labelled by the sign of x0, and a linear model already pointing that way with ``scale``."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    factory = lambda: nn.Linear(2, 2)  # noqa: E731
+    model = factory()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[-scale, 0.0], [scale, 0.0]]))
+        model.bias.zero_()
+    return x, y, factory, flatten_params(model)
+
+
 def test_zero_senders_earn_nothing_when_replaying_the_last_step_would_hurt() -> None:
     # Measured against L(w + b) alone, a zero update "beats" a harmful free step b and took the whole
     # pool; the reference must be the best free option, min(L(w), L(w + b)).
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(400, 2)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.int64)
-    factory = lambda: nn.Linear(2, 2)  # noqa: E731
-    good = factory()
-    with torch.no_grad():
-        good.weight.copy_(torch.tensor([[-4.0, 0.0], [4.0, 0.0]]))
-        good.bias.zero_()
-    w = flatten_params(good)
+    x, y, factory, w = linear_problem(400, 4.0)
     valuer = RoundValuer(factory, ArrayDataset(x, y), budget=256, pool=POOL)
     valuer.after_step(-2.0 * w)  # the last global change: taking it again would flip the classifier
     res = valuer.value(2, w, [["z1", "z2", "z3"]], [np.zeros_like(w)], [3.0])
@@ -117,15 +122,7 @@ def test_zero_senders_earn_nothing_when_replaying_the_last_step_would_hurt() -> 
 def test_noisy_updates_that_only_help_together_are_kept_and_the_poisoner_is_not() -> None:
     # Four updates share the useful direction g but carry noise that cancels only in their average
     # (as DP noise does): each alone hurts, all four help. A sign-flipped x10 update must go.
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(1000, 2)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.int64)
-    factory = lambda: nn.Linear(2, 2)  # noqa: E731
-    model = factory()
-    with torch.no_grad():
-        model.weight.copy_(torch.tensor([[-0.3, 0.0], [0.3, 0.0]]))
-        model.bias.zero_()
-    w = flatten_params(model)
+    x, y, factory, w = linear_problem(1000, 0.3)
     g = np.array([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0])
     honest = [g + 4.0 * s * np.array([0.0, 1.0, 0.0, -1.0, 0.0, 0.0]) for s in (1, -1, 1, -1)]
     valuer = RoundValuer(factory, ArrayDataset(x, y), budget=256, pool=POOL)
