@@ -11,26 +11,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import math
 import random
 import secrets
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 
 import numpy as np
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedgpu import crypto
 from fedgpu.aggregator.cohorts import assign_cohorts, merge_small
+from fedgpu.aggregator.ledger import load_signing_key, round_rows
+from fedgpu.aggregator.rounds import RoundState, TaskState
 from fedgpu.aggregator.store import Store
-from fedgpu.errors import AuthError, FedgpuError, NotFoundError, ProtocolError, StateError, StorageError
+from fedgpu.errors import AuthError, FedgpuError, NotFoundError, ProtocolError, StateError
 from fedgpu.proto.fedgpu.v1 import driver_pb2, node_pb2
-from fedgpu.rewards.chain import GENESIS, LedgerEntry, LedgerRow, build_rows, issue_receipt, sign_head
+from fedgpu.rewards.chain import LedgerRow, issue_receipt
 from fedgpu.wire import chunks
 from fedgpu.wire.auth import Verifier, node_id_for
 from fedgpu.wire.serde import job_from_proto
@@ -40,41 +39,6 @@ log = logging.getLogger("fedgpu.aggregator")
 NODE_TIMEOUT_S = 30.0      # a node unseen for this long is not offered tasks
 MAX_ATTEMPTS = 20          # failed attempts of one round before the job fails
 EventKind = driver_pb2.JobEventKind
-
-
-@dataclass
-class TaskState:
-    task: node_pb2.Task
-    node_id: str
-    cohort: int
-    status: str = "assigned"  # assigned | uploading | complete | declined | failed
-    received: int = 0
-    offsets: list[tuple[int, int]] = field(default_factory=list)
-    bytes_up: int = 0
-    bytes_down: int = 0
-    train_seconds: float = 0.0
-    epsilon: float | None = None
-    message: str = ""
-
-
-@dataclass
-class RoundState:
-    job_id: str
-    round: int
-    attempt: int
-    scheme: str
-    opened_at: float
-    deadline: float
-    adder: crypto.Adder
-    cohorts: list[list[str]]
-    tasks: dict[str, TaskState]
-    num_chunks: int
-    acc_dir: Path  # one .npy accumulator per (cohort, chunk): memory stays O(chunk) whatever the node count
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def check_done(self) -> None:
-        if all(t.status in ("complete", "declined", "failed") for t in self.tasks.values()):
-            self.done.set()
 
 
 class Aggregator:
@@ -102,7 +66,7 @@ class Aggregator:
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         """Resume every running job: its last completed round stands, the open one is redone."""
-        self.signing_key = self._load_signing_key()
+        self.signing_key = load_signing_key(self.store)
         for n in self.store.all_nodes():
             self.pubkeys[n["id"]] = n["public_key"]
             self.node_caps[n["id"]] = n["capabilities"]
@@ -113,18 +77,6 @@ class Aggregator:
         for t in self.runners.values():
             t.cancel()
         await asyncio.gather(*self.runners.values(), return_exceptions=True)
-
-    def _load_signing_key(self) -> Ed25519PrivateKey:
-        """The aggregator's Ed25519 key that signs ledger heads; created once, kept in the database."""
-        pem = self.store.get_meta("signing_key")
-        if pem is None:
-            key = Ed25519PrivateKey.generate()
-            self.store.set_meta("signing_key", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-            return key
-        key = serialization.load_pem_private_key(pem, password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise StorageError("the database's signing key is not Ed25519")
-        return key
 
     def _start_runner(self, job_id: str) -> None:
         self.published.setdefault(job_id, asyncio.Event())
@@ -302,24 +254,12 @@ class Aggregator:
         with path.open("rb") as f:
             for i, (off, size) in enumerate(ts.offsets):
                 f.seek(off)
-                self._accumulate(rs, ts.cohort, i, f.read(size))
+                rs.accumulate(ts.cohort, i, f.read(size))
         path.unlink(missing_ok=True)
         ts.offsets.clear()
         ts.status = "complete"
         self.pending.pop(ts.node_id, None)
         rs.check_done()
-
-    @staticmethod
-    def _acc_path(rs: RoundState, cohort: int, chunk: int) -> Path:
-        return rs.acc_dir / f"c{cohort}-{chunk}.npy"
-
-    def _accumulate(self, rs: RoundState, cohort: int, chunk: int, payload: bytes) -> None:
-        p = self._acc_path(rs, cohort, chunk)
-        acc = np.load(p, allow_pickle=False) if p.exists() else rs.adder.zero()
-        acc = rs.adder.add(acc, payload)
-        tmp = p.with_suffix(".tmp.npy")
-        np.save(tmp, acc, allow_pickle=False)
-        tmp.replace(p)
 
     # ---- driver --------------------------------------------------------------------------------
     def submit_job(self, spec: driver_pb2.JobSpec) -> tuple[str, str]:
@@ -362,37 +302,12 @@ class Aggregator:
         head = None
         if result is not None and version >= 1:
             res = {"accuracy": result.accuracy, "loss": result.loss, "cohort_values": dict(result.cohort_values)}
-            rows, head = self._ledger_rows(job_id, version, rec["record"], result)
+            rows, head = round_rows(self.store, self.signing_key, self.check_token_free(job_id), job_id, version, rec["record"], result)
         self.store.put_model(job_id, version, data, hashlib.sha256(data).hexdigest(), res, [r.to_record() for r in rows], head)
         for row in rows:  # receipts reach each node with its next pull
             receipt = issue_receipt(self.signing_key, row, head["head_hash"])  # type: ignore[index]
             self.receipts.setdefault(row.node_id, []).append(node_pb2.Receipt(**asdict(receipt)))
         self.published.setdefault(job_id, asyncio.Event()).set()
-
-    def _ledger_rows(self, job_id: str, rnd: int, record: dict, result: driver_pb2.RoundResult) -> tuple[list[LedgerRow], dict | None]:
-        """Check the driver's rewards against the round and chain them after the ledger's head."""
-        if not result.rewards and not result.node_values:
-            return [], None
-        spec = self.check_token_free(job_id)
-        participants = set(record["participants"])
-        unknown = (set(result.rewards) | set(result.node_values)) - participants
-        if unknown:
-            raise ProtocolError(f"rewards name nodes that were not in round {rnd}: {sorted(unknown)[:3]}")
-        values = list(result.rewards.values()) + list(result.node_values.values())
-        if not all(math.isfinite(v) for v in values) or any(v < 0 for v in result.rewards.values()):
-            raise ProtocolError("rewards must be finite and >= 0, node values finite")
-        if sum(result.rewards.values()) > spec.reward_pool * (1 + 1e-9) + 1e-9:
-            raise ProtocolError(f"rewards sum to {sum(result.rewards.values()):.6g}, more than the pool {spec.reward_pool}")
-        cohort_of = {m: tuple(c) for c in record["cohorts"] for m in c}
-        evidence = hashlib.sha256(result.evidence).hexdigest()
-        entries = [
-            LedgerEntry(job_id, rnd, node, result.node_values.get(node, 0.0), result.rewards.get(node, 0.0), cohort_of[node], evidence)
-            for node in sorted(participants)
-        ]
-        rows = build_rows(self.store.ledger_head() or GENESIS, entries)
-        head_hash = rows[-1].entry_hash
-        sig = sign_head(self.signing_key, job_id, rnd, head_hash).hex()
-        return rows, {"job_id": job_id, "round": rnd, "head_hash": head_hash, "signature": sig, "evidence": result.evidence.decode("utf-8", "replace")}
 
     def check_token_free(self, job_id: str) -> driver_pb2.JobSpec:
         spec = driver_pb2.JobSpec()
@@ -622,7 +537,7 @@ class Aggregator:
                 for chunk in range(rs.num_chunks):
                     acc = None
                     for ci in g:
-                        p = self._acc_path(rs, ci, chunk)
+                        p = rs.acc_path(ci, chunk)
                         if by_cohort[ci] and p.exists():
                             part = np.load(p, allow_pickle=False)
                             acc = part if acc is None else rs.adder.combine(acc, part)

@@ -191,8 +191,10 @@ class JobDriver:
         if self.valuer is not None:
             valuation = self.valuer.value(ev.round, start, [s.members for s in sums], [s.weighted for s in sums], [s.weight for s in sums])
             kept = valuation.kept
-        # No kept cohort (each alone made the model worse than no update): the model stays as it is.
-        delta = fedavg([sums[i] for i in kept]) * (valuation.step if valuation is not None else 1.0) if kept else np.zeros_like(start)
+        if kept:
+            delta = fedavg([sums[i] for i in kept]) * (valuation.step if valuation is not None else 1.0)
+        else:  # what was left did worse than no update: the model stays as it is
+            delta = np.zeros_like(start)
         beta = self.job.training.server_momentum
         if beta > 0:  # FedAvgM: helps non-IID and DP runs, whose averaged updates are noisy
             self._server_buf = delta if self._server_buf is None else beta * self._server_buf + delta

@@ -89,7 +89,6 @@ class RoundValuer:
         scale = max([abs(float(values[i])) for i in kept] + [floor, 1e-12])
         self.estimator.observe_round(rnd, cohorts, [float(v) for v in np.clip(values, -scale, scale)])
         est = self.estimator.estimates()
-        lower = self.estimator.lower_bounds(self.confidence)
         node_values: dict[str, float] = {}
         for v, members in zip(values, cohorts):
             node_values.update(split_cohort_value(float(v), members, est))
@@ -108,7 +107,6 @@ class RoundValuer:
             "noise_floor": floor,
             "exact": res.exact,
             "seed": self.seed * 7919 + rnd,
-            "lower_bounds": {n: (b if math.isfinite(b) else None) for n, b in lower.items()},
         }
         return RoundValuation(
             cohort_values=[float(v) for v in values],

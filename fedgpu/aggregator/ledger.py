@@ -1,0 +1,59 @@
+"""The reward ledger as the aggregator writes it: its signing key, and a round's rows checked and chained.
+
+The rules of the chain (row hashes, signed heads, receipts) live in :mod:`fedgpu.rewards.chain`; this
+module only decides what the driver may claim for a round and where the rows go in the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fedgpu.aggregator.store import Store
+from fedgpu.errors import ProtocolError, StorageError
+from fedgpu.proto.fedgpu.v1 import driver_pb2
+from fedgpu.rewards.chain import GENESIS, LedgerEntry, LedgerRow, build_rows, sign_head
+
+
+def load_signing_key(store: Store) -> Ed25519PrivateKey:
+    """The aggregator's Ed25519 key that signs ledger heads; created once, kept in the database."""
+    pem = store.get_meta("signing_key")
+    if pem is None:
+        key = Ed25519PrivateKey.generate()
+        store.set_meta("signing_key", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        return key
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise StorageError("the database's signing key is not Ed25519")
+    return key
+
+
+def round_rows(
+    store: Store, key: Ed25519PrivateKey, spec: driver_pb2.JobSpec, job_id: str, rnd: int, record: dict[str, Any], result: driver_pb2.RoundResult
+) -> tuple[list[LedgerRow], dict[str, Any] | None]:
+    """Check the driver's rewards against the round and chain them after the ledger's head."""
+    if not result.rewards and not result.node_values:
+        return [], None
+    participants = set(record["participants"])
+    unknown = (set(result.rewards) | set(result.node_values)) - participants
+    if unknown:
+        raise ProtocolError(f"rewards name nodes that were not in round {rnd}: {sorted(unknown)[:3]}")
+    values = list(result.rewards.values()) + list(result.node_values.values())
+    if not all(math.isfinite(v) for v in values) or any(v < 0 for v in result.rewards.values()):
+        raise ProtocolError("rewards must be finite and >= 0, node values finite")
+    if sum(result.rewards.values()) > spec.reward_pool * (1 + 1e-9) + 1e-9:
+        raise ProtocolError(f"rewards sum to {sum(result.rewards.values()):.6g}, more than the pool {spec.reward_pool}")
+    cohort_of = {m: tuple(c) for c in record["cohorts"] for m in c}
+    evidence = hashlib.sha256(result.evidence).hexdigest()
+    entries = [
+        LedgerEntry(job_id, rnd, node, result.node_values.get(node, 0.0), result.rewards.get(node, 0.0), cohort_of[node], evidence)
+        for node in sorted(participants)
+    ]
+    rows = build_rows(store.ledger_head() or GENESIS, entries)
+    head_hash = rows[-1].entry_hash
+    sig = sign_head(key, job_id, rnd, head_hash).hex()
+    return rows, {"job_id": job_id, "round": rnd, "head_hash": head_hash, "signature": sig, "evidence": result.evidence.decode("utf-8", "replace")}
