@@ -70,6 +70,13 @@ class RewardsConfig:
     # real update uses the same rule). More than one makes a zero update's dilution worth nothing, at
     # one forward pass per step size and coalition.
     step_sizes: tuple[float, ...] = (0.5, 1.0)
+    # Server momentum tried with each step (the share of the last global change added). Searched like
+    # the step, it is free for every coalition, so replaying the last change earns nothing; with
+    # rewards on it replaces training.server_momentum, which must then be one of these.
+    momentum_steps: tuple[float, ...] = (0.0, 0.5)
+    # A cohort's gain is credited only to members whose estimate - confidence * standard error is > 0:
+    # higher pays free riders less often and honest newcomers later (a round nobody earned carries over).
+    confidence: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -129,7 +136,18 @@ class JobConfig:
             len(self.rewards.step_sizes) >= 1 and all(isinstance(e, (int, float)) and 0 < e <= 10 for e in self.rewards.step_sizes),
             "rewards.step_sizes", f"must be a non-empty list of numbers in (0, 10], got {list(self.rewards.step_sizes)}",
         )
+        need(
+            len(self.rewards.momentum_steps) >= 1 and all(isinstance(b, (int, float)) and 0 <= b <= 1 for b in self.rewards.momentum_steps),
+            "rewards.momentum_steps", f"must be a non-empty list of numbers in [0, 1], got {list(self.rewards.momentum_steps)}",
+        )
+        if self.rewards.pool_per_round > 0 and self.training.server_momentum > 0:
+            need(
+                self.training.server_momentum in self.rewards.momentum_steps, "training.server_momentum",
+                f"with rewards on, the server momentum is chosen each round from rewards.momentum_steps "
+                f"{list(self.rewards.momentum_steps)}; add {self.training.server_momentum} there or set server_momentum to 0",
+            )
         need(1 <= self.rewards.budget <= 100_000, "rewards.budget", "must be in 1..100000")
+        need(0 <= self.rewards.confidence <= 10, "rewards.confidence", f"must be in [0, 10], got {self.rewards.confidence}")
         return self
 
 

@@ -231,6 +231,13 @@ def cost(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def ratio(x: float, median_honest: float) -> float | None:
+    """x over the honest median; None (JSON null) when both are 0: nobody was paid, nothing to compare."""
+    if median_honest > 0:
+        return x / median_honest
+    return None if x == 0 else math.inf
+
+
 def reward_measures(report: dict[str, Any], names: dict[str, str], specs: list[NodeSpec], upto: int | None, first_round: int = 1) -> dict[str, Any]:
     totals = per_node_sum(report, "rewards", names, upto, first_round)
     role = {s.name: s.role for s in specs}
@@ -243,8 +250,8 @@ def reward_measures(report: dict[str, Any], names: dict[str, str], specs: list[N
     return {
         "rounds": [first_round, upto if upto is not None else report["rounds"][-1]["round"]],
         "honest_median_reward": median_honest,
-        "free_rider_reward_ratio": {n: (v / median_honest if median_honest > 0 else math.inf) for n, v in riders.items()},
-        "free_rider_reward_ratio_max": (line / median_honest) if median_honest > 0 else math.inf,
+        "free_rider_reward_ratio": {n: ratio(v, median_honest) for n, v in riders.items()},
+        "free_rider_reward_ratio_max": ratio(line, median_honest),
         "poisoner_reward_share": (sum(poisoners.values()) / everything) if everything > 0 else 0.0,
         "honest_below_line_fraction": sum(1 for h in honest if h < line) / len(honest),
         "rewards": totals,

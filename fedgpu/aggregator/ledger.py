@@ -45,8 +45,12 @@ def round_rows(
     values = list(result.rewards.values()) + list(result.node_values.values())
     if not all(math.isfinite(v) for v in values) or any(v < 0 for v in result.rewards.values()):
         raise ProtocolError("rewards must be finite and >= 0, node values finite")
-    if sum(result.rewards.values()) > spec.reward_pool * (1 + 1e-9) + 1e-9:
-        raise ProtocolError(f"rewards sum to {sum(result.rewards.values()):.6g}, more than the pool {spec.reward_pool}")
+    # A round's pool that nobody earned carries over, so the bound is on the job: never more than the
+    # pools of the rounds so far.
+    paid = math.fsum(r["reward"] for r in store.ledger_rows(job_id) if r["round"] < rnd)
+    this = math.fsum(result.rewards.values())
+    if paid + this > spec.reward_pool * rnd * (1 + 1e-9) + 1e-9:
+        raise ProtocolError(f"rewards sum to {this:.6g} this round and {paid:.6g} before, more than {rnd} rounds' pools of {spec.reward_pool}")
     cohort_of = {m: tuple(c) for c in record["cohorts"] for m in c}
     evidence = hashlib.sha256(result.evidence).hexdigest()
     entries = [

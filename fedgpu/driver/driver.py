@@ -97,7 +97,7 @@ class JobDriver:
         if job.rewards.pool_per_round > 0:
             self.valuer = RoundValuer(
                 lambda: build_model(job.model, self.spec), self.validation, job.rewards.budget, job.rewards.pool_per_round, seed=job.seed,
-                step_sizes=tuple(job.rewards.step_sizes)
+                step_sizes=tuple(job.rewards.step_sizes), momenta=tuple(job.rewards.momentum_steps), confidence=job.rewards.confidence,
             )
         self.node_info: dict[str, dict[str, Any]] = {}
 
@@ -187,18 +187,16 @@ class JobDriver:
         sums = self.fetch_sums(ev.round)
         start = tensors.flatten(self.state)
         valuation = None
-        kept = list(range(len(sums)))
         if self.valuer is not None:
+            # The valuer picks the cohorts kept, the server step and the momentum on validation data.
             valuation = self.valuer.value(ev.round, start, [s.members for s in sums], [s.weighted for s in sums], [s.weight for s in sums])
-            kept = valuation.kept
-        if kept:
-            delta = fedavg([sums[i] for i in kept]) * (valuation.step if valuation is not None else 1.0)
-        else:  # what was left did worse than no update: the model stays as it is
-            delta = np.zeros_like(start)
-        beta = self.job.training.server_momentum
-        if beta > 0:  # FedAvgM: helps non-IID and DP runs, whose averaged updates are noisy
-            self._server_buf = delta if self._server_buf is None else beta * self._server_buf + delta
-            delta = self._server_buf
+            delta = valuation.update
+        else:
+            delta = fedavg(sums)
+            beta = self.job.training.server_momentum
+            if beta > 0:  # FedAvgM: helps non-IID and DP runs, whose averaged updates are noisy
+                self._server_buf = delta if self._server_buf is None else beta * self._server_buf + delta
+                delta = self._server_buf
         new = tensors.unflatten(start + delta, self.state)
         self.model.load_state_dict(new)
         acc, loss = evaluate(self.model, self.validation)
@@ -234,8 +232,9 @@ class JobDriver:
             "epsilon": dict(ev.epsilon),
             "client_epsilon": self._client_epsilon(ev.round),
             "model_bytes": published,
-            "excluded_cohorts": [i for i in range(len(sums)) if i not in kept],
+            "excluded_cohorts": [i for i in range(len(sums)) if valuation is not None and i not in valuation.kept],
             "server_step": valuation.step if valuation is not None else 1.0,
+            "server_momentum": valuation.momentum if valuation is not None else self.job.training.server_momentum,
         }
         if valuation is not None:
             rec["valuation"] = {

@@ -1,15 +1,18 @@
 """Valuing each round's cohorts on the driver's held-out data, and turning values into rewards.
 
-u(S) = L(w + b) - L(w + agg(S)) where b is the free baseline step (the last global change): a node
-that replays it, sends zeros or sends noise is worth about 0 or less, not "a bit".
+u(S) = L(best free step) - L(best step of S), where the free steps are ``w + beta * b`` (b the last
+global change) and a coalition's are ``w + eta * P(agg(S)) + beta * b`` (P drops the part along b),
+both from the job's grids: a node that replays b, sends zeros or sends noise is worth about 0 or less,
+not "a bit" (see fedgpu.rewards.utility).
 
 The aggregation rule is robust and the game uses the same rule: cohorts are left out of the round's
 model by backward elimination while leaving one out helps by more than the evaluation noise (and
-nothing is kept when what is left does worse than no update, L(w + agg(S)) > L(w)), and Shapley values
+nothing is kept when what is left does worse than the free step: the model then only takes that), and Shapley values
 (exact up to 8 cohorts, sampled above) are computed over the kept cohorts only. Without this, a
 zero-sending free rider would earn by *diluting* a poisoner inside coalitions. Values below the
-evaluation's own noise count 0; they are spread over nodes by a ridge estimate across reshuffled
-cohorts and paid pro rata if positive.
+evaluation's own noise count 0. A ridge estimate across reshuffled cohorts says what each node is
+worth; a cohort's gain is credited to the members whose lower bound clears 0, and the round's pool is
+paid pro rata to positive credit (a pool nobody has earned yet waits for the next round).
 """
 
 from __future__ import annotations
@@ -41,10 +44,12 @@ from fedgpu.rewards import (
 class RoundValuation:
     cohort_values: list[float]
     kept: list[int]          # cohorts the round's model is built from
-    step: float              # the server step along their average, chosen like every coalition's
+    step: float              # the server step along their average and
+    momentum: float          # the share of the last change added, chosen like every coalition's
+    update: np.ndarray       # the change the round applies: step * average(kept) + momentum * last change
     node_values: dict[str, float]
     rewards: dict[str, float]
-    evaluations: int
+    evaluations: float        # passes over the validation set (a third of it counts 1/3)
     floor: float
     seconds: float
     evidence: bytes   # JSON: per-subset utilities etc., so anyone can recompute the values
@@ -52,33 +57,40 @@ class RoundValuation:
 
 class RoundValuer:
     def __init__(
-        self, model_factory: Callable[[], nn.Module], validation: ArrayDataset, budget: int, pool: float, seed: int = 0, step_sizes: tuple[float, ...] = (1.0,)
+        self,
+        model_factory: Callable[[], nn.Module],
+        validation: ArrayDataset,
+        budget: int,
+        pool: float,
+        seed: int = 0,
+        step_sizes: tuple[float, ...] = (1.0,),
+        momenta: tuple[float, ...] = (0.0,),
+        confidence: float = 1.0,
     ) -> None:
         self.step_sizes = tuple(step_sizes)
+        self.momenta = tuple(momenta)
         self.model_factory = model_factory
         self.validation = validation
         self.budget = budget
         self.pool = pool
         self.seed = seed
         self.estimator = NodeValueEstimator()
-        self.confidence = 2.0  # z of the reported lower bounds of the per-node estimates
+        self.confidence = confidence  # z of the lower bounds that decide who is credited a gain
         self.reputation = Reputation()
         self.baseline: np.ndarray | None = None
         self.totals: dict[str, float] = {}
+        self.carried = 0.0  # pool of earlier rounds that no node has earned with evidence yet
 
     def value(self, rnd: int, global_flat: np.ndarray, cohorts: list[list[str]], sums: list[np.ndarray], weights: list[float]) -> RoundValuation:
         t0 = time.perf_counter()
-        game = CohortGame(self.model_factory, global_flat, self.baseline, sums, weights, self.validation.x, self.validation.y, step_sizes=self.step_sizes)
-        # The reference is the best *free* option: the last global change b, or no update at all when b hurts.
-        free_gain = float(game._losses_of(game.global_params).mean() - game.sample_losses(frozenset()).mean())
-        passes = 0
-        if self.baseline is not None and free_gain < 0:
-            passes = game.forward_passes
-            game = CohortGame(self.model_factory, global_flat, None, sums, weights, self.validation.x, self.validation.y, step_sizes=self.step_sizes)
-            free_gain = 0.0
+        game = CohortGame(
+            self.model_factory, global_flat, self.baseline, sums, weights, self.validation.x, self.validation.y,
+            step_sizes=self.step_sizes, momenta=self.momenta,
+        )
         rng = np.random.default_rng(self.seed * 7919 + rnd)
         singles = [game(frozenset([c])) for c in range(len(sums))]
-        kept = self.keep(game, free_gain)
+        kept = self.keep(game)
+        step, momentum = game.step(frozenset(kept))
         res = shapley(len(kept), lambda S: game(frozenset(kept[i] for i in S)), budget=self.budget, rng=rng)
         floor = noise_floor(game, coalition=frozenset(kept), rng=np.random.default_rng(rnd))
         values = np.array([min(v, 0.0) for v in singles])  # left-out cohorts keep their (negative) solo value
@@ -88,11 +100,10 @@ class RoundValuer:
         # its honest members' estimates in the regression (it is already excluded and paid nothing).
         scale = max([abs(float(values[i])) for i in kept] + [floor, 1e-12])
         self.estimator.observe_round(rnd, cohorts, [float(v) for v in np.clip(values, -scale, scale)])
-        est = self.estimator.estimates()
-        node_values: dict[str, float] = {}
-        for v, members in zip(values, cohorts):
-            node_values.update(split_cohort_value(float(v), members, est))
-        rewards = payout(node_values, self.pool)
+        node_values = self.credit(cohorts, values)
+        offered = self.pool + self.carried
+        rewards = payout(node_values, offered)
+        self.carried = offered - math.fsum(rewards.values())
         for node, v in node_values.items():
             self.reputation.update(node, v)
             self.totals[node] = self.totals.get(node, 0.0) + rewards.get(node, 0.0)
@@ -102,7 +113,8 @@ class RoundValuer:
             "utilities": encode_utilities(res.utilities),
             "shapley": [float(x) for x in res.values],
             "kept": kept,
-            "step": game.step_size(frozenset(kept)) if kept else 0.0,
+            "step": step,
+            "momentum": momentum,
             "singles": singles,
             "noise_floor": floor,
             "exact": res.exact,
@@ -111,23 +123,47 @@ class RoundValuer:
         return RoundValuation(
             cohort_values=[float(v) for v in values],
             kept=kept,
-            step=game.step_size(frozenset(kept)) if kept else 0.0,
+            step=step,
+            momentum=momentum,
+            update=game.update(frozenset(kept)),
             node_values=node_values,
             rewards=rewards,
-            evaluations=passes + game.forward_passes,
+            evaluations=round(game.forward_passes, 2),
             floor=floor,
             seconds=time.perf_counter() - t0,
             evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode(),
         )
 
+    def credit(self, cohorts: list[list[str]], values: np.ndarray) -> dict[str, float]:
+        """Each node's share of its cohort's value this round.
+
+        A cohort of one is its member's own measured value. Inside larger cohorts a gain is credited
+        only to members whose lower bound ``estimate - z * se`` is above 0, pro rata to it: a free
+        rider that sat in a good cohort has an estimate near 0 and is credited nothing, and until the
+        evidence shows who earned a gain nobody is credited it (that round's pool waits for the next
+        round). A loss is charged to the members with negative estimates.
+        """
+        est = self.estimator.estimates()
+        proven = {n: max(b, 0.0) for n, b in self.estimator.lower_bounds(self.confidence).items()}
+        out: dict[str, float] = {}
+        for v, members in zip(values, cohorts):
+            if len(members) == 1:
+                out[members[0]] = float(v)
+            elif v > 0:
+                weights = {m: proven.get(m, 0.0) for m in members}
+                out.update(split_cohort_value(float(v), members, weights) if any(weights.values()) else {m: 0.0 for m in members})
+            else:
+                out.update(split_cohort_value(float(v), members, est))
+        return out
+
     @staticmethod
-    def keep(game: CohortGame, free_gain: float) -> list[int]:
+    def keep(game: CohortGame) -> list[int]:
         """Cohorts the real update uses: backward elimination from all of them.
 
         While leaving one cohort out makes the update better by more than the evaluation's noise, the
         cohort doing most harm is left out (a sign-flipping poisoner goes first). A cohort is never
         dropped merely for being noisy alone: DP updates are, and only their average helps. When even
-        the remaining set does worse than no update at all, nothing is kept and the model stays.
+        the remaining set does worse than the free step, nothing is kept and the model takes only that.
         """
         kept = set(range(game.num_cohorts))
         tol = noise_floor(game, rng=np.random.default_rng(0))
@@ -139,8 +175,7 @@ class RoundValuer:
                 break
             kept.discard(drop)
             current = without
-        # u(S) + free_gain = L(w) - L(w + agg(S)): the kept update must do no harm against no update.
-        return sorted(kept) if current + free_gain >= -1e-9 else []
+        return sorted(kept) if current >= 0.0 else []
 
     def after_step(self, delta: np.ndarray) -> None:
         self.baseline = delta.copy()
@@ -151,4 +186,5 @@ class RoundValuer:
             "lower_bounds": {n: (b if math.isfinite(b) else None) for n, b in self.estimator.lower_bounds(self.confidence).items()},
             "reputation": self.reputation.as_dict(),
             "totals": dict(self.totals),
+            "unspent": self.carried,
         }

@@ -4,21 +4,24 @@ Players are cohorts, never single nodes: the driver only holds decrypted sums ``
 and weights ``W_c = sum w_i``. A coalition's model is built with the *same* rule as the real update
 (weighted FedAvg by default), so a cohort is valued for what it does to the model actually shipped.
 
-Utility is measured against the free step: with ``w`` the global weights and ``base`` the update the
-driver gets for nothing (zeros, or the last global change times a momentum factor),
+Utility is measured against the free step. With ``w`` the global weights and ``b`` the last global
+change, every model the driver may build is ``w + eta * P(agg(S)) + beta * b``, where ``P`` removes
+the component along ``b``: how far to go along the last change is the server's choice (momentum),
+never a contribution. The empty coalition may only take ``beta * b`` (or stay at ``w``), and each
+coalition takes its best ``(eta, beta)`` from the grids ``step_sizes`` x ``momenta``, chosen on the
+validation set exactly as the real update is chosen:
 
-    u(S) = L_val(w + base) - L_val(w + agg(S))   for S non-empty,   u(empty) = 0.
+    u(S) = L_val(best free step) - L_val(best step of S)   for S non-empty,   u(empty) = 0.
 
-A cohort that sends the free step (``S_c = W_c * base``, the "replay the last global change" free
-rider) is then exactly what a zero update is when ``base = 0``: worth 0 alone, and with others it only
-dilutes the average, a real harm that shows up as a value <= 0. (Adding ``base`` on top of ``agg(S)``
-instead would pay that free rider for taking the momentum step twice.) Validation *loss* is used, not
-accuracy: it moves smoothly under DP noise where accuracy moves in steps of 1/n.
+So what the server gets for nothing is worth nothing. A node that replays ``b`` sends a vector that
+``P`` maps to zero: it is exactly a node that sends zeros, and a zero update only shrinks the average,
+a damping the step search gives every coalition (both are about 0, or below since they dilute the
+others). Validation *loss* is used, not accuracy: it moves smoothly under DP noise where accuracy
+moves in steps of 1/n.
 
-With several ``step_sizes`` each coalition's model is the best of ``w + eta * agg(S)`` on the
-validation set (the real update is chosen the same way): damping is then free for every coalition,
-so a zero update, which only shrinks the average, stops looking like a contribution when the honest
-step overshoots.
+Searching a grid costs one forward pass per candidate; so the candidates are compared on one fixed
+third of the validation set and only the winner is scored on the rest too. A coalition then costs
+``(candidates + 2) / 3`` passes, and its utility is still measured on all the data.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ class CohortGame:
         batch_size: int = 4096,
         max_sample_loss: float = DEFAULT_MAX_SAMPLE_LOSS,
         step_sizes: Sequence[float] = (1.0,),
+        momenta: Sequence[float] = (0.0,),
         device: torch.device | str = "cpu",
     ) -> None:
         self.device = torch.device(device)
@@ -105,62 +109,84 @@ class CohortGame:
         if not step_sizes or any(not (math.isfinite(e) and e > 0) for e in step_sizes):
             raise ValueError(f"step_sizes must be finite and > 0, got {list(step_sizes)}")
         self.step_sizes = tuple(float(e) for e in step_sizes)
-        self._steps: dict[Coalition, float] = {}
+        if not momenta or any(not (math.isfinite(b) and 0 <= b <= 1) for b in momenta):
+            raise ValueError(f"momenta must be numbers in [0, 1], got {list(momenta)}")
+        # Without a last change (the first round) every momentum is the same model: try one.
+        self.momenta = tuple(sorted({float(b) for b in momenta})) if self.baseline_delta.any() else (0.0,)
+        norm = float(np.linalg.norm(self.baseline_delta))
+        self._along = self.baseline_delta / norm if norm > 0 else None
+        self._steps: dict[Coalition, tuple[float, float]] = {}
         self.batch_size = batch_size
         self.max_sample_loss = max_sample_loss
-        self._x = torch.as_tensor(np.ascontiguousarray(val_x), dtype=torch.float32, device=self.device)
-        self._y = torch.as_tensor(np.asarray(val_y), dtype=torch.int64, device=self.device)
+        x = torch.as_tensor(np.ascontiguousarray(val_x), dtype=torch.float32, device=self.device)
+        y = torch.as_tensor(np.asarray(val_y), dtype=torch.int64, device=self.device)
+        n = len(y)
+        perm = np.random.default_rng(0).permutation(n)
+        cut = (n + 2) // 3
+        self._parts = (np.sort(perm[:cut]), np.sort(perm[cut:]))  # (choose on, score on too)
+        self._data = [(x, y)] + [(x[h], y[h]) for h in self._parts]
         self._cache: dict[Coalition, float] = {}
-        self._kept_losses: dict[Coalition, np.ndarray] = {}
-        self.forward_passes = 0
+        self._losses: dict[Coalition, np.ndarray] = {}  # 8 bytes x samples x coalitions evaluated
+        self.forward_passes = 0.0  # in passes over the whole validation set (a third counts 1/3)
 
     @property
     def num_cohorts(self) -> int:
         return len(self.cohort_sums)
 
-    def coalition_delta(self, coalition: Coalition) -> np.ndarray:
-        """The update this coalition's model would apply: agg(S), or the free step when S is empty."""
+    def average(self, coalition: Coalition) -> np.ndarray:
+        """P(agg(S)): the coalition's aggregate update without its component along the last change."""
         members = sorted(coalition)
         if any(not 0 <= c < self.num_cohorts for c in members):
             raise ValueError(f"coalition {members} names cohorts outside 0..{self.num_cohorts - 1}")
         if not members:
-            return self.baseline_delta
+            return np.zeros_like(self.global_params)
         delta = np.asarray(self.aggregate([self.cohort_sums[c] for c in members], [self.cohort_weights[c] for c in members]), dtype=np.float64)
         if delta.shape != self.global_params.shape:
             raise ValueError(f"aggregate returned shape {delta.shape}, expected {self.global_params.shape}")
+        if self._along is not None:
+            delta = delta - float(delta @ self._along) * self._along
         return delta
 
-    def sample_losses(self, coalition: Coalition) -> np.ndarray:
-        """Per-sample validation loss of the coalition's model (capped; never NaN).
+    def candidates(self, coalition: Coalition) -> list[tuple[float, float]]:
+        """The (eta, beta) pairs this coalition may take; the empty one only momentum (or nothing)."""
+        if not coalition:
+            return [(0.0, b) for b in sorted({0.0, *self.momenta})]
+        return [(e, b) for e in self.step_sizes for b in self.momenta]
 
-        Kept for the reference model and the grand coalition only (the noise floor needs both again);
-        other coalitions keep just their mean in the utility cache.
-        """
-        coalition = frozenset(coalition)
-        kept = self._kept_losses.get(coalition)
-        if kept is not None:
-            return kept
-        delta = self.coalition_delta(coalition)
-        if not coalition or len(self.step_sizes) == 1:
-            losses = self._losses_of(self.global_params + self.step_sizes[0] * delta if coalition else self.global_params + delta)
-            self._steps[coalition] = self.step_sizes[0] if coalition else 1.0
-        else:
-            # The server's step along agg(S) is chosen on the validation set, for every coalition alike:
-            # so a member that only shrinks the step (a zero update diluting the average) adds nothing
-            # that the step search does not already give for free.
-            tried = [(self._losses_of(self.global_params + eta * delta), eta) for eta in self.step_sizes]
-            losses, eta = min(tried, key=lambda t: float(t[0].mean()))
-            self._steps[coalition] = eta
-        if len(coalition) in (0, self.num_cohorts):
-            self._kept_losses[coalition] = losses
-        return losses
+    def update(self, coalition: Coalition) -> np.ndarray:
+        """The change this coalition's model applies to ``w``: its best ``eta * agg(S) + beta * b``."""
+        eta, beta = self.step(coalition)
+        return eta * self.average(coalition) + beta * self.baseline_delta
 
-    def step_size(self, coalition: Coalition) -> float:
-        """The server step chosen for this coalition's update (evaluates it if needed)."""
+    def step(self, coalition: Coalition) -> tuple[float, float]:
+        """The (server step, momentum) chosen for this coalition (evaluates it if needed)."""
         coalition = frozenset(coalition)
         if coalition not in self._steps:
             self.sample_losses(coalition)
         return self._steps[coalition]
+
+    def sample_losses(self, coalition: Coalition) -> np.ndarray:
+        """Per-sample validation loss of the coalition's best model (capped; never NaN; cached)."""
+        coalition = frozenset(coalition)
+        hit = self._losses.get(coalition)
+        if hit is not None:
+            return hit
+        avg = self.average(coalition)
+        cands = self.candidates(coalition)
+        model = lambda eb: self.global_params + eb[0] * avg + eb[1] * self.baseline_delta  # noqa: E731
+        if len(cands) == 1:
+            choice, losses = cands[0], self._losses_of(model(cands[0]))
+        else:
+            # Chosen on a third of the data, for every coalition alike (the real update too): a member that
+            # only shrinks the step brings nothing the search does not give for free.
+            tried = {c: self._losses_of(model(c), part=1) for c in cands}
+            choice = min(cands, key=lambda c: float(tried[c].mean()))
+            losses = np.empty(len(self._data[0][1]))
+            losses[self._parts[0]] = tried[choice]
+            losses[self._parts[1]] = self._losses_of(model(choice), part=2)
+        self._steps[coalition] = choice
+        self._losses[coalition] = losses
+        return losses
 
     def __call__(self, coalition: Coalition) -> float:
         coalition = frozenset(coalition)
@@ -172,13 +198,17 @@ class CohortGame:
         return value
 
     @torch.no_grad()
-    def _losses_of(self, params: np.ndarray) -> np.ndarray:
+    def _losses_of(self, params: np.ndarray, part: int = 0) -> np.ndarray:
+        """Per-sample losses of ``params`` on the whole validation set (part 0), its first third (1) or the rest (2)."""
         load_flat(self.model, params)
-        self.forward_passes += 1
+        x, y = self._data[part]
+        if len(y) == 0:
+            return np.zeros(0)
+        self.forward_passes += len(y) / len(self._data[0][1])
         out = []
-        for i in range(0, len(self._y), self.batch_size):
-            logits = self.model(self._x[i : i + self.batch_size])
-            out.append(nn.functional.cross_entropy(logits, self._y[i : i + self.batch_size], reduction="none"))
+        for i in range(0, len(y), self.batch_size):
+            logits = self.model(x[i : i + self.batch_size])
+            out.append(nn.functional.cross_entropy(logits, y[i : i + self.batch_size], reduction="none"))
         losses = torch.cat(out).double().cpu().numpy()
         return np.minimum(np.nan_to_num(losses, nan=self.max_sample_loss, posinf=self.max_sample_loss), self.max_sample_loss)
 

@@ -11,9 +11,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import update
 
+from fedgpu.aggregator.ledger import round_rows
 from fedgpu.aggregator.store import Store, ledger
 from fedgpu.cli.rewards import verify
-from fedgpu.errors import StorageError
+from fedgpu.errors import ProtocolError, StorageError
+from fedgpu.proto.fedgpu.v1 import driver_pb2
 from fedgpu.rewards.chain import GENESIS, LedgerEntry, build_rows, sign_head
 
 
@@ -58,3 +60,17 @@ def test_ledger_refuses_a_second_payment(tmp_path: Path) -> None:
         store.put_model("job-1", 2, b"m", "0" * 64, None, [again[0].to_record()], None)
     assert len(store.ledger_rows()) == 3  # the whole transaction rolled back
     assert store.job("job-1").model_version == 1
+
+
+def test_an_unearned_pool_carries_over_but_the_job_never_pays_more_than_its_pools(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "a.db"))
+    key = Ed25519PrivateKey.generate()
+    fill(store, key, rounds=2)  # each round paid 0 + 10 + 20 = 30 of a pool of 100: 140 carried
+    spec = driver_pb2.JobSpec(reward_pool=100.0)
+    record = {"participants": ["a", "b", "c"], "cohorts": [["a", "b", "c"]]}
+    ok = driver_pb2.RoundResult(rewards={"a": 200.0, "b": 40.0, "c": 0.0})  # 60 + 240 = 300 = 3 pools
+    rows, head = round_rows(store, key, spec, "job-1", 3, record, ok)
+    assert len(rows) == 3 and head is not None
+    too_much = driver_pb2.RoundResult(rewards={"a": 200.0, "b": 41.0, "c": 0.0})
+    with pytest.raises(ProtocolError, match="more than 3 rounds' pools"):
+        round_rows(store, key, spec, "job-1", 3, record, too_much)

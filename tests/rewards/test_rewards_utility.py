@@ -77,10 +77,15 @@ def test_flat_round_trip() -> None:
 def test_utility_is_the_loss_drop_of_the_real_fedavg_model(setup: dict[str, np.ndarray]) -> None:
     w, a, b = setup["w"], setup["a"], setup["b"]
     base = 0.2 * setup["old"]
-    game = CohortGame(factory, w, base, [3 * a, 2 * b], [3.0, 2.0], setup["vx"], setup["vy"])
-    real_model = w + fedavg([3 * a, 2 * b], [3.0, 2.0])  # = w + (3a + 2b) / 5
-    np.testing.assert_allclose(real_model, w + (3 * a + 2 * b) / 5)
-    expected = loss_of(w + base, setup["vx"], setup["vy"]) - loss_of(real_model, setup["vx"], setup["vy"])
+    # one candidate per coalition (step 1, momentum 1); the empty coalition may take w or w + base
+    game = CohortGame(factory, w, base, [3 * a, 2 * b], [3.0, 2.0], setup["vx"], setup["vy"], momenta=(1.0,))
+    avg = fedavg([3 * a, 2 * b], [3.0, 2.0])
+    np.testing.assert_allclose(avg, (3 * a + 2 * b) / 5)
+    along = base / np.linalg.norm(base)
+    real_model = w + (avg - (avg @ along) * along) + base  # the part along the last change is the server's
+    np.testing.assert_allclose(game.update(frozenset({0, 1})), real_model - w)
+    free = {0.0: w, 1.0: w + base}[game.step(frozenset())[1]]
+    expected = loss_of(free, setup["vx"], setup["vy"]) - loss_of(real_model, setup["vx"], setup["vy"])
     assert math.isclose(game(frozenset({0, 1})), expected, abs_tol=1e-6)
     assert game(frozenset()) == 0.0
 
@@ -103,16 +108,19 @@ def test_helpful_positive_zero_update_null_or_harmful(setup: dict[str, np.ndarra
     assert rewards[2] == rewards[3] == 0.0 and math.isclose(rewards[0] + rewards[1], 100.0)
 
 
-def test_replaying_the_free_step_earns_nothing(setup: dict[str, np.ndarray]) -> None:
+@pytest.mark.parametrize("momenta", [(0.0,), (0.0, 0.5, 1.0)])
+def test_replaying_the_last_change_is_worth_what_zeros_are(setup: dict[str, np.ndarray], momenta: tuple) -> None:
     w, a, b = setup["w"], setup["a"], setup["b"]
-    base = 0.3 * setup["old"]  # e.g. the last global change times a momentum factor
-    game = CohortGame(factory, w, base, [3 * a, 3 * b, 3 * base], [3.0, 3.0, 3.0], setup["vx"], setup["vy"])
-    assert abs(game(frozenset({2}))) < 1e-6  # alone, a replay is exactly the free step
-    result = shapley(3, game)
-    floor = noise_floor(game)
-    assert result.values[2] <= floor
-    assert result.values[0] > floor and result.values[1] > floor
-    assert payout(dict(enumerate(zero_below_floor(result.values, floor))), pool=1.0)[2] == 0.0
+    base = 0.5 * setup["old"]  # the last global change: a useful direction, but the server's for free
+    values = {}
+    for name, third in (("replay", 3 * base), ("zeros", np.zeros_like(w))):
+        game = CohortGame(factory, w, base, [3 * a, 3 * b, third], [3.0, 3.0, 3.0], setup["vx"], setup["vy"], momenta=momenta)
+        values[name] = shapley(3, game).values
+        floor = noise_floor(game)
+        assert values[name][0] > floor and values[name][1] > floor
+        assert values[name][2] <= floor
+        assert payout(dict(enumerate(zero_below_floor(values[name], floor))), pool=1.0)[2] == 0.0
+    np.testing.assert_allclose(values["replay"], values["zeros"], atol=1e-6)
 
 
 def test_noise_floor_shrinks_with_more_validation_data(setup: dict[str, np.ndarray]) -> None:
@@ -196,7 +204,7 @@ def test_step_search_leaves_nothing_for_a_zero_update_that_only_shrinks_the_step
         assert values[1] > 1e-3  # without the search, halving the step looks like a contribution
     else:
         assert values[1] == pytest.approx(0.0, abs=1e-9)
-        assert game.step_size(frozenset([0])) == 0.5
+        assert game.step(frozenset([0])) == (0.5, 0.0)
         assert values[0] > 0
 
 
