@@ -67,13 +67,14 @@ class RewardsConfig:
     pool_per_round: float = 100.0   # abstract credits shared by positive contributions each round
     budget: int = 256               # utility evaluations per round for the Shapley estimate
     # Server step sizes tried along each coalition's average update, chosen on the validation set (the
-    # real update uses the same rule). More than one makes a zero update's dilution worth nothing, at
-    # one forward pass per step size and coalition.
+    # real update uses the same rule). More than one makes a zero update's dilution worth nothing; each
+    # candidate costs a quarter of a pass over the validation set per coalition.
     step_sizes: tuple[float, ...] = (0.5, 1.0)
-    # Server momentum tried with each step (the share of the last global change added). Searched like
-    # the step, it is free for every coalition, so replaying the last change earns nothing; with
-    # rewards on it replaces training.server_momentum, which must then be one of these.
-    momentum_steps: tuple[float, ...] = (0.0, 0.5)
+    # Server momentum tried with each step (the share of the last global change added; the cohorts'
+    # own component along that change is dropped). Free for every coalition, so replaying the last
+    # change earns nothing; with rewards on it replaces training.server_momentum, which must then be
+    # one of these.
+    momentum_steps: tuple[float, ...] = (0.0, 0.5, 1.0)
     # A cohort's gain is credited only to members whose estimate - confidence * standard error is > 0:
     # higher pays free riders less often and honest newcomers later (a round nobody earned carries over).
     confidence: float = 0.5

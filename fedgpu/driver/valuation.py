@@ -49,7 +49,7 @@ class RoundValuation:
     update: np.ndarray       # the change the round applies: step * average(kept) + momentum * last change
     node_values: dict[str, float]
     rewards: dict[str, float]
-    evaluations: float        # passes over the validation set (a third of it counts 1/3)
+    evaluations: float        # passes over the validation set (a quarter of it counts 1/4)
     floor: float
     seconds: float
     evidence: bytes   # JSON: per-subset utilities etc., so anyone can recompute the values

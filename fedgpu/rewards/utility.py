@@ -20,8 +20,8 @@ others). Validation *loss* is used, not accuracy: it moves smoothly under DP noi
 moves in steps of 1/n.
 
 Searching a grid costs one forward pass per candidate; so the candidates are compared on one fixed
-third of the validation set and only the winner is scored on the rest too. A coalition then costs
-``(candidates + 2) / 3`` passes, and its utility is still measured on all the data.
+quarter of the validation set and only the winner is scored on the rest too. A coalition then costs
+``(candidates + 3) / 4`` passes, and its utility is still measured on all the data.
 """
 
 from __future__ import annotations
@@ -122,12 +122,12 @@ class CohortGame:
         y = torch.as_tensor(np.asarray(val_y), dtype=torch.int64, device=self.device)
         n = len(y)
         perm = np.random.default_rng(0).permutation(n)
-        cut = (n + 2) // 3
+        cut = (n + 3) // 4
         self._parts = (np.sort(perm[:cut]), np.sort(perm[cut:]))  # (choose on, score on too)
         self._data = [(x, y)] + [(x[h], y[h]) for h in self._parts]
         self._cache: dict[Coalition, float] = {}
         self._losses: dict[Coalition, np.ndarray] = {}  # 8 bytes x samples x coalitions evaluated
-        self.forward_passes = 0.0  # in passes over the whole validation set (a third counts 1/3)
+        self.forward_passes = 0.0  # in passes over the whole validation set (a quarter counts 1/4)
 
     @property
     def num_cohorts(self) -> int:
@@ -154,7 +154,7 @@ class CohortGame:
         return [(e, b) for e in self.step_sizes for b in self.momenta]
 
     def update(self, coalition: Coalition) -> np.ndarray:
-        """The change this coalition's model applies to ``w``: its best ``eta * agg(S) + beta * b``."""
+        """The change this coalition's model applies to ``w``: its best ``eta * P(agg(S)) + beta * b``."""
         eta, beta = self.step(coalition)
         return eta * self.average(coalition) + beta * self.baseline_delta
 
@@ -177,7 +177,7 @@ class CohortGame:
         if len(cands) == 1:
             choice, losses = cands[0], self._losses_of(model(cands[0]))
         else:
-            # Chosen on a third of the data, for every coalition alike (the real update too): a member that
+            # Chosen on a quarter of the data, for every coalition alike (the real update too): a member that
             # only shrinks the step brings nothing the search does not give for free.
             tried = {c: self._losses_of(model(c), part=1) for c in cands}
             choice = min(cands, key=lambda c: float(tried[c].mean()))
@@ -199,7 +199,7 @@ class CohortGame:
 
     @torch.no_grad()
     def _losses_of(self, params: np.ndarray, part: int = 0) -> np.ndarray:
-        """Per-sample losses of ``params`` on the whole validation set (part 0), its first third (1) or the rest (2)."""
+        """Per-sample losses of ``params`` on the whole validation set (part 0), its first quarter (1) or the rest (2)."""
         load_flat(self.model, params)
         x, y = self._data[part]
         if len(y) == 0:
