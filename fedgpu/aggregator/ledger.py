@@ -47,7 +47,7 @@ def round_rows(
         raise ProtocolError("rewards must be finite and >= 0, node values finite")
     # A round's pool that nobody earned carries over, so the bound is on the job: never more than the
     # pools of the rounds so far.
-    paid = math.fsum(r["reward"] for r in store.ledger_rows(job_id) if r["round"] < rnd)
+    paid = store.paid(job_id)
     this = math.fsum(result.rewards.values())
     if paid + this > spec.reward_pool * rnd * (1 + 1e-9) + 1e-9:
         raise ProtocolError(f"rewards sum to {this:.6g} this round and {paid:.6g} before, more than {rnd} rounds' pools of {spec.reward_pool}")

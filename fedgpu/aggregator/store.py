@@ -26,6 +26,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     update,
@@ -335,6 +336,10 @@ class Store:
         if job_id is not None:
             q = q.where(ledger.c.job_id == job_id)
         return [dict(r) for r in self._run(lambda c: c.execute(q).mappings().all())]
+
+    def paid(self, job_id: str) -> float:
+        """Everything the ledger has paid this job so far."""
+        return float(self._run(lambda c: c.execute(select(func.coalesce(func.sum(ledger.c.reward), 0.0)).where(ledger.c.job_id == job_id)).scalar()))
 
     def ledger_head(self) -> str | None:
         return self._run(lambda c: c.execute(select(ledger.c.entry_hash).order_by(ledger.c.id.desc()).limit(1)).scalar())

@@ -204,7 +204,6 @@ class JobDriver:
         driver_seconds = time.perf_counter() - t0
         result = driver_pb2.RoundResult(accuracy=acc, loss=loss)
         if valuation is not None:
-            self.valuer.after_step(delta)  # type: ignore[union-attr]
             result.cohort_values.update({str(i): v for i, v in enumerate(valuation.cohort_values)})
             result.node_values.update(valuation.node_values)
             result.rewards.update(valuation.rewards)

@@ -77,7 +77,7 @@ class RoundValuer:
         self.estimator = NodeValueEstimator()
         self.confidence = confidence  # z of the lower bounds that decide who is credited a gain
         self.reputation = Reputation()
-        self.baseline: np.ndarray | None = None
+        self.baseline: np.ndarray | None = None  # the last round's change (the valuer chose it)
         self.totals: dict[str, float] = {}
         self.carried = 0.0  # pool of earlier rounds that no node has earned with evidence yet
 
@@ -120,12 +120,13 @@ class RoundValuer:
             "exact": res.exact,
             "seed": self.seed * 7919 + rnd,
         }
+        self.baseline = game.update(frozenset(kept))
         return RoundValuation(
             cohort_values=[float(v) for v in values],
             kept=kept,
             step=step,
             momentum=momentum,
-            update=game.update(frozenset(kept)),
+            update=self.baseline,
             node_values=node_values,
             rewards=rewards,
             evaluations=round(game.forward_passes, 2),
@@ -176,9 +177,6 @@ class RoundValuer:
             kept.discard(drop)
             current = without
         return sorted(kept) if current >= 0.0 else []
-
-    def after_step(self, delta: np.ndarray) -> None:
-        self.baseline = delta.copy()
 
     def summary(self) -> dict[str, Any]:
         return {

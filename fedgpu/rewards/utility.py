@@ -125,7 +125,6 @@ class CohortGame:
         cut = (n + 3) // 4
         self._parts = (np.sort(perm[:cut]), np.sort(perm[cut:]))  # (choose on, score on too)
         self._data = [(x, y)] + [(x[h], y[h]) for h in self._parts]
-        self._cache: dict[Coalition, float] = {}
         self._losses: dict[Coalition, np.ndarray] = {}  # 8 bytes x samples x coalitions evaluated
         self.forward_passes = 0.0  # in passes over the whole validation set (a quarter counts 1/4)
 
@@ -190,12 +189,7 @@ class CohortGame:
 
     def __call__(self, coalition: Coalition) -> float:
         coalition = frozenset(coalition)
-        hit = self._cache.get(coalition)
-        if hit is not None:
-            return hit
-        value = 0.0 if not coalition else float(self.sample_losses(frozenset()).mean() - self.sample_losses(coalition).mean())
-        self._cache[coalition] = value
-        return value
+        return 0.0 if not coalition else float(self.sample_losses(frozenset()).mean() - self.sample_losses(coalition).mean())
 
     @torch.no_grad()
     def _losses_of(self, params: np.ndarray, part: int = 0) -> np.ndarray:

@@ -123,7 +123,7 @@ def test_zero_senders_earn_nothing_when_replaying_the_last_step_would_hurt() -> 
     # pool; the reference must be the best free option, min(L(w), L(w + b)).
     x, y, factory, w = linear_problem(400, 4.0)
     valuer = RoundValuer(factory, ArrayDataset(x, y), budget=256, pool=POOL)
-    valuer.after_step(-2.0 * w)  # the last global change: taking it again would flip the classifier
+    valuer.baseline = -2.0 * w  # the last global change: taking it again would flip the classifier
     res = valuer.value(2, w, [["z1", "z2", "z3"]], [np.zeros_like(w)], [3.0])
     assert res.rewards == {"z1": 0.0, "z2": 0.0, "z3": 0.0}
 
@@ -156,10 +156,13 @@ def test_a_gain_is_credited_only_to_members_the_evidence_shows_and_an_unearned_p
 
 
 def test_the_pool_of_a_round_nobody_earned_is_paid_in_the_next() -> None:
-    x, y, factory, w = linear_problem(400, 0.3)
-    g = np.array([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    x, _, factory, w = linear_problem(400, 0.3)
+    y = (x[:, 0] > 0.5).astype(np.int64)  # the boundary is off the origin: the bias has work to do
+    g = np.array([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0])  # sharpen along x0
+    shift = np.array([0.0, 0.0, 0.0, 0.0, 0.3, -0.3])  # move the boundary: orthogonal to the last change
     valuer = RoundValuer(factory, ArrayDataset(x, y), budget=256, pool=POOL)
     first = valuer.value(1, w, [["a", "b"]], [2.0 * g], [2.0])  # a gain, but who earned it is unknown
     assert first.cohort_values[0] > 0 and sum(first.rewards.values()) == 0.0 and valuer.carried == POOL
-    second = valuer.value(2, w, [["c"]], [g], [1.0])  # a cohort of one: its gain is its node's own
+    # the next round starts from the model the first one made; a cohort of one: its gain is its node's own
+    second = valuer.value(2, w + first.update, [["c"]], [shift], [1.0])
     assert second.rewards["c"] == pytest.approx(2 * POOL) and valuer.carried == pytest.approx(0.0)
