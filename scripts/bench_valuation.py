@@ -19,7 +19,8 @@ of a node's samples are replaced by uniform random labels in its training file).
 
 Prints ONE JSON object (stdout); progress goes to stderr.
 
-    .venv/bin/python scripts/bench_valuation.py            # 20 rounds, ~4-7 min on 2 shared cores
+    .venv/bin/python scripts/bench_valuation.py              # 20 rounds, one seed: ~5 min on 2 shared cores
+    .venv/bin/python scripts/bench_valuation.py --seeds 0,1,2  # medians over three seeds: ~15 min
     .venv/bin/python scripts/bench_valuation.py --quick    # 6 rounds, ~1.5 min: a smoke run, numbers mean little
 """
 
@@ -258,25 +259,12 @@ def reward_measures(report: dict[str, Any], names: dict[str, str], specs: list[N
     }
 
 
-# ---- main --------------------------------------------------------------------------------------
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--quick", action="store_true", help="6 rounds: a smoke run")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", default="cnn1d")
-    ap.add_argument("--epochs", type=int, default=3, help="local epochs (1 on 200-800 records is a few steps: rounds too noisy to value)")
-    ap.add_argument("--validation", type=int, default=500, help="held-out samples the driver values on (one forward pass each per coalition)")
-    ap.add_argument("--free-riders", default="zeros,replay", help="two of zeros, replay, noise")
-    ap.add_argument("--runs", default="k1,k3,adv", help="which jobs to run (a subset of k1,k3,adv)")
-    ap.add_argument("--reports", type=Path, default=None, help="also copy each run's report.json (with node names) into this folder")
-    args = ap.parse_args()
-    if args.quick:
-        args.rounds = 6
-    torch.set_num_threads(1)
+# ---- one seed ----------------------------------------------------------------------------------
+def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Every requested job on one seed's data and cohorts; the figures of that seed."""
     riders = tuple(args.free_riders.split(","))
     st = Settings(
-        rounds=args.rounds, seed=args.seed, model=args.model, epochs=args.epochs, batch_size=32, lr=0.05,
+        rounds=args.rounds, seed=seed, model=args.model, epochs=args.epochs, batch_size=32, lr=0.05,
         validation_samples=args.validation, deadline_seconds=120.0, free_riders=riders, poisoner="signflip",
     )
     runs = set(args.runs.split(","))
@@ -288,13 +276,13 @@ def main() -> None:
     t_start = time.perf_counter()
     need = sum(s.samples for s in honest) + sum(s.samples for s in adversaries)
     total = int(math.ceil((need + 10) / 0.8))  # public_split keeps 80 % for train
-    log(f"generating MNIST-1D ({total} samples, seed {args.seed}) ...")
-    train, test = public_split(DATASET, num_samples=total, seed=args.seed)
+    log(f"seed {seed}: generating MNIST-1D ({total} samples) ...")
+    train, test = public_split(DATASET, num_samples=total, seed=seed)
     validation = test.subset(np.arange(min(args.validation, len(test))))
-    out: dict[str, Any] = {"benchmark": "valuation"}
+    out: dict[str, Any] = {"seed": seed}
     with tempfile.TemporaryDirectory(prefix="fedgpu-bench-valuation-") as tmp:
         work = Path(tmp)
-        files = write_node_files(honest + adversaries, train, work, args.seed)
+        files = write_node_files(honest + adversaries, train, work, seed)
         reports: dict[str, tuple[dict[str, Any], dict[str, str], float]] = {}
         plan = [("k1", honest, 1, 1024), ("k3", honest, 3, 256), ("adv", adv_specs, 3, 256)]
         for tag, specs, k, budget in plan:
@@ -304,7 +292,7 @@ def main() -> None:
                 log(f"run {tag} done in {reports[tag][2]:.0f}s, final accuracy {reports[tag][0]['final_accuracy']:.3f}")
                 if args.reports is not None:
                     args.reports.mkdir(parents=True, exist_ok=True)
-                    (args.reports / f"{tag}.json").write_text(json.dumps({"names": reports[tag][1], "report": reports[tag][0]}))
+                    (args.reports / f"{tag}-seed{seed}.json").write_text(json.dumps({"names": reports[tag][1], "report": reports[tag][0]}))
 
     # ---- fidelity
     nodes_detail: dict[str, dict[str, Any]] = {s.name: {"role": s.role, "samples": s.samples, "label_noise": s.label_noise} for s in honest}
@@ -356,11 +344,73 @@ def main() -> None:
         if "k3" in reports:
             out["adversary_run"]["clean_k3_final_accuracy_10_honest"] = reports["k3"][0]["final_accuracy"]
 
+    out["run_wall_s"] = {tag: round(rep[2], 1) for tag, rep in reports.items()}
+    out["wall_s"] = round(time.perf_counter() - t_start, 1)
     out["settings"] = {
         **asdict(st),
+        "train_samples_generated": len(train),
+        "honest_nodes": [asdict(s) for s in honest],
+        "adversaries": [asdict(s) for s in adversaries],
+    }
+    return out
+
+
+# ---- main --------------------------------------------------------------------------------------
+# The issue's figures; over several seeds each is reported as its median (the per-seed values beside it).
+HEADLINE = (
+    "spearman",
+    "valuation_time_fraction",
+    "free_rider_reward_ratio_max",
+    "free_rider_reward_ratio_max_round10",
+    "poisoner_reward_share",
+    "honest_below_line_fraction",
+)
+
+
+def median_or_none(values: list[Any]) -> float | None:
+    """Median of the seeds that have a figure (a 0/0 ratio has none); None when no seed has one."""
+    known = [float(v) for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="6 rounds: a smoke run")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds (data split, label noise, cohorts, training); figures are medians over them")
+    ap.add_argument("--model", default="cnn1d")
+    ap.add_argument("--epochs", type=int, default=3, help="local epochs (1 on 200-800 records is a few steps: rounds too noisy to value)")
+    ap.add_argument("--validation", type=int, default=500, help="held-out samples the driver values on (one forward pass each per coalition)")
+    ap.add_argument("--free-riders", default="zeros,replay", help="two of zeros, replay, noise")
+    ap.add_argument("--runs", default="k1,k3,adv", help="which jobs to run (a subset of k1,k3,adv)")
+    ap.add_argument("--reports", type=Path, default=None, help="also copy each run's report.json (with node names) into this folder")
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds = 6
+    torch.set_num_threads(1)
+    seeds = [int(x) for x in args.seeds.split(",")]
+    t_start = time.perf_counter()
+    per_seed = [run_seed(seed, args) for seed in seeds]
+    out: dict[str, Any] = {"benchmark": "valuation", "seeds": seeds}
+    for key in HEADLINE:
+        if any(key in r for r in per_seed):
+            values = [r.get(key) for r in per_seed]
+            out[key] = median_or_none(values)
+            if len(seeds) > 1:
+                out[f"{key}_per_seed"] = values
+    ev = [r["evaluations_per_round"] for r in per_seed if "evaluations_per_round" in r]
+    if ev:
+        out["evaluations_per_round"] = {"median": statistics.median(e["median"] for e in ev), "max": max(e["max"] for e in ev)}
+    out["per_seed"] = per_seed if len(seeds) > 1 else None
+    if len(seeds) == 1:
+        out.update({k: v for k, v in per_seed[0].items() if k not in out})
+    out["settings"] = {
+        "rounds": args.rounds,
+        "model": args.model,
+        "epochs": args.epochs,
+        "validation_samples": args.validation,
         "nodes": 10,
         "dataset": DATASET,
-        "train_samples_generated": len(train),
         "k_reference": 1,
         "k": 3,
         "budget_k1": 1024,
@@ -370,12 +420,9 @@ def main() -> None:
         "encryption": "none",
         "encryption_note": "valuation sees only decrypted cohort sums, identical under CKKS up to its noise; 'none' keeps the bench CPU-cheap",
         "label_noise_note": "a fraction p of a node's samples get a uniform random label (so ~p*0.9 are wrong)",
-        "honest_nodes": [asdict(s) for s in honest],
-        "adversaries": [asdict(s) for s in adversaries],
         "threads": torch.get_num_threads(),
         "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}",
     }
-    out["run_wall_s"] = {tag: round(rep[2], 1) for tag, rep in reports.items()}
     out["wall_s"] = round(time.perf_counter() - t_start, 1)
     print(json.dumps(out, indent=2, default=float))
 

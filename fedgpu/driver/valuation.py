@@ -8,8 +8,9 @@ not "a bit" (see fedgpu.rewards.utility).
 The aggregation rule is robust and the game uses the same rule: cohorts are left out of the round's
 model by backward elimination while leaving one out helps by more than the evaluation noise (and
 nothing is kept when what is left does worse than the free step: the model then only takes that), and Shapley values
-(exact up to 8 cohorts, sampled above) are computed over the kept cohorts only. Without this, a
-zero-sending free rider would earn by *diluting* a poisoner inside coalitions. Values below the
+(exact up to 8 cohorts, sampled above) are computed over the kept cohorts only; a left-out cohort
+is charged what adding it to the kept ones would have cost. Without this, a zero-sending free rider
+would earn by *diluting* a poisoner inside coalitions. Values below the
 evaluation's own noise count 0. A ridge estimate across reshuffled cohorts says what each node is
 worth; a cohort's gain is credited to the members whose lower bound clears 0, and the round's pool is
 paid pro rata to positive credit (a pool nobody has earned yet waits for the next round).
@@ -49,7 +50,7 @@ class RoundValuation:
     update: np.ndarray       # the change the round applies: step * average(kept) + momentum * last change
     node_values: dict[str, float]
     rewards: dict[str, float]
-    evaluations: float        # passes over the validation set (a quarter of it counts 1/4)
+    evaluations: float        # passes over the validation set (an eighth of it counts 1/8)
     floor: float
     seconds: float
     evidence: bytes   # JSON: per-subset utilities etc., so anyone can recompute the values
@@ -88,18 +89,20 @@ class RoundValuer:
             step_sizes=self.step_sizes, momenta=self.momenta,
         )
         rng = np.random.default_rng(self.seed * 7919 + rnd)
-        singles = [game(frozenset([c])) for c in range(len(sums))]
         kept = self.keep(game)
         step, momentum = game.step(frozenset(kept))
         res = shapley(len(kept), lambda S: game(frozenset(kept[i] for i in S)), budget=self.budget, rng=rng)
         floor = noise_floor(game, coalition=frozenset(kept), rng=np.random.default_rng(rnd))
-        values = np.array([min(v, 0.0) for v in singles])  # left-out cohorts keep their (negative) solo value
+        # A left-out cohort is charged what it would have done to the model shipped, not what it would do
+        # alone: alone, a few nodes' average often overshoots, and that says nothing about its members.
+        with_left_out = {c: game(frozenset(kept) | {c}) for c in range(len(sums)) if c not in kept}
+        base = game(frozenset(kept))
+        values = np.zeros(len(sums))
+        for c, u in with_left_out.items():
+            values[c] = min(u - base, 0.0)
         values[kept] = res.values
         values = zero_below_floor(values, floor)
-        # Observations are bounded by the round's own scale: a poisoned cohort's huge loss must not drown
-        # its honest members' estimates in the regression (it is already excluded and paid nothing).
-        scale = max([abs(float(values[i])) for i in kept] + [floor, 1e-12])
-        self.estimator.observe_round(rnd, cohorts, [float(v) for v in np.clip(values, -scale, scale)])
+        self.observe(rnd, cohorts, values, kept)
         node_values = self.credit(cohorts, values)
         offered = self.pool + self.carried
         rewards = payout(node_values, offered)
@@ -115,7 +118,7 @@ class RoundValuer:
             "kept": kept,
             "step": step,
             "momentum": momentum,
-            "singles": singles,
+            "with_left_out": {str(c): u for c, u in with_left_out.items()},  # u(kept + c); u(kept) is in utilities
             "noise_floor": floor,
             "exact": res.exact,
             "seed": self.seed * 7919 + rnd,
@@ -134,6 +137,19 @@ class RoundValuer:
             seconds=time.perf_counter() - t0,
             evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode(),
         )
+
+    def observe(self, rnd: int, cohorts: list[list[str]], values: np.ndarray, kept: list[int]) -> None:
+        """Feed the round's cohort values to the estimator, in units of the round's own scale.
+
+        Values shrink as the model converges (the first round's gain can be ten times a late round's),
+        so each round is divided by its largest kept cohort's |value| (by the largest |value| when
+        nothing was kept): every round then weighs alike, and the estimate is a node's typical share
+        of a round's gain. A poisoned cohort's loss is clipped at that scale, so that it cannot drown
+        its honest members' estimates (it is already left out and paid nothing).
+        """
+        scale = max((abs(float(values[i])) for i in kept), default=0.0) or float(np.max(np.abs(values), initial=0.0))
+        if scale > 0.0:
+            self.estimator.observe_round(rnd, cohorts, [float(v) for v in np.clip(values, -scale, scale) / scale])
 
     def credit(self, cohorts: list[list[str]], values: np.ndarray) -> dict[str, float]:
         """Each node's share of its cohort's value this round.
