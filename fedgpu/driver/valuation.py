@@ -102,7 +102,10 @@ class RoundValuer:
             values[c] = min(u - base, 0.0)
         values[kept] = res.values
         values = zero_below_floor(values, floor)
-        self.observe(rnd, cohorts, values, kept)
+        # Observations are bounded by the round's own scale: a poisoned cohort's huge loss must not drown
+        # its honest members' estimates in the regression (it is already excluded and paid nothing).
+        scale = max([abs(float(values[i])) for i in kept] + [floor, 1e-12])
+        self.estimator.observe_round(rnd, cohorts, [float(v) for v in np.clip(values, -scale, scale)])
         node_values = self.credit(cohorts, values)
         offered = self.pool + self.carried
         rewards = payout(node_values, offered)
@@ -137,19 +140,6 @@ class RoundValuer:
             seconds=time.perf_counter() - t0,
             evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode(),
         )
-
-    def observe(self, rnd: int, cohorts: list[list[str]], values: np.ndarray, kept: list[int]) -> None:
-        """Feed the round's cohort values to the estimator, in units of the round's own scale.
-
-        Values shrink as the model converges (the first round's gain can be ten times a late round's),
-        so each round is divided by its largest kept cohort's |value| (by the largest |value| when
-        nothing was kept): every round then weighs alike, and the estimate is a node's typical share
-        of a round's gain. A poisoned cohort's loss is clipped at that scale, so that it cannot drown
-        its honest members' estimates (it is already left out and paid nothing).
-        """
-        scale = max((abs(float(values[i])) for i in kept), default=0.0) or float(np.max(np.abs(values), initial=0.0))
-        if scale > 0.0:
-            self.estimator.observe_round(rnd, cohorts, [float(v) for v in np.clip(values, -scale, scale) / scale])
 
     def credit(self, cohorts: list[list[str]], values: np.ndarray) -> dict[str, float]:
         """Each node's share of its cohort's value this round.

@@ -66,7 +66,7 @@ def run(address: str, tmp: Path, digits, behaviours: list[str], k: int, rounds: 
 
 def test_single_node_cohorts_are_valued_exactly_and_paid_the_pool(aggregator, tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
     report, names = run(aggregator.address, tmp_path, digits, ["honest"] * 3, k=1, rounds=3)
-    shares: dict[str, list[float]] = {n: [] for n in names}
+    mean_value = {n: 0.0 for n in names}
     for rec in report["rounds"]:
         v = rec["valuation"]
         assert len(rec["cohorts"]) == 3 and all(len(c) == 1 for c in rec["cohorts"])
@@ -77,16 +77,13 @@ def test_single_node_cohorts_are_valued_exactly_and_paid_the_pool(aggregator, tm
         rewards = v["rewards"]
         assert set(rewards) == set(names) and all(r >= 0 for r in rewards.values())
         assert math.fsum(rewards.values()) == pytest.approx(POOL) or math.fsum(rewards.values()) == 0.0
-        # The regression sees each round in units of its largest kept |value| (of all, if none was kept),
-        # clipped there, so that early rounds' large gains and a left-out cohort's loss cannot swamp it.
+        # The regression sees values bounded by the round's scale (the kept cohorts' values and the noise
+        # floor), so that a left-out cohort's large loss cannot swamp it.
         kept = [i for i in range(len(rec["cohorts"])) if i not in rec["excluded_cohorts"]]
-        values = v["cohort_values"]
-        scale = max((abs(values[i]) for i in kept), default=0.0) or max(abs(x) for x in values)
-        if scale > 0:
-            for n, x in v["node_values"].items():
-                shares[n].append(float(np.clip(x, -scale, scale)) / scale)
-    # With cohorts of one, the ridge estimate is each node's mean share of a round's scale.
-    mean_value = {n: float(np.mean(x)) for n, x in shares.items()}
+        scale = max([abs(v["cohort_values"][i]) for i in kept] + [v["noise_floor"], 1e-12])
+        for n, x in v["node_values"].items():
+            mean_value[n] += float(np.clip(x, -scale, scale)) / len(report["rounds"])
+    # With cohorts of one, the ridge estimate is each node's mean per-round (bounded) value.
     assert report["valuation"]["estimates"] == pytest.approx(mean_value, abs=1e-5)
 
 
