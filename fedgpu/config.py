@@ -68,8 +68,8 @@ class RewardsConfig:
     budget: int = 256               # utility evaluations per round for the Shapley estimate
     # Server step sizes tried along each coalition's average update, chosen on the validation set (the
     # real update uses the same rule). More than one makes a zero update's dilution worth nothing; each
-    # candidate costs an eighth of a pass over the validation set per coalition.
-    step_sizes: tuple[float, ...] = (0.25, 0.5, 1.0)
+    # candidate costs a quarter of a pass over the validation set per coalition.
+    step_sizes: tuple[float, ...] = (0.5, 1.0)
     # Server momentum tried with each step (the share of the last global change added; the cohorts'
     # own component along that change is dropped). Free for every coalition, so replaying the last
     # change earns nothing; with rewards on it replaces training.server_momentum, which must then be

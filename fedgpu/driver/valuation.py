@@ -8,9 +8,8 @@ not "a bit" (see fedgpu.rewards.utility).
 The aggregation rule is robust and the game uses the same rule: cohorts are left out of the round's
 model by backward elimination while leaving one out helps by more than the evaluation noise (and
 nothing is kept when what is left does worse than the free step: the model then only takes that), and Shapley values
-(exact up to 8 cohorts, sampled above) are computed over the kept cohorts only; a left-out cohort
-is charged what adding it to the kept ones would have cost. Without this, a zero-sending free rider
-would earn by *diluting* a poisoner inside coalitions. Values below the
+(exact up to 8 cohorts, sampled above) are computed over the kept cohorts only. Without this, a
+zero-sending free rider would earn by *diluting* a poisoner inside coalitions. Values below the
 evaluation's own noise count 0. A ridge estimate across reshuffled cohorts says what each node is
 worth; a cohort's gain is credited to the members whose lower bound clears 0, and the round's pool is
 paid pro rata to positive credit (a pool nobody has earned yet waits for the next round).
@@ -50,7 +49,7 @@ class RoundValuation:
     update: np.ndarray       # the change the round applies: step * average(kept) + momentum * last change
     node_values: dict[str, float]
     rewards: dict[str, float]
-    evaluations: float        # passes over the validation set (an eighth of it counts 1/8)
+    evaluations: float        # passes over the validation set (a quarter of it counts 1/4)
     floor: float
     seconds: float
     evidence: bytes   # JSON: per-subset utilities etc., so anyone can recompute the values
@@ -89,17 +88,12 @@ class RoundValuer:
             step_sizes=self.step_sizes, momenta=self.momenta,
         )
         rng = np.random.default_rng(self.seed * 7919 + rnd)
+        singles = [game(frozenset([c])) for c in range(len(sums))]
         kept = self.keep(game)
         step, momentum = game.step(frozenset(kept))
         res = shapley(len(kept), lambda S: game(frozenset(kept[i] for i in S)), budget=self.budget, rng=rng)
         floor = noise_floor(game, coalition=frozenset(kept), rng=np.random.default_rng(rnd))
-        # A left-out cohort is charged what it would have done to the model shipped, not what it would do
-        # alone: alone, a few nodes' average often overshoots, and that says nothing about its members.
-        with_left_out = {c: game(frozenset(kept) | {c}) for c in range(len(sums)) if c not in kept}
-        base = game(frozenset(kept))
-        values = np.zeros(len(sums))
-        for c, u in with_left_out.items():
-            values[c] = min(u - base, 0.0)
+        values = np.array([min(v, 0.0) for v in singles])  # left-out cohorts keep their (negative) solo value
         values[kept] = res.values
         values = zero_below_floor(values, floor)
         # Observations are bounded by the round's own scale: a poisoned cohort's huge loss must not drown
@@ -121,7 +115,7 @@ class RoundValuer:
             "kept": kept,
             "step": step,
             "momentum": momentum,
-            "with_left_out": {str(c): u for c, u in with_left_out.items()},  # u(kept + c); u(kept) is in utilities
+            "singles": singles,
             "noise_floor": floor,
             "exact": res.exact,
             "seed": self.seed * 7919 + rnd,

@@ -20,8 +20,8 @@ others). Validation *loss* is used, not accuracy: it moves smoothly under DP noi
 moves in steps of 1/n.
 
 Searching a grid costs one forward pass per candidate; so the candidates are compared on one fixed
-eighth of the validation set (``choose_fraction``) and only the winner is scored on the rest too. A
-coalition then costs ``(candidates + 7) / 8`` passes, and its utility is still measured on all the data.
+quarter of the validation set and only the winner is scored on the rest too. A coalition then costs
+``(candidates + 3) / 4`` passes, and its utility is still measured on all the data.
 """
 
 from __future__ import annotations
@@ -90,7 +90,6 @@ class CohortGame:
         max_sample_loss: float = DEFAULT_MAX_SAMPLE_LOSS,
         step_sizes: Sequence[float] = (1.0,),
         momenta: Sequence[float] = (0.0,),
-        choose_fraction: float = 0.125,
         device: torch.device | str = "cpu",
     ) -> None:
         self.device = torch.device(device)
@@ -122,14 +121,12 @@ class CohortGame:
         x = torch.as_tensor(np.ascontiguousarray(val_x), dtype=torch.float32, device=self.device)
         y = torch.as_tensor(np.asarray(val_y), dtype=torch.int64, device=self.device)
         n = len(y)
-        if not 0.0 < choose_fraction <= 1.0:
-            raise ValueError(f"choose_fraction must be in (0, 1], got {choose_fraction}")
         perm = np.random.default_rng(0).permutation(n)
-        cut = max(1, math.ceil(n * choose_fraction))
+        cut = (n + 3) // 4
         self._parts = (np.sort(perm[:cut]), np.sort(perm[cut:]))  # (choose on, score on too)
         self._data = [(x, y)] + [(x[h], y[h]) for h in self._parts]
         self._losses: dict[Coalition, np.ndarray] = {}  # 8 bytes x samples x coalitions evaluated
-        self.forward_passes = 0.0  # in passes over the whole validation set (an eighth counts 1/8)
+        self.forward_passes = 0.0  # in passes over the whole validation set (a quarter counts 1/4)
 
     @property
     def num_cohorts(self) -> int:
@@ -179,7 +176,7 @@ class CohortGame:
         if len(cands) == 1:
             choice, losses = cands[0], self._losses_of(model(cands[0]))
         else:
-            # Chosen on a fixed part of the data, for every coalition alike (the real update too): a member that
+            # Chosen on a quarter of the data, for every coalition alike (the real update too): a member that
             # only shrinks the step brings nothing the search does not give for free.
             tried = {c: self._losses_of(model(c), part=1) for c in cands}
             choice = min(cands, key=lambda c: float(tried[c].mean()))
@@ -196,7 +193,7 @@ class CohortGame:
 
     @torch.no_grad()
     def _losses_of(self, params: np.ndarray, part: int = 0) -> np.ndarray:
-        """Per-sample losses of ``params`` on the whole validation set (part 0), the part candidates are chosen on (1) or the rest (2)."""
+        """Per-sample losses of ``params`` on the whole validation set (part 0), its first quarter (1) or the rest (2)."""
         load_flat(self.model, params)
         x, y = self._data[part]
         if len(y) == 0:
