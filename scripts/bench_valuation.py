@@ -21,7 +21,7 @@ Prints ONE JSON object (stdout); progress goes to stderr.
 
     .venv/bin/python scripts/bench_valuation.py              # 20 rounds, one seed: ~5 min on 2 shared cores
     .venv/bin/python scripts/bench_valuation.py --seeds 0,1,2  # medians over three seeds: ~15 min
-    .venv/bin/python scripts/bench_valuation.py --quick    # 6 rounds, ~1.5 min: a smoke run, numbers mean little
+    .venv/bin/python scripts/bench_valuation.py --quick      # 6 rounds, ~1.5 min: a smoke run, numbers mean little
 """
 
 from __future__ import annotations
@@ -396,14 +396,11 @@ def main() -> None:
         if any(key in r for r in per_seed):
             values = [r.get(key) for r in per_seed]
             out[key] = median_or_none(values)
-            if len(seeds) > 1:
-                out[f"{key}_per_seed"] = values
+            out[f"{key}_per_seed"] = values
     ev = [r["evaluations_per_round"] for r in per_seed if "evaluations_per_round" in r]
     if ev:
         out["evaluations_per_round"] = {"median": statistics.median(e["median"] for e in ev), "max": max(e["max"] for e in ev)}
-    out["per_seed"] = per_seed if len(seeds) > 1 else None
-    if len(seeds) == 1:
-        out.update({k: v for k, v in per_seed[0].items() if k not in out})
+    out["per_seed"] = per_seed  # each seed's full detail: per-node values, rewards, costs, its settings
     out["settings"] = {
         "rounds": args.rounds,
         "model": args.model,
