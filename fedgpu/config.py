@@ -66,10 +66,11 @@ class EncryptionConfig:
 class RewardsConfig:
     pool_per_round: float = 100.0   # abstract credits shared by positive contributions each round
     budget: int = 256               # utility evaluations per round for the Shapley estimate
-    # Server step sizes tried along each coalition's average update, chosen on the validation set (the
-    # real update uses the same rule). More than one makes a zero update's dilution worth nothing; each
-    # candidate costs a quarter of a pass over the validation set per coalition.
-    step_sizes: tuple[float, ...] = (0.5, 1.0)
+    # Server steps tried along each coalition's direction, in units of the server's step length (which
+    # follows the step that worked last round: below 1 shrinks it, above 1 grows it), chosen on the
+    # validation set (the real update uses the same rule). Each candidate costs a quarter of a pass
+    # over the validation set per coalition.
+    step_sizes: tuple[float, ...] = (0.5, 1.0, 2.0)
     # Server momentum tried with each step (the share of the last global change added; the cohorts'
     # own component along that change is dropped). Free for every coalition, so replaying the last
     # change earns nothing; with rewards on it replaces training.server_momentum, which must then be

@@ -1,15 +1,16 @@
 """Valuing each round's cohorts on the driver's held-out data, and turning values into rewards.
 
 u(S) = L(best free step) - L(best step of S), where the free steps are ``w + beta * b`` (b the last
-global change) and a coalition's are ``w + eta * P(agg(S)) + beta * b`` (P drops the part along b),
-both from the job's grids: a node that replays b, sends zeros or sends noise is worth about 0 or less,
-not "a bit" (see fedgpu.rewards.utility).
+global change) and a coalition's are ``w + eta * r * dir(S) + beta * b`` (dir(S) the unit direction of
+its aggregate without the part along b, r the server's step length), both from the job's grids: a node
+that replays b or sends zeros is an exact null player, one that sends noise worth 0 or less, not "a
+bit" (see fedgpu.rewards.utility). r is the server's trust region: the length that worked last round.
 
 The aggregation rule is robust and the game uses the same rule: cohorts are left out of the round's
 model by backward elimination while leaving one out helps by more than the evaluation noise (and
 nothing is kept when what is left does worse than the free step: the model then only takes that), and Shapley values
-(exact up to 8 cohorts, sampled above) are computed over the kept cohorts only. Without this, a
-zero-sending free rider would earn by *diluting* a poisoner inside coalitions. Values below the
+(exact up to 8 cohorts, sampled above) are computed over the kept cohorts only. Without this, any
+cohort would earn by *outweighing* a poisoner inside coalitions. Values below the
 evaluation's own noise count 0. A ridge estimate across reshuffled cohorts says what each node is
 worth; a cohort's gain is credited to the members whose lower bound clears 0, and the round's pool is
 paid pro rata to positive credit (a pool nobody has earned yet waits for the next round).
@@ -78,6 +79,7 @@ class RoundValuer:
         self.confidence = confidence  # z of the lower bounds that decide who is credited a gain
         self.reputation = Reputation()
         self.baseline: np.ndarray | None = None  # the last round's change (the valuer chose it)
+        self.step_length: float | None = None  # how far the server steps along the kept cohorts' direction
         self.totals: dict[str, float] = {}
         self.carried = 0.0  # pool of earlier rounds that no node has earned with evidence yet
 
@@ -85,7 +87,7 @@ class RoundValuer:
         t0 = time.perf_counter()
         game = CohortGame(
             self.model_factory, global_flat, self.baseline, sums, weights, self.validation.x, self.validation.y,
-            step_sizes=self.step_sizes, momenta=self.momenta,
+            step_sizes=self.step_sizes, momenta=self.momenta, step_length=self.step_length,
         )
         rng = np.random.default_rng(self.seed * 7919 + rnd)
         singles = [game(frozenset([c])) for c in range(len(sums))]
@@ -115,12 +117,16 @@ class RoundValuer:
             "kept": kept,
             "step": step,
             "momentum": momentum,
+            "step_length": game.step_length,
             "singles": singles,
             "noise_floor": floor,
             "exact": res.exact,
             "seed": self.seed * 7919 + rnd,
         }
         self.baseline = game.update(frozenset(kept))
+        # A trust region the server keeps for itself: next round's length is the one that worked (eta
+        # times this one), halved when no cohort helped. What nodes send never sets it after round 1.
+        self.step_length = (step if kept else 0.5) * game.step_length or None
         return RoundValuation(
             cohort_values=[float(v) for v in values],
             kept=kept,

@@ -5,19 +5,20 @@ and weights ``W_c = sum w_i``. A coalition's model is built with the *same* rule
 (weighted FedAvg by default), so a cohort is valued for what it does to the model actually shipped.
 
 Utility is measured against the free step. With ``w`` the global weights and ``b`` the last global
-change, every model the driver may build is ``w + eta * P(agg(S)) + beta * b``, where ``P`` removes
-the component along ``b``: how far to go along the last change is the server's choice (momentum),
-never a contribution. The empty coalition may only take ``beta * b`` (or stay at ``w``), and each
-coalition takes its best ``(eta, beta)`` from the grids ``step_sizes`` x ``momenta``, chosen on the
-validation set exactly as the real update is chosen:
+change, every model the driver may build is ``w + eta * r * dir(S) + beta * b``, where ``dir(S)`` is
+the unit direction of ``P(agg(S))``, ``P`` removes the component along ``b`` and ``r`` is the
+server's step length. How far to step (``r``, ``eta``) and how far to go along the last change
+(momentum) are the server's choices, never a contribution: only a coalition's direction is its own.
+The empty coalition may only take ``beta * b`` (or stay at ``w``), and each coalition takes its best
+``(eta, beta)`` from the grids ``step_sizes`` x ``momenta``, chosen on the validation set exactly as
+the real update is chosen:
 
     u(S) = L_val(best free step) - L_val(best step of S)   for S non-empty,   u(empty) = 0.
 
-So what the server gets for nothing is worth nothing. A node that replays ``b`` sends a vector that
-``P`` maps to zero: it is exactly a node that sends zeros, and a zero update only shrinks the average,
-a damping the step search gives every coalition (both are about 0, or below since they dilute the
-others). Validation *loss* is used, not accuracy: it moves smoothly under DP noise where accuracy
-moves in steps of 1/n.
+So what the server gets for nothing is worth nothing. A node that sends zeros (or claims samples it
+did not train on) only shrinks its coalition's average: same direction, same model, an exact null
+player. A node that replays ``b`` sends a vector that ``P`` maps to zero: the same. Validation *loss*
+is used, not accuracy: it moves smoothly under DP noise where accuracy moves in steps of 1/n.
 
 Searching a grid costs one forward pass per candidate; so the candidates are compared on one fixed
 quarter of the validation set and only the winner is scored on the rest too. A coalition then costs
@@ -90,6 +91,7 @@ class CohortGame:
         max_sample_loss: float = DEFAULT_MAX_SAMPLE_LOSS,
         step_sizes: Sequence[float] = (1.0,),
         momenta: Sequence[float] = (0.0,),
+        step_length: float | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
         self.device = torch.device(device)
@@ -115,6 +117,16 @@ class CohortGame:
         self.momenta = tuple(sorted({float(b) for b in momenta})) if self.baseline_delta.any() else (0.0,)
         norm = float(np.linalg.norm(self.baseline_delta))
         self._along = self.baseline_delta / norm if norm > 0 else None
+        # The round's step length: every coalition steps eta times this far along its own direction, so
+        # only the direction is a coalition's. The caller passes the server's own (the length it applied
+        # last round); without one it is the lower median of the cohorts' own (projected) averages, which
+        # one outsized cohort (a boosted poisoner) cannot set, even among two.
+        if step_length is None:
+            lengths = sorted(n for c in range(len(self.cohort_sums)) if (n := float(np.linalg.norm(self._direction([c])))) > 0)
+            step_length = lengths[(len(lengths) - 1) // 2] if lengths else 0.0
+        if not (math.isfinite(step_length) and step_length >= 0):
+            raise ValueError(f"step_length must be a finite number >= 0, got {step_length}")
+        self.step_length = float(step_length)
         self._steps: dict[Coalition, tuple[float, float]] = {}
         self.batch_size = batch_size
         self.max_sample_loss = max_sample_loss
@@ -133,17 +145,31 @@ class CohortGame:
         return len(self.cohort_sums)
 
     def average(self, coalition: Coalition) -> np.ndarray:
-        """P(agg(S)): the coalition's aggregate update without its component along the last change."""
+        """P(agg(S)) scaled to the round's step length: the coalition's direction, never its length.
+
+        A node that sends zeros (or claims samples it did not train on) only shrinks its coalition's
+        average, which leaves the direction and therefore the model unchanged: it is a null player,
+        not a damping the grid of steps happens to lack. A zero direction stays zero.
+        """
         members = sorted(coalition)
         if any(not 0 <= c < self.num_cohorts for c in members):
             raise ValueError(f"coalition {members} names cohorts outside 0..{self.num_cohorts - 1}")
+        delta = self._direction(members)
+        norm = float(np.linalg.norm(delta))
+        return delta * (self.step_length / norm) if norm > 0 else delta
+
+    def _direction(self, members: Sequence[int]) -> np.ndarray:
+        """P(agg(S)): the members' aggregate without its component along the last change."""
         if not members:
             return np.zeros_like(self.global_params)
         delta = np.asarray(self.aggregate([self.cohort_sums[c] for c in members], [self.cohort_weights[c] for c in members]), dtype=np.float64)
         if delta.shape != self.global_params.shape:
             raise ValueError(f"aggregate returned shape {delta.shape}, expected {self.global_params.shape}")
         if self._along is not None:
+            norm = float(np.linalg.norm(delta))
             delta = delta - float(delta @ self._along) * self._along
+            if float(np.linalg.norm(delta)) <= 1e-9 * norm:
+                delta = np.zeros_like(delta)  # a replay of the last change: rounding residue is no direction
         return delta
 
     def candidates(self, coalition: Coalition) -> list[tuple[float, float]]:
@@ -176,8 +202,7 @@ class CohortGame:
         if len(cands) == 1:
             choice, losses = cands[0], self._losses_of(model(cands[0]))
         else:
-            # Chosen on a quarter of the data, for every coalition alike (the real update too): a member that
-            # only shrinks the step brings nothing the search does not give for free.
+            # Chosen on a quarter of the data, for every coalition alike (the real update too).
             tried = {c: self._losses_of(model(c), part=1) for c in cands}
             choice = min(cands, key=lambda c: float(tried[c].mean()))
             losses = np.empty(len(self._data[0][1]))

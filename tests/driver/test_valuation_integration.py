@@ -5,6 +5,7 @@ Small and fast (digits, a few rounds); scripts/bench_valuation.py measures fidel
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from pathlib import Path
@@ -67,6 +68,7 @@ def run(address: str, tmp: Path, digits, behaviours: list[str], k: int, rounds: 
 def test_single_node_cohorts_are_valued_exactly_and_paid_the_pool(aggregator, tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
     report, names = run(aggregator.address, tmp_path, digits, ["honest"] * 3, k=1, rounds=3)
     mean_value = {n: 0.0 for n in names}
+    paid_before = 0.0
     for rec in report["rounds"]:
         v = rec["valuation"]
         assert len(rec["cohorts"]) == 3 and all(len(c) == 1 for c in rec["cohorts"])
@@ -76,13 +78,17 @@ def test_single_node_cohorts_are_valued_exactly_and_paid_the_pool(aggregator, tm
             assert v["node_values"][members[0]] == pytest.approx(value, abs=1e-12)  # k = 1: the node is its cohort
         rewards = v["rewards"]
         assert set(rewards) == set(names) and all(r >= 0 for r in rewards.values())
-        assert math.fsum(rewards.values()) == pytest.approx(POOL) or math.fsum(rewards.values()) == 0.0
+        # a round nobody helped pays nothing; its pool goes to the next round's positive values
+        paid = math.fsum(rewards.values())
+        assert paid == 0.0 or paid == pytest.approx(POOL * rec["round"] - paid_before)
+        paid_before += paid
         # The regression sees values bounded by the round's scale (the kept cohorts' values and the noise
         # floor), so that a left-out cohort's large loss cannot swamp it.
         kept = [i for i in range(len(rec["cohorts"])) if i not in rec["excluded_cohorts"]]
         scale = max([abs(v["cohort_values"][i]) for i in kept] + [v["noise_floor"], 1e-12])
         for n, x in v["node_values"].items():
             mean_value[n] += float(np.clip(x, -scale, scale)) / len(report["rounds"])
+    assert paid_before > 0.0
     # With cohorts of one, the ridge estimate is each node's mean per-round (bounded) value.
     assert report["valuation"]["estimates"] == pytest.approx(mean_value, abs=1e-5)
 
@@ -166,3 +172,21 @@ def test_the_pool_of_a_round_nobody_earned_is_paid_in_the_next() -> None:
     # the next round starts from the model the first one made; a cohort of one: its gain is its node's own
     second = valuer.value(2, w + first.update, [["c"]], [shift], [1.0])
     assert second.rewards["c"] == pytest.approx(2 * POOL) and valuer.carried == pytest.approx(0.0)
+
+
+def test_the_step_length_is_the_servers_trust_region_not_the_senders() -> None:
+    x, y, factory, w = linear_problem(400, 0.3)
+    g = np.array([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    valuer = RoundValuer(factory, ArrayDataset(x, y), budget=256, pool=POOL, step_sizes=(0.5, 1.0, 2.0))
+    first = valuer.value(1, w, [["a"], ["b"]], [0.1 * g, 0.3 * g], [1.0, 1.0])
+    # round 1 has no history: the lower median of the cohorts' own lengths, times the step that won
+    assert first.kept and valuer.step_length == pytest.approx(first.step * 0.1 * np.linalg.norm(g))
+    length = valuer.step_length
+    # a cohort 1000x longer than the others moves neither this round's length nor its update's
+    second = valuer.value(2, w + first.update, [["a"], ["b"]], [0.1 * g, 100.0 * g], [1.0, 1.0])
+    assert json.loads(second.evidence)["step_length"] == pytest.approx(length)
+    assert np.linalg.norm(second.update - second.momentum * first.update) <= 2.0 * length + 1e-9
+    # a round in which no cohort helps halves it
+    length = valuer.step_length
+    third = valuer.value(3, w + first.update + second.update, [["p"]], [-g], [1.0])
+    assert third.kept == [] and valuer.step_length == pytest.approx(0.5 * length)
