@@ -144,8 +144,8 @@ class CohortGame:
     def num_cohorts(self) -> int:
         return len(self.cohort_sums)
 
-    def average(self, coalition: Coalition) -> np.ndarray:
-        """P(agg(S)) scaled to the round's step length: the coalition's direction, never its length.
+    def unit_step(self, coalition: Coalition) -> np.ndarray:
+        """r * dir(S): one step of the round's length along the coalition's direction, never its own length.
 
         A node that sends zeros (or claims samples it did not train on) only shrinks its coalition's
         average, which leaves the direction and therefore the model unchanged: it is a null player,
@@ -181,7 +181,7 @@ class CohortGame:
     def update(self, coalition: Coalition) -> np.ndarray:
         """The change this coalition's model applies to ``w``: its best ``eta * P(agg(S)) + beta * b``."""
         eta, beta = self.step(coalition)
-        return eta * self.average(coalition) + beta * self.baseline_delta
+        return eta * self.unit_step(coalition) + beta * self.baseline_delta
 
     def step(self, coalition: Coalition) -> tuple[float, float]:
         """The (server step, momentum) chosen for this coalition (evaluates it if needed)."""
@@ -196,9 +196,9 @@ class CohortGame:
         hit = self._losses.get(coalition)
         if hit is not None:
             return hit
-        avg = self.average(coalition)
+        unit = self.unit_step(coalition)
         cands = self.candidates(coalition)
-        model = lambda eb: self.global_params + eb[0] * avg + eb[1] * self.baseline_delta  # noqa: E731
+        model = lambda eb: self.global_params + eb[0] * unit + eb[1] * self.baseline_delta  # noqa: E731
         if len(cands) == 1:
             choice, losses = cands[0], self._losses_of(model(cands[0]))
         else:
