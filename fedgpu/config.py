@@ -71,10 +71,10 @@ class RewardsConfig:
     # validation set (the real update uses the same rule). Each candidate costs a quarter of a pass
     # over the validation set per coalition.
     step_sizes: tuple[float, ...] = (0.5, 1.0, 2.0)
-    # Server momentum tried with each step (the share of the last global change added; the cohorts'
-    # own component along that change is dropped). Free for every coalition, so replaying the last
-    # change earns nothing; with rewards on it replaces training.server_momentum, which must then be
-    # one of these.
+    # Server momentum (the share of the last global change added; the cohorts' own component along
+    # that change is dropped): valuation gives every coalition the free step's best of these, so
+    # replaying the last change earns nothing; the shipped model takes its own best step and momentum.
+    # With rewards on it replaces training.server_momentum, which must then be one of these.
     momentum_steps: tuple[float, ...] = (0.0, 0.5, 1.0)
     # A cohort's gain is credited only to members whose estimate - confidence * standard error is > 0:
     # higher pays free riders less often and honest newcomers later (a round nobody earned carries over).

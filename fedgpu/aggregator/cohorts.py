@@ -3,20 +3,50 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
+from itertools import combinations
+from typing import Iterable, Mapping
+
+Pair = frozenset[str]
 
 
-def assign_cohorts(nodes: list[str], k: int, rng: random.Random) -> list[list[str]]:
+def assign_cohorts(nodes: list[str], k: int, rng: random.Random, together: Mapping[Pair, int] | None = None, tries: int = 64) -> list[list[str]]:
     """Shuffle ``nodes`` and cut them into ``len // k`` cohorts whose sizes differ by at most one.
 
+    With ``together`` (how often each pair of nodes already shared a released cohort in this job), the
+    partition is the best of ``tries`` random ones: the one whose pairs were together least often. The
+    driver only sees cohort sums, and tells one node's worth from another's only across rounds in
+    which they were apart: reshuffling that keeps pairing the same nodes leaves them confounded (and
+    lets a free rider ride on the same strong node round after round).
+
     ``rng`` must be one the nodes cannot predict or bias (the aggregator uses the OS's CSPRNG), or a
-    node could arrange to share a cohort with its accomplices.
+    node could arrange to share a cohort with its accomplices; choosing among random partitions keeps
+    it so.
     """
     if k < 1:
         raise ValueError("cohort size must be >= 1")
-    order = list(nodes)
-    rng.shuffle(order)
-    count = max(1, len(order) // k)
-    return [order[i::count] for i in range(count)]
+    if tries < 1:
+        raise ValueError("tries must be >= 1")
+    count = max(1, len(nodes) // k)
+    best: list[list[str]] = []
+    best_cost = -1
+    for _ in range(tries if together else 1):
+        order = list(nodes)
+        rng.shuffle(order)
+        cohorts = [order[i::count] for i in range(count)]
+        cost = sum(together.get(frozenset(p), 0) for c in cohorts for p in combinations(c, 2)) if together else 0
+        if best_cost < 0 or cost < best_cost:
+            best, best_cost = cohorts, cost
+    return best
+
+
+def co_membership(cohorts_by_round: Iterable[Iterable[Iterable[str]]]) -> Counter[Pair]:
+    """How often each pair of nodes shared a cohort, over the given rounds' cohorts."""
+    together: Counter[Pair] = Counter()
+    for cohorts in cohorts_by_round:
+        for members in cohorts:
+            together.update(frozenset(p) for p in combinations(sorted(set(members)), 2))
+    return together
 
 
 def merge_small(sizes: list[int], k: int) -> list[list[int]] | None:

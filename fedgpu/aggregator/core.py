@@ -23,7 +23,7 @@ from typing import AsyncIterator, Iterator
 import numpy as np
 
 from fedgpu import crypto
-from fedgpu.aggregator.cohorts import assign_cohorts, merge_small
+from fedgpu.aggregator.cohorts import assign_cohorts, co_membership, merge_small
 from fedgpu.aggregator.ledger import load_signing_key, round_rows
 from fedgpu.aggregator.rounds import RoundState, TaskState
 from fedgpu.aggregator.store import Store
@@ -454,7 +454,8 @@ class Aggregator:
             return None
         rng = random.Random(spec.seed * 1_000_003 + rnd * 1009 + attempt)
         chosen = rng.sample(nodes, min(len(nodes), spec.nodes_per_round))
-        cohorts = assign_cohorts(chosen, spec.cohort_size, random.SystemRandom())
+        together = co_membership(r["record"]["cohorts"] for r in self.store.rounds_of(job_id))  # from the store: survives a restart
+        cohorts = assign_cohorts(chosen, spec.cohort_size, random.SystemRandom(), together)
         enc = spec.encryption
         adder = crypto.adder(enc.scheme, enc.params)
         layout = crypto.ChunkLayout(int(spec.num_params), int(enc.values_per_chunk))

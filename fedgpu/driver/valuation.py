@@ -1,10 +1,10 @@
 """Valuing each round's cohorts on the driver's held-out data, and turning values into rewards.
 
-u(S) = L(best free step) - L(best step of S), where the free steps are ``w + beta * b`` (b the last
-global change) and a coalition's are ``w + eta * r * dir(S) + beta * b`` (dir(S) the unit direction of
-its aggregate without the part along b, r the server's step length), both from the job's grids: a node
-that replays b or sends zeros is an exact null player, one that sends noise worth 0 or less, not "a
-bit" (see fedgpu.rewards.utility). r is the server's trust region: the length that worked last round.
+u(S) = L(w + beta * b) - L(best step of S), where b is the last global change, beta the round's
+momentum (the free step's best) and a coalition's steps are ``w + eta * r * dir(S) + beta * b``
+(dir(S) the unit direction of its aggregate without the part along b, r the server's step length, eta
+from the job's grid): a node that replays b or sends zeros is an exact null player, one that sends
+noise worth 0 or less, not "a bit" (see fedgpu.rewards.utility). r is the server's trust region: the length that worked last round.
 
 The aggregation rule is robust and the game uses the same rule: cohorts are left out of the round's
 model by backward elimination while leaving one out helps by more than the evaluation noise (and
@@ -45,9 +45,9 @@ from fedgpu.rewards import (
 class RoundValuation:
     cohort_values: list[float]
     kept: list[int]          # cohorts the round's model is built from
-    step: float              # the server step along their average and
-    momentum: float          # the share of the last change added, chosen like every coalition's
-    update: np.ndarray       # the change the round applies: step * average(kept) + momentum * last change
+    step: float              # the shipped model's step along their direction (times the step length) and
+    momentum: float          # share of the last change added, tuned together on the validation quarter
+    update: np.ndarray       # the change the round applies: step * r * dir(kept) + momentum * last change
     node_values: dict[str, float]
     rewards: dict[str, float]
     evaluations: float        # passes over the validation set (a quarter of it counts 1/4)
@@ -92,9 +92,9 @@ class RoundValuer:
         rng = np.random.default_rng(self.seed * 7919 + rnd)
         singles = [game(frozenset([c])) for c in range(len(sums))]
         kept = self.keep(game)
-        step, momentum = game.step(frozenset(kept))
+        step, momentum = game.tune(frozenset(kept))  # the shipped model: the kept direction's best step and momentum
         res = shapley(len(kept), lambda S: game(frozenset(kept[i] for i in S)), budget=self.budget, rng=rng)
-        floor = noise_floor(game, coalition=frozenset(kept), rng=np.random.default_rng(rnd))
+        floor = noise_floor(game, coalition=frozenset(kept))
         values = np.array([min(v, 0.0) for v in singles])  # left-out cohorts keep their (negative) solo value
         values[kept] = res.values
         values = zero_below_floor(values, floor)
@@ -117,13 +117,14 @@ class RoundValuer:
             "kept": kept,
             "step": step,
             "momentum": momentum,
+            "game_momentum": game.step(frozenset())[1],
             "step_length": game.step_length,
             "singles": singles,
             "noise_floor": floor,
             "exact": res.exact,
             "seed": self.seed * 7919 + rnd,
         }
-        self.baseline = game.update(frozenset(kept))
+        self.baseline = game.update(frozenset(kept), (step, momentum))
         # A trust region the server keeps for itself: next round's length is the one that worked (eta
         # times this one), halved when no cohort helped. What nodes send never sets it after round 1.
         self.step_length = (step if kept else 0.5) * game.step_length or None
@@ -173,7 +174,7 @@ class RoundValuer:
         the remaining set does worse than the free step, nothing is kept and the model takes only that.
         """
         kept = set(range(game.num_cohorts))
-        tol = noise_floor(game, rng=np.random.default_rng(0))
+        tol = noise_floor(game)
         current = game(frozenset(kept))
         while len(kept) > 1:
             drop = max(sorted(kept), key=lambda c: game(frozenset(kept - {c})))

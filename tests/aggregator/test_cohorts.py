@@ -1,9 +1,10 @@
 import random
+from itertools import combinations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedgpu.aggregator.cohorts import assign_cohorts, merge_small
+from fedgpu.aggregator.cohorts import assign_cohorts, co_membership, merge_small
 
 
 @settings(max_examples=50, deadline=None)
@@ -27,3 +28,34 @@ def test_merged_groups_never_release_fewer_than_k(sizes: list[int], k: int) -> N
     assert groups is not None
     assert all(sum(sizes[i] for i in g) >= k for g in groups)
     assert sorted(i for g in groups for i in g) == [i for i, s in enumerate(sizes) if s > 0]
+
+
+def test_reshuffling_spreads_pairs_over_rounds() -> None:
+    """Best of random partitions by past co-membership: pairs repeat far less than with plain shuffling.
+
+    The driver separates two nodes' worth only through rounds in which they were apart; with 10 nodes in
+    cohorts of 3 a pair shares a cohort with probability 2/9 a round, so over 20 rounds plain shuffling
+    pairs some nodes 8 to 10 times while others meet once or never.
+    """
+    nodes = [f"n{i}" for i in range(10)]
+
+    def spread(balanced: bool, seed: int) -> tuple[int, int]:
+        rng, history = random.Random(seed), []
+        for _ in range(20):
+            together = co_membership(history) if balanced else None
+            cohorts = assign_cohorts(nodes, 3, rng, together)
+            assert sorted(m for c in cohorts for m in c) == nodes and all(len(c) >= 3 for c in cohorts)
+            history.append(cohorts)
+        counts = [co_membership(history).get(frozenset(p), 0) for p in combinations(nodes, 2)]
+        return max(counts) - min(counts), sum(c * c for c in counts)
+
+    for seed in range(5):
+        (range_bal, sq_bal), (range_rand, sq_rand) = spread(True, seed), spread(False, seed)
+        assert range_bal <= 3 and range_rand >= 7  # balanced: every pair met 4-7 times; plain: 0-10
+        assert sq_bal < sq_rand
+
+
+def test_co_membership_counts_pairs_once_per_cohort() -> None:
+    together = co_membership([[["a", "b", "c"], ["d", "e"]], [["a", "b"], ["c", "d", "e"]]])
+    assert together[frozenset({"a", "b"})] == 2 and together[frozenset({"d", "e"})] == 2
+    assert together[frozenset({"a", "c"})] == 1 and frozenset({"a", "d"}) not in together

@@ -127,6 +127,29 @@ def test_replaying_the_last_change_is_worth_what_zeros_are(setup: dict[str, np.n
     np.testing.assert_allclose(values["replay"], values["zeros"], atol=1e-6)
 
 
+def test_every_coalition_takes_the_free_steps_momentum_and_the_shipped_model_is_tuned(setup: dict[str, np.ndarray]) -> None:
+    """The game fixes the free step's momentum for every coalition, which only chooses its step: the
+    exact game over 3 cohorts costs 1.5 passes per coalition (12), not 3 (22.5). The shipped model then
+    takes its coalition's best step *and* momentum of the whole grid: 6 more candidates on the quarter."""
+    w, a, b = setup["w"], setup["a"], setup["b"]
+    base = 0.3 * setup["old"]
+    game = CohortGame(factory, w, base, [3 * a, 3 * b, 3 * (a + b) / 2], [3.0, 3.0, 3.0], setup["vx"], setup["vy"], step_sizes=(0.5, 1.0, 2.0), momenta=(0.0, 0.5, 1.0))
+    result = shapley(3, game)
+    beta = game.step(frozenset())[1]
+    assert all(game.step(frozenset(c))[1] == beta for c in ({0}, {1}, {2}, {0, 1}, {0, 2}, {1, 2}, {0, 1, 2}))
+    assert result.exact and game.forward_passes == 12
+    free = loss_of(w + beta * base, setup["vx"], setup["vy"])
+    assert math.isclose(game(frozenset({0})), free - loss_of(w + game.update(frozenset({0})), setup["vx"], setup["vy"]), abs_tol=1e-6)
+    grand = frozenset({0, 1, 2})
+    eta, momentum = game.tune(grand)
+    assert game.forward_passes == 13.5
+    quarter = game._parts[0]
+    shipped = lambda e, m: loss_of(w + game.update(grand, (e, m)), setup["vx"][quarter], setup["vy"][quarter])  # noqa: E731
+    best = min(shipped(e, m) for e in (0.5, 1.0, 2.0) for m in (0.0, 0.5, 1.0))
+    assert math.isclose(shipped(eta, momentum), best, rel_tol=1e-5) and best <= shipped(*game.step(grand))
+    np.testing.assert_allclose(game.update(grand, (eta, momentum)), eta * game.unit_step(grand) + momentum * base)
+
+
 def test_noise_floor_shrinks_with_more_validation_data(setup: dict[str, np.ndarray]) -> None:
     w, a = setup["w"], setup["a"]
     small = CohortGame(factory, w, None, [a], [1.0], setup["vx"][:50], setup["vy"][:50])
