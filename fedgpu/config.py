@@ -72,8 +72,9 @@ class RewardsConfig:
     # over the validation set per coalition.
     step_sizes: tuple[float, ...] = (0.5, 1.0, 2.0)
     # Server momentum (the share of the last global change added; the cohorts' own component along
-    # that change is dropped): valuation gives every coalition the free step's best of these, so
-    # replaying the last change earns nothing; the shipped model takes its own best step and momentum.
+    # that change is dropped): valuation gives every coalition the one the server shipped last round
+    # (in round 1 the free step's best), so replaying the last change earns nothing; the shipped model
+    # takes its own best step and momentum of these grids.
     # With rewards on it replaces training.server_momentum, which must then be one of these.
     momentum_steps: tuple[float, ...] = (0.0, 0.5, 1.0)
     # A cohort's gain is credited only to members whose estimate - confidence * standard error is > 0:

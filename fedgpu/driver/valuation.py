@@ -1,7 +1,7 @@
 """Valuing each round's cohorts on the driver's held-out data, and turning values into rewards.
 
 u(S) = L(w + beta * b) - L(best step of S), where b is the last global change, beta the round's
-momentum (the free step's best) and a coalition's steps are ``w + eta * r * dir(S) + beta * b``
+momentum (the server's: the one it shipped last round) and a coalition's steps are ``w + eta * r * dir(S) + beta * b``
 (dir(S) the unit direction of its aggregate without the part along b, r the server's step length, eta
 from the job's grid): a node that replays b or sends zeros is an exact null player, one that sends
 noise worth 0 or less, not "a bit" (see fedgpu.rewards.utility). r is the server's trust region: the length that worked last round.
@@ -80,6 +80,7 @@ class RoundValuer:
         self.reputation = Reputation()
         self.baseline: np.ndarray | None = None  # the last round's change (the valuer chose it)
         self.step_length: float | None = None  # how far the server steps along the kept cohorts' direction
+        self.momentum: float | None = None  # the share of the last change the server shipped last round
         self.totals: dict[str, float] = {}
         self.carried = 0.0  # pool of earlier rounds that no node has earned with evidence yet
 
@@ -87,7 +88,7 @@ class RoundValuer:
         t0 = time.perf_counter()
         game = CohortGame(
             self.model_factory, global_flat, self.baseline, sums, weights, self.validation.x, self.validation.y,
-            step_sizes=self.step_sizes, momenta=self.momenta, step_length=self.step_length,
+            step_sizes=self.step_sizes, momenta=self.momenta, step_length=self.step_length, momentum=self.momentum,
         )
         rng = np.random.default_rng(self.seed * 7919 + rnd)
         singles = [game(frozenset([c])) for c in range(len(sums))]
@@ -128,6 +129,7 @@ class RoundValuer:
         # A trust region the server keeps for itself: next round's length is the one that worked (eta
         # times this one), halved when no cohort helped. What nodes send never sets it after round 1.
         self.step_length = (step if kept else 0.5) * game.step_length or None
+        self.momentum = momentum
         return RoundValuation(
             cohort_values=[float(v) for v in values],
             kept=kept,

@@ -9,18 +9,21 @@ change, every model the driver may build is ``w + eta * r * dir(S) + beta * b``,
 the unit direction of ``P(agg(S))``, ``P`` removes the component along ``b`` and ``r`` is the
 server's step length. How far to step (``r``, ``eta``) and how far to go along the last change
 (momentum) are the server's choices, never a contribution: only a coalition's direction is its own.
-The empty coalition may only take ``beta * b`` (or stay at ``w``); its best ``beta*`` from ``momenta``
-is the momentum of every coalition, which only chooses its step ``eta`` from ``step_sizes``:
+The round's momentum ``beta*`` is the server's, like ``r``: the one its shipped model took last round
+(in the first round, the empty coalition's best of ``momenta``). Every coalition, the empty one too,
+takes it and only chooses its step ``eta`` from ``step_sizes``:
 
     u(S) = L_val(w + beta* b) - L_val(w + eta_S r dir(S) + beta* b)   for S non-empty,   u(empty) = 0.
 
 One momentum for all makes u(S) the effect of the coalition's direction alone (``dir(S)`` is
 orthogonal to ``b``), and costs ``len(step_sizes)`` candidates per coalition instead of their product
 with ``len(momenta)``. The model the server ships is tuned further (:meth:`CohortGame.tune`): the kept
-coalition's best step *and* momentum. The free step's momentum is myopic (without a new direction,
-going on along ``b`` often overshoots, so it is mostly 0) and training with it loses 2-6 points of
-accuracy after 20 rounds in ``scripts/bench_valuation.py``; what the tuning adds is the server's own
-choice, credited to nobody, as the step length and the free step are.
+coalition's best step *and* momentum, which becomes the next round's momentum. Momentum is a property
+of the trajectory, so last round's tuned value is a good guess for this one; the free step's own best
+is not (without a new direction, going on along ``b`` often overshoots, so it is mostly 0, and
+training with it lost 2-6 points of accuracy after 20 rounds in ``scripts/bench_valuation.py``). What
+the tuning adds is the server's own choice, credited to nobody, as the step length and the free step
+are.
 
 So what the server gets for nothing is worth nothing. A node that sends zeros (or claims samples it
 did not train on) only shrinks its coalition's average: same direction, same model, an exact null
@@ -100,6 +103,7 @@ class CohortGame:
         step_sizes: Sequence[float] = (1.0,),
         momenta: Sequence[float] = (0.0,),
         step_length: float | None = None,
+        momentum: float | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
         self.device = torch.device(device)
@@ -123,6 +127,11 @@ class CohortGame:
             raise ValueError(f"momenta must be numbers in [0, 1], got {list(momenta)}")
         # Without a last change (the first round) every momentum is the same model: try one.
         self.momenta = tuple(sorted({float(b) for b in momenta})) if self.baseline_delta.any() else (0.0,)
+        # The round's momentum, the same for every coalition: the caller passes the server's own (the one
+        # it shipped last round); without one the free step picks it from ``momenta``.
+        if momentum is not None and not (math.isfinite(momentum) and 0 <= momentum <= 1):
+            raise ValueError(f"momentum must be a number in [0, 1], got {momentum}")
+        self.momentum = None if momentum is None or not self.baseline_delta.any() else float(momentum)
         norm = float(np.linalg.norm(self.baseline_delta))
         self._along = self.baseline_delta / norm if norm > 0 else None
         # The round's step length: every coalition steps eta times this far along its own direction, so
@@ -147,6 +156,7 @@ class CohortGame:
         self._data = [(x, y)] + [(x[h], y[h]) for h in self._parts]
         self._losses: dict[Coalition, np.ndarray] = {}  # 8 bytes x samples x coalitions evaluated
         self._quarter: dict[tuple[Coalition, tuple[float, float]], np.ndarray] = {}  # candidates' losses on the choice quarter
+        self._last_unit: tuple[Coalition, np.ndarray] | None = None
         self.forward_passes = 0.0  # in passes over the whole validation set (a quarter counts 1/4)
 
     @property
@@ -160,12 +170,17 @@ class CohortGame:
         average, which leaves the direction and therefore the model unchanged: it is a null player,
         not a damping the grid of steps happens to lack. A zero direction stays zero.
         """
+        coalition = frozenset(coalition)
+        if self._last_unit is not None and self._last_unit[0] == coalition:
+            return self._last_unit[1]  # a coalition's candidates are built one after another
         members = sorted(coalition)
         if any(not 0 <= c < self.num_cohorts for c in members):
             raise ValueError(f"coalition {members} names cohorts outside 0..{self.num_cohorts - 1}")
         delta = self._direction(members)
         norm = float(np.linalg.norm(delta))
-        return delta * (self.step_length / norm) if norm > 0 else delta
+        unit = delta * (self.step_length / norm) if norm > 0 else delta
+        self._last_unit = (coalition, unit)
+        return unit
 
     def _direction(self, members: Sequence[int]) -> np.ndarray:
         """P(agg(S)): the members' aggregate without its component along the last change."""
@@ -182,10 +197,10 @@ class CohortGame:
         return delta
 
     def candidates(self, coalition: Coalition) -> list[tuple[float, float]]:
-        """The (eta, beta) pairs this coalition may take: the empty one only momentum (or nothing), the
-        others every step with the momentum the empty one chose."""
+        """The (eta, beta) pairs this coalition may take: the empty one only the round's momentum (without
+        one, its best of ``momenta`` or nothing), the others every step with the empty one's momentum."""
         if not coalition:
-            return [(0.0, b) for b in sorted({0.0, *self.momenta})]
+            return [(0.0, self.momentum)] if self.momentum is not None else [(0.0, b) for b in sorted({0.0, *self.momenta})]
         beta = self.step(frozenset())[1]
         return [(e, beta) for e in self.step_sizes]
 

@@ -190,3 +190,23 @@ def test_the_step_length_is_the_servers_trust_region_not_the_senders() -> None:
     length = valuer.step_length
     third = valuer.value(3, w + first.update + second.update, [["p"]], [-g], [1.0])
     assert third.kept == [] and valuer.step_length == pytest.approx(0.5 * length)
+
+
+def test_the_momentum_is_the_one_the_server_shipped_last_round() -> None:
+    """Every coalition (the empty one too) is valued at the momentum of last round's shipped model;
+    the shipped model tunes step and momentum together, and that momentum is the next round's."""
+    x, _, factory, w = linear_problem(400, 0.3)
+    y = (x[:, 0] > 0.5).astype(np.int64)  # the boundary is off the origin: the bias has work to do
+    g = np.array([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0])  # sharpen along x0
+    shift = np.array([0.0, 0.0, 0.0, 0.0, 0.3, -0.3])  # move the boundary: orthogonal to the last change
+    valuer = RoundValuer(factory, ArrayDataset(x, y), budget=256, pool=POOL, step_sizes=(0.5, 1.0, 2.0), momenta=(0.0, 0.5, 1.0))
+    first = valuer.value(1, w, [["a"], ["b"]], [2.0 * g, 3.0 * g], [1.0, 1.0])
+    assert first.kept and valuer.momentum == first.momentum == 0.0  # no last change yet: nothing to go on along
+    second = valuer.value(2, w + first.update, [["c"]], [shift], [1.0])
+    assert second.kept == [0] and json.loads(second.evidence)["game_momentum"] == 0.0
+    assert valuer.momentum == second.momentum
+    length = json.loads(second.evidence)["step_length"]
+    np.testing.assert_allclose(second.update, second.step * length * shift / np.linalg.norm(shift) + second.momentum * first.update)
+    # the empty coalition had one candidate (the server's momentum), the cohort three steps (1.5 passes),
+    # and the shipped model the six other (step, momentum) pairs on the quarter (1.5 passes)
+    assert second.evaluations == pytest.approx(4.0)
