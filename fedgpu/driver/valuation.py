@@ -1,10 +1,11 @@
 """Valuing each round's cohorts on the driver's held-out data, and turning values into rewards.
 
 u(S) = L(w + beta * b) - L(best step of S), where b is the last global change, beta the round's
-momentum (the server's: the one it shipped last round) and a coalition's steps are ``w + eta * r * dir(S) + beta * b``
-(dir(S) the unit direction of its aggregate without the part along b, r the server's step length, eta
-from the job's grid): a node that replays b or sends zeros is an exact null player, one that sends
-noise worth 0 or less, not "a bit" (see fedgpu.rewards.utility). r is the server's trust region: the length that worked last round.
+momentum (the server's: the one it shipped last round) and a coalition's steps are
+``w + eta * r * dir(S) + beta * b`` (dir(S) the unit direction of its aggregate without the part along
+b, r the server's step length, eta from the job's grid): a node that replays b or sends zeros is an
+exact null player, one that sends noise worth 0 or less, not "a bit" (see fedgpu.rewards.utility).
+r and beta are the server's trust region: the length and momentum that worked last round.
 
 The aggregation rule is robust and the game uses the same rule: cohorts are left out of the round's
 model by backward elimination while leaving one out helps by more than the evaluation noise (and

@@ -210,7 +210,6 @@ class CohortGame:
         coalition = frozenset(coalition)
         if not coalition:
             return self.step(coalition)
-        self.sample_losses(coalition)
         grid = [(e, b) for e in self.step_sizes for b in self.momenta]
         return min(grid, key=lambda c: self._choice_loss(coalition, c))
 
