@@ -80,23 +80,32 @@ class RoundValuer:
         self.confidence = confidence  # z of the lower bounds that decide who is credited a gain
         self.reputation = Reputation()
         self.baseline: np.ndarray | None = None  # the last round's change (the valuer chose it)
-        self.step_length: float | None = None  # how far the server steps along the kept cohorts' direction
+        self.server_lr = 1.0  # the server's multiple of the round's FedAvg step (1: plain FedAvg)
         self.momentum: float | None = None  # the share of the last change the server shipped last round
         self.totals: dict[str, float] = {}
         self.carried = 0.0  # pool of earlier rounds that no node has earned with evidence yet
 
     def value(self, rnd: int, global_flat: np.ndarray, cohorts: list[list[str]], sums: list[np.ndarray], weights: list[float]) -> RoundValuation:
         t0 = time.perf_counter()
-        game = CohortGame(
-            self.model_factory, global_flat, self.baseline, sums, weights, self.validation.x, self.validation.y,
-            step_sizes=self.step_sizes, momenta=self.momenta, step_length=self.step_length, momentum=self.momentum,
-        )
+
+        def game_of(members: list[int]) -> CohortGame:
+            return CohortGame(
+                self.model_factory, global_flat, self.baseline, [sums[c] for c in members], [weights[c] for c in members],
+                self.validation.x, self.validation.y,
+                step_sizes=self.step_sizes, momenta=self.momenta, server_lr=self.server_lr, momentum=self.momentum,
+            )
+
         rng = np.random.default_rng(self.seed * 7919 + rnd)
-        singles = [game(frozenset([c])) for c in range(len(sums))]
-        kept = self.keep(game)
-        step, momentum = game.tune(frozenset(kept))  # the shipped model: the kept direction's best step and momentum
-        res = shapley(len(kept), lambda S: game(frozenset(kept[i] for i in S)), budget=self.budget, rng=rng)
-        floor = noise_floor(game, coalition=frozenset(kept))
+        full = game_of(list(range(len(sums))))
+        singles = [full(frozenset([c])) for c in range(len(sums))]
+        kept = self.keep(full)
+        # The round's model is FedAvg over the kept cohorts alone, at the server's learning rate: a cohort
+        # left out is not a zero that shortens the step. The Shapley game is played over them.
+        game = full if len(kept) in (0, len(sums)) else game_of(kept)
+        grand = frozenset(range(len(kept)))
+        step, momentum = game.tune(grand)  # the shipped model: the kept cohorts' best step and momentum
+        res = shapley(len(kept), lambda S: game(frozenset(S)), budget=self.budget, rng=rng)
+        floor = noise_floor(game, coalition=grand)
         values = np.array([min(v, 0.0) for v in singles])  # left-out cohorts keep their (negative) solo value
         values[kept] = res.values
         values = zero_below_floor(values, floor)
@@ -120,16 +129,16 @@ class RoundValuer:
             "step": step,
             "momentum": momentum,
             "game_momentum": game.step(frozenset())[1],
-            "step_length": game.step_length,
+            "server_lr": game.server_lr,
             "singles": singles,
             "noise_floor": floor,
             "exact": res.exact,
             "seed": self.seed * 7919 + rnd,
         }
-        self.baseline = game.update(frozenset(kept), (step, momentum))
-        # A trust region the server keeps for itself: next round's length is the one that worked (eta
-        # times this one), halved when no cohort helped. What nodes send never sets it after round 1.
-        self.step_length = (step if kept else 0.5) * game.step_length or None
+        self.baseline = game.update(grand, (step, momentum))
+        # A trust region the server keeps for itself: next round's learning rate is the one that worked
+        # (eta times this one), halved when no cohort helped. What nodes send never sets it.
+        self.server_lr = (step if kept else 0.5) * game.server_lr
         self.momentum = momentum
         return RoundValuation(
             cohort_values=[float(v) for v in values],
@@ -139,7 +148,7 @@ class RoundValuer:
             update=self.baseline,
             node_values=node_values,
             rewards=rewards,
-            evaluations=round(game.forward_passes, 2),
+            evaluations=round(full.forward_passes + (game.forward_passes if game is not full else 0.0), 2),
             floor=floor,
             seconds=time.perf_counter() - t0,
             evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode(),
@@ -177,11 +186,11 @@ class RoundValuer:
         the remaining set does worse than the free step, nothing is kept and the model takes only that.
         """
         kept = set(range(game.num_cohorts))
-        tol = noise_floor(game)
-        current = game(frozenset(kept))
+        tol = 2.0 * noise_floor(game)  # best() compares on a quarter of the data: twice the error
+        current = game.best(frozenset(kept))
         while len(kept) > 1:
-            drop = max(sorted(kept), key=lambda c: game(frozenset(kept - {c})))
-            without = game(frozenset(kept - {drop}))
+            drop = max(sorted(kept), key=lambda c: game.best(frozenset(kept - {c})))
+            without = game.best(frozenset(kept - {drop}))
             if without <= current + tol:
                 break
             kept.discard(drop)

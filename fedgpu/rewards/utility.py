@@ -102,7 +102,7 @@ class CohortGame:
         max_sample_loss: float = DEFAULT_MAX_SAMPLE_LOSS,
         step_sizes: Sequence[float] = (1.0,),
         momenta: Sequence[float] = (0.0,),
-        step_length: float | None = None,
+        server_lr: float = 1.0,
         momentum: float | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
@@ -134,16 +134,14 @@ class CohortGame:
         self.momentum = None if momentum is None or not self.baseline_delta.any() else float(momentum)
         norm = float(np.linalg.norm(self.baseline_delta))
         self._along = self.baseline_delta / norm if norm > 0 else None
-        # The round's step length: every coalition steps eta times this far along its own direction, so
-        # only the direction is a coalition's. The caller passes the server's own (the length it applied
-        # last round); without one it is the lower median of the cohorts' own (projected) averages, which
-        # one outsized cohort (a boosted poisoner) cannot set, even among two.
-        if step_length is None:
-            lengths = sorted(n for c in range(len(self.cohort_sums)) if (n := float(np.linalg.norm(self._direction([c])))) > 0)
-            step_length = lengths[(len(lengths) - 1) // 2] if lengths else 0.0
-        if not (math.isfinite(step_length) and step_length >= 0):
-            raise ValueError(f"step_length must be a finite number >= 0, got {step_length}")
-        self.step_length = float(step_length)
+        # The server's learning rate: a coalition's step is this times the round's aggregate with the cohorts
+        # outside it sending zeros, the same for every coalition, so a coalition's step grows with what its
+        # members sent and never with what it leaves out. The caller passes the server's own (the one that
+        # worked last round); 1 is plain FedAvg.
+        if not (math.isfinite(server_lr) and server_lr > 0):
+            raise ValueError(f"server_lr must be a finite number > 0, got {server_lr}")
+        self.server_lr = float(server_lr)
+        self._zeros = np.zeros_like(self.global_params)
         self._steps: dict[Coalition, tuple[float, float]] = {}
         self.batch_size = batch_size
         self.max_sample_loss = max_sample_loss
@@ -156,37 +154,39 @@ class CohortGame:
         self._data = [(x, y)] + [(x[h], y[h]) for h in self._parts]
         self._losses: dict[Coalition, np.ndarray] = {}  # 8 bytes x samples x coalitions evaluated
         self._quarter: dict[tuple[Coalition, tuple[float, float]], np.ndarray] = {}  # candidates' losses on the choice quarter
-        self._last_unit: tuple[Coalition, np.ndarray] | None = None
+        self._last_step: tuple[Coalition, np.ndarray] | None = None
         self.forward_passes = 0.0  # in passes over the whole validation set (a quarter counts 1/4)
 
     @property
     def num_cohorts(self) -> int:
         return len(self.cohort_sums)
 
-    def unit_step(self, coalition: Coalition) -> np.ndarray:
-        """r * dir(S): one step of the round's length along the coalition's direction, never its own length.
+    def server_step(self, coalition: Coalition) -> np.ndarray:
+        """``g * P(agg(S))``: the round's aggregate with the cohorts outside S sending zeros, without its
+        part along the last change, times the server's learning rate ``g``.
 
-        A node that sends zeros (or claims samples it did not train on) only shrinks its coalition's
-        average, which leaves the direction and therefore the model unchanged: it is a null player,
-        not a damping the grid of steps happens to lack. A zero direction stays zero.
+        Absent cohorts count as zeros, not as missing: a coalition's step is the sum of its cohorts'
+        contributions, so the game is additive up to the loss's curvature and a cohort's Shapley value is
+        (to second order) the sum of what its members sent, which is what lets a regression over
+        reshuffled cohorts recover each node's part. A node that sends zeros adds nothing to any step:
+        an exact null player.
         """
         coalition = frozenset(coalition)
-        if self._last_unit is not None and self._last_unit[0] == coalition:
-            return self._last_unit[1]  # a coalition's candidates are built one after another
+        if self._last_step is not None and self._last_step[0] == coalition:
+            return self._last_step[1]  # a coalition's candidates are built one after another
         members = sorted(coalition)
         if any(not 0 <= c < self.num_cohorts for c in members):
             raise ValueError(f"coalition {members} names cohorts outside 0..{self.num_cohorts - 1}")
-        delta = self._direction(members)
-        norm = float(np.linalg.norm(delta))
-        unit = delta * (self.step_length / norm) if norm > 0 else delta
-        self._last_unit = (coalition, unit)
-        return unit
+        step = self.server_lr * self._direction(coalition)
+        self._last_step = (coalition, step)
+        return step
 
-    def _direction(self, members: Sequence[int]) -> np.ndarray:
-        """P(agg(S)): the members' aggregate without its component along the last change."""
-        if not members:
+    def _direction(self, coalition: Coalition) -> np.ndarray:
+        """P(agg(S)): the round's aggregate with non-members sending zeros, without its part along the last change."""
+        if not coalition:
             return np.zeros_like(self.global_params)
-        delta = np.asarray(self.aggregate([self.cohort_sums[c] for c in members], [self.cohort_weights[c] for c in members]), dtype=np.float64)
+        sums = [self.cohort_sums[c] if c in coalition else self._zeros for c in range(self.num_cohorts)]
+        delta = np.asarray(self.aggregate(sums, self.cohort_weights), dtype=np.float64)
         if delta.shape != self.global_params.shape:
             raise ValueError(f"aggregate returned shape {delta.shape}, expected {self.global_params.shape}")
         if self._along is not None:
@@ -198,11 +198,28 @@ class CohortGame:
 
     def candidates(self, coalition: Coalition) -> list[tuple[float, float]]:
         """The (eta, beta) pairs this coalition may take: the empty one only the round's momentum (without
-        one, its best of ``momenta`` or nothing), the others every step with the empty one's momentum."""
+        one, its best of ``momenta`` or nothing), the others the server's step (eta = 1) at that momentum.
+
+        A coalition does not choose its own step: if it could, a cohort of two good nodes and a free rider
+        would stretch its step to match a cohort of three, and the free rider would look worth a third.
+        """
         if not coalition:
             return [(0.0, self.momentum)] if self.momentum is not None else [(0.0, b) for b in sorted({0.0, *self.momenta})]
+        return [(1.0, self.step(frozenset())[1])]
+
+    def best(self, coalition: Coalition) -> float:
+        """u(S) at the coalition's best step of ``step_sizes`` (the round's momentum), on the choice quarter.
+
+        This is the robust rule's question, "does the model do better without this cohort?", asked of
+        directions and not of lengths: at the server's fixed step, leaving any cohort out of an
+        overlong step would look like a gain.
+        """
+        coalition = frozenset(coalition)
+        free = float(self.sample_losses(frozenset())[self._parts[0]].mean())
+        if not coalition:
+            return 0.0
         beta = self.step(frozenset())[1]
-        return [(e, beta) for e in self.step_sizes]
+        return free - min(self._choice_loss(coalition, (e, beta)) for e in self.step_sizes)
 
     def tune(self, coalition: Coalition) -> tuple[float, float]:
         """The (eta, beta) of the model the server ships from this coalition: its best on the whole grid
@@ -214,10 +231,10 @@ class CohortGame:
         return min(grid, key=lambda c: self._choice_loss(coalition, c))
 
     def update(self, coalition: Coalition, choice: tuple[float, float] | None = None) -> np.ndarray:
-        """The change ``eta * r * dir(S) + beta * b`` applied to ``w``: the game's choice for this coalition
-        unless another (eta, beta) is given (the tuned one of the shipped model)."""
+        """The change ``eta * g * P(agg(S)) + beta * b`` applied to ``w``: the game's choice for this
+        coalition unless another (eta, beta) is given (the tuned one of the shipped model)."""
         eta, beta = self.step(coalition) if choice is None else choice
-        return eta * self.unit_step(coalition) + beta * self.baseline_delta
+        return eta * self.server_step(coalition) + beta * self.baseline_delta
 
     def step(self, coalition: Coalition) -> tuple[float, float]:
         """The (server step, momentum) chosen for this coalition (evaluates it if needed)."""

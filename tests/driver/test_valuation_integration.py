@@ -25,9 +25,17 @@ from fedgpu.rewards import flatten_params
 
 POOL = 100.0
 _R = RewardsConfig()
-# passes over the validation set per coalition: candidates compared on a quarter, the winner scored on the rest
-PASSES = (len(_R.step_sizes) * len(_R.momentum_steps) + 3) / 4 + 1e-9
-FREE = (len({0.0, *_R.momentum_steps}) + 3) / 4  # the empty coalition: no update or momentum only
+STEPS, MOMENTA = len(_R.step_sizes), len(_R.momentum_steps)
+FREE = (len({0.0, *_R.momentum_steps}) + 3) / 4  # the empty coalition: its momentum chosen on a quarter
+
+
+def most_passes(cohorts: int) -> float:
+    """Passes over the validation set a round may cost: each coalition once in the game over all cohorts
+    and once in the one over the kept (plus the free step in each), the robust rule's best step of every
+    set it tries on a quarter, and the shipped model's step x momentum grid on a quarter in each game."""
+    coalitions = 2**cohorts - 1 + FREE
+    tried = cohorts * (cohorts + 1) / 2 + 1
+    return 2 * coalitions + tried * STEPS / 4 + 2 * STEPS * MOMENTA / 4 + 1e-9
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +81,7 @@ def test_single_node_cohorts_are_valued_exactly_and_paid_the_pool(aggregator, tm
         v = rec["valuation"]
         assert len(rec["cohorts"]) == 3 and all(len(c) == 1 for c in rec["cohorts"])
         # every non-empty subset once and the free reference
-        assert v["evaluations"] <= (2**3 - 1) * PASSES + FREE
+        assert v["evaluations"] <= most_passes(3)
         for members, value in zip(rec["cohorts"], v["cohort_values"]):
             assert v["node_values"][members[0]] == pytest.approx(value, abs=1e-12)  # k = 1: the node is its cohort
         rewards = v["rewards"]
@@ -99,7 +107,7 @@ def test_cohort_values_are_split_over_members_or_withheld(aggregator, tmp_path: 
     for rec in report["rounds"]:
         v = rec["valuation"]
         assert len(rec["cohorts"]) == 2 and all(len(c) == 2 for c in rec["cohorts"])
-        assert v["evaluations"] <= (2**2 - 1) * PASSES + FREE
+        assert v["evaluations"] <= most_passes(2)
         for members, value in zip(rec["cohorts"], v["cohort_values"]):
             credited = math.fsum(v["node_values"][m] for m in members)
             # a gain nobody has shown to have earned yet is withheld (2 rounds x 2 cohorts < 2 x 4 nodes)
@@ -174,22 +182,26 @@ def test_the_pool_of_a_round_nobody_earned_is_paid_in_the_next() -> None:
     assert second.rewards["c"] == pytest.approx(2 * POOL) and valuer.carried == pytest.approx(0.0)
 
 
-def test_the_step_length_is_the_servers_trust_region_not_the_senders() -> None:
-    x, y, factory, w = linear_problem(400, 0.3)
-    g = np.array([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+def test_the_learning_rate_is_the_servers_trust_region_not_the_senders() -> None:
+    x, _, factory, w = linear_problem(400, 0.3)
+    y = (x[:, 0] > 0.5).astype(np.int64)  # the boundary is off the origin: the bias has work to do
+    g = np.array([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0])  # sharpen along x0
+    shift = np.array([0.0, 0.0, 0.0, 0.0, 0.3, -0.3])  # move the boundary: orthogonal to the last change
     valuer = RoundValuer(factory, ArrayDataset(x, y), budget=256, pool=POOL, step_sizes=(0.5, 1.0, 2.0))
     first = valuer.value(1, w, [["a"], ["b"]], [0.1 * g, 0.3 * g], [1.0, 1.0])
-    # round 1 has no history: the lower median of the cohorts' own lengths, times the step that won
-    assert first.kept and valuer.step_length == pytest.approx(first.step * 0.1 * np.linalg.norm(g))
-    length = valuer.step_length
-    # a cohort 1000x longer than the others moves neither this round's length nor its update's
-    second = valuer.value(2, w + first.update, [["a"], ["b"]], [0.1 * g, 100.0 * g], [1.0, 1.0])
-    assert json.loads(second.evidence)["step_length"] == pytest.approx(length)
-    assert np.linalg.norm(second.update - second.momentum * first.update) <= 2.0 * length + 1e-9
+    # round 1 has no history: plain FedAvg (learning rate 1) times the step that won
+    assert first.kept == [0, 1] and valuer.server_lr == first.step
+    np.testing.assert_allclose(first.update, first.step * 0.2 * g)
+    lr = valuer.server_lr
+    # a cohort that pushes 1000x too far is left out, and the round's model is FedAvg over the kept one
+    second = valuer.value(2, w + first.update, [["a"], ["b"]], [0.1 * shift, 100.0 * shift], [1.0, 1.0])
+    assert second.kept == [0] and json.loads(second.evidence)["server_lr"] == lr
+    np.testing.assert_allclose(second.update - second.momentum * first.update, second.step * lr * 0.1 * shift, atol=1e-12)
+    assert second.rewards["b"] == 0.0
     # a round in which no cohort helps halves it
-    length = valuer.step_length
+    lr = valuer.server_lr
     third = valuer.value(3, w + first.update + second.update, [["p"]], [-g], [1.0])
-    assert third.kept == [] and valuer.step_length == pytest.approx(0.5 * length)
+    assert third.kept == [] and valuer.server_lr == pytest.approx(0.5 * lr)
 
 
 def test_the_momentum_is_the_one_the_server_shipped_last_round() -> None:
@@ -205,8 +217,9 @@ def test_the_momentum_is_the_one_the_server_shipped_last_round() -> None:
     second = valuer.value(2, w + first.update, [["c"]], [shift], [1.0])
     assert second.kept == [0] and json.loads(second.evidence)["game_momentum"] == 0.0
     assert valuer.momentum == second.momentum
-    length = json.loads(second.evidence)["step_length"]
-    np.testing.assert_allclose(second.update, second.step * length * shift / np.linalg.norm(shift) + second.momentum * first.update)
-    # the empty coalition had one candidate (the server's momentum), the cohort three steps (1.5 passes),
-    # and the shipped model the six other (step, momentum) pairs on the quarter (1.5 passes)
-    assert second.evaluations == pytest.approx(4.0)
+    lr = json.loads(second.evidence)["server_lr"]
+    np.testing.assert_allclose(second.update, second.step * lr * shift + second.momentum * first.update)
+    # the empty coalition and the cohort one candidate each (the server's momentum and step: 2 passes),
+    # the robust rule the cohort's three steps on the quarter (0.75) and the shipped model the six
+    # other (step, momentum) pairs (1.5)
+    assert second.evaluations == pytest.approx(4.25)

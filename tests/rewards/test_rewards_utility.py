@@ -77,18 +77,19 @@ def test_flat_round_trip() -> None:
 def test_utility_is_the_loss_drop_of_the_real_fedavg_model(setup: dict[str, np.ndarray]) -> None:
     w, a, b = setup["w"], setup["a"], setup["b"]
     base = 0.2 * setup["old"]
-    # one candidate per coalition (step 1, momentum 1); the empty coalition may take w or w + base
-    game = CohortGame(factory, w, base, [3 * a, 2 * b], [3.0, 2.0], setup["vx"], setup["vy"], momenta=(1.0,))
+    # one candidate per coalition (the server's step, momentum 1); the empty coalition may take w or w + base
+    game = CohortGame(factory, w, base, [3 * a, 2 * b], [3.0, 2.0], setup["vx"], setup["vy"], momenta=(1.0,), server_lr=1.5)
     avg = fedavg([3 * a, 2 * b], [3.0, 2.0])
     np.testing.assert_allclose(avg, (3 * a + 2 * b) / 5)
     along = base / np.linalg.norm(base)
     proj = lambda v: v - (v @ along) * along  # noqa: E731  the part along the last change is the server's
-    # the server steps the (lower) median length of the cohorts' own averages (a and b) along the coalition's direction
-    length = float(min(np.linalg.norm(proj(a)), np.linalg.norm(proj(b))))  # the lower median of two
-    assert math.isclose(game.step_length, length)
-    real_model = w + proj(avg) * (length / np.linalg.norm(proj(avg))) + base
+    beta = game.step(frozenset())[1]
+    free = w + beta * base
+    # the real model: the server's learning rate times FedAvg, without the part along the last change
+    real_model = free + 1.5 * proj(avg)
     np.testing.assert_allclose(game.update(frozenset({0, 1})), real_model - w)
-    free = {0.0: w, 1.0: w + base}[game.step(frozenset())[1]]
+    # a coalition is the round's FedAvg with the cohorts outside it sending zeros: its step is its part of the sum
+    np.testing.assert_allclose(game.update(frozenset({0})), 1.5 * proj(3 * a / 5) + beta * base)
     expected = loss_of(free, setup["vx"], setup["vy"]) - loss_of(real_model, setup["vx"], setup["vy"])
     assert math.isclose(game(frozenset({0, 1})), expected, abs_tol=1e-6)
     assert game(frozenset()) == 0.0
@@ -97,8 +98,8 @@ def test_utility_is_the_loss_drop_of_the_real_fedavg_model(setup: dict[str, np.n
 def test_helpful_positive_zero_update_null_or_harmful(setup: dict[str, np.ndarray]) -> None:
     w, a, b = setup["w"], setup["a"], setup["b"]
     zero = np.zeros_like(w)
-    # cohort 2 sends zeros with no weight, cohort 3 zeros with weight (it shrinks the average but not its
-    # direction, and the server sets the length): both are exact null players
+    # cohort 2 sends zeros with no weight, cohort 3 zeros with weight (it shrinks every coalition's step
+    # alike, so it changes no marginal contribution): both are exact null players
     game = CohortGame(factory, w, None, [3 * a, 3 * b, zero, zero], [3.0, 3.0, 0.0, 3.0], setup["vx"], setup["vy"])
     result = shapley(game.num_cohorts, game)
     floor = noise_floor(game)
@@ -106,7 +107,7 @@ def test_helpful_positive_zero_update_null_or_harmful(setup: dict[str, np.ndarra
     assert math.isclose(result.values.sum(), game(frozenset(range(4))), abs_tol=1e-9)
     assert 0 < floor < result.values[0]
     assert result.values[0] > floor and result.values[1] > floor
-    assert abs(result.values[2]) <= floor  # exactly 0 in fact: agg(S + {2}) == agg(S)
+    assert abs(result.values[2]) <= floor  # exactly 0 in fact: its zeros add nothing to any step
     assert result.values[2] == 0.0 and result.values[3] == 0.0
     rewards = payout(dict(enumerate(zero_below_floor(result.values, floor))), pool=100.0)
     assert rewards[2] == rewards[3] == 0.0 and math.isclose(rewards[0] + rewards[1], 100.0)
@@ -127,27 +128,42 @@ def test_replaying_the_last_change_is_worth_what_zeros_are(setup: dict[str, np.n
     np.testing.assert_allclose(values["replay"], values["zeros"], atol=1e-6)
 
 
-def test_every_coalition_takes_the_free_steps_momentum_and_the_shipped_model_is_tuned(setup: dict[str, np.ndarray]) -> None:
-    """The game fixes the free step's momentum for every coalition, which only chooses its step: the
-    exact game over 3 cohorts costs 1.5 passes per coalition (12), not 3 (22.5). The shipped model then
-    takes its coalition's best step *and* momentum of the whole grid: 6 more candidates on the quarter."""
+def test_every_coalition_takes_the_servers_step_and_the_shipped_model_is_tuned(setup: dict[str, np.ndarray]) -> None:
+    """A coalition chooses nothing: it takes the server's step and momentum, one pass each (the exact game
+    over 3 cohorts costs 7 passes and the free step's choice of momentum 1.5). The shipped model then
+    takes its coalition's best step *and* momentum of the whole grid: 9 candidates on the quarter."""
     w, a, b = setup["w"], setup["a"], setup["b"]
     base = 0.3 * setup["old"]
     game = CohortGame(factory, w, base, [3 * a, 3 * b, 3 * (a + b) / 2], [3.0, 3.0, 3.0], setup["vx"], setup["vy"], step_sizes=(0.5, 1.0, 2.0), momenta=(0.0, 0.5, 1.0))
     result = shapley(3, game)
     beta = game.step(frozenset())[1]
-    assert all(game.step(frozenset(c))[1] == beta for c in ({0}, {1}, {2}, {0, 1}, {0, 2}, {1, 2}, {0, 1, 2}))
-    assert result.exact and game.forward_passes == 12
+    assert all(game.step(frozenset(c)) == (1.0, beta) for c in ({0}, {1}, {2}, {0, 1}, {0, 2}, {1, 2}, {0, 1, 2}))
+    assert result.exact and game.forward_passes == 8.5
     free = loss_of(w + beta * base, setup["vx"], setup["vy"])
     assert math.isclose(game(frozenset({0})), free - loss_of(w + game.update(frozenset({0})), setup["vx"], setup["vy"]), abs_tol=1e-6)
+    # Shapley of a game whose steps add up: a cohort's value is near its share of the sum, the same
+    # cohort sent by two parties is worth what the two halves are
+    assert math.isclose(result.values.sum(), game(frozenset({0, 1, 2})), abs_tol=1e-9)
     grand = frozenset({0, 1, 2})
     eta, momentum = game.tune(grand)
-    assert game.forward_passes == 13.5
+    assert game.forward_passes == 10.75
     quarter = game._parts[0]
     shipped = lambda e, m: loss_of(w + game.update(grand, (e, m)), setup["vx"][quarter], setup["vy"][quarter])  # noqa: E731
     best = min(shipped(e, m) for e in (0.5, 1.0, 2.0) for m in (0.0, 0.5, 1.0))
     assert math.isclose(shipped(eta, momentum), best, rel_tol=1e-5) and best <= shipped(*game.step(grand))
-    np.testing.assert_allclose(game.update(grand, (eta, momentum)), eta * game.unit_step(grand) + momentum * base)
+    np.testing.assert_allclose(game.update(grand, (eta, momentum)), eta * game.server_step(grand) + momentum * base)
+
+
+def test_a_cohort_does_not_stretch_its_step_to_hide_a_free_rider(setup: dict[str, np.ndarray]) -> None:
+    """Two good updates plus a zero sender must be worth less than three good updates: if a coalition
+    chose its own step it would stretch the shorter sum to match, and the free rider would look worth a third."""
+    w, a, b = setup["w"], setup["a"], setup["b"]
+    c = trained_delta(w, 4)
+    three = CohortGame(factory, w, None, [a + b + c], [3.0], setup["vx"], setup["vy"], step_sizes=(0.5, 1.0, 2.0), server_lr=0.3)
+    two = CohortGame(factory, w, None, [a + b + np.zeros_like(w)], [3.0], setup["vx"], setup["vy"], step_sizes=(0.5, 1.0, 2.0), server_lr=0.3)
+    full, short = three(frozenset({0})), two(frozenset({0}))
+    assert full > short + noise_floor(three) > 0
+    assert math.isclose(short / full, 2 / 3, rel_tol=0.25)  # the step is short of a third: so is the gain, near enough
 
 
 def test_noise_floor_shrinks_with_more_validation_data(setup: dict[str, np.ndarray]) -> None:
@@ -176,7 +192,8 @@ def test_custom_aggregation_rule_is_used(setup: dict[str, np.ndarray]) -> None:
 
     game = CohortGame(factory, w, None, [a, b], [1.0, 1.0], setup["vx"], setup["vy"], aggregate=first_cohort_only)
     assert math.isclose(game(frozenset({0, 1})), game(frozenset({0})), abs_tol=1e-12)
-    assert seen == [1, 1, 2, 1]  # each cohort alone (the round's step length), then the coalitions
+    assert seen == [2, 2]  # always every cohort's sum: those outside the coalition as zeros
+    assert game(frozenset({1})) == 0.0  # the rule ignores cohort 1, so a coalition of it alone takes no step
 
 
 def test_untrusted_cohort_sums_are_checked(setup: dict[str, np.ndarray]) -> None:
@@ -225,12 +242,13 @@ def test_a_zero_update_that_only_shrinks_the_average_earns_nothing(steps: tuple)
     make = lambda: nn.Linear(1, 2)  # noqa: E731
     w = np.zeros(4)
     # cohort 0: one honest node (weight 1) sending d; cohort 1: a node of the same weight sending zeros.
-    # Halving d's overshoot would help, but the server sets the step length, not the zero sender.
+    # Its weight halves d's overshooting step in every coalition alike: a help that is credited to no one.
     game = CohortGame(make, w, None, [d, np.zeros(4)], [1.0, 1.0], x, y, step_sizes=steps)
     values = shapley(2, game, budget=256, rng=np.random.default_rng(0)).values
     assert values[1] == pytest.approx(0.0, abs=1e-9)
     assert values[0] > 0
-    assert game.step(frozenset([0, 1])) == game.step(frozenset([0])) == (min(steps), 0.0)
+    assert game.step(frozenset([0, 1])) == game.step(frozenset([0])) == (1.0, 0.0)
+    np.testing.assert_allclose(game.update(frozenset([0])), d / 2)
 
 
 def test_step_sizes_are_checked() -> None:
