@@ -66,10 +66,9 @@ class EncryptionConfig:
 class RewardsConfig:
     pool_per_round: float = 100.0   # abstract credits shared by positive contributions each round
     budget: int = 256               # utility evaluations per round for the Shapley estimate
-    # Server steps tried along each coalition's direction, in units of the server's step length (which
-    # follows the step that worked last round: below 1 shrinks it, above 1 grows it), chosen on the
-    # validation set (the real update uses the same rule). Each candidate costs a quarter of a pass
-    # over the validation set per coalition.
+    # Multiples of the server's learning rate (on FedAvg of the kept cohorts; 1 in round 1, then the
+    # multiple that worked last round) the shipped model and the robust rule try on a quarter of the
+    # validation set. Every coalition in the game takes the server's own rate: nothing is its choice.
     step_sizes: tuple[float, ...] = (0.5, 1.0, 2.0)
     # Server momentum (the share of the last global change added; the cohorts' own component along
     # that change is dropped): valuation gives every coalition the one the server shipped last round

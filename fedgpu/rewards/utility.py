@@ -5,35 +5,38 @@ and weights ``W_c = sum w_i``. A coalition's model is built with the *same* rule
 (weighted FedAvg by default), so a cohort is valued for what it does to the model actually shipped.
 
 Utility is measured against the free step. With ``w`` the global weights and ``b`` the last global
-change, every model the driver may build is ``w + eta * r * dir(S) + beta * b``, where ``dir(S)`` is
-the unit direction of ``P(agg(S))``, ``P`` removes the component along ``b`` and ``r`` is the
-server's step length. How far to step (``r``, ``eta``) and how far to go along the last change
-(momentum) are the server's choices, never a contribution: only a coalition's direction is its own.
-The round's momentum ``beta*`` is the server's, like ``r``: the one its shipped model took last round
-(in the first round, the empty coalition's best of ``momenta``). Every coalition, the empty one too,
-takes it and only chooses its step ``eta`` from ``step_sizes``:
+change, every model the driver may build is ``w + eta * g * P(agg(S)) + beta * b``: ``agg(S)`` is the
+round's aggregate with the cohorts outside ``S`` sending zeros (FedAvg: the sum of S's cohort sums over
+the round's total weight), ``P`` removes the component along ``b``, and ``g`` is the server's learning
+rate, a trust region it keeps for itself (1 in round 1, then the multiple that worked last round).
+The round's momentum ``beta*`` is the server's too: the one its shipped model took last round (in the
+first round, the empty coalition's best of ``momenta``). Every coalition takes the server's step
+(``eta = 1``) and momentum; nothing is the coalition's choice:
 
-    u(S) = L_val(w + beta* b) - L_val(w + eta_S r dir(S) + beta* b)   for S non-empty,   u(empty) = 0.
+    u(S) = L_val(w + beta* b) - L_val(w + g P(agg(S)) + beta* b)   for S non-empty,   u(empty) = 0.
 
-One momentum for all makes u(S) the effect of the coalition's direction alone (``dir(S)`` is
-orthogonal to ``b``), and costs ``len(step_sizes)`` candidates per coalition instead of their product
-with ``len(momenta)``. The model the server ships is tuned further (:meth:`CohortGame.tune`): the kept
-coalition's best step *and* momentum, which becomes the next round's momentum. Momentum is a property
-of the trajectory, so last round's tuned value is a good guess for this one; the free step's own best
-is not (without a new direction, going on along ``b`` often overshoots, so it is mostly 0, and
-training with it lost 2-6 points of accuracy after 20 rounds in ``scripts/bench_valuation.py``). What
-the tuning adds is the server's own choice, credited to nobody, as the step length and the free step
-are.
+Why absent cohorts are zeros and the step is not chosen per coalition: the game is then additive up to
+the loss's curvature. To second order, u(S) = G.s_S - s_S.H.s_S / 2 with s_S the sum of S's parts, and
+the Shapley value of a cohort is s_C.(G - H s_all / 2): linear in what its members sent. So the value
+of a cohort is the sum of its members' values, which is the model the regression over reshuffled
+cohorts (:mod:`fedgpu.rewards.estimate`) assumes. Had each coalition its own best step (or a step of
+fixed length along its normalised direction), two good nodes and a free rider would stretch their
+step to match three good nodes and the free rider would look worth a third of the cohort: measured
+in ``scripts/bench_valuation.py``, free riders were then paid more than most honest nodes.
 
-So what the server gets for nothing is worth nothing. A node that sends zeros (or claims samples it
-did not train on) only shrinks its coalition's average: same direction, same model, an exact null
-player. A node that replays ``b`` sends a vector that ``P`` maps to zero: the same. Validation *loss*
-is used, not accuracy: it moves smoothly under DP noise where accuracy moves in steps of 1/n.
+The shipped model is tuned further (:meth:`CohortGame.tune`): the kept coalition's best step *and*
+momentum on the grids, which set the next round's learning rate (``eta * g``) and momentum. What the
+tuning adds is the server's own choice, credited to nobody, as the free step is. The robust rule asks
+:meth:`CohortGame.best` whether a cohort harms the direction, at each set's best step.
 
-Searching a grid costs one forward pass per candidate; so the candidates are compared on one fixed
-quarter of the validation set and only the winner is scored on the rest too. A coalition then costs
-``(candidates + 3) / 4`` passes (1.5 with the default three steps), and its utility is still measured
-on all the data; tuning the shipped step costs another ``len(step_sizes) * (len(momenta) - 1) / 4``.
+So what the server gets for nothing is worth nothing. A node that sends zeros adds nothing to any
+step (its claimed weight shrinks every coalition's step alike): an exact null player. A node that
+replays ``b`` sends a vector that ``P`` maps to zero: the same. Validation *loss* is used, not
+accuracy: it moves smoothly under DP noise where accuracy moves in steps of 1/n.
+
+A coalition costs one forward pass. Grids of candidates (the free step's momentum in round 1, the
+robust rule's steps, the shipped model's steps x momenta) are compared on one fixed quarter of the
+validation set, a quarter of a pass each.
 """
 
 from __future__ import annotations

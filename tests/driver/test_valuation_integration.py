@@ -91,13 +91,13 @@ def test_single_node_cohorts_are_valued_exactly_and_paid_the_pool(aggregator, tm
         assert paid == 0.0 or paid == pytest.approx(POOL * rec["round"] - paid_before)
         paid_before += paid
         # The regression sees values bounded by the round's scale (the kept cohorts' values and the noise
-        # floor), so that a left-out cohort's large loss cannot swamp it.
+        # floor), so that a left-out cohort's large loss cannot swamp it, over the scale's square root.
         kept = [i for i in range(len(rec["cohorts"])) if i not in rec["excluded_cohorts"]]
         scale = max([abs(v["cohort_values"][i]) for i in kept] + [v["noise_floor"], 1e-12])
         for n, x in v["node_values"].items():
-            mean_value[n] += float(np.clip(x, -scale, scale)) / len(report["rounds"])
+            mean_value[n] += float(np.clip(x, -scale, scale)) / math.sqrt(scale) / len(report["rounds"])
     assert paid_before > 0.0
-    # With cohorts of one, the ridge estimate is each node's mean per-round (bounded) value.
+    # With cohorts of one, the ridge estimate is each node's mean per-round (bounded, rescaled) value.
     assert report["valuation"]["estimates"] == pytest.approx(mean_value, abs=1e-5)
 
 
