@@ -226,11 +226,14 @@ class CohortGame:
 
     def tune(self, coalition: Coalition) -> tuple[float, float]:
         """The (eta, beta) of the model the server ships from this coalition: its best on the whole grid
-        ``step_sizes`` x ``momenta``, compared on the same quarter of the data as every choice."""
+        ``step_sizes`` x ``momenta``, compared on the same quarter of the data as every choice. Without a
+        cohort it is the best momentum, 0 included: when no cohort helped, going on along the last change
+        at last round's momentum may be what hurts."""
         coalition = frozenset(coalition)
-        if not coalition:
-            return self.step(coalition)
-        grid = [(e, b) for e in self.step_sizes for b in self.momenta]
+        if coalition:
+            grid = [(e, b) for e in self.step_sizes for b in self.momenta]
+        else:
+            grid = [(0.0, b) for b in sorted({0.0, *self.momenta})]
         return min(grid, key=lambda c: self._choice_loss(coalition, c))
 
     def update(self, coalition: Coalition, choice: tuple[float, float] | None = None) -> np.ndarray:

@@ -166,6 +166,16 @@ def test_a_cohort_does_not_stretch_its_step_to_hide_a_free_rider(setup: dict[str
     assert math.isclose(short / full, 2 / 3, rel_tol=0.25)  # the step is short of a third: so is the gain, near enough
 
 
+def test_without_a_cohort_the_shipped_model_does_not_go_on_along_a_change_that_hurts(setup: dict[str, np.ndarray]) -> None:
+    w, a = setup["w"], setup["a"]
+    base = -1.0 * a  # the last change undid a useful update: going on along it hurts
+    game = CohortGame(factory, w, base, [a], [1.0], setup["vx"], setup["vy"], momenta=(0.0, 0.5, 1.0), momentum=1.0)
+    assert game.step(frozenset()) == (0.0, 1.0)  # the game's free step is last round's momentum, for every coalition
+    assert loss_of(w, setup["vx"], setup["vy"]) < min(loss_of(w + m * base, setup["vx"], setup["vy"]) for m in (0.5, 1.0))
+    assert game.tune(frozenset()) == (0.0, 0.0)  # but the model shipped when no cohort is kept stays where it is
+    assert not game.update(frozenset(), game.tune(frozenset())).any()
+
+
 def test_noise_floor_shrinks_with_more_validation_data(setup: dict[str, np.ndarray]) -> None:
     w, a = setup["w"], setup["a"]
     small = CohortGame(factory, w, None, [a], [1.0], setup["vx"][:50], setup["vy"][:50])
