@@ -19,9 +19,9 @@ of a node's samples are replaced by uniform random labels in its training file).
 
 Prints ONE JSON object (stdout); progress goes to stderr.
 
-    .venv/bin/python scripts/bench_valuation.py              # 20 rounds, one seed: ~5 min on 2 shared cores
-    .venv/bin/python scripts/bench_valuation.py --seeds 0,1,2  # medians over three seeds: ~15 min
-    .venv/bin/python scripts/bench_valuation.py --quick      # 6 rounds, ~1.5 min: a smoke run, numbers mean little
+    .venv/bin/python scripts/bench_valuation.py              # 20 rounds, one seed: ~2.5 min on 2 shared cores
+    .venv/bin/python scripts/bench_valuation.py --seeds 0,1,2,3  # medians over four seeds: ~10 min
+    .venv/bin/python scripts/bench_valuation.py --quick      # 6 rounds, under a minute: a smoke run, numbers mean little
 """
 
 from __future__ import annotations
