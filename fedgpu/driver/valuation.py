@@ -189,7 +189,8 @@ class RoundValuer:
         While leaving one cohort out makes the update better by more than the evaluation's noise, the
         cohort doing most harm is left out (a sign-flipping poisoner goes first). A cohort is never
         dropped merely for being noisy alone: DP updates are, and only their average helps. When even
-        the remaining set does worse than the free step, nothing is kept and the model takes only that.
+        the remaining set does worse than the free step, nothing is kept and the model takes the best
+        free step (momentum 0 included: it may stay where it is).
         """
         kept = set(range(game.num_cohorts))
         # best() compares on a quarter of the data (twice the error), and the worst of several cohorts is
