@@ -10,7 +10,7 @@ the learning rate and momentum that worked last round.
 The aggregation rule is robust and the game uses the same rule: cohorts are left out of the round's
 model by backward elimination while leaving one out helps (at each set's best step) by more than the
 evaluation noise, and nothing is kept when what is left does worse than the free step (the model then
-only takes that). The round's model is FedAvg over the kept cohorts, and Shapley values (exact up to
+takes the best free step, which may be to stay). The round's model is FedAvg over the kept cohorts, and Shapley values (exact up to
 8 cohorts, sampled above) are computed in the game over them. Without this, any cohort would earn by
 *outweighing* a poisoner inside coalitions. Values below the evaluation's own noise count 0. A ridge
 estimate across reshuffled cohorts says what each node is worth; a cohort's gain is credited to the
@@ -143,8 +143,9 @@ class RoundValuer:
         }
         self.baseline = game.update(grand, (step, momentum))
         # A trust region the server keeps for itself: next round's learning rate is the one that worked
-        # (eta times this one), halved when no cohort helped. What nodes send never sets it.
-        self.server_lr = (step if kept else 0.5) * game.server_lr
+        # (eta times this one), halved when no cohort helped. What nodes send never sets it. Bounded, so
+        # that a long run of rounds nobody helps cannot halve it to nothing.
+        self.server_lr = min(max((step if kept else 0.5) * game.server_lr, 1e-6), 1e6)
         self.momentum = momentum
         return RoundValuation(
             cohort_values=[float(v) for v in values],
