@@ -36,7 +36,8 @@ accuracy: it moves smoothly under DP noise where accuracy moves in steps of 1/n.
 
 A coalition costs one forward pass. Grids of candidates (the free step's momentum in round 1, the
 robust rule's steps, the shipped model's steps x momenta) are compared on one fixed quarter of the
-validation set, a quarter of a pass each.
+validation set, a quarter of a pass each (on all of it when it has fewer than ``SMALL_VALIDATION``
+samples).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ Aggregate = Callable[[Sequence[np.ndarray], Sequence[float]], np.ndarray]
 # nothing more about usefulness, and the cap keeps a diverged (NaN/inf) coalition model finite so that
 # it cannot wreck the Shapley arithmetic of every other cohort.
 DEFAULT_MAX_SAMPLE_LOSS = 100.0
+# Validation sets smaller than this choose steps on all their samples, not on a quarter.
+SMALL_VALIDATION = 400
 
 
 def fedavg(sums: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
@@ -152,7 +155,9 @@ class CohortGame:
         y = torch.as_tensor(np.asarray(val_y), dtype=torch.int64, device=self.device)
         n = len(y)
         perm = np.random.default_rng(0).permutation(n)
-        cut = (n + 3) // 4
+        # Below 400 samples a quarter is too few to choose a step on (the digits demo, 360 held-out samples,
+        # ended at 97.8 % choosing on 90 and at 99.2 % on all of them), and a pass costs little: use all.
+        cut = n if n < SMALL_VALIDATION else (n + 3) // 4
         self._parts = (np.sort(perm[:cut]), np.sort(perm[cut:]))  # (choose on, score on too)
         self._data = [(x, y)] + [(x[h], y[h]) for h in self._parts]
         self._losses: dict[Coalition, np.ndarray] = {}  # 8 bytes x samples x coalitions evaluated

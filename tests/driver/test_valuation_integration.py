@@ -22,20 +22,22 @@ from fedgpu.driver.valuation import RoundValuer
 from fedgpu.node.agent import NodeAgent, NodeConfig
 from fedgpu.node.behaviours import apply_behaviour
 from fedgpu.rewards import flatten_params
+from fedgpu.rewards.utility import SMALL_VALIDATION
 
 POOL = 100.0
 _R = RewardsConfig()
 STEPS, MOMENTA = len(_R.step_sizes), len(_R.momentum_steps)
-FREE = (len({0.0, *_R.momentum_steps}) + 3) / 4  # the empty coalition: its momentum chosen on a quarter
 
 
-def most_passes(cohorts: int) -> float:
+def most_passes(cohorts: int, validation: int) -> float:
     """Passes over the validation set a round may cost: each coalition once in the game over all cohorts
-    and once in the one over the kept (plus the free step in each), the robust rule's best step of every
-    set it tries on a quarter, and the shipped model's step x momentum grid on a quarter in each game."""
-    coalitions = 2**cohorts - 1 + FREE
+    and once in the one over the kept (plus the free step in each, its momentum chosen on the choice
+    set), the robust rule's best step of every set it tries and the shipped model's step x momentum
+    grid in each game, both on the choice set (a quarter, or all of a small validation set)."""
+    share = 1.0 if validation < SMALL_VALIDATION else 0.25
+    coalitions = 2**cohorts - 1 + 1 + len({0.0, *_R.momentum_steps}) * share
     tried = cohorts * (cohorts + 1) / 2 + 1
-    return 2 * coalitions + tried * STEPS / 4 + 2 * STEPS * MOMENTA / 4 + 1e-9
+    return 2 * coalitions + (tried * STEPS + 2 * STEPS * MOMENTA) * share + 1e-9
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,7 @@ def test_single_node_cohorts_are_valued_exactly_and_paid_the_pool(aggregator, tm
         v = rec["valuation"]
         assert len(rec["cohorts"]) == 3 and all(len(c) == 1 for c in rec["cohorts"])
         # every non-empty subset once and the free reference
-        assert v["evaluations"] <= most_passes(3)
+        assert v["evaluations"] <= most_passes(3, len(digits[1]))
         for members, value in zip(rec["cohorts"], v["cohort_values"]):
             assert v["node_values"][members[0]] == pytest.approx(value, abs=1e-12)  # k = 1: the node is its cohort
         rewards = v["rewards"]
@@ -107,7 +109,7 @@ def test_cohort_values_are_split_over_members_or_withheld(aggregator, tmp_path: 
     for rec in report["rounds"]:
         v = rec["valuation"]
         assert len(rec["cohorts"]) == 2 and all(len(c) == 2 for c in rec["cohorts"])
-        assert v["evaluations"] <= most_passes(2)
+        assert v["evaluations"] <= most_passes(2, len(digits[1]))
         for members, value in zip(rec["cohorts"], v["cohort_values"]):
             credited = math.fsum(v["node_values"][m] for m in members)
             # a gain nobody has shown to have earned yet is withheld (2 rounds x 2 cohorts < 2 x 4 nodes)

@@ -176,6 +176,16 @@ def test_without_a_cohort_the_shipped_model_does_not_go_on_along_a_change_that_h
     assert not game.update(frozenset(), game.tune(frozenset())).any()
 
 
+def test_a_small_validation_set_chooses_the_shipped_step_on_all_its_samples(setup: dict[str, np.ndarray]) -> None:
+    w, a, b = setup["w"], setup["a"], setup["b"]
+    x, y = setup["vx"][:300], setup["vy"][:300]  # below SMALL_VALIDATION: a quarter would be 75 samples
+    game = CohortGame(factory, w, 0.3 * setup["old"], [a, b], [1.0, 1.0], x, y, step_sizes=(0.5, 1.0, 2.0), momenta=(0.0, 0.5, 1.0))
+    grand = frozenset({0, 1})
+    loss = {(e, m): loss_of(w + game.update(grand, (e, m)), x, y) for e in (0.5, 1.0, 2.0) for m in (0.0, 0.5, 1.0)}
+    assert math.isclose(loss[game.tune(grand)], min(loss.values()), rel_tol=1e-5)
+    assert game.forward_passes == 9  # the 9 candidates, each a whole pass (a quarter would count 9 / 4)
+
+
 def test_noise_floor_shrinks_with_more_validation_data(setup: dict[str, np.ndarray]) -> None:
     w, a = setup["w"], setup["a"]
     small = CohortGame(factory, w, None, [a], [1.0], setup["vx"][:50], setup["vy"][:50])
