@@ -88,21 +88,16 @@ class RoundValuer:
 
     def value(self, rnd: int, global_flat: np.ndarray, cohorts: list[list[str]], sums: list[np.ndarray], weights: list[float]) -> RoundValuation:
         t0 = time.perf_counter()
-
-        def game_of(members: list[int]) -> CohortGame:
-            return CohortGame(
-                self.model_factory, global_flat, self.baseline, [sums[c] for c in members], [weights[c] for c in members],
-                self.validation.x, self.validation.y,
-                step_sizes=self.step_sizes, momenta=self.momenta, server_lr=self.server_lr, momentum=self.momentum,
-            )
-
         rng = np.random.default_rng(self.seed * 7919 + rnd)
-        full = game_of(list(range(len(sums))))
+        full = CohortGame(
+            self.model_factory, global_flat, self.baseline, sums, weights, self.validation.x, self.validation.y,
+            step_sizes=self.step_sizes, momenta=self.momenta, server_lr=self.server_lr, momentum=self.momentum,
+        )
         singles = [full(frozenset([c])) for c in range(len(sums))]
         kept = self.keep(full)
         # The round's model is FedAvg over the kept cohorts alone, at the server's learning rate: a cohort
         # left out is not a zero that shortens the step. The Shapley game is played over them.
-        game = full if len(kept) in (0, len(sums)) else game_of(kept)
+        game = full if len(kept) in (0, len(sums)) else full.restrict(kept)
         grand = frozenset(range(len(kept)))
         step, momentum = game.tune(grand)  # the shipped model: the kept cohorts' best step and momentum
         res = shapley(len(kept), lambda S: game(frozenset(S)), budget=self.budget, rng=rng)

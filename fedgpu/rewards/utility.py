@@ -42,6 +42,7 @@ samples).
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable, Sequence
 
@@ -204,6 +205,20 @@ class CohortGame:
                 delta = np.zeros_like(delta)  # a replay of the last change: rounding residue is no direction
         return delta
 
+    def restrict(self, cohorts: Sequence[int]) -> "CohortGame":
+        """The same round's game over some of its cohorts (the kept ones: their FedAvg is the round's
+        model). The free step does not depend on the cohorts, so its evaluation is shared, not repeated."""
+        sub = copy.copy(self)
+        sub.cohort_sums = [self.cohort_sums[c] for c in cohorts]
+        sub.cohort_weights = [self.cohort_weights[c] for c in cohorts]
+        empty: Coalition = frozenset()
+        sub._losses = {k: v for k, v in self._losses.items() if k == empty}
+        sub._steps = {k: v for k, v in self._steps.items() if k == empty}
+        sub._quarter = {k: v for k, v in self._quarter.items() if k[0] == empty}
+        sub._last_step = None
+        sub.forward_passes = 0.0
+        return sub
+
     def candidates(self, coalition: Coalition) -> list[tuple[float, float]]:
         """The (eta, beta) pairs this coalition may take: the empty one only the round's momentum (without
         one, its best of ``momenta`` or nothing), the others the server's step (eta = 1) at that momentum.
@@ -223,9 +238,9 @@ class CohortGame:
         overlong step would look like a gain.
         """
         coalition = frozenset(coalition)
-        free = float(self.sample_losses(frozenset())[self._parts[0]].mean())
         if not coalition:
             return 0.0
+        free = float(self.sample_losses(frozenset())[self._parts[0]].mean())
         beta = self.step(frozenset())[1]
         return free - min(self._choice_loss(coalition, (e, beta)) for e in self.step_sizes)
 

@@ -186,6 +186,20 @@ def test_a_small_validation_set_chooses_the_shipped_step_on_all_its_samples(setu
     assert game.forward_passes == 9  # the 9 candidates, each a whole pass (a quarter would count 9 / 4)
 
 
+def test_a_restricted_game_is_the_game_of_its_cohorts_and_shares_the_free_step(setup: dict[str, np.ndarray]) -> None:
+    w, a, b = setup["w"], setup["a"], setup["b"]
+    base = 0.3 * setup["old"]
+    kw = dict(step_sizes=(0.5, 1.0, 2.0), momenta=(0.0, 0.5, 1.0))
+    full = CohortGame(factory, w, base, [a, -10 * b, b], [1.0, 1.0, 1.0], setup["vx"], setup["vy"], **kw)
+    full(frozenset({0}))
+    kept = full.restrict([0, 2])
+    fresh = CohortGame(factory, w, base, [a, b], [1.0, 1.0], setup["vx"], setup["vy"], **kw)
+    for c in ({0}, {1}, {0, 1}):
+        assert kept(frozenset(c)) == pytest.approx(fresh(frozenset(c)), abs=1e-9)
+    assert kept.forward_passes == fresh.forward_passes - 1.5  # the free step's momentum choice is not repeated
+    np.testing.assert_allclose(kept.update(frozenset({0, 1})), fresh.update(frozenset({0, 1})))
+
+
 def test_noise_floor_shrinks_with_more_validation_data(setup: dict[str, np.ndarray]) -> None:
     w, a = setup["w"], setup["a"]
     small = CohortGame(factory, w, None, [a], [1.0], setup["vx"][:50], setup["vy"][:50])
