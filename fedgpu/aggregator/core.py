@@ -16,6 +16,7 @@ import secrets
 import shutil
 import time
 import uuid
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import AsyncIterator, Iterator
@@ -62,6 +63,7 @@ class Aggregator:
         self.runners: dict[str, asyncio.Task[None]] = {}
         self.receipts: dict[str, list[node_pb2.Receipt]] = {}  # node -> receipts not yet delivered
         self._model_cache: dict[str, tuple[int, bytes]] = {}
+        self._released: dict[str, dict[int, list[list[str]]]] = {}  # job -> round -> cohorts released (cache of the store)
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -393,6 +395,7 @@ class Aggregator:
             rnd = job.model_version + 1
             if rnd > spec.rounds:
                 self.store.set_job(job_id, state="done")
+                self._released.pop(job_id, None)
                 self._emit(job_id, driver_pb2.JobEvent(kind=EventKind.JOB_EVENT_KIND_JOB_DONE, round=spec.rounds))
                 log.info("job %s done", job_id)
                 return
@@ -447,6 +450,20 @@ class Aggregator:
             except asyncio.TimeoutError:
                 pass
 
+    def together(self, job_id: str) -> Counter[frozenset[str]]:
+        """How often each pair of nodes shared a released cohort in this job (cohort assignment keeps it
+        low). The history is read from the store once per job and process, so it survives a restart,
+        and is then kept up to date as rounds close: no round re-reads every earlier round's record."""
+        history = self._released.get(job_id)
+        if history is None:
+            history = self._released[job_id] = {r["round"]: r["record"]["cohorts"] for r in self.store.rounds_of(job_id)}
+        return co_membership(history.values())
+
+    def released(self, job_id: str, rnd: int, cohorts: list[list[str]]) -> None:
+        """Record a closed round's cohorts (a redone round replaces its earlier attempt, as in the store)."""
+        if job_id in self._released:
+            self._released[job_id][rnd] = cohorts
+
     async def _run_round(self, job_id: str, spec: driver_pb2.JobSpec, rnd: int, version: int, attempt: int) -> dict | None:
         nodes = await self._wait_for_nodes(job_id, spec, timeout=min(spec.deadline_seconds, 30.0))
         if len(nodes) < max(spec.min_nodes, spec.cohort_size):
@@ -454,7 +471,7 @@ class Aggregator:
             return None
         rng = random.Random(spec.seed * 1_000_003 + rnd * 1009 + attempt)
         chosen = rng.sample(nodes, min(len(nodes), spec.nodes_per_round))
-        together = co_membership(r["record"]["cohorts"] for r in self.store.rounds_of(job_id))  # from the store: survives a restart
+        together = self.together(job_id)
         cohorts = assign_cohorts(chosen, spec.cohort_size, random.SystemRandom(), together)
         enc = spec.encryption
         adder = crypto.adder(enc.scheme, enc.params)
@@ -564,5 +581,6 @@ class Aggregator:
             self.store.save_round(rs.job_id, rs.round, rs.attempt, record, merged())
         finally:
             shutil.rmtree(rs.acc_dir, ignore_errors=True)
+        self.released(rs.job_id, rs.round, merged_members)
         log.info("job %s round %d closed: %d nodes in %d cohorts", rs.job_id, rs.round, complete, len(groups))
         return record
