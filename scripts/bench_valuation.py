@@ -1,26 +1,32 @@
 """Valuation benchmark: cohort Shapley + ridge per-node values against exact per-node Shapley.
 
 Everything is the real loop in one process: a LocalAggregator (grpc.aio on 127.0.0.1), NodeAgent
-threads, a JobDriver whose RoundValuer values the round's cohorts. Three jobs over MNIST-1D, 10 nodes
+threads, a JobDriver whose RoundValuer values the round's cohorts. Five jobs over MNIST-1D, 10 nodes
 each, all nodes in every round (nodes_per_round = min_nodes = 10):
 
-  k1   fidelity reference: k = 1, so every node is its own cohort and the round's Shapley values
-       are exact *per-node* values (10 players: 2^10 = 1024 subsets, so rewards.budget = 1024 to keep
-       it exact instead of sampled). Reference per-node value = sum over rounds of node_values.
-  k3   the same nodes, data and seed with k = 3 (cohorts of 3-4): the system's per-node value is the
-       ridge estimate report["valuation"]["estimates"] (value per round taken part in; every node
-       takes part in every round, so it ranks like a total). ``spearman`` compares it with k1.
-  adv  k = 3, 7 honest nodes + 2 free riders (zeros, replay) + 1 poisoner (signflip x10), through
-       fedgpu.node.behaviours.apply_behaviour. Rewards are summed per node over rounds.
+  k1    fidelity reference: k = 1, so every node is its own cohort and the round's Shapley values
+        are exact *per-node* values (10 players: 2^10 = 1024 subsets, so rewards.budget = 1024 to keep
+        it exact instead of sampled). Reference per-node value = sum over rounds of node_values.
+  k3    the same nodes, data and seed with k = 3 (cohorts of 3-4): the system's per-node value is the
+        ridge estimate report["valuation"]["estimates"] (value per round taken part in; every node
+        takes part in every round, so it ranks like a total). ``spearman`` compares it with k1.
+  adv   k = 3, 7 honest nodes (400..800 samples, 0..10 % label noise) + 2 free
+        riders (zeros, replay) + 1 poisoner (signflip x10), through
+        fedgpu.node.behaviours.apply_behaviour. Rewards are summed per node over rounds.
+  adv1  the adversary run's nodes at k = 1: exact per-node values and what the payout rule pays when it
+        can see them; and, from those values, ``k3_identifiability_bound``: how often cohorts of 3 let a
+        free rider's estimate rank above the honest median even in an exactly additive game.
+  plain the k3 run's nodes with rewards off: plain FedAvg, the accuracy the valued server is held to.
 
-Honest nodes differ in worth: 200..800 samples and 0..50 % label noise (the labels of that fraction
-of a node's samples are replaced by uniform random labels in its training file). Encryption is
-"none": valuation only sees decrypted cohort sums, which are the same under CKKS up to its noise.
+Honest nodes of the fidelity runs differ in worth: 200..800 samples and 0..50 % label noise (the
+labels of that fraction of a node's samples are replaced by uniform random labels in its training
+file). Encryption is "none": valuation only sees decrypted cohort sums, which are the same under CKKS
+up to its noise.
 
 Prints ONE JSON object (stdout); progress goes to stderr.
 
-    .venv/bin/python scripts/bench_valuation.py              # 20 rounds, one seed: ~2.5 min on 2 shared cores
-    .venv/bin/python scripts/bench_valuation.py --seeds 0,1,2,3  # medians over four seeds: ~10 min
+    .venv/bin/python scripts/bench_valuation.py              # 20 rounds, one seed: ~4 min on 2 shared cores
+    .venv/bin/python scripts/bench_valuation.py --seeds 0,1,2,3  # medians over four seeds: ~16 min
     .venv/bin/python scripts/bench_valuation.py --quick      # 6 rounds, under a minute: a smoke run, numbers mean little
 """
 
@@ -34,6 +40,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
+import random  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -48,20 +55,29 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fedgpu.aggregator.cohorts import assign_cohorts, co_membership  # noqa: E402
 from fedgpu.aggregator.local import LocalAggregator  # noqa: E402
 from fedgpu.config import EncryptionConfig, JobConfig, RewardsConfig, TrainingConfig  # noqa: E402
 from fedgpu.datasets import ArrayDataset, public_split, save_npz  # noqa: E402
 from fedgpu.driver.driver import JobDriver  # noqa: E402
 from fedgpu.node.agent import NodeAgent, NodeConfig  # noqa: E402
 from fedgpu.node.behaviours import apply_behaviour  # noqa: E402
+from fedgpu.rewards import NodeValueEstimator  # noqa: E402
 
 DATASET = "mnist1d"
 NUM_CLASSES = 10
 POOL = 100.0
 
 # (samples, label-noise fraction) of the honest nodes: sizes spread 4x, noise 0..50 %, not sorted,
-# so that worth is not a function of the node's index. The adversary run uses the first 7.
+# so that worth is not a function of the node's index.
 HONEST = [(800, 0.0), (200, 0.0), (600, 0.5), (400, 0.0), (700, 0.25), (300, 0.1), (500, 0.0), (250, 0.4), (650, 0.0), (350, 0.5)]
+# The adversary run's 7 honest nodes: 400-800 samples, label noise 0-10 %. The free-rider figures
+# compare against the honest median, and in the k = 1 runs of HONEST the nodes with 200-300 samples or
+# >= 25 % noise are measured at about 0 or below: the first 7 of HONEST have a median exact value of
+# about 0.004 per round (in the units of the estimates), a free rider 0, and against that median any
+# reward at all is a huge ratio. These have 0.03-0.07 (adv1 runs, seeds 0-3).
+# ``--adversary-honest mixed`` runs the first 7 of HONEST instead.
+ADVERSARY_HONEST = [(800, 0.0), (400, 0.0), (650, 0.1), (500, 0.0), (700, 0.0), (450, 0.1), (600, 0.0)]
 ADVERSARY_SAMPLES = 500  # the data an adversary holds (its FedAvg weight; the poisoner trains on it)
 
 
@@ -93,10 +109,12 @@ def log(msg: str) -> None:
 
 
 # ---- data --------------------------------------------------------------------------------------
-def node_specs() -> tuple[list[NodeSpec], list[NodeSpec]]:
-    """(the fidelity nodes, the adversary run's nodes); names are stable across runs."""
+def node_specs(adversary_honest: str = "positive") -> tuple[list[NodeSpec], list[NodeSpec]]:
+    """(the fidelity nodes, the adversary run's honest nodes); names are stable across runs."""
     honest = [NodeSpec(f"h{i}-n{n}-noise{int(100 * p)}", "honest", "honest", n, p) for i, (n, p) in enumerate(HONEST)]
-    return honest, honest[:7]
+    if adversary_honest == "mixed":
+        return honest, honest[:7]
+    return honest, [NodeSpec(f"a{i}-n{n}-noise{int(100 * p)}", "honest", "honest", n, p) for i, (n, p) in enumerate(ADVERSARY_HONEST)]
 
 
 def write_node_files(specs: list[NodeSpec], train: ArrayDataset, work: Path, seed: int) -> dict[str, Path]:
@@ -120,8 +138,9 @@ def write_node_files(specs: list[NodeSpec], train: ArrayDataset, work: Path, see
 
 
 # ---- one job -----------------------------------------------------------------------------------
-def run_job(tag: str, specs: list[NodeSpec], files: dict[str, Path], k: int, budget: int, st: Settings, validation: ArrayDataset, work: Path) -> tuple[dict[str, Any], dict[str, str], float]:
-    """Run one job to the end; returns (report, node_id -> name, wall seconds). Stops everything it started."""
+def run_job(tag: str, specs: list[NodeSpec], files: dict[str, Path], k: int, budget: int, st: Settings, validation: ArrayDataset, work: Path, pool: float = POOL) -> tuple[dict[str, Any], dict[str, str], float]:
+    """Run one job to the end; returns (report, node_id -> name, wall seconds). Stops everything it started.
+    ``pool`` 0 turns rewards off: plain FedAvg of every cohort at step 1, nothing valued."""
     run_dir = work / tag
     run_dir.mkdir(parents=True)
     job = JobConfig(
@@ -136,7 +155,7 @@ def run_job(tag: str, specs: list[NodeSpec], files: dict[str, Path], k: int, bud
         seed=st.seed,
         training=TrainingConfig(epochs=st.epochs, batch_size=st.batch_size, lr=st.lr),
         encryption=EncryptionConfig("none"),
-        rewards=RewardsConfig(pool_per_round=POOL, budget=budget),
+        rewards=RewardsConfig(pool_per_round=pool, budget=budget),
     ).validate()
     t0 = time.perf_counter()
     agg = LocalAggregator(str(run_dir / "agg.db"), run_dir / "spool")
@@ -259,6 +278,56 @@ def reward_measures(report: dict[str, Any], names: dict[str, str], specs: list[N
     }
 
 
+def identifiability(report: dict[str, Any], names: dict[str, str], specs: list[NodeSpec], k: int = 3, draws: int = 200, seed: int = 0) -> dict[str, Any]:
+    """What cohorts of k can tell at best about the adversary run's nodes.
+
+    ``report`` is the k = 1 run of the same nodes: every node's exact per-round value. Summing those
+    into the aggregator's cohorts (random partitions of k, least co-membership first) gives the cohort
+    values of an *exactly additive* game, with no curvature, no robust-rule choices, nothing but the
+    partition between the node and the driver; they go through the estimator the driver uses (values
+    bounded by and divided by the square root of the round's largest kept value; a cohort worth less
+    than 0 is left out). Reported per horizon: how often (over ``draws`` cohort draws) the better free
+    rider's estimate ranks above the honest median's, which no payout rule that only sees these
+    estimates can undo, and each node kind's estimate spread against the honest median's own value.
+    """
+    role = {s.name: s.role for s in specs}
+    rounds = []
+    for rec in report["rounds"]:
+        vals = rec["valuation"]["cohort_values"]
+        rounds.append({names[c[0]]: float(v) for c, v in zip(rec["cohorts"], vals)})
+    nodes = sorted(rounds[0])
+    honest = [n for n in nodes if role[n] == "honest"]
+    riders = [n for n in nodes if role[n] == "free_rider"]
+    truth = {n: 0.0 for n in nodes}
+    for vals in rounds:
+        scale = max([abs(v) for v in vals.values() if v > 0] + [1e-12])
+        for n in nodes:
+            truth[n] += max(min(vals[n], scale), -scale) / math.sqrt(scale) / len(rounds)
+    out: dict[str, Any] = {"k": k, "draws": draws, "honest_median_value_per_round": statistics.median(truth[n] for n in honest)}
+    horizons = sorted({min(10, len(rounds)), len(rounds)})
+    est_at: dict[int, list[dict[str, float]]] = {h: [] for h in horizons}
+    rng = random.Random(seed)
+    for _ in range(draws):
+        est, cohorts_by_round = NodeValueEstimator(), []
+        for t, vals in enumerate(rounds, start=1):
+            cohorts = assign_cohorts(nodes, k, rng, co_membership(cohorts_by_round))
+            cohorts_by_round.append(cohorts)
+            values = [math.fsum(vals[m] for m in c) for c in cohorts]
+            scale = max([v for v in values if v > 0] + [1e-12])
+            est.observe_round(t, cohorts, [max(min(v, scale), -scale) / math.sqrt(scale) for v in values])
+            if t in est_at:
+                est_at[t].append(est.estimates())
+    for h, runs in est_at.items():
+        above = [max(e[n] for n in riders) > statistics.median(e[n] for n in honest) for e in runs]
+        spread = {n: float(np.std([e[n] for e in runs])) for n in nodes}
+        out[f"round{h}"] = {
+            "free_rider_above_honest_median_fraction": sum(above) / len(above),
+            "estimate_sd_free_riders": statistics.mean(spread[n] for n in riders),
+            "estimate_sd_honest": statistics.mean(spread[n] for n in honest),
+        }
+    return out
+
+
 # ---- one seed ----------------------------------------------------------------------------------
 def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Every requested job on one seed's data and cohorts; the figures of that seed."""
@@ -268,13 +337,14 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         validation_samples=args.validation, deadline_seconds=120.0, free_riders=riders, poisoner="signflip",
     )
     runs = set(args.runs.split(","))
-    honest, adv_honest = node_specs()
+    honest, adv_honest = node_specs(args.adversary_honest)
     adversaries = [NodeSpec(f"fr{i}-{b}", "free_rider", b, ADVERSARY_SAMPLES, 0.0) for i, b in enumerate(riders)]
     adversaries.append(NodeSpec("p0-signflip", "poisoner", "signflip", ADVERSARY_SAMPLES, 0.0))
     adv_specs = adv_honest + adversaries
 
     t_start = time.perf_counter()
-    need = sum(s.samples for s in honest) + sum(s.samples for s in adversaries)
+    data_specs = list({s.name: s for s in honest + adv_honest + adversaries}.values())  # each node's own slice
+    need = sum(s.samples for s in data_specs)
     total = int(math.ceil((need + 10) / 0.8))  # public_split keeps 80 % for train
     log(f"seed {seed}: generating MNIST-1D ({total} samples) ...")
     train, test = public_split(DATASET, num_samples=total, seed=seed)
@@ -282,13 +352,19 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"seed": seed}
     with tempfile.TemporaryDirectory(prefix="fedgpu-bench-valuation-") as tmp:
         work = Path(tmp)
-        files = write_node_files(honest + adversaries, train, work, seed)
+        files = write_node_files(data_specs, train, work, seed)
         reports: dict[str, tuple[dict[str, Any], dict[str, str], float]] = {}
-        plan = [("k1", honest, 1, 1024), ("k3", honest, 3, 256), ("adv", adv_specs, 3, 256)]
-        for tag, specs, k, budget in plan:
+        plan = [
+            ("k1", honest, 1, 1024, POOL),
+            ("k3", honest, 3, 256, POOL),
+            ("adv", adv_specs, 3, 256, POOL),
+            ("adv1", adv_specs, 1, 1024, POOL),
+            ("plain", honest, 3, 256, 0.0),
+        ]
+        for tag, specs, k, budget, pool in plan:
             if tag in runs:
-                log(f"run {tag}: {len(specs)} nodes, k = {k}, budget {budget}, {st.rounds} rounds")
-                reports[tag] = run_job(tag, specs, files, k, budget, st, validation, work)
+                log(f"run {tag}: {len(specs)} nodes, k = {k}, budget {budget}, pool {pool:g}, {st.rounds} rounds")
+                reports[tag] = run_job(tag, specs, files, k, budget, st, validation, work, pool)
                 log(f"run {tag} done in {reports[tag][2]:.0f}s, final accuracy {reports[tag][0]['final_accuracy']:.3f}")
                 if args.reports is not None:
                     args.reports.mkdir(parents=True, exist_ok=True)
@@ -341,15 +417,30 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             "roles": {s.name: {"role": s.role, "behaviour": s.behaviour, "samples": s.samples, "label_noise": s.label_noise} for s in adv_specs},
             "cost": cost(ra),
         }
+        if "adv1" in reports:
+            # The same nodes at k = 1: exact per-node Shapley, what each adversary-run node is worth.
+            r1, n1, _ = reports["adv1"]
+            out["adversary_run"]["k1_value_totals"] = per_node_sum(r1, "node_values", n1)
+            out["adversary_run"]["k1_rewards"] = reward_measures(r1, n1, adv_specs, None)
+            bound = out["adversary_run"]["k3_identifiability_bound"] = identifiability(r1, n1, adv_specs, seed=seed)
+            out["k1_free_rider_reward_ratio_max"] = out["adversary_run"]["k1_rewards"]["free_rider_reward_ratio_max"]
+            out["k3_bound_free_rider_above_honest_median_round10"] = bound[f"round{min(10, len(r1['rounds']))}"]["free_rider_above_honest_median_fraction"]
         if "k3" in reports:
             out["adversary_run"]["clean_k3_final_accuracy_10_honest"] = reports["k3"][0]["final_accuracy"]
 
+    # Accuracy of every run, and of plain FedAvg on the k3 run's nodes (rewards off): what the valued,
+    # robust server costs or gains in the model itself.
+    out["final_accuracy"] = {tag: rep[0]["final_accuracy"] for tag, rep in reports.items()}
+    for tag in ("k3", "plain"):
+        if tag in reports:
+            out[f"{tag}_final_accuracy"] = reports[tag][0]["final_accuracy"]
     out["run_wall_s"] = {tag: round(rep[2], 1) for tag, rep in reports.items()}
     out["wall_s"] = round(time.perf_counter() - t_start, 1)
     out["settings"] = {
         **asdict(st),
         "train_samples_generated": len(train),
         "honest_nodes": [asdict(s) for s in honest],
+        "adversary_honest_nodes": [asdict(s) for s in adv_honest],
         "adversaries": [asdict(s) for s in adversaries],
     }
     return out
@@ -364,6 +455,13 @@ HEADLINE = (
     "free_rider_reward_ratio_max_round10",
     "poisoner_reward_share",
     "honest_below_line_fraction",
+    # beside the issue's figures: the payout rule on exact per-node values (adv1), how often an exactly
+    # additive game at k = 3 puts a free rider above the honest median, and the model's accuracy
+    # against plain FedAvg on the same nodes
+    "k1_free_rider_reward_ratio_max",
+    "k3_bound_free_rider_above_honest_median_round10",
+    "k3_final_accuracy",
+    "plain_final_accuracy",
 )
 
 
@@ -382,7 +480,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="local epochs (1 on 200-800 records is a few steps: rounds too noisy to value)")
     ap.add_argument("--validation", type=int, default=500, help="held-out samples the driver values on (one forward pass each per coalition)")
     ap.add_argument("--free-riders", default="zeros,replay", help="two of zeros, replay, noise")
-    ap.add_argument("--runs", default="k1,k3,adv", help="which jobs to run (a subset of k1,k3,adv)")
+    ap.add_argument(
+        "--adversary-honest", choices=("positive", "mixed"), default="positive",
+        help="the adversary run's honest nodes: 7 that are all worth something (default), or the first 7 of the fidelity run's, half of them measured at ~0",
+    )
+    ap.add_argument("--runs", default="k1,k3,adv,adv1,plain", help="jobs to run, a subset of k1,k3,adv,adv1,plain (adv1: the adversary run's nodes at k = 1, exact per-node values; plain: the k3 run with rewards off, plain FedAvg)")
     ap.add_argument("--reports", type=Path, default=None, help="also copy each run's report.json (with node names) into this folder")
     args = ap.parse_args()
     if args.quick:
