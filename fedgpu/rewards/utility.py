@@ -240,9 +240,18 @@ class CohortGame:
         coalition = frozenset(coalition)
         if not coalition:
             return 0.0
-        free = float(self.sample_losses(frozenset())[self._parts[0]].mean())
+        return float(self.best_losses(frozenset()).mean() - self.best_losses(coalition).mean())
+
+    def best_losses(self, coalition: Coalition) -> np.ndarray:
+        """Per-sample losses on the choice quarter of the coalition's model at its best step of
+        ``step_sizes`` (the free step's for the empty coalition): what :meth:`best` averages, kept per
+        sample so that two sets can be compared sample by sample (a paired test)."""
+        coalition = frozenset(coalition)
+        if not coalition:
+            return self.sample_losses(coalition)[self._parts[0]]
         beta = self.step(frozenset())[1]
-        return free - min(self._choice_loss(coalition, (e, beta)) for e in self.step_sizes)
+        eta = min(self.step_sizes, key=lambda e: self._choice_loss(coalition, (e, beta)))
+        return self._quarter[coalition, (eta, beta)]
 
     def tune(self, coalition: Coalition) -> tuple[float, float]:
         """The (eta, beta) of the model the server ships from this coalition: its best on the whole grid
