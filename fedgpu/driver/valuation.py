@@ -193,7 +193,7 @@ class RoundValuer:
         nothing a whole round's progress. Measured in scripts/bench_valuation.py (adversary run, seeds
         0-3): a tolerance taken from the all-cohorts model grew with the poisoner's own harm and late
         rounds, where every step is small, kept the poisoner in 5 to 8 of 20 rounds (z_drop = 2: up to
-        7; z_drop = 1: at most 3, final accuracy 0.90-0.94 against 0.76-0.91). And wanting proof of a
+        7; z_drop = 1: 0 to 4, mostly the last rounds, final accuracy 0.89-0.94 against 0.76-0.91). And wanting proof of a
         gain before shipping anything (the old final test) shipped nothing in 2 to 10 of 20 rounds, the
         server's learning rate halving each time, while plain FedAvg went on lowering the loss: late in
         training an honest round gains less than the held-out set resolves.
