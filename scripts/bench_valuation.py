@@ -62,7 +62,7 @@ from fedgpu.datasets import ArrayDataset, public_split, save_npz  # noqa: E402
 from fedgpu.driver.driver import JobDriver  # noqa: E402
 from fedgpu.node.agent import NodeAgent, NodeConfig  # noqa: E402
 from fedgpu.node.behaviours import apply_behaviour  # noqa: E402
-from fedgpu.rewards import NodeValueEstimator  # noqa: E402
+from fedgpu.rewards import NodeValueEstimator, round_observations  # noqa: E402
 
 DATASET = "mnist1d"
 NUM_CLASSES = 10
@@ -301,8 +301,8 @@ def identifiability(report: dict[str, Any], names: dict[str, str], specs: list[N
     truth = {n: 0.0 for n in nodes}
     for vals in rounds:
         scale = max([abs(v) for v in vals.values() if v > 0] + [1e-12])
-        for n in nodes:
-            truth[n] += max(min(vals[n], scale), -scale) / math.sqrt(scale) / len(rounds)
+        for n, obs in zip(nodes, round_observations([vals[n] for n in nodes], scale)):
+            truth[n] += obs / len(rounds)
     out: dict[str, Any] = {"k": k, "draws": draws, "honest_median_value_per_round": statistics.median(truth[n] for n in honest)}
     horizons = sorted({min(10, len(rounds)), len(rounds)})
     est_at: dict[int, list[dict[str, float]]] = {h: [] for h in horizons}
@@ -314,7 +314,7 @@ def identifiability(report: dict[str, Any], names: dict[str, str], specs: list[N
             cohorts_by_round.append(cohorts)
             values = [math.fsum(vals[m] for m in c) for c in cohorts]
             scale = max([v for v in values if v > 0] + [1e-12])
-            est.observe_round(t, cohorts, [max(min(v, scale), -scale) / math.sqrt(scale) for v in values])
+            est.observe_round(t, cohorts, round_observations(values, scale))
             if t in est_at:
                 est_at[t].append(est.estimates())
     for h, runs in est_at.items():

@@ -37,6 +37,7 @@ from fedgpu.rewards import (
     encode_utilities,
     noise_floor,
     payout,
+    round_observations,
     shapley,
     split_cohort_value,
     zero_below_floor,
@@ -105,15 +106,8 @@ class RoundValuer:
         values = np.array([min(v, 0.0) for v in singles])  # left-out cohorts keep their (negative) solo value
         values[kept] = res.values
         values = zero_below_floor(values, floor)
-        # Observations are bounded by the round's own scale: a poisoned cohort's huge loss must not drown
-        # its honest members' estimates in the regression (it is already excluded and paid nothing).
-        # They are also divided by the scale's square root: what a node adds shrinks with what the round
-        # had to gain (early rounds are worth 100x late ones), so raw values let the first rounds decide
-        # every estimate, while shares of the round (dividing by the scale) let late rounds' noise do it.
-        # Over seeds 0-3 of scripts/bench_valuation.py the k = 3 estimates' rank correlation with exact
-        # k = 1 values was 0.77-0.95 raw, 0.76-0.95 as shares and 0.93-0.96 with the square root.
         scale = max([abs(float(values[i])) for i in kept] + [floor, 1e-12])
-        self.estimator.observe_round(rnd, cohorts, [float(v) / math.sqrt(scale) for v in np.clip(values, -scale, scale)])
+        self.estimator.observe_round(rnd, cohorts, round_observations(values, scale))
         node_values = self.credit(cohorts, values)
         offered = self.pool + self.carried
         rewards = payout(node_values, offered)

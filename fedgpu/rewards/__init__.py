@@ -27,7 +27,7 @@ from fedgpu.rewards.chain import (
     verify_chain,
     verify_head,
 )
-from fedgpu.rewards.estimate import NodeValueEstimator, Observation, Reputation, split_cohort_value
+from fedgpu.rewards.estimate import NodeValueEstimator, Observation, Reputation, round_observations, split_cohort_value
 from fedgpu.rewards.payout import payout, payout_units
 from fedgpu.rewards.shapley import (
     ShapleyResult,
@@ -75,6 +75,7 @@ __all__ = [
     "payout",
     "payout_units",
     "public_key_bytes",
+    "round_observations",
     "shapley",
     "shapley_exact",
     "shapley_sampled",

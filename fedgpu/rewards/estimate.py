@@ -165,4 +165,22 @@ class Reputation:
         return dict(self._scores)
 
 
-__all__ = ["NodeValueEstimator", "Observation", "Reputation", "split_cohort_value"]
+def round_observations(values: Sequence[float], scale: float) -> list[float]:
+    """A round's cohort values as the estimator should observe them, given the round's scale (its largest
+    kept value, or the noise floor when that is larger).
+
+    Bounded by the scale: a poisoned cohort's huge loss must not drown its honest members' estimates in
+    the regression (it is already excluded and paid nothing). Divided by the scale's square root: what a
+    node adds shrinks with what the round had to gain (early rounds are worth 100x late ones), so raw
+    values let the first rounds decide every estimate, while shares of the round (dividing by the scale)
+    let late rounds' noise do it. Over seeds 0-3 of scripts/bench_valuation.py the k = 3 estimates' rank
+    correlation with exact k = 1 values was 0.77-0.95 raw, 0.76-0.95 as shares and 0.93-0.96 with the
+    square root.
+    """
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite number > 0, got {scale}")
+    root = math.sqrt(scale)
+    return [max(min(float(v), scale), -scale) / root for v in values]
+
+
+__all__ = ["NodeValueEstimator", "Observation", "Reputation", "round_observations", "split_cohort_value"]

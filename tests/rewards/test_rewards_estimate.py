@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import spearmanr
 
-from fedgpu.rewards.estimate import NodeValueEstimator, Reputation, split_cohort_value
+from fedgpu.rewards.estimate import NodeValueEstimator, Reputation, round_observations, split_cohort_value
 
 
 def test_ridge_recovers_planted_values_from_reshuffled_cohorts_of_three() -> None:
@@ -126,3 +126,10 @@ def test_lower_bounds_separate_a_free_rider_from_honest_nodes_across_reshuffled_
     lower = est.lower_bounds(2.0)
     assert all(lower[f"h{i}"] > 0 for i in range(8))
     assert lower["zero"] < 0 and lower["noise"] < 0
+
+
+def test_a_rounds_observations_are_bounded_by_its_scale_and_divided_by_its_root() -> None:
+    # a poisoned cohort's loss of 50 counts as -scale; the rest keep their sign and shrink by sqrt(scale)
+    assert round_observations([0.04, -50.0, 0.0], scale=0.04) == pytest.approx([0.2, -0.2, 0.0])
+    with pytest.raises(ValueError, match="scale"):
+        round_observations([1.0], scale=0.0)
