@@ -93,6 +93,9 @@ class JobConfig:
     cohort_size: int = 1          # k: the driver never sees a sum of fewer than k nodes
     seed: int = 0
     validation_samples: int = 0   # 0: the whole held-out split of the public dataset
+    # The aggregator cancels the job when no driver has been attached for this long (nothing is paid
+    # for rounds that were never published); `fedgpu train --resume` must come back within it.
+    driver_lease_seconds: float = 600.0
     training: TrainingConfig = field(default_factory=TrainingConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
@@ -119,6 +122,7 @@ class JobConfig:
         need(1 <= self.min_nodes <= self.nodes_per_round, "min_nodes", f"must be in 1..nodes_per_round ({self.nodes_per_round}), got {self.min_nodes}")
         need(1 <= self.cohort_size <= self.min_nodes, "cohort_size", f"must be in 1..min_nodes ({self.min_nodes}), got {self.cohort_size}")
         need(0 < self.deadline_seconds <= 86_400, "deadline_seconds", f"must be in (0, 86400], got {self.deadline_seconds}")
+        need(1 <= self.driver_lease_seconds <= 30 * 86_400, "driver_lease_seconds", f"must be in [1, 2592000], got {self.driver_lease_seconds}")
         t = self.training
         need(1 <= t.epochs <= 1000, "training.epochs", f"must be in 1..1000, got {t.epochs}")
         need(1 <= t.batch_size <= 1_000_000, "training.batch_size", f"must be >= 1, got {t.batch_size}")
@@ -176,6 +180,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
                 raise ConfigError(f"{fname}: expected {f.type}, got {value!r}")
             if str(f.type) == "float":
                 value = float(value)
+            elif str(f.type).startswith("tuple") and isinstance(value, list):
+                value = tuple(value)
         kwargs[name] = value
     try:
         return cls(**kwargs)
@@ -185,6 +191,11 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
 
 def job_from_dict(data: dict[str, Any], check_registry: bool = True) -> JobConfig:
     return _build(JobConfig, data, "").validate(check_registry)
+
+
+def job_to_dict(job: JobConfig) -> dict[str, Any]:
+    """The plain-data form ``job_from_dict`` reads back (what a driver keeps to resume its job)."""
+    return dataclasses.asdict(job)
 
 
 def load_job(path: str | Path) -> JobConfig:

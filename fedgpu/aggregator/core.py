@@ -4,6 +4,11 @@ It holds no key: updates are added with the job's key-free ``Adder`` as they com
 accumulator per (cohort, chunk). An upload is spooled to disk chunk by chunk and added into its
 cohort only when it is complete and verified, so a node that vanishes mid-upload leaves no trace in
 any sum, and memory stays one encrypted model per cohort whatever the number of nodes.
+
+Crash consistency: every round attempt has its own id and spool folder, and a process starts by
+deleting the whole spool. What an attempt accumulated exists only inside the process that opened it;
+a closed round's sums live in the database, written in one transaction. A restart therefore redoes
+the open round from nothing and can never add a killed attempt's leftovers into a released sum.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 
@@ -29,9 +33,10 @@ from fedgpu.aggregator.ledger import load_signing_key, round_rows
 from fedgpu.aggregator.rounds import RoundState, TaskState
 from fedgpu.aggregator.store import Store
 from fedgpu.errors import AuthError, FedgpuError, NotFoundError, ProtocolError, StateError
+from fedgpu.faults import crash_point
 from fedgpu.proto.fedgpu.v1 import driver_pb2, node_pb2
-from fedgpu.rewards.chain import LedgerRow, issue_receipt
-from fedgpu.wire import chunks
+from fedgpu.rewards.chain import LedgerRow, public_key_bytes
+from fedgpu.wire import PROTOCOL_VERSION, chunks
 from fedgpu.wire.auth import Verifier, node_id_for
 from fedgpu.wire.serde import job_from_proto
 
@@ -40,14 +45,27 @@ log = logging.getLogger("fedgpu.aggregator")
 NODE_TIMEOUT_S = 30.0      # a node unseen for this long is not offered tasks
 MAX_ATTEMPTS = 20          # failed attempts of one round before the job fails
 EventKind = driver_pb2.JobEventKind
+ENDED = (EventKind.JOB_EVENT_KIND_JOB_DONE, EventKind.JOB_EVENT_KIND_JOB_FAILED, EventKind.JOB_EVENT_KIND_JOB_CANCELLED)
+
+
+def check_protocol(version: int, who: str) -> None:
+    """Refuse a peer of another protocol major version (0: an old peer that sends none)."""
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"this aggregator speaks fedgpu protocol {PROTOCOL_VERSION}, the {who} speaks {version or 'an older one'}: "
+            f"install the same fedgpu major version on both"
+        )
 
 
 class Aggregator:
     def __init__(self, store: Store, spool_dir: Path, node_timeout: float = NODE_TIMEOUT_S) -> None:
         self.store = store
         self.spool = spool_dir
+        # Whatever an earlier process spooled belongs to attempts it never closed: discard it all.
+        shutil.rmtree(self.spool, ignore_errors=True)
         self.spool.mkdir(parents=True, exist_ok=True)
-        self.verifier = Verifier()
+        self.booted_ms = int(time.time() * 1000)
+        self.verifier = Verifier(not_before_ms=self.booted_ms)
         self.node_timeout = node_timeout
         self.last_seen: dict[str, float] = {}
         self.pubkeys: dict[str, bytes] = {}
@@ -61,7 +79,7 @@ class Aggregator:
         self.watchers: dict[str, list[asyncio.Queue[driver_pb2.JobEvent]]] = {}
         self.published: dict[str, asyncio.Event] = {}
         self.runners: dict[str, asyncio.Task[None]] = {}
-        self.receipts: dict[str, list[node_pb2.Receipt]] = {}  # node -> receipts not yet delivered
+        self.driver_seen: dict[str, float] = {}            # job -> when its driver last called (monotonic)
         self._model_cache: dict[str, tuple[int, bytes]] = {}
         self._released: dict[str, dict[int, list[list[str]]]] = {}  # job -> round -> cohorts released (cache of the store)
 
@@ -86,6 +104,7 @@ class Aggregator:
 
     # ---- nodes ---------------------------------------------------------------------------------
     def register(self, req: node_pb2.RegisterRequest) -> str:
+        check_protocol(req.protocol_version, "node")
         if len(req.public_key) != 32:
             raise ProtocolError("public_key must be a raw 32-byte Ed25519 key")
         if len(req.name) > 200 or len(req.capabilities.models) > 1000 or len(req.capabilities.datasets) > 1000:
@@ -127,8 +146,16 @@ class Aggregator:
                 out.append(node_id)
         return sorted(out)
 
-    def take_receipts(self, node_id: str) -> list[node_pb2.Receipt]:
-        return self.receipts.pop(node_id, [])
+    def receipts(self, node_id: str, after: int) -> list[node_pb2.Receipt]:
+        """The node's receipts after the last one it holds (``after``), from the ledger itself."""
+        key = public_key_bytes(self.signing_key).hex()
+        return [
+            node_pb2.Receipt(
+                id=r["id"], job_id=r["job_id"], round=r["round"], node_id=r["node_id"], reward=r["reward"],
+                entry_hash=r["entry_hash"], head_hash=r["head_hash"], signature=r["signature"], aggregator_key=key,
+            )
+            for r in self.store.receipts_for(node_id, after)
+        ]
 
     async def pull_task(self, node_id: str, wait_seconds: float) -> node_pb2.Task | None:
         deadline = time.monotonic() + min(max(wait_seconds, 0.0), 60.0)
@@ -242,6 +269,9 @@ class Aggregator:
             ts.epsilon = msg.epsilon
         if ts.received == ts.task.num_chunks:
             self._fold(rs, ts, path)
+            crash_point("upload_folded")
+        else:
+            crash_point("upload_chunk")
 
     def _fail_task(self, rs: RoundState, ts: TaskState, message: str) -> None:
         if ts.status in ("assigned", "uploading"):
@@ -264,7 +294,8 @@ class Aggregator:
         rs.check_done()
 
     # ---- driver --------------------------------------------------------------------------------
-    def submit_job(self, spec: driver_pb2.JobSpec) -> tuple[str, str]:
+    def submit_job(self, spec: driver_pb2.JobSpec, protocol_version: int) -> tuple[str, str]:
+        check_protocol(protocol_version, "driver")
         cfg = job_from_proto(spec, check_registry=False)  # ConfigError names the offending field; nodes check the model
         enc = spec.encryption
         crypto.adder(enc.scheme, enc.params)  # the parameters must parse
@@ -275,6 +306,7 @@ class Aggregator:
         job_id = "job-" + uuid.uuid4().hex[:12]
         token = secrets.token_hex(32)
         self.store.create_job(job_id, cfg.name, spec.SerializeToString(), hashlib.sha256(token.encode()).hexdigest())
+        self.driver_seen[job_id] = time.monotonic()
         self._start_runner(job_id)
         log.info("job %s submitted: %s on %s, %d rounds", job_id, cfg.model, cfg.dataset, cfg.rounds)
         return job_id, token
@@ -283,12 +315,21 @@ class Aggregator:
         job = self.store.job(job_id)
         if not secrets.compare_digest(job.token_hash, hashlib.sha256(token.encode()).hexdigest()):
             raise AuthError(f"wrong token for job {job_id}")
+        self.driver_seen[job_id] = time.monotonic()
         spec = driver_pb2.JobSpec()
         spec.ParseFromString(job.spec)
         return spec
 
     def publish_model(self, job_id: str, version: int, data: bytes, result: driver_pb2.RoundResult | None) -> None:
+        """Store model ``version`` and, for a round, its rewards, in one transaction.
+
+        Idempotent: the same model sent again for the version already stored (a driver that crashed or
+        lost the connection before it heard the reply) is recognised by its hash and changes nothing.
+        """
         job = self.store.job(job_id)
+        if version == job.model_version and self.store.model_sha256(job_id, version) == hashlib.sha256(data).hexdigest():
+            log.info("job %s: model version %d was already stored; nothing to do", job_id, version)
+            return
         if job.state not in ("waiting_model", "running"):
             raise StateError(f"job {job_id} is {job.state}")
         expected = job.model_version + 1
@@ -305,11 +346,31 @@ class Aggregator:
         if result is not None and version >= 1:
             res = {"accuracy": result.accuracy, "loss": result.loss, "cohort_values": dict(result.cohort_values)}
             rows, head = round_rows(self.store, self.signing_key, self.check_token_free(job_id), job_id, version, rec["record"], result)
+        crash_point("publish_received")
         self.store.put_model(job_id, version, data, hashlib.sha256(data).hexdigest(), res, [r.to_record() for r in rows], head)
-        for row in rows:  # receipts reach each node with its next pull
-            receipt = issue_receipt(self.signing_key, row, head["head_hash"])  # type: ignore[index]
-            self.receipts.setdefault(row.node_id, []).append(node_pb2.Receipt(**asdict(receipt)))
-        self.published.setdefault(job_id, asyncio.Event()).set()
+        crash_point("published")
+        self.published.setdefault(job_id, asyncio.Event()).set()  # receipts reach each node with its next pull
+
+    def job_status(self, job_id: str) -> driver_pb2.JobStatus:
+        job = self.store.job(job_id)
+        version = max(job.model_version, 0)
+        sha = self.store.model_sha256(job_id, job.model_version) if job.model_version >= 0 else None
+        return driver_pb2.JobStatus(job_id=job.id, state=job.state, round=job.round, model_version=version, message=job.message, model_sha256=sha or "")
+
+    async def cancel_job(self, job_id: str, reason: str) -> None:
+        """End a job for good: its open round is dropped, and nothing is paid for rounds not published."""
+        job = self.store.job(job_id)
+        if job.state not in ("waiting_model", "running"):
+            raise StateError(f"job {job_id} is {job.state}; only a waiting or running job can be cancelled")
+        runner = self.runners.pop(job_id, None)
+        if runner is not None:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        message = reason[:500] or "cancelled by its driver"
+        self.store.set_job(job_id, state="cancelled", message=message)
+        self._released.pop(job_id, None)
+        self._emit(job_id, driver_pb2.JobEvent(kind=EventKind.JOB_EVENT_KIND_JOB_CANCELLED, round=job.round, message=message))
+        log.info("job %s cancelled: %s", job_id, message)
 
     def check_token_free(self, job_id: str) -> driver_pb2.JobSpec:
         spec = driver_pb2.JobSpec()
@@ -337,18 +398,20 @@ class Aggregator:
             if job.state == "done":
                 yield driver_pb2.JobEvent(kind=EventKind.JOB_EVENT_KIND_JOB_DONE, round=job.round)
                 return
-            if job.state == "failed":
-                yield driver_pb2.JobEvent(kind=EventKind.JOB_EVENT_KIND_JOB_FAILED, round=job.round, message=job.message)
+            if job.state in ("failed", "cancelled"):
+                kind = EventKind.JOB_EVENT_KIND_JOB_FAILED if job.state == "failed" else EventKind.JOB_EVENT_KIND_JOB_CANCELLED
+                yield driver_pb2.JobEvent(kind=kind, round=job.round, message=job.message)
                 return
             if rec is not None and rec["state"] == "ready":
                 yield self._ready_event(job_id, job.model_version + 1, rec["record"])
             while True:
                 ev = await q.get()
                 yield ev
-                if ev.kind in (EventKind.JOB_EVENT_KIND_JOB_DONE, EventKind.JOB_EVENT_KIND_JOB_FAILED):
+                if ev.kind in ENDED:
                     return
         finally:
             self.watchers[job_id].remove(q)
+            self.driver_seen[job_id] = time.monotonic()
 
     def _emit(self, job_id: str, ev: driver_pb2.JobEvent) -> None:
         for q in self.watchers.get(job_id, []):
@@ -390,7 +453,8 @@ class Aggregator:
             job = self.store.job(job_id)
             if job.state == "waiting_model":
                 published.clear()
-                await published.wait()
+                if not await self._await_driver(job_id, spec, published):
+                    return
                 continue
             rnd = job.model_version + 1
             if rnd > spec.rounds:
@@ -418,8 +482,22 @@ class Aggregator:
                     return
                 self._emit(job_id, self._ready_event(job_id, rnd, record))
             published.clear()
-            if self.store.job(job_id).model_version < rnd:
-                await published.wait()
+            if self.store.job(job_id).model_version < rnd and not await self._await_driver(job_id, spec, published):
+                return
+
+    async def _await_driver(self, job_id: str, spec: driver_pb2.JobSpec, published: asyncio.Event) -> bool:
+        """Wait for the driver's next publish; False: no driver was attached for the job's lease, so it is cancelled."""
+        lease = spec.driver_lease_seconds or 600.0
+        while not published.is_set():
+            try:
+                await asyncio.wait_for(published.wait(), timeout=min(lease, 1.0))
+            except asyncio.TimeoutError:
+                idle = time.monotonic() - self.driver_seen.setdefault(job_id, time.monotonic())
+                if not self.watchers.get(job_id) and idle > lease:
+                    self.runners.pop(job_id, None)  # this very task: cancel_job must not wait for itself
+                    await self.cancel_job(job_id, f"no driver attached for {idle:.0f} s (lease {lease:g} s): resume it in time with `fedgpu train --resume`")
+                    return False
+        return True
 
     def _declined_out(self, job_id: str, spec: driver_pb2.JobSpec) -> str | None:
         """A message when too few capable nodes are left because the others declined the job for good."""
@@ -477,10 +555,12 @@ class Aggregator:
         adder = crypto.adder(enc.scheme, enc.params)
         layout = crypto.ChunkLayout(int(spec.num_params), int(enc.values_per_chunk))
         now = time.time()
+        attempt_id = uuid.uuid4().hex[:16]  # no restart reuses it, so no attempt ever meets another's spool
         rs = RoundState(
             job_id=job_id,
             round=rnd,
             attempt=attempt,
+            attempt_id=attempt_id,
             scheme=enc.scheme,
             opened_at=now,
             deadline=now + spec.deadline_seconds,
@@ -488,7 +568,7 @@ class Aggregator:
             cohorts=cohorts,
             tasks={},
             num_chunks=layout.num_chunks,
-            acc_dir=self.spool / f"{job_id}-r{rnd}-a{attempt}",
+            acc_dir=self.spool / f"{job_id}-r{rnd}-{attempt_id}",
         )
         for ci, members in enumerate(cohorts):
             for node_id in members:
@@ -517,7 +597,7 @@ class Aggregator:
                 self.pending[node_id] = task
                 self.job_nodes.setdefault(job_id, set()).add(node_id)
                 self.wakeups.setdefault(node_id, asyncio.Event()).set()
-        rs.acc_dir.mkdir(parents=True, exist_ok=True)
+        rs.acc_dir.mkdir(parents=True)
         self.rounds[job_id] = rs
         self._emit(job_id, driver_pb2.JobEvent(kind=EventKind.JOB_EVENT_KIND_ROUND_OPENED, round=rnd, participants=chosen))
         log.info("job %s round %d (attempt %d): %d nodes in %d cohorts", job_id, rnd, attempt, len(chosen), len(cohorts))
@@ -525,7 +605,20 @@ class Aggregator:
             await asyncio.wait_for(rs.done.wait(), timeout=spec.deadline_seconds)
         except asyncio.TimeoutError:
             pass
+        except asyncio.CancelledError:
+            self._drop_round(rs)
+            raise
         return self._close_round(rs, spec)
+
+    def _drop_round(self, rs: RoundState) -> None:
+        """Forget an open round (its job was cancelled): its tasks are refused from now on."""
+        for tid, ts in rs.tasks.items():
+            self.tasks.pop(tid, None)
+            if self.pending.get(ts.node_id) is ts.task:
+                self.pending.pop(ts.node_id, None)
+            (self.spool / f"{tid}.part").unlink(missing_ok=True)
+        self.rounds.pop(rs.job_id, None)
+        shutil.rmtree(rs.acc_dir, ignore_errors=True)
 
     def _close_round(self, rs: RoundState, spec: driver_pb2.JobSpec) -> dict | None:
         for tid, ts in rs.tasks.items():
@@ -576,11 +669,13 @@ class Aggregator:
             "epsilon": {ts.node_id: ts.epsilon for ts in rs.tasks.values() if ts.epsilon is not None},
             "seconds": time.time() - rs.opened_at,
             "attempt": rs.attempt,
+            "attempt_id": rs.attempt_id,
         }
         try:
             self.store.save_round(rs.job_id, rs.round, rs.attempt, record, merged())
         finally:
             shutil.rmtree(rs.acc_dir, ignore_errors=True)
+        crash_point("round_saved")
         self.released(rs.job_id, rs.round, merged_members)
         log.info("job %s round %d closed: %d nodes in %d cohorts", rs.job_id, rs.round, complete, len(groups))
         return record

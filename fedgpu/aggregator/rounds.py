@@ -32,6 +32,7 @@ class RoundState:
     job_id: str
     round: int
     attempt: int
+    attempt_id: str  # unique across restarts: names the attempt's spool folder
     scheme: str
     opened_at: float
     deadline: float

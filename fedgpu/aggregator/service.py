@@ -10,6 +10,8 @@ import grpc
 
 from fedgpu.aggregator.core import Aggregator
 from fedgpu.errors import FedgpuError, ProtocolError
+from fedgpu.faults import crash_point
+from fedgpu.wire import PROTOCOL_VERSION
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc, node_pb2, node_pb2_grpc
 from fedgpu.wire import chunks
 
@@ -70,7 +72,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
     @_abort_on_error
     async def Register(self, request: node_pb2.RegisterRequest, context: Any) -> node_pb2.RegisterReply:
-        return node_pb2.RegisterReply(node_id=self.agg.register(request))
+        return node_pb2.RegisterReply(node_id=self.agg.register(request), protocol_version=PROTOCOL_VERSION)
 
     @_abort_on_error
     async def Heartbeat(self, request: node_pb2.HeartbeatRequest, context: Any) -> node_pb2.HeartbeatReply:
@@ -84,7 +86,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         node_id = self.agg.authenticate("PullTask", request)
         task = await self.agg.pull_task(node_id, float(request.wait_seconds))
         reply = node_pb2.PullTaskReply(task=task) if task is not None else node_pb2.PullTaskReply()
-        reply.receipts.extend(self.agg.take_receipts(node_id))
+        reply.receipts.extend(self.agg.receipts(node_id, request.receipts_after))
         return reply
 
     @_abort_on_error
@@ -116,7 +118,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
 
     @_abort_on_error
     async def SubmitJob(self, request: driver_pb2.SubmitJobRequest, context: Any) -> driver_pb2.SubmitJobReply:
-        job_id, token = self.agg.submit_job(request.spec)
+        job_id, token = self.agg.submit_job(request.spec, request.protocol_version)
         return driver_pb2.SubmitJobReply(job_id=job_id, token=token)
 
     @_abort_on_error
@@ -152,6 +154,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         for ci, idx in index:
             data = self.agg.store.cohort_sum(request.job_id, request.round, ci, idx)
             yield driver_pb2.CohortSumChunk(cohort=ci, members=cohorts[ci], chunk=chunks.make_chunk(idx, per_cohort[ci], data))
+            crash_point("fetch_sums")
 
     @_abort_on_error_stream
     async def DownloadJobModel(self, request: driver_pb2.DownloadJobModelRequest, context: Any) -> AsyncIterator[common_pb2.ModelChunk]:
@@ -162,5 +165,10 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
     @_abort_on_error
     async def GetJob(self, request: driver_pb2.GetJobRequest, context: Any) -> driver_pb2.JobStatus:
         self.agg.check_token(request.job_id, request.token)
-        job = self.agg.store.job(request.job_id)
-        return driver_pb2.JobStatus(job_id=job.id, state=job.state, round=job.round, model_version=job.model_version, message=job.message)
+        return self.agg.job_status(request.job_id)
+
+    @_abort_on_error
+    async def CancelJob(self, request: driver_pb2.CancelJobRequest, context: Any) -> driver_pb2.JobStatus:
+        self.agg.check_token(request.job_id, request.token)
+        await self.agg.cancel_job(request.job_id, request.reason)
+        return self.agg.job_status(request.job_id)

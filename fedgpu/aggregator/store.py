@@ -1,8 +1,8 @@
 """The aggregator's database: nodes, jobs, models, rounds, cohort sums, rewards.
 
 SQLAlchemy Core over any URL: a SQLite file by default (WAL, synchronous=FULL), PostgreSQL the same
-way. Everything a restart needs lives here; an open round's in-flight uploads do not (the round is
-reopened after a restart).
+way. Everything a restart needs lives here; an open round's in-flight uploads do not: a round attempt
+the process did not close is discarded on restart and the round is opened again (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Iterator
 from sqlalchemy import (
     Column,
     Float,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -35,6 +36,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from fedgpu.errors import NotFoundError, StorageError
+from fedgpu.faults import crash_point
 
 metadata = MetaData()
 
@@ -56,7 +58,7 @@ jobs = Table(
     Column("name", String(200), nullable=False),
     Column("spec", LargeBinary, nullable=False),  # serialized fedgpu.v1.JobSpec (protobuf, not pickle)
     Column("token_hash", String(64), nullable=False),
-    Column("state", String(20), nullable=False),  # waiting_model | running | done | failed
+    Column("state", String(20), nullable=False),  # waiting_model | running | done | failed | cancelled
     Column("round", Integer, nullable=False),  # last round opened (0 before the first)
     Column("model_version", Integer, nullable=False),
     Column("message", Text, nullable=False, default=""),
@@ -118,6 +120,7 @@ ledger = Table(
     Column("entry_hash", String(64), nullable=False),
     UniqueConstraint("job_id", "round", "node_id", name="one_payment_per_node_and_round"),
 )
+Index("ledger_by_node", ledger.c.node_id, ledger.c.id)  # a node's receipts after the last it holds
 
 ledger_heads = Table(
     "ledger_heads",
@@ -235,6 +238,10 @@ class Store:
             raise NotFoundError(f"job {job_id} does not exist")
         return JobRow(**{k: row[k] for k in JobRow.__dataclass_fields__})
 
+    def all_jobs(self) -> list[JobRow]:
+        rows = self._run(lambda c: c.execute(select(jobs).order_by(jobs.c.created_at)).mappings().all())
+        return [JobRow(**{k: r[k] for k in JobRow.__dataclass_fields__}) for r in rows]
+
     def jobs_in_state(self, *states: str) -> list[JobRow]:
         rows = self._run(lambda c: c.execute(select(jobs).where(jobs.c.state.in_(states))).mappings().all())
         return [JobRow(**{k: r[k] for k in JobRow.__dataclass_fields__}) for r in rows]
@@ -262,8 +269,12 @@ class Store:
             if head is not None:
                 c.execute(insert(ledger_heads).values(**head))
             c.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            crash_point("ledger_write")  # inside the transaction: a kill here must leave none of it
 
         self._run(fn)
+
+    def model_sha256(self, job_id: str, version: int) -> str | None:
+        return self._run(lambda c: c.execute(select(models.c.sha256).where(models.c.job_id == job_id, models.c.version == version)).scalar())
 
     def model(self, job_id: str, version: int) -> bytes:
         data = self._run(lambda c: c.execute(select(models.c.data).where(models.c.job_id == job_id, models.c.version == version)).scalar())
@@ -335,6 +346,21 @@ class Store:
         q = select(ledger).order_by(ledger.c.id)
         if job_id is not None:
             q = q.where(ledger.c.job_id == job_id)
+        return [dict(r) for r in self._run(lambda c: c.execute(q).mappings().all())]
+
+    def receipts_for(self, node_id: str, after: int, limit: int = 100) -> list[dict[str, Any]]:
+        """A node's ledger rows with id > ``after``, each with its round's signed head: the receipts it lacks.
+
+        Receipts are derived from the ledger, never held apart from it, so none is lost while the ledger
+        stands; a node acknowledges what it holds by the last id it sends.
+        """
+        q = (
+            select(ledger.c.id, ledger.c.job_id, ledger.c.round, ledger.c.node_id, ledger.c.reward, ledger.c.entry_hash, ledger_heads.c.head_hash, ledger_heads.c.signature)
+            .join(ledger_heads, (ledger_heads.c.job_id == ledger.c.job_id) & (ledger_heads.c.round == ledger.c.round))
+            .where(ledger.c.node_id == node_id, ledger.c.id > after)
+            .order_by(ledger.c.id)
+            .limit(limit)
+        )
         return [dict(r) for r in self._run(lambda c: c.execute(q).mappings().all())]
 
     def paid(self, job_id: str) -> float:

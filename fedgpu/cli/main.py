@@ -9,7 +9,7 @@ from importlib import import_module
 
 from fedgpu.errors import FedgpuError
 
-SUBCOMMANDS = ["demo", "aggregator", "node", "train", "budget", "rewards"]
+SUBCOMMANDS = ["demo", "aggregator", "node", "train", "jobs", "budget", "rewards"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,8 +8,13 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="submit a job and drive it to the end", description="Submit a training job (a TOML spec, see examples/) and drive it: decrypt cohort sums, aggregate, evaluate, publish. Writes OUT/model.safetensors and OUT/report.json.")
-    p.add_argument("job", type=Path, help="job spec (TOML)")
+    p = sub.add_parser(
+        "train", help="submit a job and drive it to the end",
+        description="Submit a training job (a TOML spec, see examples/) and drive it: decrypt cohort sums, aggregate, evaluate, publish. "
+        "Writes OUT/model.safetensors and OUT/report.json. A driver that was stopped or killed re-attaches with --resume OUT.",
+    )
+    p.add_argument("job", type=Path, nargs="?", help="job spec (TOML); not with --resume")
+    p.add_argument("--resume", type=Path, default=None, metavar="OUT", help="re-attach to the running job whose driver wrote OUT (its --out folder)")
     p.add_argument("--aggregator", default="127.0.0.1:50051", help="aggregator HOST:PORT (default %(default)s)")
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="output folder (default %(default)s)")
     p.add_argument("--validation", type=Path, default=None, help="held-out .npz/.csv (default: the public test split of the job's dataset)")
@@ -28,18 +33,29 @@ def print_progress(ev: dict) -> None:
             f"  {ev['seconds']:.1f}s  up {ev['bytes_up'] / 1e6:.2f} MB{eps_s}  elapsed {ev['elapsed']:.0f}s",
             flush=True,
         )
+    elif kind == "resumed":
+        print(f"job {ev['job']} resumed at model version {ev['version']}", flush=True)
     elif kind in ("retry", "reconnect"):
         print(f"  {kind}: {ev.get('message', '')}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
     from fedgpu.config import load_job
-    from fedgpu.datasets import get_schema, load_file
     from fedgpu.driver.driver import JobDriver
+    from fedgpu.errors import ConfigError
 
-    job = load_job(args.job)
-    validation = load_file(args.validation, get_schema(job.dataset)) if args.validation else None
-    driver = JobDriver(args.aggregator, job, args.out, validation=validation, progress=print_progress)
-    report = driver.run()
-    print(f"final accuracy {report['final_accuracy']:.3f}; model and report in {args.out}")
+    if (args.job is None) == (args.resume is None):
+        raise ConfigError("give a job spec to submit, or --resume OUT to re-attach to a running job (not both)")
+    if args.resume is not None:
+        driver = JobDriver.resume(args.aggregator, args.resume, progress=print_progress)
+        out = args.resume
+    else:
+        driver = JobDriver(args.aggregator, load_job(args.job), args.out, validation_path=args.validation, progress=print_progress)
+        out = args.out
+    try:
+        report = driver.run()
+    except KeyboardInterrupt:
+        print(f"driver stopped; the job waits for it (its lease): `fedgpu train --resume {out}` re-attaches, `fedgpu jobs cancel --out {out}` ends it", file=sys.stderr)
+        raise
+    print(f"final accuracy {report['final_accuracy']:.3f}; model and report in {out}")
     return 0

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fedgpu.crypto.plain import PlainAdder, PlainEncryptor, PlainKeyPair, plain_values_per_chunk
 from fedgpu.crypto.scheme import (
     Adder,
@@ -32,6 +34,16 @@ def generate_keys(scheme: str) -> KeyPair:
     from fedgpu.crypto.ckks import CkksKeyPair
 
     return CkksKeyPair.generate()
+
+
+def load_keys(scheme: str, directory: Path) -> KeyPair:
+    """Job driver: the keys a job's driver saved in ``directory`` (to resume it)."""
+    _check(scheme)
+    if scheme == "none":
+        return PlainKeyPair.load(directory)
+    from fedgpu.crypto.ckks import CkksKeyPair
+
+    return CkksKeyPair.load(directory)
 
 
 def encryptor(scheme: str, params: bytes, public_material: bytes) -> Encryptor:
@@ -65,4 +77,5 @@ __all__ = [
     "context_fingerprint",
     "encryptor",
     "generate_keys",
+    "load_keys",
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from fedgpu.errors import ProtocolError
+from fedgpu.errors import ProtocolError, StorageError
 
 # A chunk must fit the 1 MiB message budget both ways: 120k values are 480 KB as float32 uploads
 # and 960 KB as the float64 sums the driver fetches.
@@ -90,6 +92,18 @@ class PlainKeyPair:
 
     def decryptor(self) -> PlainDecryptor:
         return PlainDecryptor()
+
+    def save(self, directory: Path) -> None:
+        """Write the parameters (there is no key), so a resumed driver rebuilds the same layout."""
+        Path(directory).mkdir(mode=0o700, parents=True, exist_ok=True)
+        (Path(directory) / "plain.params").write_bytes(self.params)
+
+    @classmethod
+    def load(cls, directory: Path) -> PlainKeyPair:
+        try:
+            return cls(plain_values_per_chunk((Path(directory) / "plain.params").read_bytes()))
+        except OSError as exc:
+            raise StorageError(f"cannot read {directory}/plain.params: {exc}") from exc
 
 
 def plain_values_per_chunk(params: bytes) -> int:

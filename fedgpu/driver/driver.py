@@ -3,10 +3,17 @@
 It holds the job's secret key and a held-out set. It sees only sums over cohorts of at least k
 nodes; it decrypts them, combines them with weighted FedAvg, evaluates, values each cohort's
 contribution and publishes the next global model.
+
+Each round is valued and applied exactly once, whatever fails in between: the driver writes its
+state (fedgpu.driver.state) before it publishes a round, and before each watch it reconciles that
+state with the aggregator (:meth:`JobDriver._sync`): a publish the aggregator already holds is
+recognised by its version and model hash, one it lacks is sent again, and a driver killed outright
+is re-attached with :meth:`JobDriver.resume` (``fedgpu train --resume DIR``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -17,24 +24,26 @@ from typing import Any, Callable, Iterator
 
 import grpc
 import numpy as np
-import torch
 from safetensors.torch import save_file
 
 from fedgpu import crypto
-from fedgpu.config import JobConfig
-from fedgpu.datasets import ArrayDataset, get_schema, public_split
+from fedgpu.config import JobConfig, job_from_dict, job_to_dict
+from fedgpu.datasets import ArrayDataset, get_schema, load_file, public_split
+from fedgpu.driver.state import DriverState, load_state, save_state
 from fedgpu.driver.valuation import RoundValuer
-from fedgpu.errors import CryptoError, ProtocolError, RoundFailed
+from fedgpu.errors import CryptoError, ProtocolError, RoundFailed, StorageError
+from fedgpu.faults import crash_point
 from fedgpu.models import ModelSpec, build_model, count_params
 from fedgpu.node.training import evaluate
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc
-from fedgpu.wire import chunks, tensors
+from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors
 from fedgpu.wire.chunks import MAX_MESSAGE_BYTES
 from fedgpu.wire.serde import job_to_proto
 
 log = logging.getLogger("fedgpu.driver")
 Kind = driver_pb2.JobEventKind
 Progress = Callable[[dict[str, Any]], None]
+JOB_FILE = "job.json"
 
 
 @dataclass(frozen=True)
@@ -66,10 +75,14 @@ class JobDriver:
         validation: ArrayDataset | None = None,
         progress: Progress | None = None,
         keys: crypto.KeyPair | None = None,
+        validation_path: Path | None = None,
     ) -> None:
         self.job = job
         self.out = out_dir
         self.out.mkdir(parents=True, exist_ok=True)
+        self.validation_path = validation_path
+        if validation is None and validation_path is not None:
+            validation = load_file(validation_path, get_schema(job.dataset))
         self.progress = progress or (lambda ev: None)
         self.channel = grpc.insecure_channel(
             target, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
@@ -100,6 +113,25 @@ class JobDriver:
                 step_sizes=tuple(job.rewards.step_sizes), momenta=tuple(job.rewards.momentum_steps), confidence=job.rewards.confidence,
             )
         self.node_info: dict[str, dict[str, Any]] = {}
+        self.version = -1            # the model version self.state is
+        self.published = False       # whether the aggregator is known to hold it
+        self.pending: driver_pb2.RoundResult | None = None  # the result published with self.version
+        self.elapsed_before = 0.0    # seconds this job ran in earlier driver processes
+        self._started = time.perf_counter()
+
+    @classmethod
+    def resume(cls, target: str, out_dir: Path, validation: ArrayDataset | None = None, progress: Progress | None = None) -> JobDriver:
+        """Re-attach to the job whose driver wrote ``out_dir`` (it was killed, or lost its aggregator)."""
+        try:
+            info = json.loads((out_dir / JOB_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"{out_dir / JOB_FILE} is missing or unreadable: {out_dir} is not the --out folder of a submitted job") from exc
+        job = job_from_dict(info["job"])
+        path = Path(info["validation"]) if info.get("validation") and validation is None else None
+        driver = cls(target, job, out_dir, validation, progress, crypto.load_keys(job.encryption.scheme, out_dir / "keys"), path)
+        driver.job_id, driver.token = info["job_id"], info["token"]
+        driver._load()
+        return driver
 
     def abort(self, reason: str) -> None:
         """Stop ``run`` from another thread (e.g. the demo saw every node die)."""
@@ -124,14 +156,75 @@ class JobDriver:
 
     def submit(self) -> str:
         spec = job_to_proto(self.job, self._context(), self.num_params)
-        reply = self.stub.SubmitJob(driver_pb2.SubmitJobRequest(spec=spec), timeout=60)
+        reply = self.stub.SubmitJob(driver_pb2.SubmitJobRequest(spec=spec, protocol_version=PROTOCOL_VERSION), timeout=60)
         self.job_id, self.token = reply.job_id, reply.token
         self._save_keys()
-        fd = os.open(self.out / "job.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        info = {"job_id": self.job_id, "token": self.token, "job": job_to_dict(self.job), "validation": str(self.validation_path or "")}
+        fd = os.open(self.out / JOB_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the token is a secret
         with os.fdopen(fd, "w") as f:
-            json.dump({"job_id": self.job_id, "token": self.token}, f)
+            json.dump(info, f)
+        self.version, self.published = 0, False
+        self._save()
         self._publish(0, None)
+        self.published = True
         return self.job_id
+
+    # ---- state ---------------------------------------------------------------------------------
+    def _save(self) -> None:
+        arrays: dict[str, np.ndarray] = {}
+        valuer: dict[str, Any] | None = None
+        if self.valuer is not None:
+            valuer, arrays = self.valuer.state()
+        if self._server_buf is not None:
+            arrays = {**arrays, "server_buf": self._server_buf}
+        meta = {
+            "rounds": self.rounds,
+            "nodes": self.node_info,
+            "valuer": valuer,
+            "pending": self.pending.SerializeToString().hex() if self.pending is not None else None,
+            "elapsed": self.elapsed_before + time.perf_counter() - self._started,
+        }
+        save_state(self.out, DriverState(self.version, self.state, arrays, meta))
+
+    def _load(self) -> None:
+        st = load_state(self.out)
+        self.version, self.published = st.version, False
+        self.model.load_state_dict(st.model)
+        # The model's own key order, not the file's: flat vectors (what nodes send) follow it.
+        self.state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.rounds = st.meta["rounds"]
+        self.node_info = st.meta["nodes"]
+        self.elapsed_before = float(st.meta.get("elapsed", 0.0))
+        self._server_buf = st.arrays.get("server_buf")
+        if self.valuer is not None and st.meta["valuer"] is not None:
+            self.valuer.load_state(st.meta["valuer"], st.arrays)
+        self.pending = None
+        if st.meta["pending"] is not None:
+            self.pending = driver_pb2.RoundResult()
+            self.pending.ParseFromString(bytes.fromhex(st.meta["pending"]))
+
+    def _sync(self) -> None:
+        """Make sure the aggregator holds the version this driver's state is at, publishing it if not.
+
+        The state is written before a publish, so the aggregator is at that version (the publish
+        landed: recognised by the model's hash) or one behind (it did not: send it again).
+        """
+        if self.published:
+            return
+        st = self.stub.GetJob(driver_pb2.GetJobRequest(job_id=self.job_id, token=self.token), timeout=30)
+        theirs = -1 if st.state == "waiting_model" else int(st.model_version)
+        if theirs == self.version and st.model_sha256 == hashlib.sha256(tensors.state_to_bytes(self.state)).hexdigest():
+            log.info("job %s: the aggregator already holds model version %d", self.job_id, self.version)
+        elif theirs == self.version - 1 and st.state in ("waiting_model", "running"):
+            self._publish(self.version, self.pending)
+        elif st.state in ("failed", "cancelled"):
+            return  # the watch reports why
+        else:
+            raise StorageError(
+                f"job {self.job_id}: the aggregator holds model version {theirs}, this driver's state {self.out} is at "
+                f"version {self.version}: the state belongs to another run of the job"
+            )
+        self.published = True
 
     def _publish(self, version: int, result: driver_pb2.RoundResult | None) -> int:
         data = tensors.state_to_bytes(self.state)
@@ -182,7 +275,26 @@ class JobDriver:
 
         return client_level_epsilon(p.client_noise_multiplier, 1.0, rounds, p.delta, "rdp")
 
-    def on_round(self, ev: driver_pb2.JobEvent) -> dict[str, Any]:
+    def _apply(self, ev: driver_pb2.JobEvent, started: float) -> None:
+        """Value and apply round ``ev.round`` exactly once: state written, then published."""
+        if ev.round != self.version + 1:
+            raise ProtocolError(f"the aggregator offers round {ev.round}, this driver is at model version {self.version}")
+        try:
+            rec, result = self.on_round(ev)
+        except BaseException:
+            self._load()  # nothing of the round is kept: the state file still holds the round before
+            raise
+        crash_point("driver_valued")
+        self.version, self.published, self.pending = ev.round, False, result
+        self._save()
+        crash_point("driver_pending")
+        self._publish(ev.round, result)
+        self.published = True
+        crash_point("driver_published")
+        self.progress({"event": "round", **rec, "elapsed": self.elapsed_before + time.perf_counter() - started})
+
+    def on_round(self, ev: driver_pb2.JobEvent) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
+        """Fetch and decrypt the round's sums, aggregate, value, evaluate; the new model is in ``self.state``."""
         t0 = time.perf_counter()
         sums = self.fetch_sums(ev.round)
         start = tensors.flatten(self.state)
@@ -208,7 +320,6 @@ class JobDriver:
             result.node_values.update(valuation.node_values)
             result.rewards.update(valuation.rewards)
             result.evidence = valuation.evidence
-        published = self._publish(ev.round, result)
         for node_id in ev.participants:
             info = self.node_info.setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None})
             info["rounds"] += 1
@@ -230,7 +341,8 @@ class JobDriver:
             "node_status": dict(ev.node_status),
             "epsilon": dict(ev.epsilon),
             "client_epsilon": self._client_epsilon(ev.round),
-            "model_bytes": published,
+            "model_bytes": len(tensors.state_to_bytes(self.state)),
+            "cohort_weights": [s.weight for s in sums],
             "excluded_cohorts": [i for i in range(len(sums)) if valuation is not None and i not in valuation.kept],
             "server_step": valuation.step if valuation is not None else 1.0,
             "server_momentum": valuation.momentum if valuation is not None else self.job.training.server_momentum,
@@ -248,32 +360,36 @@ class JobDriver:
                 info = self.node_info.setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None})
                 info["reward"] = (info["reward"] or 0.0) + r
         self.rounds.append(rec)
-        return rec
+        return rec, result
 
     def run(self) -> dict[str, Any]:
-        """Submit, drive every round to the end, write model.safetensors and report.json."""
-        started = time.perf_counter()
-        self.submit()
-        self.progress({"event": "submitted", "job": self.job_id, "params": self.num_params})
+        """Submit (or, resumed, re-attach), drive every round to the end, write model.safetensors and report.json."""
+        started = self._started = time.perf_counter()
+        if not self.job_id:
+            self.submit()
+            self.progress({"event": "submitted", "job": self.job_id, "params": self.num_params})
+        else:
+            self.progress({"event": "resumed", "job": self.job_id, "version": self.version})
         req = driver_pb2.WatchJobRequest(job_id=self.job_id, token=self.token)
         done = False
         while not done:
             try:
+                self._sync()
                 for ev in self.stub.WatchJob(req):
                     if ev.kind == Kind.JOB_EVENT_KIND_ROUND_OPENED:
                         self.progress({"event": "round_opened", "round": ev.round, "nodes": len(ev.participants)})
                     elif ev.kind == Kind.JOB_EVENT_KIND_ROUND_RETRY:
                         self.progress({"event": "retry", "round": ev.round, "message": ev.message})
                     elif ev.kind == Kind.JOB_EVENT_KIND_SUMS_READY:
-                        if self.rounds and self.rounds[-1]["round"] >= ev.round:
-                            continue
-                        rec = self.on_round(ev)
-                        self.progress({"event": "round", **rec, "elapsed": time.perf_counter() - started})
+                        if ev.round > self.version:  # a round already applied is offered again after a reconnect
+                            self._apply(ev, started)
                     elif ev.kind == Kind.JOB_EVENT_KIND_JOB_DONE:
                         done = True
                         break
                     elif ev.kind == Kind.JOB_EVENT_KIND_JOB_FAILED:
                         raise RoundFailed(f"job {self.job_id} failed: {ev.message}")
+                    elif ev.kind == Kind.JOB_EVENT_KIND_JOB_CANCELLED:
+                        raise RoundFailed(f"job {self.job_id} was cancelled: {ev.message}")
             except (grpc.RpcError, ValueError) as exc:
                 if self._abort is not None:
                     raise RoundFailed(self._abort) from exc
@@ -281,7 +397,7 @@ class JobDriver:
                     raise
                 self.progress({"event": "reconnect", "message": "aggregator unavailable; reconnecting"})
                 time.sleep(1.0)
-        return self.finish(time.perf_counter() - started)
+        return self.finish(self.elapsed_before + time.perf_counter() - started)
 
     def finish(self, seconds: float) -> dict[str, Any]:
         save_file({k: v.contiguous() for k, v in self.state.items()}, str(self.out / "model.safetensors"))
@@ -303,12 +419,3 @@ class JobDriver:
         (self.out / "report.json").write_text(json.dumps(report, indent=2))
         return report
 
-
-def load_model(path: Path, job: JobConfig) -> torch.nn.Module:
-    """Load a trained model from ``model.safetensors`` (weights only, no pickle)."""
-    from safetensors.torch import load_file
-
-    schema = get_schema(job.dataset)
-    model = build_model(job.model, ModelSpec(schema.input_shape, schema.num_classes))
-    model.load_state_dict(load_file(str(path)))
-    return model

@@ -205,6 +205,31 @@ class RoundValuer:
             kept = kept - {drop}
         return [] if worse(kept, frozenset()) else sorted(kept)
 
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Everything the valuer carries between rounds, as JSON-able data and arrays (for resuming)."""
+        meta = {
+            "observations": [[o.round, list(o.members), o.value] for o in self.estimator.observations],
+            "reputation": self.reputation.as_dict(),
+            "server_lr": self.server_lr,
+            "momentum": self.momentum,
+            "totals": dict(self.totals),
+            "carried": self.carried,
+        }
+        return meta, ({} if self.baseline is None else {"baseline": self.baseline})
+
+    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state` returned: the next round is valued as if nothing had stopped."""
+        self.estimator = NodeValueEstimator()
+        for rnd, members, value in meta["observations"]:
+            self.estimator.observe(int(rnd), members, float(value))
+        self.reputation = Reputation()
+        self.reputation.load(meta["reputation"])
+        self.server_lr = float(meta["server_lr"])
+        self.momentum = None if meta["momentum"] is None else float(meta["momentum"])
+        self.totals = {k: float(v) for k, v in meta["totals"].items()}
+        self.carried = float(meta["carried"])
+        self.baseline = arrays.get("baseline")
+
     def summary(self) -> dict[str, Any]:
         return {
             "estimates": self.estimator.estimates(),

@@ -24,7 +24,7 @@ from fedgpu.errors import CapabilityError, ConfigError, FedgpuError, PrivacyBudg
 from fedgpu.models import ModelSpec, available_models, build_model
 from fedgpu.node.training import LocalTrainConfig, pick_device, train_local
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
-from fedgpu.wire import chunks, tensors
+from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors
 from fedgpu.wire.auth import Identity
 from fedgpu.wire.chunks import MAX_MESSAGE_BYTES
 
@@ -73,6 +73,8 @@ class NodeAgent:
         self.stub = node_pb2_grpc.NodeServiceStub(self.channel)
         self.tasks_done = 0
         self.privacy = None  # the owner's privacy gate, opened with the first DP task
+        self.receipts_path = cfg.identity_path.with_name("receipts.jsonl")
+        self.receipts_after, self._held = self._load_receipts()
 
     @property
     def node_id(self) -> str:
@@ -88,7 +90,7 @@ class NodeAgent:
 
     def register(self) -> None:
         caps = node_pb2.Capabilities(models=available_models(), datasets=sorted(self._data), device=self._device_name())
-        req = node_pb2.RegisterRequest(public_key=self.identity.public_key, name=self.cfg.name or self.node_id, capabilities=caps)
+        req = node_pb2.RegisterRequest(public_key=self.identity.public_key, name=self.cfg.name or self.node_id, capabilities=caps, protocol_version=PROTOCOL_VERSION)
         self.stub.Register(self._signed("Register", req), timeout=30)
         log.info("registered as %s with %s", self.node_id, ", ".join(f"{k}({len(v)})" for k, v in self._data.items()))
 
@@ -116,9 +118,8 @@ class NodeAgent:
                 if not registered:
                     self.register()
                     registered = True
-                reply = self.stub.PullTask(
-                    self._signed("PullTask", node_pb2.PullTaskRequest(wait_seconds=self.cfg.poll_seconds)), timeout=self.cfg.poll_seconds + 10
-                )
+                pull = node_pb2.PullTaskRequest(wait_seconds=self.cfg.poll_seconds, receipts_after=self.receipts_after)
+                reply = self.stub.PullTask(self._signed("PullTask", pull), timeout=self.cfg.poll_seconds + 10)
                 backoff = 0.5
                 self._keep_receipts(reply.receipts)
                 if reply.HasField("task"):
@@ -135,20 +136,46 @@ class NodeAgent:
                 log.warning("aggregator refused: %s %s", code.name, exc.details())  # type: ignore[attr-defined]
                 self._stop.wait(1.0)
 
-    def _keep_receipts(self, receipts) -> None:  # type: ignore[no-untyped-def]
-        """Append verified reward receipts to HOME/receipts.jsonl: the node's proof of what it was paid."""
-        if not receipts:
-            return
+    def _load_receipts(self) -> tuple[int, set[tuple[str, int]]]:
+        """The id of the last receipt held (sent with each pull, so the aggregator sends only later ones)
+        and the (job, round) pairs held, so that a receipt delivered twice is written once."""
         from fedgpu.rewards.chain import Receipt
 
-        path = self.cfg.identity_path.with_name("receipts.jsonl")
-        with path.open("a") as f:
+        cursor = self.receipts_path.with_name("receipts.last")
+        after = int(cursor.read_text() or 0) if cursor.exists() else 0
+        held: set[tuple[str, int]] = set()
+        if self.receipts_path.exists():
+            for line in self.receipts_path.read_text().splitlines():
+                if line.strip():
+                    r = Receipt.from_json(line)
+                    held.add((r.job_id, r.round))
+        return after, held
+
+    def _keep_receipts(self, receipts) -> None:  # type: ignore[no-untyped-def]
+        """Append verified reward receipts to HOME/receipts.jsonl (the node's proof of what it was paid),
+        durably, then move the acknowledged id on: a crash in between only means a second delivery."""
+        if not receipts:
+            return
+        import os
+
+        from fedgpu.rewards.chain import Receipt
+
+        with self.receipts_path.open("a") as f:
             for r in receipts:
                 receipt = Receipt(r.job_id, r.round, r.node_id, r.reward, r.entry_hash, r.head_hash, r.signature, r.aggregator_key)
                 if receipt.node_id != self.node_id or not receipt.verify():
                     log.warning("ignoring a receipt that does not verify: %s round %d", r.job_id, r.round)
                     continue
-                f.write(receipt.to_json() + "\n")
+                if (r.job_id, r.round) not in self._held:
+                    f.write(receipt.to_json() + "\n")
+                    self._held.add((r.job_id, r.round))
+            f.flush()
+            os.fsync(f.fileno())
+        self.receipts_after = max(self.receipts_after, max(r.id for r in receipts))
+        cursor = self.receipts_path.with_name("receipts.last")
+        tmp = cursor.with_suffix(".tmp")
+        tmp.write_text(str(self.receipts_after))
+        tmp.replace(cursor)
 
     def handle(self, task: node_pb2.Task) -> None:
         try:

@@ -164,6 +164,10 @@ class Reputation:
     def as_dict(self) -> dict[str, float]:
         return dict(self._scores)
 
+    def load(self, scores: Mapping[str, float]) -> None:
+        """Restore scores saved with :meth:`as_dict`."""
+        self._scores = {str(k): float(v) for k, v in scores.items()}
+
 
 def round_observations(values: Sequence[float], scale: float) -> list[float]:
     """A round's cohort values as the estimator should observe them, given the round's scale (its largest

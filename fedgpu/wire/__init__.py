@@ -1,0 +1,7 @@
+"""The wire: chunks, signatures, tensors and the one conversion between domain objects and protobuf."""
+
+# The protocol's major version, exchanged when a node registers and a driver submits: peers of
+# another version are refused with a message instead of failing on a field they do not know.
+PROTOCOL_VERSION = 1
+
+__all__ = ["PROTOCOL_VERSION"]

@@ -80,17 +80,30 @@ class Identity:
 
 
 class Verifier:
-    """Checks signatures and remembers recent nonces to refuse replays."""
+    """Checks signatures and refuses replays, across restarts too.
 
-    def __init__(self, max_nonces: int = 200_000) -> None:
+    Within one process the recent nonces are remembered. Across a restart nothing needs to be: a
+    request signed before ``not_before_ms`` (the aggregator's start) is refused, so a replay of
+    anything captured before the restart fails however fresh its timestamp still is, and a request
+    signed after it is in this process's nonce memory. The price: a node whose clock runs behind the
+    aggregator's is refused for that long after a restart (it signs again with backoff).
+    """
+
+    def __init__(self, max_nonces: int = 200_000, not_before_ms: int = 0) -> None:
         self._seen: OrderedDict[bytes, int] = OrderedDict()
         self._max = max_nonces
+        self.not_before_ms = not_before_ms
 
     def verify(self, method: str, request: object, public_key: bytes) -> None:
         auth = request.auth  # type: ignore[attr-defined]
         now = int(time.time() * 1000)
         if abs(now - auth.timestamp_ms) > CLOCK_SKEW_MS:
             raise AuthError(f"request timestamp is {abs(now - auth.timestamp_ms) / 1000:.0f} s off; check the node's clock")
+        if auth.timestamp_ms < self.not_before_ms:
+            raise AuthError(
+                f"request signed {(self.not_before_ms - auth.timestamp_ms) / 1000:.1f} s before the aggregator started: "
+                "a replay, or the node's clock is behind; sign it again"
+            )
         if len(auth.nonce) != 16 or len(auth.signature) != 64:
             raise AuthError("auth needs a 16-byte nonce and a 64-byte Ed25519 signature")
         try:

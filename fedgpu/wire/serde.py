@@ -41,6 +41,7 @@ def job_to_proto(job: JobConfig, encryption: common_pb2.EncryptionContext, num_p
         encryption=encryption,
         num_params=num_params,
         reward_pool=job.rewards.pool_per_round,
+        driver_lease_seconds=job.driver_lease_seconds,
     )
 
 
@@ -57,6 +58,7 @@ def job_from_proto(spec: driver_pb2.JobSpec, check_registry: bool = True) -> Job
         "deadline_seconds": spec.deadline_seconds,
         "cohort_size": spec.cohort_size,
         "seed": spec.seed,
+        "driver_lease_seconds": spec.driver_lease_seconds or JobConfig.driver_lease_seconds,
         "training": {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "momentum": t.momentum},
         "encryption": {"scheme": spec.encryption.scheme},
         "rewards": {"pool_per_round": spec.reward_pool},

@@ -20,7 +20,7 @@ from fedgpu.datasets import partition_iid, public_split, save_npz
 from fedgpu.driver.driver import JobDriver
 from fedgpu.node.agent import CHANNEL_OPTIONS, NodeAgent, NodeConfig
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
-from fedgpu.wire import chunks
+from fedgpu.wire import PROTOCOL_VERSION, chunks
 from fedgpu.wire.auth import Identity
 
 
@@ -65,7 +65,7 @@ class RawNode:
         self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self.stub = node_pb2_grpc.NodeServiceStub(self.channel)
         self.id = Identity.load_or_create(tmp / f"{name}.pem")
-        req = node_pb2.RegisterRequest(public_key=self.id.public_key, name=name, capabilities=node_pb2.Capabilities(models=["digits_cnn"], datasets=["digits"]))
+        req = node_pb2.RegisterRequest(public_key=self.id.public_key, name=name, capabilities=node_pb2.Capabilities(models=["digits_cnn"], datasets=["digits"]), protocol_version=PROTOCOL_VERSION)
         self.id.sign("Register", req)
         self.stub.Register(req)
 

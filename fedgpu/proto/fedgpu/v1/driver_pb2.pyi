@@ -16,15 +16,17 @@ class JobEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_EVENT_KIND_ROUND_RETRY: _ClassVar[JobEventKind]
     JOB_EVENT_KIND_JOB_DONE: _ClassVar[JobEventKind]
     JOB_EVENT_KIND_JOB_FAILED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_JOB_CANCELLED: _ClassVar[JobEventKind]
 JOB_EVENT_KIND_UNSPECIFIED: JobEventKind
 JOB_EVENT_KIND_ROUND_OPENED: JobEventKind
 JOB_EVENT_KIND_SUMS_READY: JobEventKind
 JOB_EVENT_KIND_ROUND_RETRY: JobEventKind
 JOB_EVENT_KIND_JOB_DONE: JobEventKind
 JOB_EVENT_KIND_JOB_FAILED: JobEventKind
+JOB_EVENT_KIND_JOB_CANCELLED: JobEventKind
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "model", "dataset", "rounds", "nodes_per_round", "min_nodes", "deadline_seconds", "training", "cohort_size", "seed", "privacy", "encryption", "num_params", "reward_pool")
+    __slots__ = ("name", "model", "dataset", "rounds", "nodes_per_round", "min_nodes", "deadline_seconds", "training", "cohort_size", "seed", "privacy", "encryption", "num_params", "reward_pool", "driver_lease_seconds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +41,7 @@ class JobSpec(_message.Message):
     ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
     NUM_PARAMS_FIELD_NUMBER: _ClassVar[int]
     REWARD_POOL_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     dataset: str
@@ -53,13 +56,16 @@ class JobSpec(_message.Message):
     encryption: _common_pb2.EncryptionContext
     num_params: int
     reward_pool: float
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., rounds: _Optional[int] = ..., nodes_per_round: _Optional[int] = ..., min_nodes: _Optional[int] = ..., deadline_seconds: _Optional[float] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., cohort_size: _Optional[int] = ..., seed: _Optional[int] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., num_params: _Optional[int] = ..., reward_pool: _Optional[float] = ...) -> None: ...
+    driver_lease_seconds: float
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., rounds: _Optional[int] = ..., nodes_per_round: _Optional[int] = ..., min_nodes: _Optional[int] = ..., deadline_seconds: _Optional[float] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., cohort_size: _Optional[int] = ..., seed: _Optional[int] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., num_params: _Optional[int] = ..., reward_pool: _Optional[float] = ..., driver_lease_seconds: _Optional[float] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("spec",)
+    __slots__ = ("spec", "protocol_version")
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     spec: JobSpec
-    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+    protocol_version: int
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., protocol_version: _Optional[int] = ...) -> None: ...
 
 class SubmitJobReply(_message.Message):
     __slots__ = ("job_id", "token")
@@ -244,15 +250,27 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("job_id", "state", "round", "model_version", "message")
+    __slots__ = ("job_id", "state", "round", "model_version", "message", "model_sha256")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: str
     round: int
     model_version: int
     message: str
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    model_sha256: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., message: _Optional[str] = ..., model_sha256: _Optional[str] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("job_id", "token", "reason")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    token: str
+    reason: str
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -65,6 +65,11 @@ class DriverServiceStub:
                 request_serializer=fedgpu_dot_v1_dot_driver__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=fedgpu_dot_v1_dot_driver__pb2.JobStatus.FromString,
                 _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/fedgpu.v1.DriverService/CancelJob',
+                request_serializer=fedgpu_dot_v1_dot_driver__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=fedgpu_dot_v1_dot_driver__pb2.JobStatus.FromString,
+                _registered_method=True)
 
 
 class DriverServiceServicer:
@@ -109,6 +114,12 @@ class DriverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DriverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +151,11 @@ def add_DriverServiceServicer_to_server(servicer, server):
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
                     request_deserializer=fedgpu_dot_v1_dot_driver__pb2.GetJobRequest.FromString,
+                    response_serializer=fedgpu_dot_v1_dot_driver__pb2.JobStatus.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=fedgpu_dot_v1_dot_driver__pb2.CancelJobRequest.FromString,
                     response_serializer=fedgpu_dot_v1_dot_driver__pb2.JobStatus.SerializeToString,
             ),
     }
@@ -304,6 +320,33 @@ class DriverService:
             target,
             '/fedgpu.v1.DriverService/GetJob',
             fedgpu_dot_v1_dot_driver__pb2.GetJobRequest.SerializeToString,
+            fedgpu_dot_v1_dot_driver__pb2.JobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgpu.v1.DriverService/CancelJob',
+            fedgpu_dot_v1_dot_driver__pb2.CancelJobRequest.SerializeToString,
             fedgpu_dot_v1_dot_driver__pb2.JobStatus.FromString,
             options,
             channel_credentials,

@@ -32,22 +32,26 @@ class Capabilities(_message.Message):
     def __init__(self, models: _Optional[_Iterable[str]] = ..., datasets: _Optional[_Iterable[str]] = ..., device: _Optional[str] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("public_key", "name", "capabilities", "auth")
+    __slots__ = ("public_key", "name", "capabilities", "auth", "protocol_version")
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     AUTH_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     public_key: bytes
     name: str
     capabilities: Capabilities
     auth: _common_pb2.NodeAuth
-    def __init__(self, public_key: _Optional[bytes] = ..., name: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ...) -> None: ...
+    protocol_version: int
+    def __init__(self, public_key: _Optional[bytes] = ..., name: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., protocol_version: _Optional[int] = ...) -> None: ...
 
 class RegisterReply(_message.Message):
-    __slots__ = ("node_id",)
+    __slots__ = ("node_id", "protocol_version")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     node_id: str
-    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+    protocol_version: int
+    def __init__(self, node_id: _Optional[str] = ..., protocol_version: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("auth",)
@@ -62,12 +66,14 @@ class HeartbeatReply(_message.Message):
     def __init__(self, server_time_ms: _Optional[int] = ...) -> None: ...
 
 class PullTaskRequest(_message.Message):
-    __slots__ = ("auth", "wait_seconds")
+    __slots__ = ("auth", "wait_seconds", "receipts_after")
     AUTH_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RECEIPTS_AFTER_FIELD_NUMBER: _ClassVar[int]
     auth: _common_pb2.NodeAuth
     wait_seconds: int
-    def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., wait_seconds: _Optional[int] = ...) -> None: ...
+    receipts_after: int
+    def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., wait_seconds: _Optional[int] = ..., receipts_after: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("task_id", "job_id", "round", "model_version", "model", "dataset", "training", "privacy", "encryption", "deadline_ms", "num_params", "num_chunks")
@@ -106,7 +112,7 @@ class PullTaskReply(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., receipts: _Optional[_Iterable[_Union[Receipt, _Mapping]]] = ...) -> None: ...
 
 class Receipt(_message.Message):
-    __slots__ = ("job_id", "round", "node_id", "reward", "entry_hash", "head_hash", "signature", "aggregator_key")
+    __slots__ = ("job_id", "round", "node_id", "reward", "entry_hash", "head_hash", "signature", "aggregator_key", "id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +121,7 @@ class Receipt(_message.Message):
     HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     AGGREGATOR_KEY_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     round: int
     node_id: str
@@ -123,7 +130,8 @@ class Receipt(_message.Message):
     head_hash: str
     signature: str
     aggregator_key: str
-    def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., node_id: _Optional[str] = ..., reward: _Optional[float] = ..., entry_hash: _Optional[str] = ..., head_hash: _Optional[str] = ..., signature: _Optional[str] = ..., aggregator_key: _Optional[str] = ...) -> None: ...
+    id: int
+    def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., node_id: _Optional[str] = ..., reward: _Optional[float] = ..., entry_hash: _Optional[str] = ..., head_hash: _Optional[str] = ..., signature: _Optional[str] = ..., aggregator_key: _Optional[str] = ..., id: _Optional[int] = ...) -> None: ...
 
 class DeclineTaskRequest(_message.Message):
     __slots__ = ("auth", "task_id", "reason", "message")
