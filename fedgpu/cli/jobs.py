@@ -69,7 +69,7 @@ def _cancel(args: argparse.Namespace) -> int:
         try:
             st = stub.CancelJob(driver_pb2.CancelJobRequest(job_id=info["job_id"], token=info["token"], reason=args.reason), timeout=30)
         except grpc.RpcError as exc:
-            print(f"fedgpu: error: cannot cancel {info['job_id']}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            print(f"fedgpu: error: cannot cancel {info['job_id']}: {exc.details()}", file=sys.stderr)
             return 3
     print(f"job {st.job_id} {st.state}: {st.message}")
     return 0

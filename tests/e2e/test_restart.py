@@ -29,6 +29,7 @@ from fedgpu.config import RewardsConfig
 from fedgpu.crypto.plain import PlainKeyPair
 from fedgpu.datasets import ArrayDataset, public_split, save_npz
 from fedgpu.driver.driver import JobDriver
+from fedgpu.errors import RoundFailed
 from fedgpu.node.agent import CHANNEL_OPTIONS, NodeAgent, NodeConfig
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
 from fedgpu.rewards.chain import Receipt
@@ -264,7 +265,7 @@ def test_jobs_cancel_ends_a_running_job_through_the_aggregator(tmp_path: Path, c
         assert "cancelled: test over" in capsys.readouterr().out
         assert main(["jobs", "list", "--db", agg.db]) == 0
         assert driver.job_id in capsys.readouterr().out
-        with pytest.raises(Exception, match="cancelled"):
+        with pytest.raises(RoundFailed, match="cancelled"):
             driver.run()
 
 
