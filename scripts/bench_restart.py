@@ -161,12 +161,14 @@ def run_job(scheme: str, rounds: int, seed: int, kills: int, rng: random.Random,
         th = threading.Thread(target=lambda: result.update(driver.run()), daemon=True)
         th.start()
         recoveries: list[float] = []
+        done = 0
         try:
             for _ in range(kills):
-                time.sleep(rng.uniform(0.3, 4.0))
+                time.sleep(rng.uniform(0.3, 3.0))
                 if not th.is_alive():
                     break
                 agg.kill()
+                done += 1
                 killed = time.monotonic()
                 agg.start()
                 end = killed + 120
@@ -183,7 +185,7 @@ def run_job(scheme: str, rounds: int, seed: int, kills: int, rng: random.Random,
         finally:
             stop_nodes(nodes)
             agg.stop()
-        return {"seconds": seconds, "kills": len(recoveries), "recoveries": recoveries, "accuracy": result["final_accuracy"],
+        return {"seconds": seconds, "kills": done, "recoveries": recoveries, "accuracy": result["final_accuracy"],
                 "paid": sum((i.get("reward") or 0.0) for i in result["nodes"].values()), **defects}
 
 
@@ -206,12 +208,14 @@ def driver_resume_run(rounds: int, seed: int, rng: random.Random, validation: Ar
         args = [str(spec), "--out", str(out), "--validation", str(val)]
         try:
             killed = 0
+            targets = sorted(rng.sample(range(1, rounds), kills)) if kills else []
             while True:
                 proc = subprocess.Popen([sys.executable, "-m", "fedgpu", "train", *args, "--aggregator", agg.address], stdout=log, stderr=subprocess.STDOUT)
-                if killed < kills:
-                    try:
-                        proc.wait(rng.uniform(4.0, 10.0))
-                    except subprocess.TimeoutExpired:
+                if killed < len(targets):  # once the driver has applied round `target`, kill it somewhere in the next
+                    while proc.poll() is None and _driver_version(out) < targets[killed]:
+                        time.sleep(0.05)
+                    time.sleep(rng.uniform(0.0, 1.0))
+                    if proc.poll() is None:
                         proc.send_signal(signal.SIGKILL)
                         killed += 1
                 proc.wait(600)
@@ -228,11 +232,20 @@ def driver_resume_run(rounds: int, seed: int, rng: random.Random, validation: Ar
         return {"driver_kills": killed, "accuracy": report["final_accuracy"], "paid": sum((i.get("reward") or 0.0) for i in report["nodes"].values()), **defects}
 
 
+def _driver_version(out: Path) -> int:
+    from fedgpu.driver.state import STATE_FILE, load_state
+
+    try:
+        return load_state(out).version if (out / STATE_FILE).exists() else -1
+    except Exception:  # replaced while read: ask again
+        return -1
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kills", type=int, default=21, help="aggregator kills on plaintext jobs (default %(default)s)")
     ap.add_argument("--ckks-kills", type=int, default=9, help="aggregator kills on CKKS jobs (default %(default)s)")
-    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -243,18 +256,19 @@ def main() -> None:
     train, validation = public_split("digits", seed=0)
     defect_keys = ("foreign_sums", "driver_ledger_mismatch", "duplicate_payments", "ledger_verify_failures", "receipts_lost", "missing_rounds")
     runs: list[dict[str, Any]] = []
-    clean = [run_job("none", args.rounds, args.seed + i, 0, rng, validation, train) for i in range(2)]
+    clean = [run_job("none", args.rounds, args.seed, 0, rng, validation, train) for _ in range(2)]
     per_job = 7
     for scheme, total in (("none", args.kills), ("ckks", args.ckks_kills)):
-        left, i = total, 0
+        left = total
         while left > 0:
-            r = run_job(scheme, args.rounds, args.seed + 10 + i, min(per_job, left), rng, validation, train)
+            r = run_job(scheme, args.rounds, args.seed, min(per_job, left), rng, validation, train)
             runs.append({"scheme": scheme, **r})
-            left -= max(r["kills"], 1)
-            i += 1
-    resumed = [driver_resume_run(args.rounds, args.seed + 100, rng, validation, train)]
+            left -= r["kills"]
+    # The driver as `fedgpu train`: uninterrupted twice (the spread), then killed twice and resumed, same seed.
+    drivers_clean = [driver_resume_run(args.rounds, args.seed, rng, validation, train, kills=0) for _ in range(2)]
+    resumed = [driver_resume_run(args.rounds, args.seed, rng, validation, train, kills=2)]
     recoveries = [x for r in runs for x in r["recoveries"]]
-    everything = runs + resumed
+    everything = runs + resumed + drivers_clean
     out = {
         "kills": sum(r["kills"] for r in runs),
         "kills_by_scheme": {s: sum(r["kills"] for r in runs if r["scheme"] == s) for s in ("none", "ckks")},
@@ -266,8 +280,11 @@ def main() -> None:
         "driver_kills": sum(r["driver_kills"] for r in resumed),
         "driver_resumed_accuracy": [r["accuracy"] for r in resumed],
         "driver_resumed_paid": [r["paid"] for r in resumed],
+        "driver_uninterrupted_accuracy": [r["accuracy"] for r in drivers_clean],
+        "driver_uninterrupted_paid": [r["paid"] for r in drivers_clean],
         "uninterrupted_accuracy": [r["accuracy"] for r in clean],
         "uninterrupted_paid": [r["paid"] for r in clean],
+        "with_kills_paid": [r["paid"] for r in runs],
         "with_kills_accuracy": [r["accuracy"] for r in runs],
         "rounds": args.rounds,
         "durability": "an attempt not closed is discarded on restart: no fsync per upload; one transaction per closed round and per publish",
