@@ -11,6 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="submit a job and drive it to the end", description="Submit a training job (a TOML spec, see examples/) and drive it: decrypt cohort sums, aggregate, evaluate, publish. Writes OUT/model.safetensors and OUT/report.json.")
     p.add_argument("job", type=Path, help="job spec (TOML)")
     p.add_argument("--aggregator", default="127.0.0.1:50051", help="aggregator HOST:PORT (default %(default)s)")
+    p.add_argument("--tls-ca", type=Path, default=None, metavar="PEM", help="trust the aggregator's certificate if this CA signed it (default: cleartext on loopback, the system's CAs elsewhere)")
+    p.add_argument("--insecure", action="store_true", help="cleartext even to a non-loopback aggregator (only behind a VPN or a TLS proxy)")
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="output folder (default %(default)s)")
     p.add_argument("--validation", type=Path, default=None, help="held-out .npz/.csv (default: the public test split of the job's dataset)")
     p.set_defaults(func=run)
@@ -36,10 +38,12 @@ def run(args: argparse.Namespace) -> int:
     from fedgpu.config import load_job
     from fedgpu.datasets import get_schema, load_file
     from fedgpu.driver.driver import JobDriver
+    from fedgpu.wire.transport import TLSConfig
 
+    tls = TLSConfig(ca=args.tls_ca, insecure=args.insecure)
     job = load_job(args.job)
     validation = load_file(args.validation, get_schema(job.dataset)) if args.validation else None
-    driver = JobDriver(args.aggregator, job, args.out, validation=validation, progress=print_progress)
+    driver = JobDriver(args.aggregator, job, args.out, validation=validation, progress=print_progress, tls=tls)
     report = driver.run()
     print(f"final accuracy {report['final_accuracy']:.3f}; model and report in {args.out}")
     return 0

@@ -29,8 +29,8 @@ from fedgpu.models import ModelSpec, build_model, count_params
 from fedgpu.node.training import evaluate
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc
 from fedgpu.wire import chunks, tensors
-from fedgpu.wire.chunks import MAX_MESSAGE_BYTES
 from fedgpu.wire.serde import job_to_proto
+from fedgpu.wire.transport import TLSConfig, open_channel
 
 log = logging.getLogger("fedgpu.driver")
 Kind = driver_pb2.JobEventKind
@@ -66,14 +66,13 @@ class JobDriver:
         validation: ArrayDataset | None = None,
         progress: Progress | None = None,
         keys: crypto.KeyPair | None = None,
+        tls: TLSConfig | None = None,
     ) -> None:
         self.job = job
         self.out = out_dir
         self.out.mkdir(parents=True, exist_ok=True)
         self.progress = progress or (lambda ev: None)
-        self.channel = grpc.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-        )
+        self.channel = open_channel(target, tls)
         self.stub = driver_pb2_grpc.DriverServiceStub(self.channel)
         schema = get_schema(job.dataset)
         self.spec = ModelSpec(schema.input_shape, schema.num_classes)
