@@ -257,4 +257,5 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
     async def GetJob(self, request: driver_pb2.GetJobRequest, context: Any) -> driver_pb2.JobStatus:
         self.agg.check_token(request.job_id, request.token)
         job = self.agg.store.job(request.job_id)
-        return driver_pb2.JobStatus(job_id=job.id, state=job.state, round=job.round, model_version=job.model_version, message=job.message)
+        # model_version is -1 until the first publish ("waiting_model"): uint32 on the wire, so 0 with that state
+        return driver_pb2.JobStatus(job_id=job.id, state=job.state, round=job.round, model_version=max(job.model_version, 0), message=job.message)
