@@ -1,4 +1,4 @@
-"""The aggregator is SIGKILLed mid-job and restarted on the same database: nothing is lost or paid twice."""
+"""The aggregator (its own process, serving TLS) is SIGKILLed mid-job and restarted on the same database: nothing is lost or paid twice."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from fedgpu.cli.rewards import verify
 from fedgpu.aggregator.store import Store
 from fedgpu.datasets import public_split
 from fedgpu.driver.driver import JobDriver
+from fedgpu.wire.certs import CertFiles
+from fedgpu.wire.transport import TLSConfig
 
 from test_job import job, start_nodes, stop_nodes  # type: ignore[import-not-found]
 
@@ -25,11 +27,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_aggregator(port: int, db: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_aggregator(port: int, db: Path, log: Path, certs: CertFiles | None = None) -> subprocess.Popen[bytes]:
+    """``fedgpu aggregator`` as its own process; with ``certs`` it serves TLS (``--tls-cert``/``--tls-key``)."""
     ready = db.with_suffix(".addr")
     ready.unlink(missing_ok=True)
+    tls = ["--tls-cert", str(certs.cert), "--tls-key", str(certs.key)] if certs else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fedgpu", "aggregator", "--listen", f"127.0.0.1:{port}", "--db", str(db), "--ready-file", str(ready)],
+        [sys.executable, "-m", "fedgpu", "aggregator", "--listen", f"127.0.0.1:{port}", "--db", str(db), "--ready-file", str(ready), *tls],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
@@ -40,12 +44,13 @@ def start_aggregator(port: int, db: Path, log: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def test_aggregator_crash_resumes_from_last_round(tmp_path: Path) -> None:
+def test_aggregator_crash_resumes_from_last_round(tmp_path: Path, certs: CertFiles) -> None:
     train, test = public_split("digits", seed=0)
     port, db, log = free_port(), tmp_path / "agg.db", tmp_path / "agg.log"
-    agg = start_aggregator(port, db, log)
+    agg = start_aggregator(port, db, log, certs)
     address = f"127.0.0.1:{port}"
-    nodes = start_nodes(address, tmp_path, train, 3)
+    tls = TLSConfig(ca=certs.ca)
+    nodes = start_nodes(address, tmp_path, train, 3, tls)
     killed = threading.Event()
 
     def progress(ev: dict) -> None:
@@ -55,12 +60,12 @@ def test_aggregator_crash_resumes_from_last_round(tmp_path: Path) -> None:
             killed.set()
 
     result: dict = {}
-    driver = JobDriver(address, job(rounds=4), tmp_path / "out", validation=test, progress=progress)
+    driver = JobDriver(address, job(rounds=4), tmp_path / "out", validation=test, progress=progress, tls=tls)
     th = threading.Thread(target=lambda: result.update(driver.run()), daemon=True)
     th.start()
     try:
         assert killed.wait(120), log.read_text()
-        agg = start_aggregator(port, db, log)
+        agg = start_aggregator(port, db, log, certs)
         th.join(180)
         assert not th.is_alive(), "the job did not finish after the restart"
     finally:
