@@ -230,3 +230,22 @@ def test_train_cli_fails_with_a_message_not_a_traceback(tls_aggregator: LocalAgg
     assert "Traceback" not in r.stderr
     assert r.stderr.count("fedgpu: error: ") == 1
     assert ("If it serves TLS, pass --tls-ca" if client == "cleartext" else "not signed by the CA given with --tls-ca") in r.stderr
+
+
+def test_a_ca_bundle_trusts_either_ca(tmp_path: Path, certs: CertFiles) -> None:
+    """CA rotation without a flag day: clients hold old + new CA while the aggregator switches its leaf."""
+    new = write_certs(tmp_path / "new", ["127.0.0.1"])
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(certs.ca.read_bytes() + new.ca.read_bytes())
+    for files in (certs, new):
+        with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool", tls=TLSConfig(cert=files.cert, key=files.key)) as agg:
+            assert register(agg.address, TLSConfig(ca=bundle), tmp_path)
+
+
+@pytest.mark.skipif(subprocess.run(["which", "openssl"], capture_output=True).returncode != 0, reason="no openssl")
+def test_certificates_made_with_openssl_as_in_the_docs_work(tmp_path: Path) -> None:
+    script = (REPO / "docs" / "tls.md").read_text().split("**The same with openssl:**", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    script = script.replace("agg.example.org", "localhost").replace("203.0.113.7", "127.0.0.1")
+    subprocess.run(["bash", "-c", script], cwd=tmp_path, check=True, capture_output=True)
+    with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool", tls=TLSConfig(cert=tmp_path / "server.pem", key=tmp_path / "server.key")) as agg:
+        assert register(agg.address, TLSConfig(ca=tmp_path / "ca.pem"), tmp_path)
