@@ -77,6 +77,20 @@ def test_aggregator_cli_refuses_cleartext_on_all_interfaces(tmp_path: Path, caps
     assert main(["aggregator", "--listen", "localhost", "--db", str(tmp_path / "a.db")]) == ConfigError.exit_code
 
 
+def test_every_channel_and_port_goes_through_the_seam() -> None:
+    """No other module opens a channel or a port: TLS, limits and keep-alives cannot be forgotten there."""
+    seam = REPO / "fedgpu" / "wire" / "transport.py"
+    calls = ("insecure_channel(", "secure_channel(", "add_insecure_port(", "add_secure_port(", "grpc.aio.server(", "grpc.server(")
+    offenders = [
+        f"{path.relative_to(REPO)}: {call}"
+        for path in (REPO / "fedgpu").rglob("*.py")
+        if path != seam and "proto" not in path.relative_to(REPO).parts
+        for call in calls
+        if call in path.read_text()
+    ]
+    assert not offenders, offenders
+
+
 # ---- PEM files -----------------------------------------------------------------------------------
 def test_certs_command_writes_a_ca_and_rotates_only_the_leaf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tls"
