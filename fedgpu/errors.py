@@ -8,7 +8,8 @@
     ├── PrivacyBudgetExceeded  a task would push a data owner past their epsilon cap
     ├── CryptoError            a ciphertext, key or context does not fit
     ├── StorageError           the database or a file could not be read or written
-    └── RoundFailed            a round could not gather enough nodes
+    ├── RoundFailed            a round could not gather enough nodes
+    └── TransportError         the aggregator cannot be reached, or TLS does not verify
 
 Every branch maps to one gRPC status (``grpc_status``) and one CLI exit code (``exit_code``),
 so a servicer and the CLI translate errors at one boundary each.
@@ -93,6 +94,14 @@ class RoundFailed(FedgpuError):
     exit_code = 8
 
 
+class TransportError(FedgpuError):
+    """Raised on a client when the aggregator cannot be reached or its TLS certificate does not verify;
+    check --aggregator, that it is running, and that --tls-ca is the CA that signed its certificate."""
+
+    grpc_status = grpc.StatusCode.UNAVAILABLE
+    exit_code = 9
+
+
 __all__ = [
     "AuthError",
     "CapabilityError",
@@ -105,4 +114,5 @@ __all__ = [
     "RoundFailed",
     "StateError",
     "StorageError",
+    "TransportError",
 ]

@@ -63,14 +63,14 @@ def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: 
             home = work / f"node{i}"
             home.mkdir()
             save_npz(home / "d.npz", train.subset(idx))
-            cluster.spawn(["node", "--aggregator", address, "--data", f"mnist1d={home / 'd.npz'}", "--home", str(home)], f"node{i}.log")
+            cluster.spawn(["node", "--aggregator", address, *cluster.client_args, "--data", f"mnist1d={home / 'd.npz'}", "--home", str(home)], f"node{i}.log")
 
         def progress(ev: dict) -> None:
             if ev["event"] == "round":
                 times.append(time.perf_counter())
                 print(f"  {model}/{scheme} round {ev['round']}: {ev['seconds']:.2f}s in aggregator", file=sys.stderr, flush=True)
 
-        driver = JobDriver(address, job, work / "job", validation=test.subset(np.arange(min(1000, len(test)))), progress=progress)
+        driver = JobDriver(address, job, work / "job", validation=test.subset(np.arange(min(1000, len(test)))), progress=progress, tls=cluster.tls)
         report = driver.run()
         rss = peak_rss_mb(cluster.procs[0].pid)
     finally:

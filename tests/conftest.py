@@ -1,4 +1,4 @@
-"""Shared fixtures: a real aggregator on a real 127.0.0.1 socket, in a background thread."""
+"""Shared fixtures: a real aggregator on a real 127.0.0.1 socket, in a background thread (cleartext or TLS)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from fedgpu.aggregator.local import LocalAggregator
+from fedgpu.wire.certs import CertFiles, write_certs
+from fedgpu.wire.transport import TLSConfig
 
 torch.set_num_threads(1)
 
@@ -16,4 +18,17 @@ torch.set_num_threads(1)
 @pytest.fixture
 def aggregator(tmp_path: Path) -> Iterator[LocalAggregator]:
     with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool") as a:
+        yield a
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> CertFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1 and localhost."""
+    return write_certs(tmp_path / "tls", ["127.0.0.1", "localhost"])
+
+
+@pytest.fixture
+def tls_aggregator(tmp_path: Path, certs: CertFiles) -> Iterator[LocalAggregator]:
+    """The aggregator serving TLS; clients trust it with ``TLSConfig(ca=certs.ca)``."""
+    with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool", tls=TLSConfig(cert=certs.cert, key=certs.key)) as a:
         yield a

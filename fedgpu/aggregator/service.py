@@ -1,12 +1,16 @@
-"""Thin gRPC servicers: authenticate, delegate to ``Aggregator``, translate errors at one boundary."""
+"""Thin gRPC servicers: authenticate, delegate to ``Aggregator``, translate errors at one boundary.
+
+Requests that do not even parse are refused before the servicers, by ``RejectUndecodable``.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from fedgpu.aggregator.core import Aggregator
 from fedgpu.errors import FedgpuError, ProtocolError
@@ -16,6 +20,96 @@ from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc, node
 from fedgpu.wire import chunks
 
 log = logging.getLogger("fedgpu.aggregator")
+
+
+class Undecodable:
+    """What the request deserializer yields for bytes that do not parse as the method's message."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except DecodeError as exc:
+            return Undecodable(str(exc) or "the bytes are not a protobuf message")
+
+    return deserialize
+
+
+class RejectUndecodable(grpc.aio.ServerInterceptor):
+    """Answer a request that does not parse INVALID_ARGUMENT, before any servicer sees it.
+
+    grpc.aio runs the request deserializer outside the servicer, so a ``DecodeError`` would reach
+    the client as UNKNOWN and the log as a traceback. Each method's deserializer is wrapped to hand
+    on an ``Undecodable`` instead, which the wrapped behaviour refuses: at once for a unary
+    request, at that message for a request stream. Servicers only ever see parsed messages.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        method = details.method  # type: ignore[attr-defined]
+        if method not in self._handlers:
+            handler = await continuation(details)
+            if handler is None or handler.request_deserializer is None:
+                return handler  # unknown method (UNIMPLEMENTED) or raw bytes wanted
+            self._handlers[method] = _guarded(handler, method)
+        return self._handlers[method]
+
+
+def _guarded(handler: Any, method: str) -> grpc.RpcMethodHandler:
+    async def refuse(request: Undecodable, context: grpc.aio.ServicerContext) -> None:
+        log.info("%s refused: undecodable request: %s", method, request.reason)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method}: the request does not parse: {request.reason}")
+
+    async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, Undecodable):
+                await refuse(request, context)
+            yield request
+
+    tolerant = _tolerant(handler.request_deserializer)
+    if handler.unary_unary is not None:
+        inner = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, Undecodable):
+                await refuse(request, context)
+            return await inner(request, context)
+
+        return handler._replace(request_deserializer=tolerant, unary_unary=unary_unary)
+    if handler.unary_stream is not None:
+        inner = handler.unary_stream
+
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if isinstance(request, Undecodable):
+                await refuse(request, context)
+            async for reply in inner(request, context):
+                yield reply
+
+        return handler._replace(request_deserializer=tolerant, unary_stream=unary_stream)
+    if handler.stream_unary is not None:
+        inner = handler.stream_unary
+
+        async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            return await inner(checked(requests, context), context)
+
+        return handler._replace(request_deserializer=tolerant, stream_unary=stream_unary)
+    inner = handler.stream_stream
+
+    async def stream_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for reply in inner(checked(requests, context), context):
+            yield reply
+
+    return handler._replace(request_deserializer=tolerant, stream_stream=stream_stream)
 
 
 def _abort_on_error(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     def progress(ev: dict) -> None:
         if ev["event"] == "aggregator":
-            print(f"aggregator on {ev['address']} (work folder {ev['work']})", flush=True)
+            print(f"aggregator on {ev['address']} ({'TLS, ' if ev.get('tls') else ''}work folder {ev['work']})", flush=True)
         elif ev["event"] == "nodes":
             print(f"started {ev['count']} nodes with {sum(ev['sizes'])} samples ({min(ev['sizes'])}..{max(ev['sizes'])} each)", flush=True)
         else:

@@ -37,8 +37,8 @@ from fedgpu.models import ModelSpec, build_model, count_params
 from fedgpu.node.training import evaluate
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc
 from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors
-from fedgpu.wire.chunks import MAX_MESSAGE_BYTES
 from fedgpu.wire.serde import job_to_proto
+from fedgpu.wire.transport import TLSConfig, handshake_failed, open_channel
 
 log = logging.getLogger("fedgpu.driver")
 Kind = driver_pb2.JobEventKind
@@ -76,6 +76,7 @@ class JobDriver:
         progress: Progress | None = None,
         keys: crypto.KeyPair | None = None,
         validation_path: Path | None = None,
+        tls: TLSConfig | None = None,
     ) -> None:
         self.job = job
         self.out = out_dir
@@ -84,9 +85,7 @@ class JobDriver:
         if validation is None and validation_path is not None:
             validation = load_file(validation_path, get_schema(job.dataset))
         self.progress = progress or (lambda ev: None)
-        self.channel = grpc.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-        )
+        self.channel = open_channel(target, tls)
         self.stub = driver_pb2_grpc.DriverServiceStub(self.channel)
         schema = get_schema(job.dataset)
         self.spec = ModelSpec(schema.input_shape, schema.num_classes)
@@ -120,7 +119,9 @@ class JobDriver:
         self._started = time.perf_counter()
 
     @classmethod
-    def resume(cls, target: str, out_dir: Path, validation: ArrayDataset | None = None, progress: Progress | None = None) -> JobDriver:
+    def resume(
+        cls, target: str, out_dir: Path, validation: ArrayDataset | None = None, progress: Progress | None = None, tls: TLSConfig | None = None
+    ) -> JobDriver:
         """Re-attach to the job whose driver wrote ``out_dir`` (it was killed, or lost its aggregator)."""
         try:
             info = json.loads((out_dir / JOB_FILE).read_text())
@@ -128,7 +129,7 @@ class JobDriver:
             raise StorageError(f"{out_dir / JOB_FILE} is missing or unreadable: {out_dir} is not the --out folder of a submitted job") from exc
         job = job_from_dict(info["job"])
         path = Path(info["validation"]) if info.get("validation") and validation is None else None
-        driver = cls(target, job, out_dir, validation, progress, crypto.load_keys(job.encryption.scheme, out_dir / "keys"), path)
+        driver = cls(target, job, out_dir, validation, progress, crypto.load_keys(job.encryption.scheme, out_dir / "keys"), path, tls)
         driver.job_id, driver.token = info["job_id"], info["token"]
         driver._load()
         return driver
@@ -393,7 +394,7 @@ class JobDriver:
             except (grpc.RpcError, ValueError) as exc:
                 if self._abort is not None:
                     raise RoundFailed(self._abort) from exc
-                if not isinstance(exc, grpc.RpcError) or exc.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                if not isinstance(exc, grpc.RpcError) or exc.code() != grpc.StatusCode.UNAVAILABLE or handshake_failed(exc):  # type: ignore[attr-defined]
                     raise
                 self.progress({"event": "reconnect", "message": "aggregator unavailable; reconnecting"})
                 time.sleep(1.0)

@@ -24,16 +24,12 @@ from fedgpu.errors import CapabilityError, ConfigError, FedgpuError, PrivacyBudg
 from fedgpu.models import ModelSpec, available_models, build_model
 from fedgpu.node.training import LocalTrainConfig, pick_device, train_local
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
-from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors
+from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors, transport
 from fedgpu.wire.auth import Identity
-from fedgpu.wire.chunks import MAX_MESSAGE_BYTES
+from fedgpu.wire.transport import TLSConfig
 
 log = logging.getLogger("fedgpu.node")
 
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-]
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
 
 # A hook that may replace the honest update (used by the demo's simulated adversaries, see
@@ -54,6 +50,7 @@ class NodeConfig:
     label_flip: bool = False
     weight_scale: float = 1e-3   # FedAvg weight = samples * weight_scale: keeps encrypted sums small
     extra_datasets: dict[str, ArrayDataset] = field(default_factory=dict)
+    tls: TLSConfig = field(default_factory=TLSConfig)  # --tls-ca: the CA that signed the aggregator's certificate
 
 
 class NodeAgent:
@@ -69,7 +66,7 @@ class NodeAgent:
                 self._data[name] = ArrayDataset(ds.x, (get_schema(name).num_classes - 1 - ds.y))
         self._models: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
         self._stop = threading.Event()
-        self.channel = grpc.insecure_channel(cfg.aggregator, options=CHANNEL_OPTIONS)
+        self.channel = transport.open_channel(cfg.aggregator, cfg.tls)
         self.stub = node_pb2_grpc.NodeServiceStub(self.channel)
         self.tasks_done = 0
         self.privacy = None  # the owner's privacy gate, opened with the first DP task
@@ -113,6 +110,7 @@ class NodeAgent:
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
         backoff = 0.5
         registered = False
+        last_failure = ""
         while not self._stop.is_set() and (max_tasks is None or self.tasks_done < max_tasks):
             try:
                 if not registered:
@@ -121,14 +119,21 @@ class NodeAgent:
                 pull = node_pb2.PullTaskRequest(wait_seconds=self.cfg.poll_seconds, receipts_after=self.receipts_after)
                 reply = self.stub.PullTask(self._signed("PullTask", pull), timeout=self.cfg.poll_seconds + 10)
                 backoff = 0.5
+                last_failure = ""
                 self._keep_receipts(reply.receipts)
                 if reply.HasField("task"):
                     self.handle(reply.task)
             except grpc.RpcError as exc:
+                if transport.handshake_failed(exc):  # a CA or certificate problem: retrying cannot fix it
+                    raise transport.error_from_rpc(exc, self.cfg.aggregator) from exc
                 code = exc.code()  # type: ignore[attr-defined]
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     registered = False  # the aggregator may have lost its database: register again
                 if code in RETRYABLE or code == grpc.StatusCode.UNAUTHENTICATED:
+                    failure = f"{code.name}: {exc.details()}"  # type: ignore[attr-defined]
+                    if code in RETRYABLE and failure != last_failure:  # say why once, where the operator sees it
+                        log.warning("aggregator %s unreachable (%s); retrying with back-off", self.cfg.aggregator, failure)
+                    last_failure = failure
                     log.info("aggregator unreachable (%s); retrying in %.1f s", code.name, backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)

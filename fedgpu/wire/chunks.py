@@ -9,7 +9,6 @@ from fedgpu.errors import ProtocolError
 from fedgpu.proto.fedgpu.v1 import common_pb2 as pb
 
 MAX_CHUNK_BYTES = 1 << 20          # 1 MiB of data per chunk
-MAX_MESSAGE_BYTES = (1 << 20) + (64 << 10)  # the gRPC message limit: one chunk plus its envelope
 MAX_CHUNKS = 1 << 16               # 64 GiB payloads are not a thing we accept
 
 
