@@ -154,7 +154,7 @@ class Aggregator:
                 id=r["id"], job_id=r["job_id"], round=r["round"], node_id=r["node_id"], reward=r["reward"],
                 entry_hash=r["entry_hash"], head_hash=r["head_hash"], signature=r["signature"], aggregator_key=key,
             )
-            for r in self.store.receipts_for(node_id, after)
+            for r in self.store.receipts_for(node_id, min(after, 2**63 - 1))  # a uint64 on the wire, an int64 in SQL
         ]
 
     async def pull_task(self, node_id: str, wait_seconds: float) -> node_pb2.Task | None:

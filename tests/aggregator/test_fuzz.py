@@ -25,6 +25,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from fedgpu.wire import PROTOCOL_VERSION
 from fedgpu import crypto
 from fedgpu.config import EncryptionConfig, JobConfig, TrainingConfig
 from fedgpu.demo import Cluster
@@ -180,12 +181,12 @@ def submit_job(channel: grpc.Channel) -> tuple[str, str]:
         scheme=k.scheme, params=k.params, public_material=k.public_material,
         fingerprint=crypto.context_fingerprint(k.scheme, k.params, k.public_material), values_per_chunk=k.values_per_chunk,
     )
-    reply = driver_pb2_grpc.DriverServiceStub(channel).SubmitJob(driver_pb2.SubmitJobRequest(spec=job_to_proto(cfg, ctx, 10_026)), timeout=30)
+    reply = driver_pb2_grpc.DriverServiceStub(channel).SubmitJob(driver_pb2.SubmitJobRequest(spec=job_to_proto(cfg, ctx, 10_026), protocol_version=PROTOCOL_VERSION), timeout=30)
     return reply.job_id, reply.token
 
 
 def register(channel: grpc.Channel, node: Identity) -> str:
-    req = node_pb2.RegisterRequest(public_key=node.public_key, name="fuzz", capabilities=node_pb2.Capabilities(models=["digits_cnn"], datasets=["digits"]))
+    req = node_pb2.RegisterRequest(public_key=node.public_key, name="fuzz", capabilities=node_pb2.Capabilities(models=["digits_cnn"], datasets=["digits"]), protocol_version=PROTOCOL_VERSION)
     node.sign("Register", req)
     return node_pb2_grpc.NodeServiceStub(channel).Register(req, timeout=30).node_id
 
@@ -201,7 +202,7 @@ def test_fuzzed_messages_are_refused_cleanly_and_the_aggregator_keeps_serving(tm
         rng = random.Random(SEED)
         fuzzer = Fuzzer(rng, node, job_id, token)
         methods = every_method()
-        assert len(methods) == 13
+        assert len(methods) == 14
         statuses: Counter[str] = Counter()
         by_method: dict[str, Counter[str]] = {}
         t0 = time.monotonic()

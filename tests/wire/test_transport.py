@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
+from fedgpu.wire import PROTOCOL_VERSION
 from fedgpu.aggregator.local import LocalAggregator
 from fedgpu.cli.main import main
 from fedgpu.datasets import public_split, save_npz
@@ -162,7 +163,7 @@ def test_handshake_failures_say_what_to_fix() -> None:
 # ---- real sockets ----------------------------------------------------------------------------------
 def register(address: str, tls: TLSConfig | None, tmp: Path) -> str:
     ident = Identity.load_or_create(tmp / "id.pem")
-    req = node_pb2.RegisterRequest(public_key=ident.public_key, name="t", capabilities=node_pb2.Capabilities(models=["mlp"], datasets=["digits"]))
+    req = node_pb2.RegisterRequest(public_key=ident.public_key, name="t", capabilities=node_pb2.Capabilities(models=["mlp"], datasets=["digits"]), protocol_version=PROTOCOL_VERSION)
     ident.sign("Register", req)
     channel = open_channel(address, tls)
     try:
