@@ -7,6 +7,8 @@ from collections import Counter
 from itertools import combinations
 from typing import Iterable, Mapping
 
+from fedgpu.errors import ConfigError
+
 Pair = frozenset[str]
 
 
@@ -24,9 +26,9 @@ def assign_cohorts(nodes: list[str], k: int, rng: random.Random, together: Mappi
     it so.
     """
     if k < 1:
-        raise ValueError("cohort size must be >= 1")
+        raise ConfigError(f"cohort size must be >= 1, got {k}")
     if tries < 1:
-        raise ValueError("tries must be >= 1")
+        raise ConfigError(f"tries must be >= 1, got {tries}")
     count = max(1, len(nodes) // k)
     best: list[list[str]] = []
     best_cost = -1

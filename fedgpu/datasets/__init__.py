@@ -80,7 +80,11 @@ def load_file(path: str | Path, schema: Schema, label_column: str = "label") -> 
         with np.load(p, allow_pickle=False) as z:  # never unpickle a file we did not write
             if "x" not in z or "y" not in z:
                 raise ConfigError(f"{p}: an .npz data file needs arrays named 'x' and 'y', found {list(z.keys())}")
-            return validate(ArrayDataset(z["x"], z["y"]), schema, str(p))
+            try:
+                x, y = z["x"], z["y"]
+            except ValueError as exc:  # an object array: numpy refuses to unpickle it
+                raise ConfigError(f"{p}: {exc}") from exc
+            return validate(ArrayDataset(x, y), schema, str(p))
     if p.suffix == ".csv":
         with p.open(newline="") as f:
             reader = csv.reader(f)

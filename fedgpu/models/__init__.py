@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from fedgpu.errors import CapabilityError
+from fedgpu.errors import CapabilityError, ConfigError
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ _REGISTRY: dict[str, Builder] = {}
 
 def register_model(name: str, builder: Builder, *, force: bool = False) -> None:
     if name in _REGISTRY and not force:
-        raise ValueError(f"model {name!r} is already registered")
+        raise ConfigError(f"model {name!r} is already registered; pass force=True to replace it")
     _REGISTRY[name] = builder
 
 

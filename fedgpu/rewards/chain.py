@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from fedgpu.errors import ProtocolError
+from fedgpu.errors import ProtocolError, RewardsError
 
 GENESIS = "0" * 64
 HEAD_PURPOSE = "fedgpu.ledger.head.v1"  # domain separation: a head signature can never pass for another message
@@ -110,7 +110,7 @@ class LedgerRow(LedgerEntry):
 def _normalised(entry: LedgerEntry) -> LedgerEntry:
     """Coerce types once, so 1 and 1.0 or an np.int64 round cannot give two hashes for one payment."""
     if not _HEX64.fullmatch(entry.evidence_digest):
-        raise ValueError(f"evidence_digest must be 64 lowercase hex characters, got {entry.evidence_digest!r}")
+        raise RewardsError(f"evidence_digest must be 64 lowercase hex characters, got {entry.evidence_digest!r}")
     return LedgerEntry(
         job_id=str(entry.job_id),
         round=int(entry.round),
@@ -125,7 +125,7 @@ def _normalised(entry: LedgerEntry) -> LedgerEntry:
 def build_rows(prev_hash: str, entries: Iterable[LedgerEntry]) -> list[LedgerRow]:
     """Chain ``entries`` after ``prev_hash`` (``GENESIS`` for an empty ledger); the head is the last entry_hash."""
     if not _HEX64.fullmatch(prev_hash):
-        raise ValueError(f"prev_hash must be 64 lowercase hex characters, got {prev_hash!r}")
+        raise RewardsError(f"prev_hash must be 64 lowercase hex characters, got {prev_hash!r}")
     rows: list[LedgerRow] = []
     for raw in entries:
         entry = _normalised(raw)

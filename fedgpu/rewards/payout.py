@@ -9,15 +9,17 @@ from __future__ import annotations
 import math
 from typing import Mapping, TypeVar
 
+from fedgpu.errors import RewardsError
+
 Node = TypeVar("Node")
 
 
 def _positive(values: Mapping[Node, float], pool: float) -> dict[Node, float]:
     if not (math.isfinite(pool) and pool >= 0):
-        raise ValueError(f"pool must be a finite number >= 0, got {pool}")
+        raise RewardsError(f"pool must be a finite number >= 0, got {pool}")
     for node, value in values.items():
         if not math.isfinite(value):
-            raise ValueError(f"value of {node!r} is {value}; values must be finite")
+            raise RewardsError(f"value of {node!r} is {value}; values must be finite")
     return {node: float(value) for node, value in values.items() if value > 0}
 
 
@@ -43,7 +45,7 @@ def payout_units(values: Mapping[Node, float], pool_units: int) -> dict[Node, in
     recomputes the payout gets the same integers.
     """
     if pool_units < 0:
-        raise ValueError(f"pool_units must be >= 0, got {pool_units}")
+        raise RewardsError(f"pool_units must be >= 0, got {pool_units}")
     positive = _positive(values, float(pool_units))
     rewards = {node: 0 for node in values}
     if not positive:

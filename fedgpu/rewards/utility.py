@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedgpu.errors import ProtocolError
+from fedgpu.errors import ConfigError, ProtocolError, RewardsError
 from fedgpu.rewards.shapley import Coalition
 
 Aggregate = Callable[[Sequence[np.ndarray], Sequence[float]], np.ndarray]
@@ -116,28 +116,28 @@ class CohortGame:
         self.device = torch.device(device)
         self.model = model_factory().to(self.device).eval()
         if any(b.is_floating_point() for b in self.model.buffers()):
-            raise ValueError("CohortGame needs a model without floating-point buffers (use GroupNorm, not BatchNorm)")
+            raise ConfigError("CohortGame needs a model without floating-point buffers (use GroupNorm, not BatchNorm)")
         num_params = sum(p.numel() for p in self.model.parameters())
         self.global_params = _flat(global_params, num_params, "global_params")
         self.baseline_delta = np.zeros(num_params) if baseline_delta is None else _flat(baseline_delta, num_params, "baseline_delta")
         if len(cohort_sums) != len(cohort_weights):
-            raise ValueError(f"{len(cohort_sums)} cohort sums but {len(cohort_weights)} cohort weights")
+            raise RewardsError(f"{len(cohort_sums)} cohort sums but {len(cohort_weights)} cohort weights")
         self.cohort_sums = [_cohort_sum(s, num_params, c) for c, s in enumerate(cohort_sums)]
         self.cohort_weights = [_cohort_weight(w, c) for c, w in enumerate(cohort_weights)]
         if len(val_x) != len(val_y) or len(val_y) == 0:
-            raise ValueError(f"validation set needs matching, non-empty x and y; got {len(val_x)} and {len(val_y)}")
+            raise RewardsError(f"validation set needs matching, non-empty x and y; got {len(val_x)} and {len(val_y)}")
         self.aggregate = aggregate
         if not step_sizes or any(not (math.isfinite(e) and e > 0) for e in step_sizes):
-            raise ValueError(f"step_sizes must be finite and > 0, got {list(step_sizes)}")
+            raise RewardsError(f"step_sizes must be finite and > 0, got {list(step_sizes)}")
         self.step_sizes = tuple(float(e) for e in step_sizes)
         if not momenta or any(not (math.isfinite(b) and 0 <= b <= 1) for b in momenta):
-            raise ValueError(f"momenta must be numbers in [0, 1], got {list(momenta)}")
+            raise RewardsError(f"momenta must be numbers in [0, 1], got {list(momenta)}")
         # Without a last change (the first round) every momentum is the same model: try one.
         self.momenta = tuple(sorted({float(b) for b in momenta})) if self.baseline_delta.any() else (0.0,)
         # The round's momentum, the same for every coalition: the caller passes the server's own (the one
         # it shipped last round); without one the free step picks it from ``momenta``.
         if momentum is not None and not (math.isfinite(momentum) and 0 <= momentum <= 1):
-            raise ValueError(f"momentum must be a number in [0, 1], got {momentum}")
+            raise RewardsError(f"momentum must be a number in [0, 1], got {momentum}")
         self.momentum = None if momentum is None or not self.baseline_delta.any() else float(momentum)
         norm = float(np.linalg.norm(self.baseline_delta))
         self._along = self.baseline_delta / norm if norm > 0 else None
@@ -146,7 +146,7 @@ class CohortGame:
         # members sent and never with what it leaves out. The caller passes the server's own (the one that
         # worked last round); 1 is plain FedAvg.
         if not (math.isfinite(server_lr) and server_lr > 0):
-            raise ValueError(f"server_lr must be a finite number > 0, got {server_lr}")
+            raise RewardsError(f"server_lr must be a finite number > 0, got {server_lr}")
         self.server_lr = float(server_lr)
         self._zeros = np.zeros_like(self.global_params)
         self._steps: dict[Coalition, tuple[float, float]] = {}
@@ -185,7 +185,7 @@ class CohortGame:
             return self._last_step[1]  # a coalition's candidates are built one after another
         members = sorted(coalition)
         if any(not 0 <= c < self.num_cohorts for c in members):
-            raise ValueError(f"coalition {members} names cohorts outside 0..{self.num_cohorts - 1}")
+            raise RewardsError(f"coalition {members} names cohorts outside 0..{self.num_cohorts - 1}")
         step = self.server_lr * self._direction(coalition)
         self._last_step = (coalition, step)
         return step
@@ -197,7 +197,7 @@ class CohortGame:
         sums = [self.cohort_sums[c] if c in coalition else self._zeros for c in range(self.num_cohorts)]
         delta = np.asarray(self.aggregate(sums, self.cohort_weights), dtype=np.float64)
         if delta.shape != self.global_params.shape:
-            raise ValueError(f"aggregate returned shape {delta.shape}, expected {self.global_params.shape}")
+            raise RewardsError(f"aggregate returned shape {delta.shape}, expected {self.global_params.shape}")
         if self._along is not None:
             norm = float(np.linalg.norm(delta))
             delta = delta - float(delta @ self._along) * self._along
@@ -336,7 +336,7 @@ def noise_floor(game: CohortGame, coalition: Coalition | None = None) -> float:
     target = frozenset(range(game.num_cohorts)) if coalition is None else frozenset(coalition)
     diff = game.sample_losses(frozenset()) - game.sample_losses(target)
     if len(diff) < 2:
-        raise ValueError("a noise floor needs at least 2 validation samples")
+        raise RewardsError("a noise floor needs at least 2 validation samples")
     return float(diff.std(ddof=1) / math.sqrt(len(diff)))
 
 
@@ -349,9 +349,9 @@ def zero_below_floor(values: np.ndarray, floor: float) -> np.ndarray:
 def _flat(vec: np.ndarray, num_params: int, name: str) -> np.ndarray:
     arr = np.asarray(vec, dtype=np.float64)
     if arr.shape != (num_params,):
-        raise ValueError(f"{name} has shape {arr.shape}, the model has {num_params} parameters")
+        raise RewardsError(f"{name} has shape {arr.shape}, the model has {num_params} parameters")
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name} holds NaN or infinite values")
+        raise RewardsError(f"{name} holds NaN or infinite values")
     return arr
 
 

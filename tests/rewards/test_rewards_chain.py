@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fedgpu.errors import ProtocolError
+from fedgpu.errors import ProtocolError, RewardsError
 from fedgpu.rewards.chain import (
     GENESIS,
     LedgerEntry,
@@ -118,7 +118,7 @@ def test_malformed_receipts_are_protocol_errors(text: str) -> None:
 
 
 def test_build_rows_checks_hashes() -> None:
-    with pytest.raises(ValueError, match="prev_hash"):
+    with pytest.raises(RewardsError, match="prev_hash"):
         build_rows("xyz", [])
-    with pytest.raises(ValueError, match="evidence_digest"):
+    with pytest.raises(RewardsError, match="evidence_digest"):
         build_rows(GENESIS, [LedgerEntry("j", 1, "n", 0.0, 0.0, (), "nothex")])
