@@ -1,9 +1,9 @@
 """Local training on a node: a few epochs of SGD on the owner's data, on CUDA when present.
 
 ``train_local`` is the plain path. ``train_local_dp`` is the same loop under DP-SGD (Opacus): the
-model is privatised for this call only and trained in place. ``train_task_dp`` is what a node runs
-for one round of a DP job: plan sigma for its own data, charge the owner's ledger (refusing, before
-the model is touched, when the owner's cap would be passed), then train.
+model is privatised for this call only and trained in place. What a node runs for one round of a DP
+job (plan sigma for its own data, charge the owner's ledger, then train) is
+:class:`fedgpu.node.privacy_gate.PrivacyGate`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from fedgpu.datasets import ArrayDataset
 from fedgpu.errors import ConfigError
 
 if TYPE_CHECKING:  # Opacus is imported only when a DP task runs: the plain path stays light
-    from fedgpu.privacy.dp import DPConfig, GradSampleMode
-    from fedgpu.privacy.ledger import OwnerLedger
+    from fedgpu.privacy.dp import GradSampleMode
 
 
 @dataclass(frozen=True)
@@ -181,52 +180,3 @@ def train_local_dp(
         max_grad_norm=max_grad_norm,
     )
 
-
-def train_task_dp(
-    model: nn.Module,
-    data: ArrayDataset,
-    cfg: LocalTrainConfig,
-    dp: DPConfig,
-    *,
-    rounds: int,
-    ledger: OwnerLedger,
-    owner: str,
-    job_id: str,
-    round_index: int,
-    cap: float,
-    device: torch.device | None = None,
-    max_physical_batch_size: int | None = None,
-) -> DPTrainResult:
-    """One round of a DP job on the node: plan, charge, train, in that order.
-
-    The charge is durable before training starts, so a crash mid-round counts as spent (the safe
-    side), and a refused round raises ``PrivacyBudgetExceeded`` with the model untouched.
-    """
-    from fedgpu.privacy.dp import noise_for_job
-    from fedgpu.privacy.ledger import PrivacyEvent, dataset_fingerprint
-
-    sigma, q, steps = noise_for_job(dp.epsilon, dp.delta, len(data), cfg.batch_size, cfg.epochs, rounds, dp.accountant)
-    event = PrivacyEvent(
-        owner=owner,
-        dataset_fp=dataset_fingerprint(data),
-        job_id=job_id,
-        round=round_index,
-        noise_multiplier=sigma,
-        sample_rate=q,
-        steps=steps,
-        delta=dp.delta,
-    )
-    ledger.charge(event, cap)
-    result = train_local_dp(
-        model,
-        data,
-        cfg,
-        sigma,
-        dp.max_grad_norm,
-        device,
-        poisson_sampling=dp.poisson_sampling,
-        max_physical_batch_size=max_physical_batch_size,
-    )
-    if result.steps != steps:  # pragma: no cover - the plan and Opacus disagree: a bug, not an input
-        raise RuntimeError(f"trained {result.steps} steps but charged {steps}")
-    return result

@@ -9,7 +9,7 @@ Two Opacus details this module exists to get right:
 
 * Opacus accounts a Poisson-sampled epoch as ``len(data_loader)`` steps at ``q = 1/len(data_loader)``,
   i.e. ``q = 1/ceil(n/B)``, not ``B/n`` (planning with ``B/n`` gives a sigma for the wrong q).
-  ``planned_steps`` is that formula, and ``private_training`` builds the Poisson loader from it, so
+  ``planned_steps`` is that formula, and ``private_round`` builds the Poisson loader from it, so
   the node, the driver and the ledger agree on q and the step count to the last bit. (Opacus's own
   ``DPDataLoader.from_data_loader`` rounds ``int(1/(1/k))``, which is ``k - 1`` for k = 93, 99, ...)
 * A module must not be privatised twice (meta-pytorch/opacus#608): each round wraps the plain model

@@ -16,9 +16,6 @@ from safetensors.torch import save as st_save
 
 from fedgpu.errors import ProtocolError
 
-State = "OrderedDict[str, torch.Tensor]"
-
-
 def state_to_bytes(state: dict[str, torch.Tensor]) -> bytes:
     return st_save({k: v.detach().to("cpu").contiguous() for k, v in state.items()})
 
