@@ -26,6 +26,7 @@ from fedgpu.rewards.chain import (
     sign_head,
     verify_chain,
     verify_head,
+    verify_ledger,
 )
 from fedgpu.rewards.estimate import NodeValueEstimator, Observation, Reputation, round_observations, split_cohort_value
 from fedgpu.rewards.payout import payout, payout_units
@@ -83,5 +84,6 @@ __all__ = [
     "split_cohort_value",
     "verify_chain",
     "verify_head",
+    "verify_ledger",
     "zero_below_floor",
 ]
