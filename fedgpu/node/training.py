@@ -21,6 +21,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fedgpu.datasets import ArrayDataset
 from fedgpu.errors import ConfigError
+from fedgpu.evaluation import evaluate as evaluate  # TEMPORARY re-export: driver.py imports it from here
+from fedgpu.evaluation import pick_device as pick_device  # re-exported: agent.py imports it from here
 
 if TYPE_CHECKING:  # Opacus is imported only when a DP task runs: the plain path stays light
     from fedgpu.privacy.dp import GradSampleMode
@@ -50,10 +52,6 @@ class DPTrainResult(TrainResult):
     sample_rate: float
     noise_multiplier: float
     max_grad_norm: float
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def make_loader(data: ArrayDataset, batch_size: int, seed: int, device: torch.device) -> DataLoader:
@@ -86,24 +84,6 @@ def train_local(model: nn.Module, data: ArrayDataset, cfg: LocalTrainConfig, dev
         last = total / max(count, 1)
     model.to("cpu")
     return TrainResult(num_samples=len(data), steps=steps, loss=last, seconds=time.perf_counter() - t0)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int = 1024, device: torch.device | None = None) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy loss) of ``model`` on ``data``."""
-    device = device or pick_device()
-    model.to(device).eval()
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    correct, total_loss = 0, 0.0
-    for i in range(0, len(data), batch_size):
-        xb = torch.from_numpy(np.ascontiguousarray(data.x[i : i + batch_size])).to(device)
-        yb = torch.from_numpy(data.y[i : i + batch_size]).to(device)
-        out = model(xb)
-        total_loss += float(loss_fn(out, yb))
-        correct += int((out.argmax(1) == yb).sum())
-    model.to("cpu")
-    n = max(len(data), 1)
-    return correct / n, total_loss / n
 
 
 def train_local_dp(
