@@ -98,7 +98,7 @@ class JobConfig:
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     rewards: RewardsConfig = field(default_factory=RewardsConfig)
 
-    def validate(self, check_registry: bool = True) -> "JobConfig":
+    def validate(self, check_registry: bool = True) -> JobConfig:
         """Check every field; ``check_registry=False`` skips the model registry (the aggregator has none)."""
         from fedgpu.crypto import SCHEMES
         from fedgpu.datasets import SCHEMAS

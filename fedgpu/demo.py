@@ -15,11 +15,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any
 
 from fedgpu.config import EncryptionConfig, JobConfig, PrivacyConfig, TrainingConfig
 from fedgpu.datasets import partition_dirichlet, partition_iid, public_split, save_npz
@@ -39,7 +38,7 @@ DP_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def defaults(cfg: "DemoConfig") -> dict[str, Any]:
+def defaults(cfg: DemoConfig) -> dict[str, Any]:
     if cfg.dataset not in DEFAULTS:
         raise ConfigError(f"--dataset {cfg.dataset!r}: allowed values are {', '.join(DEFAULTS)}")
     return {**DEFAULTS[cfg.dataset], **(DP_DEFAULTS[cfg.dataset] if cfg.epsilon is not None else {})}
@@ -206,7 +205,7 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
     try:
         address = cluster.start_aggregator()
         progress({"event": "aggregator", "address": address, "work": str(work)})
-        for i, (idx, role) in enumerate(zip(parts, roles)):
+        for i, (idx, role) in enumerate(zip(parts, roles, strict=True)):
             home = work / f"node{i}"
             home.mkdir(exist_ok=True)
             node_roles[Identity.load_or_create(home / "identity.pem").node_id] = role

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from fedgpu.aggregator.core import Aggregator
 
@@ -42,7 +43,7 @@ class LocalAggregator:
         self._ready.set()
         self.loop.run_forever()
 
-    def start(self) -> "LocalAggregator":
+    def start(self) -> LocalAggregator:
         self._thread.start()
         self._ready.wait(60)
         if self._error is not None:
@@ -67,7 +68,7 @@ class LocalAggregator:
         if self.agg is not None:
             self.agg.store.engine.dispose()
 
-    def __enter__(self) -> "LocalAggregator":
+    def __enter__(self) -> LocalAggregator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -6,7 +6,6 @@ import argparse
 import json
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from fedgpu.errors import ConfigError

@@ -93,7 +93,7 @@ class CkksParams:
         for name, bits in (("c0_bits", self.c0_bits), ("c1_bits", self.c1_bits)):
             if not _MIN_BITS <= bits <= min(_MAX_BITS, k - 1):
                 raise CryptoError(f"ckks {name} {bits}: must be in {_MIN_BITS}..{min(_MAX_BITS, k - 1)}")
-        if not 1 <= self.ciphertexts_per_chunk or self.payload_bytes(self.ciphertexts_per_chunk) > MAX_PAYLOAD_BYTES:
+        if not self.ciphertexts_per_chunk >= 1 or self.payload_bytes(self.ciphertexts_per_chunk) > MAX_PAYLOAD_BYTES:
             raise CryptoError(
                 f"ckks ciphertexts_per_chunk {self.ciphertexts_per_chunk}: a payload must hold at least one "
                 f"ciphertext and stay under {MAX_PAYLOAD_BYTES} bytes"
@@ -361,7 +361,7 @@ class CkksAdder:
             )
         buf = _readable(p, header, payload)
         sums = self._sections(acc, header.num_ciphertexts)
-        for section, offset, bits in zip(sums, (c0_offset, c1_offset), (p.c0_bits, p.c1_bits)):
+        for section, offset, bits in zip(sums, (c0_offset, c1_offset), (p.c0_bits, p.c1_bits), strict=True):
             tmp = np.empty(section.shape[1], dtype=np.uint64)
             for j, (view, shift) in enumerate(_phase_views(buf, offset, count, bits)):
                 if shift:

@@ -6,9 +6,9 @@ more through the ``fedgpu.models`` entry-point group (``name = "pkg.module:build
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Callable
 
 import torch
 from torch import nn

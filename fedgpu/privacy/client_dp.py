@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Union
 
 import numpy as np
 import torch
@@ -28,8 +27,8 @@ from fedgpu.privacy.dp import Accountant, check_epsilon_delta, epsilon_of
 
 # A model delta: the flat float vector the node uploads (``fedgpu.wire.tensors.flatten``), or a
 # state-dict-shaped mapping. Every function returns the type it was given.
-Update = Union[np.ndarray, Mapping[str, torch.Tensor]]
-Rng = Union[np.random.Generator, torch.Generator]
+Update = np.ndarray | Mapping[str, torch.Tensor]
+Rng = np.random.Generator | torch.Generator
 
 
 def update_norm(update: Update) -> float:

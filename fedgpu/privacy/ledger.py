@@ -256,8 +256,8 @@ class OwnerLedger:
             con.execute("BEGIN IMMEDIATE")  # take the write lock before reading the history
             try:
                 history = [s.event.segment for s in self._select(con, dataset_fp=event.dataset_fp)]
-                mechanism = self.admission_accountant(history + [event.segment])
-                projected = self._epsilon(history + [event.segment], event.delta, mechanism)
+                mechanism = self.admission_accountant([*history, event.segment])
+                projected = self._epsilon([*history, event.segment], event.delta, mechanism)
                 if projected > cap:
                     spent = self._epsilon(history, event.delta, mechanism)
                     raise PrivacyBudgetExceeded(

@@ -11,8 +11,8 @@ separates them.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class NodeValueEstimator:
     def observe_round(self, round: int, cohorts: Sequence[Sequence[str]], values: Sequence[float]) -> None:
         if len(cohorts) != len(values):
             raise RewardsError(f"{len(cohorts)} cohorts but {len(values)} values")
-        for members, value in zip(cohorts, values):
+        for members, value in zip(cohorts, values, strict=True):
             self.observe(round, members, float(value))
 
     def estimates(self) -> dict[str, float]:
@@ -136,7 +136,7 @@ def split_cohort_value(cohort_value: float, members: Sequence[str], estimates: M
     total = float(weights.sum())
     if total <= 0.0:
         return {m: cohort_value / len(cohort) for m in cohort}
-    return {m: cohort_value * float(w) / total for m, w in zip(cohort, weights)}
+    return {m: cohort_value * float(w) / total for m, w in zip(cohort, weights, strict=True)}
 
 
 class Reputation:

@@ -7,7 +7,8 @@ and the pool is never overspent: pro rata over the positive values, all of it wh
 from __future__ import annotations
 
 import math
-from typing import Mapping, TypeVar
+from collections.abc import Mapping
+from typing import TypeVar
 
 from fedgpu.errors import RewardsError
 
@@ -53,7 +54,7 @@ def payout_units(values: Mapping[Node, float], pool_units: int) -> dict[Node, in
     total = math.fsum(positive.values())
     exact = {node: pool_units * v / total for node, v in positive.items()}
     for node, share in exact.items():
-        rewards[node] = int(math.floor(share))
+        rewards[node] = math.floor(share)
     left = pool_units - sum(rewards[n] for n in positive)
     order = sorted(positive, key=lambda n: (-(exact[n] - rewards[n]), -positive[n], str(n)))
     for node in order[: max(left, 0)]:

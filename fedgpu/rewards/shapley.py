@@ -10,8 +10,8 @@ estimator is deterministic given its seed and the stored utilities).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import numpy as np
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -205,7 +205,7 @@ class CohortGame:
                 delta = np.zeros_like(delta)  # a replay of the last change: rounding residue is no direction
         return delta
 
-    def restrict(self, cohorts: Sequence[int]) -> "CohortGame":
+    def restrict(self, cohorts: Sequence[int]) -> CohortGame:
         """The same round's game over some of its cohorts (the kept ones: their FedAvg is the round's
         model). The free step does not depend on the cohorts, so its evaluation is shared, not repeated."""
         sub = copy.copy(self)

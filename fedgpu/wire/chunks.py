@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from collections.abc import Iterable
 
 from fedgpu.errors import ProtocolError
 from fedgpu.proto.fedgpu.v1 import common_pb2 as pb

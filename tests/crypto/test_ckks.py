@@ -105,7 +105,7 @@ def test_full_chunks_carry_weighted_sums_and_weights(roles: Roles) -> None:
     updates = [rng.normal(0, 1e-2, layout.num_params) for _ in range(3)]
     weights = [1.0, 2.5, 0.5]
     per_chunk: list[list[bytes]] = [[] for _ in range(layout.num_chunks)]
-    for u, w in zip(updates, weights):
+    for u, w in zip(updates, weights, strict=True):
         for i, chunk in enumerate(layout.split(u, w)):
             payload = roles.encryptor.encrypt(chunk)
             assert len(payload) <= MAX_PAYLOAD_BYTES
@@ -115,7 +115,7 @@ def test_full_chunks_carry_weighted_sums_and_weights(roles: Roles) -> None:
         roles.decryptor.decrypt(summed(roles.adder, ps), layout.chunk_values(i)) for i, ps in enumerate(per_chunk)
     ]
     weighted, chunk_weights = layout.join(chunks)
-    np.testing.assert_allclose(weighted, sum(w * u for u, w in zip(updates, weights)), atol=MAX_ERROR)
+    np.testing.assert_allclose(weighted, sum(w * u for u, w in zip(updates, weights, strict=True)), atol=MAX_ERROR)
     np.testing.assert_allclose(chunk_weights, sum(weights), atol=MAX_ERROR)
 
 
@@ -392,7 +392,7 @@ def test_modulus_switch_is_exact_and_packing_round_trips(bits: int, seed: int) -
     assert [int(v) for v in y] == [((int(v) << (bits + 1)) + q) // (2 * q) % (1 << bits) for v in x]
     back = decompress(y, q, bits)
     step = q / 2**bits
-    assert all(min((int(a) - int(b)) % q, (int(b) - int(a)) % q) <= step / 2 + 1 for a, b in zip(back, x))
+    assert all(min((int(a) - int(b)) % q, (int(b) - int(a)) % q) <= step / 2 + 1 for a, b in zip(back, x, strict=True))
     k, gap = q.bit_length(), (1 << q.bit_length()) - q
     expected = [((int(v) << (k - bits)) - ((int(v) * gap + (1 << (bits - 1))) >> bits)) % q for v in y]
     assert [int(v) for v in back] == expected

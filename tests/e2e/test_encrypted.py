@@ -100,7 +100,7 @@ def test_sums_of_fewer_than_k_are_never_released(aggregator, tmp_path: Path) -> 
 
 
 def test_replayed_chunk_is_refused(aggregator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    train, test = public_split("digits", seed=0)
+    _, test = public_split("digits", seed=0)
     raw = RawNode(aggregator.address, tmp_path, "replayer")
     from fedgpu.crypto.plain import PlainKeyPair
 

@@ -15,7 +15,7 @@ from fedgpu.rewards.estimate import NodeValueEstimator, Reputation, round_observ
 def test_ridge_recovers_planted_values_from_reshuffled_cohorts_of_three() -> None:
     rng = np.random.default_rng(0)
     nodes = [f"n{i:02d}" for i in range(15)]
-    planted = dict(zip(nodes, rng.normal(1.0, 1.0, len(nodes))))
+    planted = dict(zip(nodes, rng.normal(1.0, 1.0, len(nodes)), strict=True))
     est = NodeValueEstimator()
     for rnd in range(20):
         order = rng.permutation(nodes)
@@ -87,7 +87,7 @@ def test_split_gives_a_newcomer_the_mean_weight() -> None:
 )
 def test_split_always_adds_up_to_the_cohort_value(value: float, estimates: list[float | None]) -> None:
     members = [f"n{i}" for i in range(len(estimates))]
-    known = {m: e for m, e in zip(members, estimates) if e is not None}
+    known = {m: e for m, e in zip(members, estimates, strict=True) if e is not None}
     shares = split_cohort_value(value, members, known)
     assert set(shares) == set(members)
     assert math.isclose(sum(shares.values()), value, rel_tol=1e-9, abs_tol=1e-9)
