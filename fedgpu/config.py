@@ -171,7 +171,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
             if name == "privacy" and "enabled" not in data[name]:
                 value = dataclasses.replace(value, enabled=True)  # a [privacy] table turns DP on
         else:
-            want = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(str(f.type))
+            kinds: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str, "bool": bool}
+            want = kinds.get(str(f.type))
             if want is not None and (not isinstance(value, want) or (str(f.type) != "bool" and isinstance(value, bool))):
                 raise ConfigError(f"{fname}: expected {f.type}, got {value!r}")
             if str(f.type) == "float":
@@ -184,7 +185,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
 
 
 def job_from_dict(data: dict[str, Any], check_registry: bool = True) -> JobConfig:
-    return _build(JobConfig, data, "").validate(check_registry)
+    job: JobConfig = _build(JobConfig, data, "")
+    return job.validate(check_registry)
 
 
 def load_job(path: str | Path) -> JobConfig:

@@ -188,7 +188,7 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
     job = build_job(cfg)
     progress = progress or (lambda ev: None)
     temp = cfg.out is None
-    work = Path(tempfile.mkdtemp(prefix="fedgpu-demo-")) if temp else cfg.out
+    work = Path(tempfile.mkdtemp(prefix="fedgpu-demo-")) if cfg.out is None else cfg.out
     work.mkdir(parents=True, exist_ok=True)
     samples = cfg.samples if cfg.samples is not None else defaults(cfg)["samples"]
     train, test = public_split(cfg.dataset, num_samples=samples or None, seed=cfg.seed)

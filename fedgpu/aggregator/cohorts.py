@@ -58,8 +58,11 @@ def merge_small(sizes: list[int], k: int) -> list[list[int]] | None:
     shrank below ``k`` is merged with the smallest other group, never released alone. Returns None
     when all reports together are fewer than ``k``: then nothing may be released at all.
     """
-    groups = sorted(([i] for i, n in enumerate(sizes) if n > 0), key=lambda g: sum(sizes[i] for i in g))
-    total = lambda g: sum(sizes[i] for i in g)  # noqa: E731
+
+    def total(group: list[int]) -> int:
+        return sum(sizes[i] for i in group)
+
+    groups = sorted(([i] for i, n in enumerate(sizes) if n > 0), key=total)
     if sum(sizes) < k or not groups:
         return None
     while len(groups) > 1 and total(groups[0]) < k:

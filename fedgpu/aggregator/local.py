@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ class LocalAggregator:
             raise self._error
         return self
 
-    def call(self, coro_fn: Callable[[], Awaitable[Any]], timeout: float = 30) -> Any:
+    def call(self, coro_fn: Callable[[], Coroutine[Any, Any, Any]], timeout: float = 30) -> Any:
         """Run a coroutine on the aggregator's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro_fn(), self.loop).result(timeout)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="run an aggregator, N nodes and a job driver on 127.0.0.1",
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     )
     t0 = time.perf_counter()
 
-    def progress(ev: dict) -> None:
+    def progress(ev: dict[str, Any]) -> None:
         if ev["event"] == "aggregator":
             print(f"aggregator on {ev['address']} (work folder {ev['work']})", flush=True)
         elif ev["event"] == "nodes":

@@ -20,7 +20,7 @@ def _data_arg(values: list[str]) -> dict[str, Path]:
     return out
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("node", help="run a volunteer node", description="Run a node: registers with the aggregator, pulls tasks, trains on local data, uploads encrypted updates.")
     p.add_argument("--aggregator", default="127.0.0.1:50051", help="aggregator HOST:PORT (default %(default)s)")
     p.add_argument("--data", action="append", default=[], metavar="NAME=PATH", help="map a dataset schema to a local .npz (x, y) or .csv (label column) file; repeatable")

@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # the store pulls in SQLAlchemy: only when the command runs, 
     from fedgpu.aggregator.store import Store
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("rewards", help="reward balances and ledger verification", description="Show reward balances per node from the aggregator's ledger, or verify its hash chain and signed heads.")
     p.add_argument("action", nargs="?", choices=["show", "verify"], default="show", help="show balances (default) or verify the ledger")
     p.add_argument("--db", default="fedgpu.db", help="the aggregator's database URL or SQLite file (default %(default)s)")
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     balances: dict[str, list[float]] = {}
     for r in rows:
-        b = balances.setdefault(r["node_id"], [0.0, 0.0, 0])  # type: ignore[list-item]
+        b = balances.setdefault(r["node_id"], [0.0, 0.0, 0.0])
         b[0] += r["reward"]
         b[1] += r["value"]
         b[2] += 1

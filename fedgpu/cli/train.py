@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="submit a job and drive it to the end", description="Submit a training job (a TOML spec, see examples/) and drive it: decrypt cohort sums, aggregate, evaluate, publish. Writes OUT/model.safetensors and OUT/report.json.")
     p.add_argument("job", type=Path, help="job spec (TOML)")
     p.add_argument("--aggregator", default="127.0.0.1:50051", help="aggregator HOST:PORT (default %(default)s)")
@@ -16,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def print_progress(ev: dict) -> None:
+def print_progress(ev: dict[str, Any]) -> None:
     kind = ev["event"]
     if kind == "submitted":
         print(f"job {ev['job']} submitted ({ev['params']:,} parameters)", flush=True)

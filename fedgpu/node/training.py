@@ -56,7 +56,7 @@ class DPTrainResult(TrainResult):
     max_grad_norm: float
 
 
-def make_loader(data: ArrayDataset, batch_size: int, seed: int, device: torch.device) -> DataLoader:
+def make_loader(data: ArrayDataset, batch_size: int, seed: int, device: torch.device) -> DataLoader[tuple[torch.Tensor, ...]]:
     ds = TensorDataset(torch.from_numpy(np.ascontiguousarray(data.x)), torch.from_numpy(data.y))
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=gen, pin_memory=device.type == "cuda")

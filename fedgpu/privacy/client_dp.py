@@ -82,7 +82,8 @@ def add_share_of_noise(update: Update, clip_norm: float, noise_multiplier: float
     if isinstance(update, np.ndarray):
         if not np.issubdtype(update.dtype, np.floating):
             raise ConfigError(f"update must be a floating-point array, got {update.dtype}")
-        return (update.astype(np.float64) + _gaussian(update.shape, std, rng)).astype(update.dtype)
+        noised: np.ndarray = (update.astype(np.float64) + _gaussian(update.shape, std, rng)).astype(update.dtype)
+        return noised
     out: dict[str, torch.Tensor] = {}
     for name, v in update.items():
         if torch.is_floating_point(v):

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
+from typing import Any
 
 import torch
 from opacus import PrivacyEngine
@@ -234,7 +235,7 @@ class PrivateRound:
 
     module: nn.Module  # the GradSampleModule wrapper: call it for the forward pass
     optimizer: DPOptimizer
-    loader: DataLoader  # logical (Poisson) batches, split into physical ones when needed
+    loader: DataLoader[Any]  # logical (Poisson) batches, split into physical ones when needed
     sample_rate: float
     steps_per_epoch: int
     accountant: IAccountant  # this round's steps only; the owner's ledger holds the whole history
@@ -247,7 +248,7 @@ class PrivateRound:
 def private_round(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    dataset: Dataset,
+    dataset: Dataset[Any],
     *,
     batch_size: int,
     noise_multiplier: float,
@@ -275,7 +276,7 @@ def private_round(
     noise_gen = secret_generator(device, None if seed is None else seed + 1)
     if poisson_sampling:
         # Built here rather than by make_private so that q is exactly 1/ceil(n/B) (see module doc).
-        loader: DataLoader = DPDataLoader(dataset, sample_rate=sample_rate, generator=sampling_gen)
+        loader: DataLoader[Any] = DPDataLoader(dataset, sample_rate=sample_rate, generator=sampling_gen)
         loader.batch_sampler.steps = steps_per_epoch  # type: ignore[union-attr]
     else:
         warnings.warn(
@@ -311,7 +312,7 @@ def private_round(
             yield PrivateRound(dp_model, dp_opt, dp_loader, sample_rate, steps_per_epoch, engine.accountant)
     finally:
         dp_opt.zero_grad(set_to_none=True)
-        dp_model._close()  # type: ignore[operator]  # removes hooks and grad_sample attributes from `model`
+        dp_model._close()  # removes hooks and grad_sample attributes from `model`
         for p in model.parameters():
             for attr in ("summed_grad", "_processed"):
                 if hasattr(p, attr):

@@ -167,7 +167,7 @@ class Reputation:
         return dict(self._scores)
 
 
-def round_observations(values: Sequence[float], scale: float) -> list[float]:
+def round_observations(values: Sequence[float] | np.ndarray, scale: float) -> list[float]:
     """A round's cohort values as the estimator should observe them, given the round's scale (its largest
     kept value, or the noise floor when that is larger).
 

@@ -321,7 +321,8 @@ class CohortGame:
             logits = self.model(x[i : i + self.batch_size])
             out.append(nn.functional.cross_entropy(logits, y[i : i + self.batch_size], reduction="none"))
         losses = torch.cat(out).double().cpu().numpy()
-        return np.minimum(np.nan_to_num(losses, nan=self.max_sample_loss, posinf=self.max_sample_loss), self.max_sample_loss)
+        capped: np.ndarray = np.minimum(np.nan_to_num(losses, nan=self.max_sample_loss, posinf=self.max_sample_loss), self.max_sample_loss)
+        return capped
 
 
 def noise_floor(game: CohortGame, coalition: Coalition | None = None) -> float:
