@@ -198,3 +198,14 @@ def load_job(path: str | Path) -> JobConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from exc
     return job_from_dict(data)
+
+
+__all__ = [
+    "EncryptionConfig",
+    "JobConfig",
+    "PrivacyConfig",
+    "RewardsConfig",
+    "TrainingConfig",
+    "job_from_dict",
+    "load_job",
+]

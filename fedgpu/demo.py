@@ -242,3 +242,6 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
                 if src.exists():
                     shutil.copy(src, keep_dir / name)
             shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = ["Cluster", "DEFAULTS", "DP_DEFAULTS", "DemoConfig", "build_job", "defaults", "run_demo"]

@@ -70,3 +70,6 @@ def merge_small(sizes: list[int], k: int) -> list[list[int]] | None:
         groups[0].extend(smallest)
         groups.sort(key=total)
     return [sorted(g) for g in groups]
+
+
+__all__ = ["Pair", "assign_cohorts", "co_membership", "merge_small"]

@@ -73,3 +73,6 @@ class LocalAggregator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+__all__ = ["LocalAggregator"]

@@ -24,3 +24,6 @@ def run(args: argparse.Namespace) -> int:
     spool = args.spool or (Path(args.db).parent / "spool" if "://" not in args.db else Path("spool"))
     asyncio.run(serve(args.listen, args.db, spool, args.ready_file))
     return 0
+
+
+__all__ = ["register", "run"]

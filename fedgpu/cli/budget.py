@@ -93,3 +93,6 @@ def run(args: argparse.Namespace) -> int:
         tail = "" if args.cap is None else f", {d['left']:.4f} left under the cap {args.cap:g}"
         print(f"dataset {str(d['dataset'])[7:21]}: epsilon {d['epsilon']:.4f}{tail}")
     return 0
+
+
+__all__ = ["DEFAULT_LEDGER", "register", "run"]

@@ -69,3 +69,6 @@ def run(args: argparse.Namespace) -> int:
     where = (args.out / "job" / "report.json") if args.out else Path("runs/demo/report.json")
     print(f"final accuracy {report['final_accuracy']:.3f} after {len(report['rounds'])} rounds in {time.perf_counter() - t0:.0f} s ({report['encryption']} encryption); report: {where}")
     return 0
+
+
+__all__ = ["register", "run"]

@@ -58,3 +58,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"node {agent.node_id} serving {args.aggregator}", flush=True)
     agent.run(max_tasks=args.max_tasks)
     return 0
+
+
+__all__ = ["register", "run"]

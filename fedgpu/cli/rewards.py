@@ -94,3 +94,6 @@ def run(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"{r['job_id']:<18} {r['round']:>5} {r['node_id']:<18} {r['value']:>10.4f} {r['reward']:>8.2f}")
     return 0
+
+
+__all__ = ["register", "run", "verify"]

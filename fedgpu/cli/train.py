@@ -44,3 +44,6 @@ def run(args: argparse.Namespace) -> int:
     report = driver.run()
     print(f"final accuracy {report['final_accuracy']:.3f}; model and report in {args.out}")
     return 0
+
+
+__all__ = ["print_progress", "register", "run"]

@@ -391,17 +391,18 @@ class CkksAdder:
 
 
 __all__ = [
+    "CkksAdder",
+    "CkksParams",
     "DEFAULT_MODULUS",
     "HEADER_BYTES",
     "MAX_PAYLOAD_BYTES",
-    "CkksAdder",
-    "CkksParams",
     "PayloadHeader",
     "compress",
     "decode_payload",
     "decompress",
     "encode_payload",
     "pack",
+    "packed_bytes",
     "read_header",
     "unpack",
 ]

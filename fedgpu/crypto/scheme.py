@@ -121,3 +121,6 @@ class ChunkLayout:
         weighted = np.concatenate([c[: self.chunk_values(i) - 1] for i, c in enumerate(chunks)])
         weights = np.array([c[self.chunk_values(i) - 1] for i, c in enumerate(chunks)])
         return weighted, weights
+
+
+__all__ = ["Adder", "ChunkLayout", "Decryptor", "Encryptor", "KeyPair", "context_fingerprint"]

@@ -164,8 +164,8 @@ def partition_dirichlet(labels: np.ndarray, num_parts: int, alpha: float, seed: 
 
 
 __all__ = [
-    "SCHEMAS",
     "ArrayDataset",
+    "SCHEMAS",
     "Schema",
     "get_schema",
     "load_file",

@@ -148,4 +148,14 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ModelSpec", "available_models", "build_model", "count_params", "register_model"]
+__all__ = [
+    "Builder",
+    "CNN1D",
+    "DigitsCNN",
+    "MLP",
+    "ModelSpec",
+    "available_models",
+    "build_model",
+    "count_params",
+    "register_model",
+]

@@ -46,3 +46,6 @@ def apply_behaviour(cfg: NodeConfig, name: str) -> None:
         cfg.update_hook = lambda task, start, delta: -10.0 * delta
     elif name == "labelflip":
         cfg.label_flip = True
+
+
+__all__ = ["BEHAVIOURS", "apply_behaviour"]

@@ -162,3 +162,5 @@ def train_local_dp(
         max_grad_norm=max_grad_norm,
     )
 
+
+__all__ = ["DPTrainResult", "LocalTrainConfig", "TrainResult", "make_loader", "train_local", "train_local_dp"]

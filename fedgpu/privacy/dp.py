@@ -330,6 +330,7 @@ __all__ = [
     "DPConfig",
     "GradSampleMode",
     "PrivateRound",
+    "check_epsilon_delta",
     "check_module",
     "epsilon_of",
     "make_accountant",

@@ -12,10 +12,10 @@ from typing import TypeVar
 
 from fedgpu.errors import RewardsError
 
-Node = TypeVar("Node")
+_Node = TypeVar("_Node")
 
 
-def _positive(values: Mapping[Node, float], pool: float) -> dict[Node, float]:
+def _positive(values: Mapping[_Node, float], pool: float) -> dict[_Node, float]:
     if not (math.isfinite(pool) and pool >= 0):
         raise RewardsError(f"pool must be a finite number >= 0, got {pool}")
     for node, value in values.items():
@@ -24,7 +24,7 @@ def _positive(values: Mapping[Node, float], pool: float) -> dict[Node, float]:
     return {node: float(value) for node, value in values.items() if value > 0}
 
 
-def payout(values: Mapping[Node, float], pool: float) -> dict[Node, float]:
+def payout(values: Mapping[_Node, float], pool: float) -> dict[_Node, float]:
     """Rewards in the pool's unit: positive values pro rata, the rest 0; they sum to ``pool`` (or 0)."""
     positive = _positive(values, pool)
     rewards = {node: 0.0 for node in values}
@@ -39,7 +39,7 @@ def payout(values: Mapping[Node, float], pool: float) -> dict[Node, float]:
     return rewards
 
 
-def payout_units(values: Mapping[Node, float], pool_units: int) -> dict[Node, int]:
+def payout_units(values: Mapping[_Node, float], pool_units: int) -> dict[_Node, int]:
     """Whole units (e.g. micro-credits) by largest remainder: the sum is exactly ``pool_units``.
 
     Ties in the remainder go to the larger value, then to the smaller node id, so every party that

@@ -189,6 +189,8 @@ def decode_utilities(pairs: list[tuple[list[int], float]] | list[list[object]]) 
 
 __all__ = [
     "Coalition",
+    "EXACT_DEFAULT_MAX_PLAYERS",
+    "EXACT_HARD_MAX_PLAYERS",
     "ShapleyResult",
     "Utility",
     "decode_utilities",

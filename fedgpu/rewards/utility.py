@@ -377,6 +377,7 @@ __all__ = [
     "Aggregate",
     "CohortGame",
     "DEFAULT_MAX_SAMPLE_LOSS",
+    "SMALL_VALIDATION",
     "fedavg",
     "flatten_params",
     "load_flat",

@@ -51,3 +51,5 @@ def join(chunks: Iterable[pb.Chunk]) -> bytes:
         raise ProtocolError(f"payload ended after {len(parts)} of {count} chunks")
     return b"".join(parts)
 
+
+__all__ = ["MAX_CHUNKS", "MAX_CHUNK_BYTES", "MAX_MESSAGE_BYTES", "join", "make_chunk", "split", "verify"]

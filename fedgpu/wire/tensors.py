@@ -72,3 +72,6 @@ def unflatten(vec: np.ndarray, reference: dict[str, torch.Tensor]) -> OrderedDic
         else:
             out[k] = ref.clone()
     return out
+
+
+__all__ = ["flatten", "float_keys", "num_values", "state_from_bytes", "state_to_bytes", "unflatten"]

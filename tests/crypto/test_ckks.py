@@ -19,16 +19,16 @@ from fedgpu.crypto import ckks_seal
 from fedgpu.crypto.ckks import (
     PUBLIC_KEY_FILE,
     SECRET_KEY_FILE,
-    CkksAdder,
     CkksDecryptor,
     CkksEncryptor,
     CkksKeyPair,
-    CkksParams,
 )
 from fedgpu.crypto.ckks_format import (
     DEFAULT_MODULUS,
     HEADER_BYTES,
     MAX_PAYLOAD_BYTES,
+    CkksAdder,
+    CkksParams,
     compress,
     decompress,
     pack,
@@ -410,7 +410,8 @@ def test_slow_coefficient_reads_give_the_same_result(roles: Roles, monkeypatch: 
 
 def test_combined_accumulators_decrypt_to_the_total() -> None:
     """Merging two cohort sums (as the aggregator does for a cohort below k) equals adding all payloads."""
-    from fedgpu.crypto.ckks import CkksAdder, CkksEncryptor, CkksKeyPair
+    from fedgpu.crypto.ckks import CkksEncryptor, CkksKeyPair
+    from fedgpu.crypto.ckks_format import CkksAdder
 
     keys = CkksKeyPair.generate()
     enc, add = CkksEncryptor(keys.params, keys.public_material), CkksAdder(keys.params)
