@@ -1,4 +1,4 @@
-"""Shared fixtures: a real aggregator on a real 127.0.0.1 socket, in a background thread."""
+"""Shared fixtures: a real aggregator on a real 127.0.0.1 socket, in a background thread; the e2e marker."""
 
 from __future__ import annotations
 
@@ -11,6 +11,16 @@ import torch
 from fedgpu.aggregator.local import LocalAggregator
 
 torch.set_num_threads(1)
+
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e/ runs fedgpu's roles as real processes or servers: mark it e2e."""
+    for item in items:
+        if E2E in item.path.resolve().parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture

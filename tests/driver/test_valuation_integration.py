@@ -75,6 +75,7 @@ def run(address: str, tmp: Path, digits, behaviours: list[str], k: int, rounds: 
     return report, names
 
 
+@pytest.mark.e2e
 def test_single_node_cohorts_are_valued_exactly_and_paid_the_pool(aggregator, tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
     report, names = run(aggregator.address, tmp_path, digits, ["honest"] * 3, k=1, rounds=3)
     mean_value = {n: 0.0 for n in names}
@@ -103,6 +104,7 @@ def test_single_node_cohorts_are_valued_exactly_and_paid_the_pool(aggregator, tm
     assert report["valuation"]["estimates"] == pytest.approx(mean_value, abs=1e-5)
 
 
+@pytest.mark.e2e
 def test_cohort_values_are_split_over_members_or_withheld(aggregator, tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
     report, names = run(aggregator.address, tmp_path, digits, ["honest"] * 4, k=2, rounds=2)
     paid_before = 0.0

@@ -114,6 +114,7 @@ def test_full_job_trains_a_model(aggregator, tmp_path: Path, digits) -> None:  #
     assert sum(t.numel() for t in state.values()) == report["params"]
 
 
+@pytest.mark.slow
 def test_node_vanishing_mid_upload_is_left_out(aggregator, tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
     train, test = digits
     keys = PlainKeyPair(values_per_chunk=2_000)  # several chunks per update
