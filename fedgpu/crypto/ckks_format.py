@@ -4,8 +4,8 @@ The aggregator imports this module and nothing else of the CKKS scheme, so it ne
 (or TenSEAL) and never holds a key: it adds payloads as flat arrays of unsigned integers.
 
 Why a format of our own rather than SEAL's serialization: TenSEAL's sealapi always saves with zstd,
-and decompressing was ~90% of an aggregator's time when we measured it. Here a payload is a small
-header plus bit-packed coefficients, so loading one is a set of views into the received bytes.
+and decompressing would dominate an aggregator's time (docs/protocol.md, "Measured"). Here a payload
+is a small header plus bit-packed coefficients, so loading one is a set of views into the received bytes.
 
 Why coefficients are *modulus-switched* to ``2**b`` before packing: a ciphertext coefficient
 ``x mod q`` travels as ``y = round(x * 2**b / q) mod 2**b``. The map ``x -> x * 2**b / q`` is additive

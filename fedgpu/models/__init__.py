@@ -39,7 +39,7 @@ class CNN1D(nn.Module):
 
     With ``standardize`` each sample is first scaled by its own mean and std: a per-record transform
     that costs no privacy and lets DP-SGD's clipped, noised steps make progress (docs/privacy.md);
-    without DP it costs about 2 points on the demo, so only ``cnn1d_dp`` does it.
+    without DP it costs accuracy (docs/protocol.md, "Measured"), so only ``cnn1d_dp`` does it.
     """
 
     def __init__(self, spec: ModelSpec, width: int = 64, standardize: bool = False) -> None:

@@ -53,7 +53,7 @@ class Accountant(str, Enum):  # noqa: UP042 - not StrEnum: str() of a member sta
     """Opacus accountants fedgpu accepts. GDP is left out: it raises when sigma or q change, as they do across jobs."""
 
     PRV = "prv"  # Gopi et al., NeurIPS 2021: tight numerical composition; Opacus's default
-    RDP = "rdp"  # Renyi DP: looser (~8-10% on MNIST-1D settings) but cheap on long, mixed histories
+    RDP = "rdp"  # Renyi DP: looser (docs/privacy.md) but cheap on long, mixed histories
 
 
 class GradSampleMode(str, Enum):  # noqa: UP042 - as Accountant
@@ -183,8 +183,8 @@ def noise_for_job(
 
     Each node knows its own n, so each node plans its own sigma such that all ``rounds`` rounds of
     ``epochs`` local epochs together reach the job's epsilon, within ``tolerance`` below it (see
-    ``plan_noise``). Cached, so calling it every round is cheap; the first call is a bisection
-    (~3 s with RDP, ~7 s with PRV on one core).
+    ``plan_noise``). Cached, so calling it every round is cheap; the first call is a bisection over
+    the accountant, which takes seconds.
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ConfigError(f"rounds must be a positive integer, got {rounds!r}")

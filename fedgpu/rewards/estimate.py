@@ -175,9 +175,7 @@ def round_observations(values: Sequence[float] | np.ndarray, scale: float) -> li
     the regression (it is already excluded and paid nothing). Divided by the scale's square root: what a
     node adds shrinks with what the round had to gain (early rounds are worth 100x late ones), so raw
     values let the first rounds decide every estimate, while shares of the round (dividing by the scale)
-    let late rounds' noise do it. Over seeds 0-3 of scripts/bench_valuation.py the k = 3 estimates' rank
-    correlation with exact k = 1 values was 0.77-0.95 raw, 0.76-0.95 as shares and 0.93-0.96 with the
-    square root.
+    let late rounds' noise do it (docs/protocol.md, "Measured").
     """
     if not (math.isfinite(scale) and scale > 0):
         raise RewardsError(f"scale must be a finite number > 0, got {scale}")

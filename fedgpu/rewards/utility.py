@@ -21,8 +21,8 @@ the Shapley value of a cohort is s_C.(G - H s_all / 2): linear in what its membe
 of a cohort is the sum of its members' values, which is the model the regression over reshuffled
 cohorts (:mod:`fedgpu.rewards.estimate`) assumes. Had each coalition its own best step (or a step of
 fixed length along its normalised direction), two good nodes and a free rider would stretch their
-step to match three good nodes and the free rider would look worth a third of the cohort: measured
-in ``scripts/bench_valuation.py``, free riders were then paid more than most honest nodes.
+step to match three good nodes and the free rider would look worth a third of the cohort
+(docs/protocol.md, "Measured").
 
 The shipped model is tuned further (:meth:`CohortGame.tune`): the kept coalition's best step *and*
 momentum on the grids, which set the next round's learning rate (``eta * g``) and momentum. What the
@@ -156,8 +156,8 @@ class CohortGame:
         y = torch.as_tensor(np.asarray(val_y), dtype=torch.int64, device=self.device)
         n = len(y)
         perm = np.random.default_rng(0).permutation(n)
-        # Below 400 samples a quarter is too few to choose a step on (the digits demo, 360 held-out samples,
-        # ended at 97.8 % choosing on 90 and at 99.2 % on all of them), and a pass costs little: use all.
+        # Below SMALL_VALIDATION samples a quarter is too few to choose a step on, and a pass costs little:
+        # use all of them (docs/protocol.md, "Measured").
         cut = n if n < SMALL_VALIDATION else (n + 3) // 4
         self._parts = (np.sort(perm[:cut]), np.sort(perm[cut:]))  # (choose on, score on too)
         self._data = [(x, y)] + [(x[h], y[h]) for h in self._parts]
