@@ -15,11 +15,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any
 
 from fedgpu.config import EncryptionConfig, JobConfig, PrivacyConfig, TrainingConfig
 from fedgpu.datasets import partition_dirichlet, partition_iid, public_split, save_npz
@@ -41,7 +40,7 @@ DP_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def defaults(cfg: "DemoConfig") -> dict[str, Any]:
+def defaults(cfg: DemoConfig) -> dict[str, Any]:
     if cfg.dataset not in DEFAULTS:
         raise ConfigError(f"--dataset {cfg.dataset!r}: allowed values are {', '.join(DEFAULTS)}")
     return {**DEFAULTS[cfg.dataset], **(DP_DEFAULTS[cfg.dataset] if cfg.epsilon is not None else {})}
@@ -199,7 +198,7 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
     job = build_job(cfg)
     progress = progress or (lambda ev: None)
     temp = cfg.out is None
-    work = Path(tempfile.mkdtemp(prefix="fedgpu-demo-")) if temp else cfg.out
+    work = Path(tempfile.mkdtemp(prefix="fedgpu-demo-")) if cfg.out is None else cfg.out
     work.mkdir(parents=True, exist_ok=True)
     samples = cfg.samples if cfg.samples is not None else defaults(cfg)["samples"]
     train, test = public_split(cfg.dataset, num_samples=samples or None, seed=cfg.seed)
@@ -216,7 +215,7 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
     try:
         address = cluster.start_aggregator()
         progress({"event": "aggregator", "address": address, "work": str(work), "tls": True})
-        for i, (idx, role) in enumerate(zip(parts, roles)):
+        for i, (idx, role) in enumerate(zip(parts, roles, strict=True)):
             home = work / f"node{i}"
             home.mkdir(exist_ok=True)
             node_roles[Identity.load_or_create(home / "identity.pem").node_id] = role
@@ -253,3 +252,6 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
                 if src.exists():
                     shutil.copy(src, keep_dir / name)
             shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = ["Cluster", "DEFAULTS", "DP_DEFAULTS", "DemoConfig", "build_job", "defaults", "run_demo"]

@@ -79,7 +79,7 @@ def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: 
     # Round 1 includes the nodes' start-up (torch import, registration): skip it.
     round_s = list(np.diff(times))
     per_round_train = [rounds_[i]["train_seconds"] for i in range(1, len(rounds_))]
-    overhead = [r - max(t.values()) for r, t in zip(round_s, per_round_train)]
+    overhead = [r - max(t.values()) for r, t in zip(round_s, per_round_train, strict=False)]
     up = [b for r in rounds_[1:] for b in r["bytes_up_by_node"].values()]
     down = [b for r in rounds_[1:] for b in r["bytes_down_by_node"].values()]
     return {

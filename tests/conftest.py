@@ -1,9 +1,9 @@
-"""Shared fixtures: a real aggregator on a real 127.0.0.1 socket, in a background thread (cleartext or TLS)."""
+"""Shared fixtures: a real aggregator on a real 127.0.0.1 socket, in a background thread (cleartext or TLS); the e2e marker."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -13,6 +13,16 @@ from fedgpu.wire.certs import CertFiles, write_certs
 from fedgpu.wire.transport import TLSConfig
 
 torch.set_num_threads(1)
+
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e/ runs fedgpu's roles as real processes or servers: mark it e2e."""
+    for item in items:
+        if E2E in item.path.resolve().parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from fedgpu.aggregator.core import Aggregator
 from fedgpu.wire.transport import TLSConfig
@@ -43,14 +44,14 @@ class LocalAggregator:
         self._ready.set()
         self.loop.run_forever()
 
-    def start(self) -> "LocalAggregator":
+    def start(self) -> LocalAggregator:
         self._thread.start()
         self._ready.wait(60)
         if self._error is not None:
             raise self._error
         return self
 
-    def call(self, coro_fn: Callable[[], Awaitable[Any]], timeout: float = 30) -> Any:
+    def call(self, coro_fn: Callable[[], Coroutine[Any, Any, Any]], timeout: float = 30) -> Any:
         """Run a coroutine on the aggregator's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro_fn(), self.loop).result(timeout)
 
@@ -68,8 +69,11 @@ class LocalAggregator:
         if self.agg is not None:
             self.agg.store.engine.dispose()
 
-    def __enter__(self) -> "LocalAggregator":
+    def __enter__(self) -> LocalAggregator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+__all__ = ["LocalAggregator"]

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("aggregator", help="run the gRPC aggregator", description="Run the aggregator: registers nodes, drives rounds, adds encrypted updates per cohort. Holds no key.")
     p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to listen on (port 0 picks a free one; default %(default)s). Off loopback it needs TLS or --insecure")
     p.add_argument("--db", default="fedgpu.db", help="database URL or SQLite file path (default %(default)s); PostgreSQL: postgresql://user@host/db")
@@ -29,3 +29,6 @@ def run(args: argparse.Namespace) -> int:
     spool = args.spool or (Path(args.db).parent / "spool" if "://" not in args.db else Path("spool"))
     asyncio.run(serve(args.listen, args.db, spool, args.ready_file, tls))
     return 0
+
+
+__all__ = ["register", "run"]

@@ -48,3 +48,6 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]

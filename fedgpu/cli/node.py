@@ -20,7 +20,7 @@ def _data_arg(values: list[str]) -> dict[str, Path]:
     return out
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("node", help="run a volunteer node", description="Run a node: registers with the aggregator, pulls tasks, trains on local data, uploads encrypted updates.")
     p.add_argument("--aggregator", default="127.0.0.1:50051", help="aggregator HOST:PORT (default %(default)s)")
     p.add_argument("--tls-ca", type=Path, default=None, metavar="PEM", help="trust the aggregator's certificate if this CA signed it (default: cleartext on loopback, the system's CAs elsewhere)")
@@ -62,3 +62,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"node {agent.node_id} serving {args.aggregator}", flush=True)
     agent.run(max_tasks=args.max_tasks)
     return 0
+
+
+__all__ = ["register", "run"]

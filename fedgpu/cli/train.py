@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "train", help="submit a job and drive it to the end",
         description="Submit a training job (a TOML spec, see examples/) and drive it: decrypt cohort sums, aggregate, evaluate, publish. "
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def print_progress(ev: dict) -> None:
+def print_progress(ev: dict[str, Any]) -> None:
     kind = ev["event"]
     if kind == "submitted":
         print(f"job {ev['job']} submitted ({ev['params']:,} parameters)", flush=True)
@@ -63,3 +64,6 @@ def run(args: argparse.Namespace) -> int:
         raise
     print(f"final accuracy {report['final_accuracy']:.3f}; model and report in {out}")
     return 0
+
+
+__all__ = ["print_progress", "register", "run"]

@@ -43,3 +43,6 @@ class PrivacyGate:
         train_local_dp(model, data, cfg, sigma, p.max_grad_norm, device)
         self.last_epsilon = epsilon
         return epsilon
+
+
+__all__ = ["NO_CAP", "PrivacyGate"]

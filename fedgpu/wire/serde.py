@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedgpu.config import EncryptionConfig, JobConfig, PrivacyConfig, RewardsConfig, TrainingConfig, job_from_dict
+from fedgpu.config import JobConfig, PrivacyConfig, TrainingConfig, job_from_dict
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2
 
 
@@ -77,11 +77,4 @@ def job_from_proto(spec: driver_pb2.JobSpec, check_registry: bool = True) -> Job
     return job_from_dict(data, check_registry)
 
 
-__all__ = [
-    "EncryptionConfig",
-    "RewardsConfig",
-    "job_from_proto",
-    "job_to_proto",
-    "privacy_to_proto",
-    "training_to_proto",
-]
+__all__ = ["job_from_proto", "job_to_proto", "privacy_to_proto", "training_to_proto"]

@@ -6,8 +6,8 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import grpc
 import numpy as np
@@ -118,6 +118,7 @@ def test_full_job_trains_a_model(tls_aggregator, certs, tmp_path: Path, digits) 
     assert sum(t.numel() for t in state.values()) == report["params"]
 
 
+@pytest.mark.slow
 def test_node_vanishing_mid_upload_is_left_out(aggregator, tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
     train, test = digits
     keys = PlainKeyPair(values_per_chunk=2_000)  # several chunks per update
