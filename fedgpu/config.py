@@ -218,5 +218,6 @@ __all__ = [
     "RewardsConfig",
     "TrainingConfig",
     "job_from_dict",
+    "job_to_dict",
     "load_job",
 ]

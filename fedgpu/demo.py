@@ -151,7 +151,7 @@ class Cluster:
         ready = self.work / "aggregator.addr"
         ready.unlink(missing_ok=True)
         args = ["-v", "aggregator", "--listen", "127.0.0.1:0", "--db", str(self.work / "aggregator.db"), "--ready-file", str(ready)]
-        proc = self.spawn(args + ["--tls-cert", str(self.certs.cert), "--tls-key", str(self.certs.key)], "aggregator.log")
+        proc = self.spawn([*args, "--tls-cert", str(self.certs.cert), "--tls-key", str(self.certs.key)], "aggregator.log")
         end = time.monotonic() + timeout
         while not ready.exists():
             if proc.poll() is not None or time.monotonic() > end:

@@ -26,12 +26,8 @@ REWRITTEN_ELSEWHERE = {
     "fedgpu.aggregator.server",
     "fedgpu.aggregator.service",
     "fedgpu.aggregator.store",
-    "fedgpu.driver.driver",
-    "fedgpu.node.agent",
-    "fedgpu.wire.auth",
 }
-# TEMPORARY: takes docstring edits only on this branch; give it an __all__ and drop it from here.
-DOCSTRINGS_ONLY = {"fedgpu.driver.valuation"}
+DOCSTRINGS_ONLY: set[str] = set()
 
 
 def public_modules() -> list[str]:

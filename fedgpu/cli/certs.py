@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "certs",
         help="make a CA and a TLS certificate for the aggregator",
@@ -32,3 +32,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"key         {files.key}")
     print(f"fedgpu aggregator --listen 0.0.0.0:50051 --tls-cert {files.cert} --tls-key {files.key}")
     return 0
+
+
+__all__ = ["register", "run"]

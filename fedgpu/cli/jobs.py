@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "jobs", help="list, show or cancel jobs",
         description="List or show the jobs in an aggregator's database (--db), or cancel a running job "
@@ -65,7 +65,10 @@ def _cancel(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{args.out}/job.json is missing or unreadable: is {args.out} a driver's --out folder?") from exc
     with open_channel(args.aggregator, TLSConfig(ca=args.tls_ca, insecure=args.insecure)) as channel, rpc_errors(args.aggregator):
-        stub = driver_pb2_grpc.DriverServiceStub(channel)
+        stub = driver_pb2_grpc.DriverServiceStub(channel)  # type: ignore[no-untyped-call]
         st = stub.CancelJob(driver_pb2.CancelJobRequest(job_id=info["job_id"], token=info["token"], reason=args.reason), timeout=30)
     print(f"job {st.job_id} {st.state}: {st.message}")
     return 0
+
+
+__all__ = ["register", "run"]

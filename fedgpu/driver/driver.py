@@ -18,9 +18,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -41,7 +42,7 @@ from fedgpu.wire.serde import job_to_proto
 from fedgpu.wire.transport import TLSConfig, handshake_failed, open_channel
 
 log = logging.getLogger("fedgpu.driver")
-Kind = driver_pb2.JobEventKind
+_Kind = driver_pb2.JobEventKind
 Progress = Callable[[dict[str, Any]], None]
 JOB_FILE = "job.json"
 
@@ -63,7 +64,7 @@ def fedavg(sums: list[CohortSum]) -> np.ndarray:
     weights = np.sum([s.weights for s in sums], axis=0)
     if np.any(weights <= 0):
         raise ProtocolError("the round's sum has a non-positive total weight")
-    return total / weights
+    return np.asarray(total / weights)
 
 
 class JobDriver:
@@ -86,7 +87,7 @@ class JobDriver:
             validation = load_file(validation_path, get_schema(job.dataset))
         self.progress = progress or (lambda ev: None)
         self.channel = open_channel(target, tls)
-        self.stub = driver_pb2_grpc.DriverServiceStub(self.channel)
+        self.stub = driver_pb2_grpc.DriverServiceStub(self.channel)  # type: ignore[no-untyped-call]
         schema = get_schema(job.dataset)
         self.spec = ModelSpec(schema.input_shape, schema.num_classes)
         self.model = build_model(job.model, self.spec, seed=job.seed)
@@ -377,24 +378,24 @@ class JobDriver:
             try:
                 self._sync()
                 for ev in self.stub.WatchJob(req):
-                    if ev.kind == Kind.JOB_EVENT_KIND_ROUND_OPENED:
+                    if ev.kind == _Kind.JOB_EVENT_KIND_ROUND_OPENED:
                         self.progress({"event": "round_opened", "round": ev.round, "nodes": len(ev.participants)})
-                    elif ev.kind == Kind.JOB_EVENT_KIND_ROUND_RETRY:
+                    elif ev.kind == _Kind.JOB_EVENT_KIND_ROUND_RETRY:
                         self.progress({"event": "retry", "round": ev.round, "message": ev.message})
-                    elif ev.kind == Kind.JOB_EVENT_KIND_SUMS_READY:
+                    elif ev.kind == _Kind.JOB_EVENT_KIND_SUMS_READY:
                         if ev.round > self.version:  # a round already applied is offered again after a reconnect
                             self._apply(ev, started)
-                    elif ev.kind == Kind.JOB_EVENT_KIND_JOB_DONE:
+                    elif ev.kind == _Kind.JOB_EVENT_KIND_JOB_DONE:
                         done = True
                         break
-                    elif ev.kind == Kind.JOB_EVENT_KIND_JOB_FAILED:
+                    elif ev.kind == _Kind.JOB_EVENT_KIND_JOB_FAILED:
                         raise RoundFailed(f"job {self.job_id} failed: {ev.message}")
-                    elif ev.kind == Kind.JOB_EVENT_KIND_JOB_CANCELLED:
+                    elif ev.kind == _Kind.JOB_EVENT_KIND_JOB_CANCELLED:
                         raise RoundFailed(f"job {self.job_id} was cancelled: {ev.message}")
             except (grpc.RpcError, ValueError) as exc:
                 if self._abort is not None:
                     raise RoundFailed(self._abort) from exc
-                if not isinstance(exc, grpc.RpcError) or exc.code() != grpc.StatusCode.UNAVAILABLE or handshake_failed(exc):  # type: ignore[attr-defined]
+                if not isinstance(exc, grpc.RpcError) or exc.code() != grpc.StatusCode.UNAVAILABLE or handshake_failed(exc):
                     raise
                 self.progress({"event": "reconnect", "message": "aggregator unavailable; reconnecting"})
                 time.sleep(1.0)
@@ -420,3 +421,12 @@ class JobDriver:
         (self.out / "report.json").write_text(json.dumps(report, indent=2))
         return report
 
+
+
+__all__ = [
+    "CohortSum",
+    "JOB_FILE",
+    "JobDriver",
+    "Progress",
+    "fedavg",
+]

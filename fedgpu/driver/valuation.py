@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -162,7 +163,7 @@ class RoundValuer:
         est = self.estimator.estimates()
         proven = {n: max(b, 0.0) for n, b in self.estimator.lower_bounds(self.confidence).items()}
         out: dict[str, float] = {}
-        for v, members in zip(values, cohorts):
+        for v, members in zip(values, cohorts, strict=True):
             if len(members) == 1:
                 out[members[0]] = float(v)
             elif v > 0:
@@ -235,3 +236,6 @@ class RoundValuer:
             "totals": dict(self.totals),
             "unspent": self.carried,
         }
+
+
+__all__ = ["RoundValuation", "RoundValuer"]

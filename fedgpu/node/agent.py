@@ -7,12 +7,14 @@ weights it downloads are safetensors checked against that architecture. A task t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -26,6 +28,9 @@ from fedgpu.node.training import LocalTrainConfig, pick_device, train_local
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
 from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors, transport
 from fedgpu.wire.auth import Identity
+
+if TYPE_CHECKING:
+    from fedgpu.node.privacy_gate import PrivacyGate
 from fedgpu.wire.transport import TLSConfig
 
 log = logging.getLogger("fedgpu.node")
@@ -67,9 +72,9 @@ class NodeAgent:
         self._models: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
         self._stop = threading.Event()
         self.channel = transport.open_channel(cfg.aggregator, cfg.tls)
-        self.stub = node_pb2_grpc.NodeServiceStub(self.channel)
+        self.stub = node_pb2_grpc.NodeServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.tasks_done = 0
-        self.privacy = None  # the owner's privacy gate, opened with the first DP task
+        self.privacy: PrivacyGate | None = None  # the owner's privacy gate, opened with the first DP task
         self.receipts_path = cfg.identity_path.with_name("receipts.jsonl")
         self.receipts_after, self._held = self._load_receipts()
 
@@ -100,10 +105,8 @@ class NodeAgent:
     def _heartbeat(self) -> None:
         """Tell the aggregator the node is alive while it trains (a long-poll does so while idle)."""
         while not self._stop.wait(10.0):
-            try:
+            with contextlib.suppress(grpc.RpcError, ValueError):  # the main loop handles reconnection
                 self.stub.Heartbeat(self._signed("Heartbeat", node_pb2.HeartbeatRequest()), timeout=10)
-            except (grpc.RpcError, ValueError):
-                pass  # the main loop handles reconnection
 
     def run(self, max_tasks: int | None = None) -> None:
         """Serve tasks until stopped; reconnect with exponential back-off when the aggregator is away."""
@@ -126,11 +129,11 @@ class NodeAgent:
             except grpc.RpcError as exc:
                 if transport.handshake_failed(exc):  # a CA or certificate problem: retrying cannot fix it
                     raise transport.error_from_rpc(exc, self.cfg.aggregator) from exc
-                code = exc.code()  # type: ignore[attr-defined]
+                code = exc.code()
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     registered = False  # the aggregator may have lost its database: register again
                 if code in RETRYABLE or code == grpc.StatusCode.UNAUTHENTICATED:
-                    failure = f"{code.name}: {exc.details()}"  # type: ignore[attr-defined]
+                    failure = f"{code.name}: {exc.details()}"
                     if code in RETRYABLE and failure != last_failure:  # say why once, where the operator sees it
                         log.warning("aggregator %s unreachable (%s); retrying with back-off", self.cfg.aggregator, failure)
                     last_failure = failure
@@ -138,7 +141,7 @@ class NodeAgent:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
-                log.warning("aggregator refused: %s %s", code.name, exc.details())  # type: ignore[attr-defined]
+                log.warning("aggregator refused: %s %s", code.name, exc.details())
                 self._stop.wait(1.0)
 
     def _load_receipts(self) -> tuple[int, set[tuple[str, int]]]:
@@ -199,7 +202,7 @@ class NodeAgent:
             log.warning("task %s failed: %s", task.task_id, exc)
             self._decline(task, node_pb2.DECLINE_REASON_FAILED, str(exc))
 
-    def _decline(self, task: node_pb2.Task, reason: int, message: str) -> None:
+    def _decline(self, task: node_pb2.Task, reason: node_pb2.DeclineReason, message: str) -> None:
         log.info("declining task of job %s: %s", task.job_id, message)
         req = node_pb2.DeclineTaskRequest(task_id=task.task_id, reason=reason, message=message[:500])
         self.stub.DeclineTask(self._signed("DeclineTask", req), timeout=30)
@@ -279,11 +282,19 @@ class NodeAgent:
                     log.info("job %s round %d: uploaded %d chunks (%.1f s training)", task.job_id, task.round, count, seconds)
                     return
             except grpc.RpcError as exc:
-                if exc.code() not in RETRYABLE:  # type: ignore[attr-defined]
+                if exc.code() not in RETRYABLE:
                     raise
-                log.info("upload interrupted (%s); resuming", exc.code().name)  # type: ignore[attr-defined]
+                log.info("upload interrupted (%s); resuming", exc.code().name)
                 time.sleep(0.5 * 2**attempt)
             status = self.stub.UploadStatus(self._signed("UploadStatus", node_pb2.UploadStatusRequest(task_id=task.task_id)), timeout=30)
             if status.complete:
                 return
             start = status.received
+
+
+__all__ = [
+    "NodeAgent",
+    "NodeConfig",
+    "RETRYABLE",
+    "UpdateHook",
+]

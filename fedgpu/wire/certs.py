@@ -46,7 +46,7 @@ def make_ca(name: str = "fedgpu CA", days: int = CA_DAYS) -> tuple[bytes, bytes]
     """A self-signed CA that may sign server certificates only (path length 0). Returns (cert PEM, key PEM)."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -86,7 +86,7 @@ def make_server_cert(ca_cert_pem: bytes, ca_key_pem: bytes, hosts: list[str], da
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"the CA certificate or key is not an unencrypted PEM file: {exc}") from exc
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
@@ -140,4 +140,11 @@ def write_certs(folder: Path, hosts: list[str]) -> CertFiles:
     return files
 
 
-__all__ = ["CA_DAYS", "SERVER_DAYS", "CertFiles", "make_ca", "make_server_cert", "write_certs"]
+__all__ = [
+    "CA_DAYS",
+    "CertFiles",
+    "SERVER_DAYS",
+    "make_ca",
+    "make_server_cert",
+    "write_certs",
+]

@@ -51,4 +51,4 @@ def join(chunks: Iterable[pb.Chunk]) -> bytes:
     return b"".join(parts)
 
 
-__all__ = ["MAX_CHUNKS", "MAX_CHUNK_BYTES", "MAX_MESSAGE_BYTES", "join", "make_chunk", "split", "verify"]
+__all__ = ["MAX_CHUNKS", "MAX_CHUNK_BYTES", "join", "make_chunk", "split", "verify"]

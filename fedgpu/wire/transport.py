@@ -17,10 +17,10 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import grpc
 from cryptography import x509
@@ -45,21 +45,10 @@ _LIMITS = (
 )
 # The server pings idle connections every 20 s and lets clients ping every 10 s even with no call
 # in flight (a node between long-polls); gRPC's default (5 min) would answer them with GOAWAY.
-SERVER_OPTIONS = _LIMITS + (
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-)
+SERVER_OPTIONS = (*_LIMITS, ("grpc.keepalive_time_ms", 20000), ("grpc.keepalive_timeout_ms", 10000), ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0), ("grpc.http2.min_ping_interval_without_data_ms", 10000))
 # Clients ping every 30 s, so a driver watching a job or a node in a long-poll notices within
 # 40 s that the aggregator's machine vanished (no RST) instead of waiting forever.
-CHANNEL_OPTIONS = _LIMITS + (
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-)
+CHANNEL_OPTIONS = (*_LIMITS, ("grpc.keepalive_time_ms", 30000), ("grpc.keepalive_timeout_ms", 10000), ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0))
 
 
 @dataclass(frozen=True)
@@ -151,7 +140,7 @@ def server_pair(tls: TLSConfig) -> tuple[bytes, bytes]:
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(*spki) != chain[0].public_key().public_bytes(*spki):
         raise ConfigError(f"--tls-key {tls.key} is not the key of the certificate in --tls-cert {tls.cert}")
-    if chain[0].not_valid_after_utc < dt.datetime.now(dt.timezone.utc):
+    if chain[0].not_valid_after_utc < dt.datetime.now(dt.UTC):
         raise ConfigError(f"--tls-cert {tls.cert} expired on {chain[0].not_valid_after_utc:%Y-%m-%d}; issue a new one (docs/tls.md)")
     return cert_pem, key_pem
 
@@ -172,7 +161,7 @@ def add_port(server: grpc.aio.Server, listen: str, tls: TLSConfig) -> int:
     """Listen on ``listen`` with TLS when ``tls`` has a certificate; return the port bound."""
     check_listen(listen, tls)
     try:
-        port = server.add_secure_port(listen, server_credentials(tls)) if tls.serving else server.add_insecure_port(listen)
+        port = int(server.add_secure_port(listen, server_credentials(tls)) if tls.serving else server.add_insecure_port(listen))
     except RuntimeError:  # gRPC raises on a failed bind in recent versions, returns 0 in older ones
         port = 0
     if port == 0:

@@ -25,12 +25,11 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from fedgpu.wire import PROTOCOL_VERSION
 from fedgpu import crypto
 from fedgpu.config import EncryptionConfig, JobConfig, TrainingConfig
 from fedgpu.demo import Cluster
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc, node_pb2, node_pb2_grpc
-from fedgpu.wire import chunks
+from fedgpu.wire import PROTOCOL_VERSION, chunks
 from fedgpu.wire.auth import Identity
 from fedgpu.wire.serde import job_to_proto
 from fedgpu.wire.transport import open_channel

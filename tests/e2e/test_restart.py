@@ -85,9 +85,9 @@ def start_nodes(address: str, tmp: Path, train: ArrayDataset, tls: TLSConfig | N
 
 
 def check_sums_hold_only_their_members(report: dict, nodes: list[tuple[NodeAgent, threading.Thread]]) -> None:
-    weight = {a.node_id: n * WEIGHT_SCALE for (a, _), n in zip(nodes, SIZES)}
+    weight = {a.node_id: n * WEIGHT_SCALE for (a, _), n in zip(nodes, SIZES, strict=True)}
     for r in report["rounds"]:
-        for members, w in zip(r["cohorts"], r["cohort_weights"]):
+        for members, w in zip(r["cohorts"], r["cohort_weights"], strict=True):
             assert w == pytest.approx(sum(weight[m] for m in members), abs=1e-5), (r["round"], members, w)
 
 
@@ -262,7 +262,7 @@ def test_a_job_whose_driver_never_returns_is_cancelled_after_its_lease_and_pays_
 def test_jobs_cancel_ends_a_running_job_through_the_aggregator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from fedgpu.cli.main import main
 
-    train, test = public_split("digits", seed=0)
+    _, test = public_split("digits", seed=0)
     with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool") as agg:
         driver = JobDriver(agg.address, job(rounds=50), tmp_path / "out", validation=test)
         driver.submit()  # no node is running: the job waits for nodes
@@ -278,8 +278,7 @@ def test_a_request_signed_before_a_restart_is_refused_after_it(tmp_path: Path) -
     ident = Identity.generate()
     captured: list[node_pb2.HeartbeatRequest] = []
     for life in range(2):
-        with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool") as agg:
-            with open_channel(agg.address, TLSConfig()) as channel:
+        with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool") as agg, open_channel(agg.address, TLSConfig()) as channel:
                 stub = node_pb2_grpc.NodeServiceStub(channel)
                 if life == 0:
                     reg = node_pb2.RegisterRequest(public_key=ident.public_key, name="r", capabilities=node_pb2.Capabilities(), protocol_version=1)

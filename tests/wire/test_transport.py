@@ -13,14 +13,13 @@ import grpc
 import numpy as np
 import pytest
 
-from fedgpu.wire import PROTOCOL_VERSION
 from fedgpu.aggregator.local import LocalAggregator
 from fedgpu.cli.main import main
 from fedgpu.datasets import public_split, save_npz
 from fedgpu.errors import AuthError, ConfigError, FedgpuError, NotFoundError, ProtocolError, StateError, TransportError
 from fedgpu.node.agent import NodeAgent, NodeConfig
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
-from fedgpu.wire import transport
+from fedgpu.wire import PROTOCOL_VERSION, transport
 from fedgpu.wire.auth import Identity
 from fedgpu.wire.certs import CertFiles, write_certs
 from fedgpu.wire.transport import TLSConfig, check_listen, error_from_rpc, open_channel, parse_address, rpc_errors
@@ -46,7 +45,7 @@ def test_cleartext_off_loopback_is_refused_unless_insecure(listen: str) -> None:
 
 @pytest.mark.parametrize("listen", ["localhost", "127.0.0.1", "0.0.0.0:", "[::1]", "::1:50051", "host:port", "h:70000", ""])
 def test_listen_needs_host_and_port(listen: str) -> None:
-    with pytest.raises(ConfigError, match="HOST:PORT|past 65535"):
+    with pytest.raises(ConfigError, match=r"HOST:PORT|past 65535"):
         check_listen(listen, TLSConfig(insecure=True))
 
 
@@ -143,9 +142,8 @@ class FakeRpcError(grpc.RpcError):
     ],
 )
 def test_rpc_errors_become_fedgpu_errors(code: grpc.StatusCode, kind: type[FedgpuError]) -> None:
-    with pytest.raises(kind) as err:
-        with rpc_errors("agg:1"):
-            raise FakeRpcError(code, "what the server said")
+    with pytest.raises(kind) as err, rpc_errors("agg:1"):
+        raise FakeRpcError(code, "what the server said")
     assert type(err.value) is kind
     assert "agg:1" in str(err.value) and "what the server said" in str(err.value)
     assert isinstance(err.value.__cause__, grpc.RpcError)
@@ -200,7 +198,7 @@ def test_node_with_the_wrong_ca_refuses_to_connect(tls_aggregator: LocalAggregat
     def run() -> None:
         try:
             agent.run()
-        except BaseException as exc:  # noqa: BLE001  # handed to the test thread
+        except BaseException as exc:  # handed to the test thread
             errors.append(exc)
         done.set()
 
