@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 from fedgpu.aggregator import ledger
 from fedgpu.aggregator.events import Events
@@ -34,7 +34,15 @@ from fedgpu.aggregator.rounds import Rounds
 from fedgpu.aggregator.store import Store
 from fedgpu.aggregator.uploads import Uploads
 from fedgpu.proto.fedgpu.v1 import node_pb2
-from fedgpu.wire.records import JobEvent, JobSpec, JobStatus, LedgerReceipt, RoundResult, Task, UploadProgress
+from fedgpu.wire.records import (
+    JobEvent,
+    JobSpec,
+    JobStatus,
+    LedgerReceipt,
+    RoundResult,
+    Task,
+    UploadProgress,
+)
 
 
 class Aggregator:

@@ -8,7 +8,7 @@ state) is computed by the caller, after the watcher's queue exists, so no event 
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 from fedgpu.wire.records import JobEvent
 

@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from fedgpu import crypto
 from fedgpu.aggregator.events import Events

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from fedgpu.aggregator.store import Store
 from fedgpu.errors import AuthError, ProtocolError

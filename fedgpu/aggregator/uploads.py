@@ -14,14 +14,20 @@ import asyncio
 import logging
 import shutil
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 from fedgpu import crypto
 from fedgpu.aggregator.attempt import RoundState, TaskState, TaskStatus
 from fedgpu.aggregator.registry import NodeRegistry
 from fedgpu.aggregator.store import Store
-from fedgpu.errors import AuthError, FedgpuError, NotFoundError, ProtocolError, StateError
+from fedgpu.errors import (
+    AuthError,
+    FedgpuError,
+    NotFoundError,
+    ProtocolError,
+    StateError,
+)
 from fedgpu.faults import crash_point
 from fedgpu.proto.fedgpu.v1 import node_pb2
 from fedgpu.wire import chunks
