@@ -1,5 +1,7 @@
 """Thin gRPC servicers: authenticate, delegate to ``Aggregator``, translate errors at one boundary.
 
+The only module of the aggregator that builds protobuf messages: what goes in and out is converted
+by :mod:`fedgpu.wire.serde`, the rest of the aggregator works on the records of :mod:`fedgpu.wire.records`.
 Requests that do not even parse are refused before the servicers, by ``RejectUndecodable``.
 """
 
@@ -17,7 +19,7 @@ from fedgpu.errors import FedgpuError, ProtocolError
 from fedgpu.faults import crash_point
 from fedgpu.wire import PROTOCOL_VERSION
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc, node_pb2, node_pb2_grpc
-from fedgpu.wire import chunks
+from fedgpu.wire import chunks, serde
 
 log = logging.getLogger("fedgpu.aggregator")
 
@@ -179,8 +181,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     async def PullTask(self, request: node_pb2.PullTaskRequest, context: Any) -> node_pb2.PullTaskReply:
         node_id = self.agg.authenticate("PullTask", request)
         task = await self.agg.pull_task(node_id, float(request.wait_seconds))
-        reply = node_pb2.PullTaskReply(task=task) if task is not None else node_pb2.PullTaskReply()
-        reply.receipts.extend(self.agg.receipts(node_id, request.receipts_after))
+        reply = node_pb2.PullTaskReply(task=serde.task_to_proto(task)) if task is not None else node_pb2.PullTaskReply()
+        reply.receipts.extend(serde.receipt_to_proto(r) for r in self.agg.receipts(node_id, request.receipts_after))
         return reply
 
     @_abort_on_error
@@ -198,12 +200,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
     @_abort_on_error
     async def UploadUpdate(self, request_iterator: AsyncIterator[node_pb2.UpdateChunk], context: Any) -> node_pb2.UploadReply:
-        return await self.agg.upload(request_iterator)
+        return serde.upload_progress_to_proto(await self.agg.upload(request_iterator))
 
     @_abort_on_error
     async def UploadStatus(self, request: node_pb2.UploadStatusRequest, context: Any) -> node_pb2.UploadReply:
         node_id = self.agg.authenticate("UploadStatus", request)
-        return self.agg.upload_status(node_id, request.task_id)
+        return serde.upload_progress_to_proto(self.agg.upload_status(node_id, request.task_id))
 
 
 class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
@@ -212,7 +214,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
 
     @_abort_on_error
     async def SubmitJob(self, request: driver_pb2.SubmitJobRequest, context: Any) -> driver_pb2.SubmitJobReply:
-        job_id, token = self.agg.submit_job(request.spec, request.protocol_version)
+        job_id, token = self.agg.submit_job(serde.job_spec_from_proto(request.spec), request.protocol_version)
         return driver_pb2.SubmitJobReply(job_id=job_id, token=token)
 
     @_abort_on_error
@@ -228,7 +230,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
             parts.append(chunks.verify(msg.chunk, expected_index=len(parts), expected_count=first.chunk.count))
         if first is None or len(parts) != first.chunk.count:
             raise ProtocolError("publish stream ended before its last chunk")
-        result = first.result if first.HasField("result") else None
+        result = serde.round_result_from_proto(first.result) if first.HasField("result") else None
         self.agg.publish_model(first.job_id, first.version, b"".join(parts), result)
         return driver_pb2.PublishReply(version=first.version)
 
@@ -236,7 +238,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
     async def WatchJob(self, request: driver_pb2.WatchJobRequest, context: Any) -> AsyncIterator[driver_pb2.JobEvent]:
         self.agg.check_token(request.job_id, request.token)
         async for ev in self.agg.watch(request.job_id):
-            yield ev
+            yield serde.job_event_to_proto(ev)
 
     @_abort_on_error_stream
     async def FetchCohortSums(self, request: driver_pb2.FetchCohortSumsRequest, context: Any) -> AsyncIterator[driver_pb2.CohortSumChunk]:
@@ -246,7 +248,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         for ci, _ in index:
             per_cohort[ci] = per_cohort.get(ci, 0) + 1
         for ci, idx in index:
-            data = self.agg.store.cohort_sum(request.job_id, request.round, ci, idx)
+            data = self.agg.cohort_sum(request.job_id, request.round, ci, idx)
             yield driver_pb2.CohortSumChunk(cohort=ci, members=cohorts[ci], chunk=chunks.make_chunk(idx, per_cohort[ci], data))
             crash_point("fetch_sums")
 
@@ -259,10 +261,10 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
     @_abort_on_error
     async def GetJob(self, request: driver_pb2.GetJobRequest, context: Any) -> driver_pb2.JobStatus:
         self.agg.check_token(request.job_id, request.token)
-        return self.agg.job_status(request.job_id)
+        return serde.job_status_to_proto(self.agg.job_status(request.job_id))
 
     @_abort_on_error
     async def CancelJob(self, request: driver_pb2.CancelJobRequest, context: Any) -> driver_pb2.JobStatus:
         self.agg.check_token(request.job_id, request.token)
         await self.agg.cancel_job(request.job_id, request.reason)
-        return self.agg.job_status(request.job_id)
+        return serde.job_status_to_proto(self.agg.job_status(request.job_id))

@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError("show needs a job id (see `fedgpu jobs list`)")
             job = store.job(args.job)
             rounds = [
-                {"round": r["round"], "state": r["state"], "participants": len(r["record"]["participants"]), "cohorts": len(r["record"]["cohorts"]),
-                 "accuracy": r["result"].get("accuracy"), "seconds": round(r["record"]["seconds"], 2)}
+                {"round": r["round"], "state": r["state"], "participants": len(r["record"].participants), "cohorts": len(r["record"].cohorts),
+                 "accuracy": r["result"].get("accuracy"), "seconds": round(r["record"].seconds, 2)}
                 for r in store.rounds_of(job.id)
             ]
             print(json.dumps({"id": job.id, "name": job.name, "state": job.state, "round": job.round, "model_version": job.model_version,

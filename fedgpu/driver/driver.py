@@ -38,11 +38,11 @@ from fedgpu.models import ModelSpec, build_model, count_params
 from fedgpu.node.training import evaluate
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc
 from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors
-from fedgpu.wire.serde import job_to_proto
+from fedgpu.wire.records import JobEvent, JobEventKind
+from fedgpu.wire.serde import job_event_from_proto, job_status_from_proto, job_to_proto
 from fedgpu.wire.transport import TLSConfig, handshake_failed, open_channel
 
 log = logging.getLogger("fedgpu.driver")
-_Kind = driver_pb2.JobEventKind
 Progress = Callable[[dict[str, Any]], None]
 JOB_FILE = "job.json"
 
@@ -213,7 +213,7 @@ class JobDriver:
         """
         if self.published:
             return
-        st = self.stub.GetJob(driver_pb2.GetJobRequest(job_id=self.job_id, token=self.token), timeout=30)
+        st = job_status_from_proto(self.stub.GetJob(driver_pb2.GetJobRequest(job_id=self.job_id, token=self.token), timeout=30))
         theirs = -1 if st.state == "waiting_model" else int(st.model_version)
         if theirs == self.version and st.model_sha256 == hashlib.sha256(tensors.state_to_bytes(self.state)).hexdigest():
             log.info("job %s: the aggregator already holds model version %d", self.job_id, self.version)
@@ -277,7 +277,7 @@ class JobDriver:
 
         return client_level_epsilon(p.client_noise_multiplier, 1.0, rounds, p.delta, "rdp")
 
-    def _apply(self, ev: driver_pb2.JobEvent, started: float) -> None:
+    def _apply(self, ev: JobEvent, started: float) -> None:
         """Value and apply round ``ev.round`` exactly once: state written, then published."""
         if ev.round != self.version + 1:
             raise ProtocolError(f"the aggregator offers round {ev.round}, this driver is at model version {self.version}")
@@ -295,7 +295,7 @@ class JobDriver:
         crash_point("driver_published")
         self.progress({"event": "round", **rec, "elapsed": self.elapsed_before + time.perf_counter() - started})
 
-    def on_round(self, ev: driver_pb2.JobEvent) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
+    def on_round(self, ev: JobEvent) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
         """Fetch and decrypt the round's sums, aggregate, value, evaluate; the new model is in ``self.state``."""
         t0 = time.perf_counter()
         sums = self.fetch_sums(ev.round)
@@ -332,7 +332,7 @@ class JobDriver:
             "accuracy": acc,
             "loss": loss,
             "participants": list(ev.participants),
-            "cohorts": [list(c.members) for c in ev.cohorts],
+            "cohorts": [list(c) for c in ev.cohorts],
             "seconds": ev.seconds,
             "driver_seconds": driver_seconds,
             "bytes_up": int(ev.bytes_up),
@@ -377,20 +377,21 @@ class JobDriver:
         while not done:
             try:
                 self._sync()
-                for ev in self.stub.WatchJob(req):
-                    if ev.kind == _Kind.JOB_EVENT_KIND_ROUND_OPENED:
+                for raw in self.stub.WatchJob(req):
+                    ev = job_event_from_proto(raw)
+                    if ev.kind is JobEventKind.ROUND_OPENED:
                         self.progress({"event": "round_opened", "round": ev.round, "nodes": len(ev.participants)})
-                    elif ev.kind == _Kind.JOB_EVENT_KIND_ROUND_RETRY:
+                    elif ev.kind is JobEventKind.ROUND_RETRY:
                         self.progress({"event": "retry", "round": ev.round, "message": ev.message})
-                    elif ev.kind == _Kind.JOB_EVENT_KIND_SUMS_READY:
+                    elif ev.kind is JobEventKind.SUMS_READY:
                         if ev.round > self.version:  # a round already applied is offered again after a reconnect
                             self._apply(ev, started)
-                    elif ev.kind == _Kind.JOB_EVENT_KIND_JOB_DONE:
+                    elif ev.kind is JobEventKind.JOB_DONE:
                         done = True
                         break
-                    elif ev.kind == _Kind.JOB_EVENT_KIND_JOB_FAILED:
+                    elif ev.kind is JobEventKind.JOB_FAILED:
                         raise RoundFailed(f"job {self.job_id} failed: {ev.message}")
-                    elif ev.kind == _Kind.JOB_EVENT_KIND_JOB_CANCELLED:
+                    elif ev.kind is JobEventKind.JOB_CANCELLED:
                         raise RoundFailed(f"job {self.job_id} was cancelled: {ev.message}")
             except (grpc.RpcError, ValueError) as exc:
                 if self._abort is not None:

@@ -28,10 +28,12 @@ from fedgpu.node.training import LocalTrainConfig, pick_device, train_local
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
 from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors, transport
 from fedgpu.wire.auth import Identity
+from fedgpu.wire.records import LedgerReceipt, Task
+from fedgpu.wire.serde import receipt_from_proto, task_from_proto, upload_progress_from_proto
+from fedgpu.wire.transport import TLSConfig
 
 if TYPE_CHECKING:
     from fedgpu.node.privacy_gate import PrivacyGate
-from fedgpu.wire.transport import TLSConfig
 
 log = logging.getLogger("fedgpu.node")
 
@@ -39,7 +41,7 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grp
 
 # A hook that may replace the honest update (used by the demo's simulated adversaries, see
 # fedgpu/node/behaviours.py). Arguments: task, global flat weights, honest delta; returns a delta.
-UpdateHook = Callable[[node_pb2.Task, np.ndarray, np.ndarray], np.ndarray]
+UpdateHook = Callable[[Task, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -123,9 +125,9 @@ class NodeAgent:
                 reply = self.stub.PullTask(self._signed("PullTask", pull), timeout=self.cfg.poll_seconds + 10)
                 backoff = 0.5
                 last_failure = ""
-                self._keep_receipts(reply.receipts)
+                self._keep_receipts([receipt_from_proto(r) for r in reply.receipts])
                 if reply.HasField("task"):
-                    self.handle(reply.task)
+                    self.handle(task_from_proto(reply.task))
             except grpc.RpcError as exc:
                 if transport.handshake_failed(exc):  # a CA or certificate problem: retrying cannot fix it
                     raise transport.error_from_rpc(exc, self.cfg.aggregator) from exc
@@ -159,18 +161,16 @@ class NodeAgent:
                     held.add((r.job_id, r.round))
         return after, held
 
-    def _keep_receipts(self, receipts) -> None:  # type: ignore[no-untyped-def]
+    def _keep_receipts(self, receipts: list[LedgerReceipt]) -> None:
         """Append verified reward receipts to HOME/receipts.jsonl (the node's proof of what it was paid),
         durably, then move the acknowledged id on: a crash in between only means a second delivery."""
         if not receipts:
             return
         import os
 
-        from fedgpu.rewards.chain import Receipt
-
         with self.receipts_path.open("a") as f:
-            for r in receipts:
-                receipt = Receipt(r.job_id, r.round, r.node_id, r.reward, r.entry_hash, r.head_hash, r.signature, r.aggregator_key)
+            for delivered in receipts:
+                r = receipt = delivered.receipt
                 if receipt.node_id != self.node_id or not receipt.verify():
                     log.warning("ignoring a receipt that does not verify: %s round %d", r.job_id, r.round)
                     continue
@@ -185,7 +185,7 @@ class NodeAgent:
         tmp.write_text(str(self.receipts_after))
         tmp.replace(cursor)
 
-    def handle(self, task: node_pb2.Task) -> None:
+    def handle(self, task: Task) -> None:
         try:
             self._check_capable(task)
             delta, weight, seconds, epsilon = self._train(task)
@@ -202,19 +202,19 @@ class NodeAgent:
             log.warning("task %s failed: %s", task.task_id, exc)
             self._decline(task, node_pb2.DECLINE_REASON_FAILED, str(exc))
 
-    def _decline(self, task: node_pb2.Task, reason: node_pb2.DeclineReason, message: str) -> None:
+    def _decline(self, task: Task, reason: node_pb2.DeclineReason, message: str) -> None:
         log.info("declining task of job %s: %s", task.job_id, message)
         req = node_pb2.DeclineTaskRequest(task_id=task.task_id, reason=reason, message=message[:500])
         self.stub.DeclineTask(self._signed("DeclineTask", req), timeout=30)
 
-    def _check_capable(self, task: node_pb2.Task) -> None:
+    def _check_capable(self, task: Task) -> None:
         if task.model not in available_models():
             raise CapabilityError(f"model {task.model!r} is not installed on this node")
         if task.dataset not in self._data:
             raise CapabilityError(f"dataset {task.dataset!r} is not mapped on this node (use --data {task.dataset}=PATH)")
 
     # ---- work ----------------------------------------------------------------------------------
-    def _global_state(self, task: node_pb2.Task, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    def _global_state(self, task: Task, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         key = (task.job_id, task.model_version)
         if key not in self._models:
             parts = []
@@ -226,7 +226,7 @@ class NodeAgent:
             self._models[key] = state
         return self._models[key]
 
-    def _train(self, task: node_pb2.Task) -> tuple[np.ndarray, float, float, float]:
+    def _train(self, task: Task) -> tuple[np.ndarray, float, float, float]:
         schema = get_schema(task.dataset)
         data = self._data[task.dataset]
         model = build_model(task.model, ModelSpec(schema.input_shape, schema.num_classes))
@@ -260,7 +260,7 @@ class NodeAgent:
             raise FedgpuError("training diverged (NaN or infinite weights); lower the learning rate")
         return delta, len(data) * self.cfg.weight_scale, seconds, epsilon
 
-    def _upload(self, task: node_pb2.Task, delta: np.ndarray, weight: float, seconds: float, epsilon: float = 0.0) -> None:
+    def _upload(self, task: Task, delta: np.ndarray, weight: float, seconds: float, epsilon: float = 0.0) -> None:
         enc = task.encryption
         encryptor = crypto.encryptor(enc.scheme, enc.params, enc.public_material)
         if crypto.context_fingerprint(enc.scheme, enc.params, enc.public_material) != enc.fingerprint:
@@ -277,7 +277,7 @@ class NodeAgent:
         start = 0
         for attempt in range(5):
             try:
-                reply = self.stub.UploadUpdate(messages(start), timeout=max(30.0, task.deadline_ms / 1000 - time.time()))
+                reply = upload_progress_from_proto(self.stub.UploadUpdate(messages(start), timeout=max(30.0, task.deadline_ms / 1000 - time.time())))
                 if reply.complete:
                     log.info("job %s round %d: uploaded %d chunks (%.1f s training)", task.job_id, task.round, count, seconds)
                     return
@@ -286,7 +286,7 @@ class NodeAgent:
                     raise
                 log.info("upload interrupted (%s); resuming", exc.code().name)
                 time.sleep(0.5 * 2**attempt)
-            status = self.stub.UploadStatus(self._signed("UploadStatus", node_pb2.UploadStatusRequest(task_id=task.task_id)), timeout=30)
+            status = upload_progress_from_proto(self.stub.UploadStatus(self._signed("UploadStatus", node_pb2.UploadStatusRequest(task_id=task.task_id)), timeout=30))
             if status.complete:
                 return
             start = status.received

@@ -14,7 +14,7 @@ from fedgpu.errors import ConfigError
 
 if TYPE_CHECKING:  # the agent imports torch and gRPC; behaviours only set fields on its config
     from fedgpu.node.agent import NodeConfig
-    from fedgpu.proto.fedgpu.v1 import node_pb2
+    from fedgpu.wire.records import Task
 
 BEHAVIOURS = ("honest", "zeros", "noise", "replay", "signflip", "labelflip")
 
@@ -25,7 +25,7 @@ class _Replay:
     def __init__(self) -> None:
         self.previous: np.ndarray | None = None
 
-    def __call__(self, task: node_pb2.Task, start: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    def __call__(self, task: Task, start: np.ndarray, delta: np.ndarray) -> np.ndarray:
         out = np.zeros_like(delta) if self.previous is None or self.previous.shape != start.shape else start - self.previous
         self.previous = start.copy()
         return out

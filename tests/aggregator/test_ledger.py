@@ -14,8 +14,8 @@ from sqlalchemy import update
 from fedgpu.aggregator.ledger import round_rows
 from fedgpu.aggregator.store import Store, ledger
 from fedgpu.errors import ProtocolError, StorageError
-from fedgpu.proto.fedgpu.v1 import driver_pb2
 from fedgpu.rewards.chain import GENESIS, LedgerEntry, build_rows, public_key_bytes, sign_head, verify_ledger
+from fedgpu.wire.records import JobSpec, RoundRecord, RoundResult
 
 
 def fill(store: Store, key: Ed25519PrivateKey, rounds: int = 3) -> None:
@@ -81,11 +81,11 @@ def test_an_unearned_pool_carries_over_but_the_job_never_pays_more_than_its_pool
     store = Store(str(tmp_path / "a.db"))
     key = Ed25519PrivateKey.generate()
     fill(store, key, rounds=2)  # each round paid 0 + 10 + 20 = 30 of a pool of 100: 140 carried
-    spec = driver_pb2.JobSpec(reward_pool=100.0)
-    record = {"participants": ["a", "b", "c"], "cohorts": [["a", "b", "c"]]}
-    ok = driver_pb2.RoundResult(rewards={"a": 200.0, "b": 40.0, "c": 0.0})  # 60 + 240 = 300 = 3 pools
+    spec = JobSpec(reward_pool=100.0)
+    record = RoundRecord(("a", "b", "c"), (("a", "b", "c"),), {}, 0, 0, {}, {}, {}, {}, 0.0)
+    ok = RoundResult(rewards={"a": 200.0, "b": 40.0, "c": 0.0})  # 60 + 240 = 300 = 3 pools
     rows, head = round_rows(store, key, spec, "job-1", 3, record, ok)
     assert len(rows) == 3 and head is not None
-    too_much = driver_pb2.RoundResult(rewards={"a": 200.0, "b": 41.0, "c": 0.0})
+    too_much = RoundResult(rewards={"a": 200.0, "b": 41.0, "c": 0.0})
     with pytest.raises(ProtocolError, match="more than 3 rounds' pools"):
         round_rows(store, key, spec, "job-1", 3, record, too_much)
