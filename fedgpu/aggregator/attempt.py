@@ -77,3 +77,10 @@ class RoundState:
     def check_done(self) -> None:
         if not any(t.status.open for t in self.tasks.values()):
             self.done.set()
+
+
+__all__ = [
+    "RoundState",
+    "TaskState",
+    "TaskStatus",
+]

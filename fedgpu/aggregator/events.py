@@ -46,3 +46,8 @@ class Events:
         finally:
             self.watchers[job_id].remove(q)
             detached()
+
+
+__all__ = [
+    "Events",
+]

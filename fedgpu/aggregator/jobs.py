@@ -245,3 +245,9 @@ class Jobs:
             f"too few nodes left: {len(declined)} of {len(capable)} capable nodes declined the job ({', '.join(reasons)}), "
             f"min_nodes is {spec.min_nodes}. First reason: {example}"
         )
+
+
+__all__ = [
+    "Jobs",
+    "MAX_ATTEMPTS",
+]

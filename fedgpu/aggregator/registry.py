@@ -99,3 +99,10 @@ class NodeRegistry:
             if model in caps.get("models", []) and dataset in caps.get("datasets", []):
                 out.append(node_id)
         return sorted(out)
+
+
+__all__ = [
+    "NODE_TIMEOUT_S",
+    "NodeRegistry",
+    "check_protocol",
+]

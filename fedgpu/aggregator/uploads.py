@@ -214,3 +214,8 @@ class Uploads:
             elif ts.status.open:
                 ts.status, ts.message = TaskStatus.FAILED, "missed the deadline" if ts.status is TaskStatus.ASSIGNED else "upload incomplete at the deadline"
                 self.part_path(tid).unlink(missing_ok=True)
+
+
+__all__ = [
+    "Uploads",
+]

@@ -260,7 +260,6 @@ __all__ = [
     "JobStatus",
     "LedgerReceipt",
     "PrivacyPlan",
-    "Receipt",
     "RoundRecord",
     "RoundResult",
     "Task",

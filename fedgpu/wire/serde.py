@@ -6,7 +6,7 @@ The domain objects are the dataclasses of :mod:`fedgpu.wire.records` and the job
 
 from __future__ import annotations
 
-from fedgpu.config import EncryptionConfig, JobConfig, PrivacyConfig, RewardsConfig, TrainingConfig, job_from_dict
+from fedgpu.config import JobConfig, PrivacyConfig, TrainingConfig, job_from_dict
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, node_pb2
 from fedgpu.rewards.chain import Receipt
 from fedgpu.wire.records import (
@@ -342,8 +342,6 @@ def upload_progress_from_proto(m: node_pb2.UploadReply) -> UploadProgress:
 
 
 __all__ = [
-    "EncryptionConfig",
-    "RewardsConfig",
     "encryption_from_proto",
     "encryption_to_proto",
     "job_config",
