@@ -101,7 +101,7 @@ class JobConfig:
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     rewards: RewardsConfig = field(default_factory=RewardsConfig)
 
-    def validate(self, check_registry: bool = True) -> "JobConfig":
+    def validate(self, check_registry: bool = True) -> JobConfig:
         """Check every field; ``check_registry=False`` skips the model registry (the aggregator has none)."""
         from fedgpu.crypto import SCHEMES
         from fedgpu.datasets import SCHEMAS
@@ -175,7 +175,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
             if name == "privacy" and "enabled" not in data[name]:
                 value = dataclasses.replace(value, enabled=True)  # a [privacy] table turns DP on
         else:
-            want = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(str(f.type))
+            kinds: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str, "bool": bool}
+            want = kinds.get(str(f.type))
             if want is not None and (not isinstance(value, want) or (str(f.type) != "bool" and isinstance(value, bool))):
                 raise ConfigError(f"{fname}: expected {f.type}, got {value!r}")
             if str(f.type) == "float":
@@ -190,7 +191,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
 
 
 def job_from_dict(data: dict[str, Any], check_registry: bool = True) -> JobConfig:
-    return _build(JobConfig, data, "").validate(check_registry)
+    job: JobConfig = _build(JobConfig, data, "")
+    return job.validate(check_registry)
 
 
 def job_to_dict(job: JobConfig) -> dict[str, Any]:
@@ -207,3 +209,15 @@ def load_job(path: str | Path) -> JobConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from exc
     return job_from_dict(data)
+
+
+__all__ = [
+    "EncryptionConfig",
+    "JobConfig",
+    "PrivacyConfig",
+    "RewardsConfig",
+    "TrainingConfig",
+    "job_from_dict",
+    "job_to_dict",
+    "load_job",
+]

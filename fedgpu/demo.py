@@ -1,8 +1,8 @@
 """``fedgpu demo``: an aggregator, N node processes and a job driver on 127.0.0.1, in one command.
 
-Everything is real: separate processes, gRPC over loopback sockets, a SQLite database file, CKKS
-ciphertexts by default. The public dataset is generated locally and split between the nodes, each
-of which sees only its own file.
+Everything is real: separate processes, gRPC with TLS over loopback sockets (a throwaway CA made
+in the work folder), a SQLite database file, CKKS ciphertexts by default. The public dataset is
+generated locally and split between the nodes, each of which sees only its own file.
 """
 
 from __future__ import annotations
@@ -15,16 +15,17 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any
 
 from fedgpu.config import EncryptionConfig, JobConfig, PrivacyConfig, TrainingConfig
 from fedgpu.datasets import partition_dirichlet, partition_iid, public_split, save_npz
 from fedgpu.errors import ConfigError, FedgpuError
 from fedgpu.wire.auth import Identity
+from fedgpu.wire.certs import CertFiles, write_certs
+from fedgpu.wire.transport import TLSConfig
 
 # Embedded defaults per dataset: chosen so the demo reaches its accuracy target in well under 3 min on 2 CPU cores.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -39,7 +40,7 @@ DP_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def defaults(cfg: "DemoConfig") -> dict[str, Any]:
+def defaults(cfg: DemoConfig) -> dict[str, Any]:
     if cfg.dataset not in DEFAULTS:
         raise ConfigError(f"--dataset {cfg.dataset!r}: allowed values are {', '.join(DEFAULTS)}")
     return {**DEFAULTS[cfg.dataset], **(DP_DEFAULTS[cfg.dataset] if cfg.epsilon is not None else {})}
@@ -124,11 +125,18 @@ def _die_with_parent() -> None:
 
 
 class Cluster:
-    """The processes of a demo; ``close`` stops every one of them."""
+    """The processes of a demo; ``close`` stops every one of them.
+
+    The aggregator serves TLS with a certificate from a throwaway CA in ``work/tls``: nodes get
+    ``client_args`` (``--tls-ca``), an in-process driver gets ``tls``.
+    """
 
     def __init__(self, work: Path, env: dict[str, str]) -> None:
         self.work = work
         self.env = env
+        self.certs: CertFiles = write_certs(work / "tls", ["127.0.0.1", "localhost"])
+        self.tls = TLSConfig(ca=self.certs.ca)
+        self.client_args = ["--tls-ca", str(self.certs.ca)]
         self.procs: list[subprocess.Popen[bytes]] = []
         self.address = ""
         self.closed = False
@@ -142,7 +150,8 @@ class Cluster:
     def start_aggregator(self, timeout: float = 60.0) -> str:
         ready = self.work / "aggregator.addr"
         ready.unlink(missing_ok=True)
-        proc = self.spawn(["-v", "aggregator", "--listen", "127.0.0.1:0", "--db", str(self.work / "aggregator.db"), "--ready-file", str(ready)], "aggregator.log")
+        args = ["-v", "aggregator", "--listen", "127.0.0.1:0", "--db", str(self.work / "aggregator.db"), "--ready-file", str(ready)]
+        proc = self.spawn([*args, "--tls-cert", str(self.certs.cert), "--tls-key", str(self.certs.key)], "aggregator.log")
         end = time.monotonic() + timeout
         while not ready.exists():
             if proc.poll() is not None or time.monotonic() > end:
@@ -189,7 +198,7 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
     job = build_job(cfg)
     progress = progress or (lambda ev: None)
     temp = cfg.out is None
-    work = Path(tempfile.mkdtemp(prefix="fedgpu-demo-")) if temp else cfg.out
+    work = Path(tempfile.mkdtemp(prefix="fedgpu-demo-")) if cfg.out is None else cfg.out
     work.mkdir(parents=True, exist_ok=True)
     samples = cfg.samples if cfg.samples is not None else defaults(cfg)["samples"]
     train, test = public_split(cfg.dataset, num_samples=samples or None, seed=cfg.seed)
@@ -205,19 +214,19 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
     on_term = _terminate_as_interrupt()
     try:
         address = cluster.start_aggregator()
-        progress({"event": "aggregator", "address": address, "work": str(work)})
-        for i, (idx, role) in enumerate(zip(parts, roles)):
+        progress({"event": "aggregator", "address": address, "work": str(work), "tls": True})
+        for i, (idx, role) in enumerate(zip(parts, roles, strict=True)):
             home = work / f"node{i}"
             home.mkdir(exist_ok=True)
             node_roles[Identity.load_or_create(home / "identity.pem").node_id] = role
             data_file = home / f"{cfg.dataset}.npz"
             save_npz(data_file, train.subset(idx))
-            args = ["node", "--aggregator", address, "--data", f"{cfg.dataset}={data_file}", "--home", str(home), "--name", f"node{i}", "--behaviour", role]
+            args = ["node", "--aggregator", address, *cluster.client_args, "--data", f"{cfg.dataset}={data_file}", "--home", str(home), "--name", f"node{i}", "--behaviour", role]
             if cfg.epsilon_cap is not None:
                 args += ["--epsilon-cap", str(cfg.epsilon_cap)]
             cluster.spawn(args, f"node{i}.log")
         progress({"event": "nodes", "count": cfg.nodes, "sizes": [len(p) for p in parts], "roles": roles})
-        driver = JobDriver(address, job, work / "job", validation=test, progress=progress)
+        driver = JobDriver(address, job, work / "job", validation=test, progress=progress, tls=cluster.tls)
         watchdog = threading.Thread(target=cluster.watch, args=(driver,), daemon=True)
         watchdog.start()
         report = driver.run()
@@ -243,3 +252,6 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
                 if src.exists():
                     shutil.copy(src, keep_dir / name)
             shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = ["Cluster", "DEFAULTS", "DP_DEFAULTS", "DemoConfig", "build_job", "defaults", "run_demo"]

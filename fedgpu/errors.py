@@ -3,12 +3,16 @@
     FedgpuError
     ├── ConfigError            a job spec, flag or file is wrong: the user fixes it
     ├── ProtocolError          a peer sent something malformed, forged, replayed or out of turn
-    │   └── NotFoundError      it names a node, job, round or task that does not exist
+    │   ├── AuthError          its signature or token does not verify
+    │   ├── NotFoundError      it names a node, job, round or task that does not exist
+    │   └── StateError         it is valid but comes at the wrong time (round closed, task done)
     ├── CapabilityError        a node lacks the model or dataset a job needs
     ├── PrivacyBudgetExceeded  a task would push a data owner past their epsilon cap
     ├── CryptoError            a ciphertext, key or context does not fit
     ├── StorageError           the database or a file could not be read or written
-    └── RoundFailed            a round could not gather enough nodes
+    ├── RoundFailed            a round could not gather enough nodes
+    ├── TransportError         the aggregator cannot be reached, or TLS does not verify
+    └── RewardsError           valuation, estimates, payout or ledger rows got inputs they cannot use
 
 Every branch maps to one gRPC status (``grpc_status``) and one CLI exit code (``exit_code``),
 so a servicer and the CLI translate errors at one boundary each.
@@ -93,6 +97,23 @@ class RoundFailed(FedgpuError):
     exit_code = 8
 
 
+class TransportError(FedgpuError):
+    """Raised on a client when the aggregator cannot be reached or its TLS certificate does not verify;
+    check --aggregator, that it is running, and that --tls-ca is the CA that signed its certificate."""
+
+    grpc_status = grpc.StatusCode.UNAVAILABLE
+    exit_code = 9
+
+
+class RewardsError(FedgpuError):
+    """Raised when fedgpu.rewards gets inputs it cannot value, pay or chain (non-finite numbers, lengths
+    that do not match, settings out of range). They come from fedgpu's own driver or aggregator, not
+    from a peer: the message names the input; fix the caller or the job's ``[rewards]`` settings."""
+
+    grpc_status = grpc.StatusCode.INTERNAL
+    exit_code = 10
+
+
 __all__ = [
     "AuthError",
     "CapabilityError",
@@ -102,7 +123,9 @@ __all__ = [
     "NotFoundError",
     "PrivacyBudgetExceeded",
     "ProtocolError",
+    "RewardsError",
     "RoundFailed",
     "StateError",
     "StorageError",
+    "TransportError",
 ]

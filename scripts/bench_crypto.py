@@ -26,7 +26,8 @@ from collections.abc import Callable, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from fedgpu.crypto.ckks import CkksAdder, CkksEncryptor, CkksKeyPair  # noqa: E402
+from fedgpu.crypto.ckks import CkksEncryptor, CkksKeyPair  # noqa: E402
+from fedgpu.crypto.ckks_format import CkksAdder  # noqa: E402
 from fedgpu.crypto.plain import PlainAdder, PlainDecryptor, PlainEncryptor  # noqa: E402
 from fedgpu.crypto.scheme import ChunkLayout  # noqa: E402
 

@@ -42,11 +42,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fedgpu.datasets import ArrayDataset, partition_dirichlet, partition_iid, public_split  # noqa: E402
-from fedgpu.models import ModelSpec  # noqa: E402
-from fedgpu.models import CNN1D  # noqa: E402
-from fedgpu.node.training import LocalTrainConfig, evaluate, train_local, train_local_dp  # noqa: E402
-from fedgpu.privacy.dp import epsilon_of, noise_for_job  # noqa: E402
+from fedgpu.datasets import ArrayDataset, partition_dirichlet, partition_iid, public_split
+from fedgpu.evaluation import evaluate
+from fedgpu.models import CNN1D, ModelSpec
+from fedgpu.node.training import LocalTrainConfig, train_local, train_local_dp
+from fedgpu.privacy.dp import epsilon_of, noise_for_job
 
 SPEC = ModelSpec((40,), 10)
 

@@ -114,10 +114,10 @@ def job_config(scheme: str, rounds: int, seed: int) -> JobConfig:
 
 def audit(db: Path, report: dict[str, Any], nodes: list[tuple[NodeAgent, threading.Thread]], rounds: int, wait: float = 30.0) -> dict[str, int]:
     """The defect counts of one finished job."""
-    weight = {a.node_id: n * WEIGHT_SCALE for (a, _), n in zip(nodes, SIZES)}
+    weight = {a.node_id: n * WEIGHT_SCALE for (a, _), n in zip(nodes, SIZES, strict=True)}
     foreign = sum(
         abs(w - sum(weight[m] for m in members)) > 1e-4
-        for r in report["rounds"] for members, w in zip(r["cohorts"], r["cohort_weights"])
+        for r in report["rounds"] for members, w in zip(r["cohorts"], r["cohort_weights"], strict=True)
     )
     store = Store(str(db))
     try:

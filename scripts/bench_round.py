@@ -63,14 +63,14 @@ def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: 
             home = work / f"node{i}"
             home.mkdir()
             save_npz(home / "d.npz", train.subset(idx))
-            cluster.spawn(["node", "--aggregator", address, "--data", f"mnist1d={home / 'd.npz'}", "--home", str(home)], f"node{i}.log")
+            cluster.spawn(["node", "--aggregator", address, *cluster.client_args, "--data", f"mnist1d={home / 'd.npz'}", "--home", str(home)], f"node{i}.log")
 
         def progress(ev: dict) -> None:
             if ev["event"] == "round":
                 times.append(time.perf_counter())
                 print(f"  {model}/{scheme} round {ev['round']}: {ev['seconds']:.2f}s in aggregator", file=sys.stderr, flush=True)
 
-        driver = JobDriver(address, job, work / "job", validation=test.subset(np.arange(min(1000, len(test)))), progress=progress)
+        driver = JobDriver(address, job, work / "job", validation=test.subset(np.arange(min(1000, len(test)))), progress=progress, tls=cluster.tls)
         report = driver.run()
         rss = peak_rss_mb(cluster.procs[0].pid)
     finally:
@@ -79,7 +79,7 @@ def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: 
     # Round 1 includes the nodes' start-up (torch import, registration): skip it.
     round_s = list(np.diff(times))
     per_round_train = [rounds_[i]["train_seconds"] for i in range(1, len(rounds_))]
-    overhead = [r - max(t.values()) for r, t in zip(round_s, per_round_train)]
+    overhead = [r - max(t.values()) for r, t in zip(round_s, per_round_train, strict=False)]
     up = [b for r in rounds_[1:] for b in r["bytes_up_by_node"].values()]
     down = [b for r in rounds_[1:] for b in r["bytes_down_by_node"].values()]
     return {

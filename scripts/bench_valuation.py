@@ -36,33 +36,33 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported: node threads share 2 cores
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import random  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import math
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fedgpu.aggregator.cohorts import assign_cohorts, co_membership  # noqa: E402
-from fedgpu.aggregator.local import LocalAggregator  # noqa: E402
-from fedgpu.config import EncryptionConfig, JobConfig, RewardsConfig, TrainingConfig  # noqa: E402
-from fedgpu.datasets import ArrayDataset, public_split, save_npz  # noqa: E402
-from fedgpu.driver.driver import JobDriver  # noqa: E402
-from fedgpu.node.agent import NodeAgent, NodeConfig  # noqa: E402
-from fedgpu.node.behaviours import apply_behaviour  # noqa: E402
-from fedgpu.rewards import NodeValueEstimator, round_observations  # noqa: E402
+from fedgpu.aggregator.cohorts import assign_cohorts, co_membership
+from fedgpu.aggregator.local import LocalAggregator
+from fedgpu.config import EncryptionConfig, JobConfig, RewardsConfig, TrainingConfig
+from fedgpu.datasets import ArrayDataset, public_split, save_npz
+from fedgpu.driver.driver import JobDriver
+from fedgpu.node.agent import NodeAgent, NodeConfig
+from fedgpu.node.behaviours import apply_behaviour
+from fedgpu.rewards import NodeValueEstimator, round_observations
 
 DATASET = "mnist1d"
 NUM_CLASSES = 10
@@ -194,7 +194,7 @@ def run_job(tag: str, specs: list[NodeSpec], files: dict[str, Path], k: int, bud
         if driver is not None:
             driver.channel.close()
         agg.stop()
-    names = {agent.node_id: s.name for (agent, _), s in zip(agents, specs)}
+    names = {agent.node_id: s.name for (agent, _), s in zip(agents, specs, strict=False)}
     return report, names, time.perf_counter() - t0
 
 
@@ -294,14 +294,14 @@ def identifiability(report: dict[str, Any], names: dict[str, str], specs: list[N
     rounds = []
     for rec in report["rounds"]:
         vals = rec["valuation"]["cohort_values"]
-        rounds.append({names[c[0]]: float(v) for c, v in zip(rec["cohorts"], vals)})
+        rounds.append({names[c[0]]: float(v) for c, v in zip(rec["cohorts"], vals, strict=False)})
     nodes = sorted(rounds[0])
     honest = [n for n in nodes if role[n] == "honest"]
     riders = [n for n in nodes if role[n] == "free_rider"]
     truth = {n: 0.0 for n in nodes}
     for vals in rounds:
         scale = max([abs(v) for v in vals.values() if v > 0] + [1e-12])
-        for n, obs in zip(nodes, round_observations([vals[n] for n in nodes], scale)):
+        for n, obs in zip(nodes, round_observations([vals[n] for n in nodes], scale), strict=True):
             truth[n] += obs / len(rounds)
     out: dict[str, Any] = {"k": k, "draws": draws, "honest_median_value_per_round": statistics.median(truth[n] for n in honest)}
     horizons = sorted({min(10, len(rounds)), len(rounds)})
@@ -345,7 +345,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.perf_counter()
     data_specs = list({s.name: s for s in honest + adv_honest + adversaries}.values())  # each node's own slice
     need = sum(s.samples for s in data_specs)
-    total = int(math.ceil((need + 10) / 0.8))  # public_split keeps 80 % for train
+    total = math.ceil((need + 10) / 0.8)  # public_split keeps 80 % for train
     log(f"seed {seed}: generating MNIST-1D ({total} samples) ...")
     train, test = public_split(DATASET, num_samples=total, seed=seed)
     validation = test.subset(np.arange(min(args.validation, len(test))))

@@ -48,7 +48,7 @@ def main() -> int:
             stale = [
                 str(p.relative_to(fresh))
                 for p in fresh.rglob("*")
-                if p.is_file() and not (OUT / p.relative_to(fresh)).is_file() or p.is_file() and not filecmp.cmp(p, OUT / p.relative_to(fresh), shallow=False)
+                if (p.is_file() and not (OUT / p.relative_to(fresh)).is_file()) or (p.is_file() and not filecmp.cmp(p, OUT / p.relative_to(fresh), shallow=False))
             ]
             if stale:
                 print("stale generated code, run scripts/gen_protos.py:", ", ".join(stale))

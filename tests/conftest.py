@@ -1,19 +1,44 @@
-"""Shared fixtures: a real aggregator on a real 127.0.0.1 socket, in a background thread."""
+"""Shared fixtures: a real aggregator on a real 127.0.0.1 socket, in a background thread (cleartext or TLS); the e2e marker."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
 
 from fedgpu.aggregator.local import LocalAggregator
+from fedgpu.wire.certs import CertFiles, write_certs
+from fedgpu.wire.transport import TLSConfig
 
 torch.set_num_threads(1)
+
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e/ runs fedgpu's roles as real processes or servers: mark it e2e."""
+    for item in items:
+        if E2E in item.path.resolve().parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture
 def aggregator(tmp_path: Path) -> Iterator[LocalAggregator]:
     with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool") as a:
+        yield a
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> CertFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1 and localhost."""
+    return write_certs(tmp_path / "tls", ["127.0.0.1", "localhost"])
+
+
+@pytest.fixture
+def tls_aggregator(tmp_path: Path, certs: CertFiles) -> Iterator[LocalAggregator]:
+    """The aggregator serving TLS; clients trust it with ``TLSConfig(ca=certs.ca)``."""
+    with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool", tls=TLSConfig(cert=certs.cert, key=certs.key)) as a:
         yield a

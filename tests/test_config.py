@@ -1,7 +1,13 @@
+from pathlib import Path
+
 import pytest
+import torch
 
 from fedgpu.config import job_from_dict, load_job
+from fedgpu.crypto import SCHEMES
+from fedgpu.datasets import SCHEMAS, get_schema
 from fedgpu.errors import ConfigError
+from fedgpu.models import ModelSpec, available_models, build_model
 
 BASE = {"model": "cnn1d", "dataset": "mnist1d"}
 
@@ -38,11 +44,35 @@ def test_privacy_table_turns_dp_on_and_defaults_hold() -> None:
     assert not job_from_dict(BASE).privacy.enabled
 
 
-def test_examples_load() -> None:
-    from pathlib import Path
+# What each example in examples/ is meant to show; a new example gets a line here.
+EXAMPLES = {
+    "mnist1d.toml": {"name": "mnist1d", "model": "cnn1d", "rounds": 12, "cohort_size": 1, "dp": False},
+    "mnist1d_private.toml": {"name": "mnist1d-private", "model": "cnn1d_dp", "rounds": 15, "cohort_size": 3, "dp": True},
+}
 
-    for f in (Path(__file__).resolve().parent.parent / "examples").glob("*.toml"):
-        load_job(f)
+
+def test_every_example_is_described() -> None:
+    assert sorted(f.name for f in (Path(__file__).resolve().parent.parent / "examples").glob("*.toml")) == sorted(EXAMPLES)
+
+
+@pytest.mark.parametrize("file", sorted(EXAMPLES))
+def test_examples_load(file: str) -> None:
+    """Each example is a valid job whose model exists, builds for its dataset and (for DP) suits DP-SGD."""
+    want = EXAMPLES[file]
+    job = load_job(Path(__file__).resolve().parent.parent / "examples" / file)
+    assert (job.name, job.model, job.rounds, job.cohort_size) == (want["name"], want["model"], want["rounds"], want["cohort_size"])
+    assert job.model in available_models() and job.dataset in SCHEMAS and job.encryption.scheme in SCHEMES
+    assert job.encryption.scheme == "ckks" and job.rewards.pool_per_round > 0
+    assert 1 <= job.cohort_size <= job.min_nodes <= job.nodes_per_round
+    schema = get_schema(job.dataset)
+    model = build_model(job.model, ModelSpec(schema.input_shape, schema.num_classes), seed=job.seed)
+    assert model(torch.zeros(2, *schema.input_shape)).shape == (2, schema.num_classes)
+    assert job.privacy.enabled is want["dp"]
+    if job.privacy.enabled:
+        from fedgpu.privacy.dp import check_module
+
+        check_module(model)  # raises if DP-SGD cannot train it (BatchNorm and the like)
+        assert 0 < job.privacy.epsilon <= 10 and job.training.server_momentum in job.rewards.momentum_steps
 
 
 def test_bad_toml_is_a_config_error(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from itertools import combinations
-from typing import Iterable, Mapping
+
+from fedgpu.errors import ConfigError
 
 Pair = frozenset[str]
 
@@ -24,9 +26,9 @@ def assign_cohorts(nodes: list[str], k: int, rng: random.Random, together: Mappi
     it so.
     """
     if k < 1:
-        raise ValueError("cohort size must be >= 1")
+        raise ConfigError(f"cohort size must be >= 1, got {k}")
     if tries < 1:
-        raise ValueError("tries must be >= 1")
+        raise ConfigError(f"tries must be >= 1, got {tries}")
     count = max(1, len(nodes) // k)
     best: list[list[str]] = []
     best_cost = -1
@@ -56,8 +58,11 @@ def merge_small(sizes: list[int], k: int) -> list[list[int]] | None:
     shrank below ``k`` is merged with the smallest other group, never released alone. Returns None
     when all reports together are fewer than ``k``: then nothing may be released at all.
     """
-    groups = sorted(([i] for i, n in enumerate(sizes) if n > 0), key=lambda g: sum(sizes[i] for i in g))
-    total = lambda g: sum(sizes[i] for i in g)  # noqa: E731
+
+    def total(group: list[int]) -> int:
+        return sum(sizes[i] for i in group)
+
+    groups = sorted(([i] for i, n in enumerate(sizes) if n > 0), key=total)
     if sum(sizes) < k or not groups:
         return None
     while len(groups) > 1 and total(groups[0]) < k:
@@ -65,3 +70,6 @@ def merge_small(sizes: list[int], k: int) -> list[list[int]] | None:
         groups[0].extend(smallest)
         groups.sort(key=total)
     return [sorted(g) for g in groups]
+
+
+__all__ = ["Pair", "assign_cohorts", "co_membership", "merge_small"]

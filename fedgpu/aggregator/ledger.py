@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedgpu.aggregator.store import Store
 from fedgpu.errors import ProtocolError, StorageError
-from fedgpu.proto.fedgpu.v1 import driver_pb2
-from fedgpu.rewards.chain import GENESIS, LedgerEntry, LedgerRow, build_rows, sign_head
+from fedgpu.rewards.chain import GENESIS, LedgerEntry, LedgerRow, Receipt, build_rows, public_key_bytes, sign_head
+from fedgpu.wire.records import JobSpec, LedgerReceipt, RoundRecord, RoundResult
 
 
 def load_signing_key(store: Store) -> Ed25519PrivateKey:
@@ -33,12 +33,12 @@ def load_signing_key(store: Store) -> Ed25519PrivateKey:
 
 
 def round_rows(
-    store: Store, key: Ed25519PrivateKey, spec: driver_pb2.JobSpec, job_id: str, rnd: int, record: dict[str, Any], result: driver_pb2.RoundResult
+    store: Store, key: Ed25519PrivateKey, spec: JobSpec, job_id: str, rnd: int, record: RoundRecord, result: RoundResult
 ) -> tuple[list[LedgerRow], dict[str, Any] | None]:
     """Check the driver's rewards against the round and chain them after the ledger's head."""
     if not result.rewards and not result.node_values:
         return [], None
-    participants = set(record["participants"])
+    participants = set(record.participants)
     unknown = (set(result.rewards) | set(result.node_values)) - participants
     if unknown:
         raise ProtocolError(f"rewards name nodes that were not in round {rnd}: {sorted(unknown)[:3]}")
@@ -51,7 +51,7 @@ def round_rows(
     this = math.fsum(result.rewards.values())
     if paid + this > spec.reward_pool * rnd * (1 + 1e-9) + 1e-9:
         raise ProtocolError(f"rewards sum to {this:.6g} this round and {paid:.6g} before, more than {rnd} rounds' pools of {spec.reward_pool}")
-    cohort_of = {m: tuple(c) for c in record["cohorts"] for m in c}
+    cohort_of = {m: tuple(c) for c in record.cohorts for m in c}
     evidence = hashlib.sha256(result.evidence).hexdigest()
     entries = [
         LedgerEntry(job_id, rnd, node, result.node_values.get(node, 0.0), result.rewards.get(node, 0.0), cohort_of[node], evidence)
@@ -61,3 +61,15 @@ def round_rows(
     head_hash = rows[-1].entry_hash
     sig = sign_head(key, job_id, rnd, head_hash).hex()
     return rows, {"job_id": job_id, "round": rnd, "head_hash": head_hash, "signature": sig, "evidence": result.evidence.decode("utf-8", "replace")}
+
+
+def receipts(store: Store, key: Ed25519PrivateKey, node_id: str, after: int) -> list[LedgerReceipt]:
+    """The node's receipts after the last one it holds (``after``), from the ledger itself."""
+    aggregator_key = public_key_bytes(key).hex()
+    return [
+        LedgerReceipt(
+            id=r["id"],
+            receipt=Receipt(r["job_id"], r["round"], r["node_id"], r["reward"], r["entry_hash"], r["head_hash"], r["signature"], aggregator_key),
+        )
+        for r in store.receipts_for(node_id, min(after, 2**63 - 1))  # a uint64 on the wire, an int64 in SQL
+    ]

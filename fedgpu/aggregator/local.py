@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from fedgpu.aggregator.core import Aggregator
+from fedgpu.wire.transport import TLSConfig
 
 
 class LocalAggregator:
-    def __init__(self, db: str, spool: Path, listen: str = "127.0.0.1:0") -> None:
-        self.db, self.spool, self.listen = db, spool, listen
+    def __init__(self, db: str, spool: Path, listen: str = "127.0.0.1:0", tls: TLSConfig | None = None) -> None:
+        self.db, self.spool, self.listen, self.tls = db, spool, listen, tls or TLSConfig()
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="aggregator", daemon=True)
@@ -30,7 +32,7 @@ class LocalAggregator:
         asyncio.set_event_loop(self.loop)
 
         async def start() -> None:
-            self._server, self.agg, port = await build_server(self.listen, self.db, self.spool)
+            self._server, self.agg, port = await build_server(self.listen, self.db, self.spool, self.tls)
             self.address = f"127.0.0.1:{port}"
 
         try:
@@ -42,14 +44,14 @@ class LocalAggregator:
         self._ready.set()
         self.loop.run_forever()
 
-    def start(self) -> "LocalAggregator":
+    def start(self) -> LocalAggregator:
         self._thread.start()
         self._ready.wait(60)
         if self._error is not None:
             raise self._error
         return self
 
-    def call(self, coro_fn: Callable[[], Awaitable[Any]], timeout: float = 30) -> Any:
+    def call(self, coro_fn: Callable[[], Coroutine[Any, Any, Any]], timeout: float = 30) -> Any:
         """Run a coroutine on the aggregator's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro_fn(), self.loop).result(timeout)
 
@@ -67,8 +69,11 @@ class LocalAggregator:
         if self.agg is not None:
             self.agg.store.engine.dispose()
 
-    def __enter__(self) -> "LocalAggregator":
+    def __enter__(self) -> LocalAggregator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+__all__ = ["LocalAggregator"]

@@ -1,60 +1,222 @@
-"""A round in flight: its tasks, and one running sum per (cohort, chunk) spooled to disk."""
+"""Rounds: opening an attempt, closing it into released cohort sums, and the cohort history of each job.
+
+It owns the open attempt of each job (``open``: job -> RoundState) and the cache of which cohorts
+each closed round released (read from the store once per job and process, so it survives a
+restart). Opening picks eligible nodes (registry), splits them into cohorts that rarely meet again
+and offers their tasks (uploads); closing merges cohorts smaller than k and writes the record and
+the sums in one transaction. A closed round's sums live only in the database: what an attempt
+accumulated is in its own spool folder, so a restart redoes it from nothing.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from pathlib import Path
+import dataclasses
+import hashlib
+import logging
+import random
+import shutil
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 
 from fedgpu import crypto
-from fedgpu.proto.fedgpu.v1 import node_pb2
+from fedgpu.aggregator.attempt import RoundState, TaskState, TaskStatus
+from fedgpu.aggregator.cohorts import assign_cohorts, co_membership, merge_small
+from fedgpu.aggregator.events import Events
+from fedgpu.aggregator.registry import NodeRegistry
+from fedgpu.aggregator.store import Store
+from fedgpu.aggregator.uploads import Uploads
+from fedgpu.errors import StateError
+from fedgpu.faults import crash_point
+from fedgpu.wire.records import JobEvent, JobEventKind, JobSpec, RoundRecord, Task
+from fedgpu.wire.serde import task_wire_size
+
+log = logging.getLogger("fedgpu.aggregator")
 
 
-@dataclass
-class TaskState:
-    task: node_pb2.Task
-    node_id: str
-    cohort: int
-    status: str = "assigned"  # assigned | uploading | complete | declined | failed
-    received: int = 0
-    offsets: list[tuple[int, int]] = field(default_factory=list)
-    bytes_up: int = 0
-    bytes_down: int = 0
-    train_seconds: float = 0.0
-    epsilon: float | None = None
-    message: str = ""
+class Rounds:
+    def __init__(self, store: Store, registry: NodeRegistry, uploads: Uploads, events: Events) -> None:
+        self.store = store
+        self.registry = registry
+        self.uploads = uploads
+        self.events = events
+        self.open: dict[str, RoundState] = {}              # job -> open round
+        self._released: dict[str, dict[int, list[list[str]]]] = {}  # job -> round -> cohorts released (cache of the store)
 
+    # ---- cohort history ------------------------------------------------------------------------
+    def together(self, job_id: str) -> Counter[frozenset[str]]:
+        """How often each pair of nodes shared a released cohort in this job (cohort assignment keeps it
+        low). The history is read from the store once per job and process, so it survives a restart,
+        and is then kept up to date as rounds close: no round re-reads every earlier round's record."""
+        history = self._released.get(job_id)
+        if history is None:
+            history = self._released[job_id] = {r["round"]: [list(c) for c in r["record"].cohorts] for r in self.store.rounds_of(job_id)}
+        return co_membership(history.values())
 
-@dataclass
-class RoundState:
-    job_id: str
-    round: int
-    attempt: int
-    attempt_id: str  # unique across restarts: names the attempt's spool folder
-    scheme: str
-    opened_at: float
-    deadline: float
-    adder: crypto.Adder
-    cohorts: list[list[str]]
-    tasks: dict[str, TaskState]
-    num_chunks: int
-    acc_dir: Path  # one .npy accumulator per (cohort, chunk): memory stays O(chunk) whatever the node count
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    def released(self, job_id: str, rnd: int, cohorts: list[list[str]]) -> None:
+        """Record a closed round's cohorts (a redone round replaces its earlier attempt, as in the store)."""
+        if job_id in self._released:
+            self._released[job_id][rnd] = cohorts
 
-    def acc_path(self, cohort: int, chunk: int) -> Path:
-        return self.acc_dir / f"c{cohort}-{chunk}.npy"
+    def forget(self, job_id: str) -> None:
+        """The job ended: its history is no longer needed."""
+        self._released.pop(job_id, None)
 
-    def accumulate(self, cohort: int, chunk: int, payload: bytes) -> None:
-        """Add one verified chunk into its cohort's running sum on disk (atomic replace)."""
-        p = self.acc_path(cohort, chunk)
-        acc = np.load(p, allow_pickle=False) if p.exists() else self.adder.zero()
-        acc = self.adder.add(acc, payload)
-        tmp = p.with_suffix(".tmp.npy")
-        np.save(tmp, acc, allow_pickle=False)
-        tmp.replace(p)
+    # ---- releasing sums ------------------------------------------------------------------------
+    def cohort_sums(self, job_id: str, rnd: int, k: int) -> tuple[list[list[str]], list[tuple[int, int]]]:
+        """A closed round's cohorts and its (cohort, chunk) index, checked once more against k."""
+        rec = self.store.round(job_id, rnd)
+        if rec is None:
+            raise StateError(f"round {rnd} of job {job_id} is not closed yet")
+        cohorts = [list(c) for c in rec["record"].cohorts]
+        small = [c for c in cohorts if len(c) < k]
+        if small:  # rounds are saved with merged cohorts, so this is the last line of defence
+            raise StateError(f"refusing to release a sum of {len(small[0])} contributors (cohort size k = {k})")
+        if rec["state"] != "ready":
+            raise StateError(f"round {rnd} of job {job_id} was published: its sums are gone")
+        return cohorts, self.store.cohort_sum_index(job_id, rnd)
 
-    def check_done(self) -> None:
-        if all(t.status in ("complete", "declined", "failed") for t in self.tasks.values()):
-            self.done.set()
+    def cohort_sum(self, job_id: str, rnd: int, cohort: int, chunk: int) -> bytes:
+        return self.store.cohort_sum(job_id, rnd, cohort, chunk)
+
+    # ---- one attempt ---------------------------------------------------------------------------
+    async def _wait_for_nodes(self, job_id: str, spec: JobSpec, timeout: float) -> list[str]:
+        end = time.monotonic() + timeout
+        while True:
+            nodes = self.registry.eligible(spec.model, spec.dataset, set(self.store.declined(job_id)) | self.uploads.busy())
+            if len(nodes) >= spec.nodes_per_round or (time.monotonic() >= end and len(nodes) >= max(spec.min_nodes, 1)):
+                return nodes
+            if time.monotonic() >= end + timeout:
+                return nodes
+            self.registry.node_available.clear()
+            try:
+                await asyncio.wait_for(self.registry.node_available.wait(), timeout=0.5)
+            except asyncio.TimeoutError:
+                pass
+
+    async def run(self, job_id: str, spec: JobSpec, rnd: int, version: int, attempt: int) -> RoundRecord | None:
+        """Open attempt ``attempt`` of round ``rnd``, wait for its uploads or its deadline, close it.
+        None: too few nodes reported (the caller retries)."""
+        nodes = await self._wait_for_nodes(job_id, spec, timeout=min(spec.deadline_seconds, 30.0))
+        if len(nodes) < max(spec.min_nodes, spec.cohort_size):
+            log.info("job %s round %d: %d eligible nodes, need %d", job_id, rnd, len(nodes), spec.min_nodes)
+            return None
+        rng = random.Random(spec.seed * 1_000_003 + rnd * 1009 + attempt)
+        chosen = rng.sample(nodes, min(len(nodes), spec.nodes_per_round))
+        together = self.together(job_id)
+        cohorts = assign_cohorts(chosen, spec.cohort_size, random.SystemRandom(), together)
+        enc = spec.encryption
+        adder = crypto.adder(enc.scheme, enc.params)
+        layout = crypto.ChunkLayout(int(spec.num_params), int(enc.values_per_chunk))
+        now = time.time()
+        attempt_id = uuid.uuid4().hex[:16]  # no restart reuses it, so no attempt ever meets another's spool
+        rs = RoundState(
+            job_id=job_id,
+            round=rnd,
+            attempt=attempt,
+            attempt_id=attempt_id,
+            scheme=enc.scheme,
+            opened_at=now,
+            deadline=now + spec.deadline_seconds,
+            adder=adder,
+            cohorts=cohorts,
+            tasks={},
+            num_chunks=layout.num_chunks,
+            acc_dir=self.uploads.spool / f"{job_id}-r{rnd}-{attempt_id}",
+        )
+        for ci, members in enumerate(cohorts):
+            for node_id in members:
+                # Each node gets its own seed so honest nodes do not train in lockstep; from its name (not
+                # its fresh random key) so that a rerun with the same seed and node names trains the same.
+                node_salt = int.from_bytes(hashlib.sha256(self.registry.name(node_id).encode()).digest()[:4], "little")
+                task = Task(
+                    task_id=uuid.uuid4().hex,
+                    job_id=job_id,
+                    round=rnd,
+                    model_version=version,
+                    model=spec.model,
+                    dataset=spec.dataset,
+                    training=dataclasses.replace(spec.training, seed=(spec.seed * 7919 + rnd * 104729 + node_salt) % (2**63)),
+                    privacy=spec.privacy,
+                    encryption=enc,
+                    deadline_ms=int(rs.deadline * 1000),
+                    num_params=spec.num_params,
+                    num_chunks=layout.num_chunks,
+                )
+                self.uploads.offer(rs, TaskState(task=task, node_id=node_id, cohort=ci, bytes_down=task_wire_size(task)))
+        rs.acc_dir.mkdir(parents=True)
+        self.open[job_id] = rs
+        self.events.emit(job_id, JobEvent(kind=JobEventKind.ROUND_OPENED, round=rnd, participants=tuple(chosen)))
+        log.info("job %s round %d (attempt %d): %d nodes in %d cohorts", job_id, rnd, attempt, len(chosen), len(cohorts))
+        try:
+            await asyncio.wait_for(rs.done.wait(), timeout=spec.deadline_seconds)
+        except asyncio.TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            self._drop(rs)
+            raise
+        return self._close(rs, spec)
+
+    def _drop(self, rs: RoundState) -> None:
+        """Forget an open round (its job was cancelled): its tasks are refused from now on."""
+        self.uploads.retire(rs, at_deadline=False)
+        self.open.pop(rs.job_id, None)
+        shutil.rmtree(rs.acc_dir, ignore_errors=True)
+
+    def _close(self, rs: RoundState, spec: JobSpec) -> RoundRecord | None:
+        self.uploads.retire(rs, at_deadline=True)
+        self.open.pop(rs.job_id, None)
+        by_cohort: list[list[str]] = [[] for _ in rs.cohorts]
+        for ts in rs.tasks.values():
+            if ts.status is TaskStatus.COMPLETE:
+                by_cohort[ts.cohort].append(ts.node_id)
+        complete = sum(len(c) for c in by_cohort)
+        groups = merge_small([len(c) for c in by_cohort], spec.cohort_size)
+        status = {ts.node_id: ts.status.value if ts.status is TaskStatus.COMPLETE else f"{ts.status.value}: {ts.message}" for ts in rs.tasks.values()}
+        if groups is None or complete < max(spec.min_nodes, 1):
+            shutil.rmtree(rs.acc_dir, ignore_errors=True)
+            log.info("job %s round %d: %d of %d nodes reported, need %d", rs.job_id, rs.round, complete, len(rs.tasks), spec.min_nodes)
+            return None
+        merged_members = [sorted(m for ci in g for m in by_cohort[ci]) for g in groups]
+
+        def merged() -> Iterator[tuple[int, int, bytes]]:
+            """Each released sum, one chunk at a time: the members' cohorts added together."""
+            for gi, g in enumerate(groups):
+                for chunk in range(rs.num_chunks):
+                    acc = None
+                    for ci in g:
+                        p = rs.acc_path(ci, chunk)
+                        if by_cohort[ci] and p.exists():
+                            part = np.load(p, allow_pickle=False)
+                            acc = part if acc is None else rs.adder.combine(acc, part)
+                    if acc is None:
+                        raise StateError("internal: a reporting cohort has an empty chunk")
+                    yield gi, chunk, rs.adder.to_bytes(acc)
+
+        tasks = rs.tasks.values()
+        record = RoundRecord(
+            participants=tuple(sorted(m for c in merged_members for m in c)),
+            cohorts=tuple(tuple(c) for c in merged_members),
+            node_status=status,
+            bytes_up=sum(ts.bytes_up for ts in tasks),
+            bytes_down=sum(ts.bytes_down for ts in tasks),
+            bytes_up_by_node={ts.node_id: ts.bytes_up for ts in tasks},
+            bytes_down_by_node={ts.node_id: ts.bytes_down for ts in tasks},
+            train_seconds={ts.node_id: ts.train_seconds for ts in tasks if ts.status is TaskStatus.COMPLETE},
+            epsilon={ts.node_id: ts.epsilon for ts in tasks if ts.epsilon is not None},
+            seconds=time.time() - rs.opened_at,
+            attempt=rs.attempt,
+            attempt_id=rs.attempt_id,
+        )
+        try:
+            self.store.save_round(rs.job_id, rs.round, rs.attempt, record, merged())
+        finally:
+            shutil.rmtree(rs.acc_dir, ignore_errors=True)
+        crash_point("round_saved")
+        self.released(rs.job_id, rs.round, merged_members)
+        log.info("job %s round %d closed: %d nodes in %d cohorts", rs.job_id, rs.round, complete, len(groups))
+        return record

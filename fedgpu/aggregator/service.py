@@ -1,21 +1,117 @@
-"""Thin gRPC servicers: authenticate, delegate to ``Aggregator``, translate errors at one boundary."""
+"""Thin gRPC servicers: authenticate, delegate to ``Aggregator``, translate errors at one boundary.
+
+The only module of the aggregator that builds protobuf messages: what goes in and out is converted
+by :mod:`fedgpu.wire.serde`, the rest of the aggregator works on the records of :mod:`fedgpu.wire.records`.
+Requests that do not even parse are refused before the servicers, by ``RejectUndecodable``.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from fedgpu.aggregator.core import Aggregator
 from fedgpu.errors import FedgpuError, ProtocolError
 from fedgpu.faults import crash_point
 from fedgpu.wire import PROTOCOL_VERSION
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc, node_pb2, node_pb2_grpc
-from fedgpu.wire import chunks
+from fedgpu.wire import chunks, serde
 
 log = logging.getLogger("fedgpu.aggregator")
+
+
+class Undecodable:
+    """What the request deserializer yields for bytes that do not parse as the method's message."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except DecodeError as exc:
+            return Undecodable(str(exc) or "the bytes are not a protobuf message")
+
+    return deserialize
+
+
+class RejectUndecodable(grpc.aio.ServerInterceptor):
+    """Answer a request that does not parse INVALID_ARGUMENT, before any servicer sees it.
+
+    grpc.aio runs the request deserializer outside the servicer, so a ``DecodeError`` would reach
+    the client as UNKNOWN and the log as a traceback. Each method's deserializer is wrapped to hand
+    on an ``Undecodable`` instead, which the wrapped behaviour refuses: at once for a unary
+    request, at that message for a request stream. Servicers only ever see parsed messages.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        method = details.method  # type: ignore[attr-defined]
+        if method not in self._handlers:
+            handler = await continuation(details)
+            if handler is None or handler.request_deserializer is None:
+                return handler  # unknown method (UNIMPLEMENTED) or raw bytes wanted
+            self._handlers[method] = _guarded(handler, method)
+        return self._handlers[method]
+
+
+def _guarded(handler: Any, method: str) -> grpc.RpcMethodHandler:
+    async def refuse(request: Undecodable, context: grpc.aio.ServicerContext) -> None:
+        log.info("%s refused: undecodable request: %s", method, request.reason)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method}: the request does not parse: {request.reason}")
+
+    async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, Undecodable):
+                await refuse(request, context)
+            yield request
+
+    tolerant = _tolerant(handler.request_deserializer)
+    if handler.unary_unary is not None:
+        inner = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, Undecodable):
+                await refuse(request, context)
+            return await inner(request, context)
+
+        return handler._replace(request_deserializer=tolerant, unary_unary=unary_unary)
+    if handler.unary_stream is not None:
+        inner = handler.unary_stream
+
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if isinstance(request, Undecodable):
+                await refuse(request, context)
+            async for reply in inner(request, context):
+                yield reply
+
+        return handler._replace(request_deserializer=tolerant, unary_stream=unary_stream)
+    if handler.stream_unary is not None:
+        inner = handler.stream_unary
+
+        async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            return await inner(checked(requests, context), context)
+
+        return handler._replace(request_deserializer=tolerant, stream_unary=stream_unary)
+    inner = handler.stream_stream
+
+    async def stream_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for reply in inner(checked(requests, context), context):
+            yield reply
+
+    return handler._replace(request_deserializer=tolerant, stream_stream=stream_stream)
 
 
 def _abort_on_error(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -85,8 +181,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     async def PullTask(self, request: node_pb2.PullTaskRequest, context: Any) -> node_pb2.PullTaskReply:
         node_id = self.agg.authenticate("PullTask", request)
         task = await self.agg.pull_task(node_id, float(request.wait_seconds))
-        reply = node_pb2.PullTaskReply(task=task) if task is not None else node_pb2.PullTaskReply()
-        reply.receipts.extend(self.agg.receipts(node_id, request.receipts_after))
+        reply = node_pb2.PullTaskReply(task=serde.task_to_proto(task)) if task is not None else node_pb2.PullTaskReply()
+        reply.receipts.extend(serde.receipt_to_proto(r) for r in self.agg.receipts(node_id, request.receipts_after))
         return reply
 
     @_abort_on_error
@@ -104,12 +200,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
     @_abort_on_error
     async def UploadUpdate(self, request_iterator: AsyncIterator[node_pb2.UpdateChunk], context: Any) -> node_pb2.UploadReply:
-        return await self.agg.upload(request_iterator)
+        return serde.upload_progress_to_proto(await self.agg.upload(request_iterator))
 
     @_abort_on_error
     async def UploadStatus(self, request: node_pb2.UploadStatusRequest, context: Any) -> node_pb2.UploadReply:
         node_id = self.agg.authenticate("UploadStatus", request)
-        return self.agg.upload_status(node_id, request.task_id)
+        return serde.upload_progress_to_proto(self.agg.upload_status(node_id, request.task_id))
 
 
 class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
@@ -118,7 +214,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
 
     @_abort_on_error
     async def SubmitJob(self, request: driver_pb2.SubmitJobRequest, context: Any) -> driver_pb2.SubmitJobReply:
-        job_id, token = self.agg.submit_job(request.spec, request.protocol_version)
+        job_id, token = self.agg.submit_job(serde.job_spec_from_proto(request.spec), request.protocol_version)
         return driver_pb2.SubmitJobReply(job_id=job_id, token=token)
 
     @_abort_on_error
@@ -134,7 +230,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
             parts.append(chunks.verify(msg.chunk, expected_index=len(parts), expected_count=first.chunk.count))
         if first is None or len(parts) != first.chunk.count:
             raise ProtocolError("publish stream ended before its last chunk")
-        result = first.result if first.HasField("result") else None
+        result = serde.round_result_from_proto(first.result) if first.HasField("result") else None
         self.agg.publish_model(first.job_id, first.version, b"".join(parts), result)
         return driver_pb2.PublishReply(version=first.version)
 
@@ -142,7 +238,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
     async def WatchJob(self, request: driver_pb2.WatchJobRequest, context: Any) -> AsyncIterator[driver_pb2.JobEvent]:
         self.agg.check_token(request.job_id, request.token)
         async for ev in self.agg.watch(request.job_id):
-            yield ev
+            yield serde.job_event_to_proto(ev)
 
     @_abort_on_error_stream
     async def FetchCohortSums(self, request: driver_pb2.FetchCohortSumsRequest, context: Any) -> AsyncIterator[driver_pb2.CohortSumChunk]:
@@ -152,7 +248,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         for ci, _ in index:
             per_cohort[ci] = per_cohort.get(ci, 0) + 1
         for ci, idx in index:
-            data = self.agg.store.cohort_sum(request.job_id, request.round, ci, idx)
+            data = self.agg.cohort_sum(request.job_id, request.round, ci, idx)
             yield driver_pb2.CohortSumChunk(cohort=ci, members=cohorts[ci], chunk=chunks.make_chunk(idx, per_cohort[ci], data))
             crash_point("fetch_sums")
 
@@ -165,10 +261,10 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
     @_abort_on_error
     async def GetJob(self, request: driver_pb2.GetJobRequest, context: Any) -> driver_pb2.JobStatus:
         self.agg.check_token(request.job_id, request.token)
-        return self.agg.job_status(request.job_id)
+        return serde.job_status_to_proto(self.agg.job_status(request.job_id))
 
     @_abort_on_error
     async def CancelJob(self, request: driver_pb2.CancelJobRequest, context: Any) -> driver_pb2.JobStatus:
         self.agg.check_token(request.job_id, request.token)
         await self.agg.cancel_job(request.job_id, request.reason)
-        return self.agg.job_status(request.job_id)
+        return serde.job_status_to_proto(self.agg.job_status(request.job_id))

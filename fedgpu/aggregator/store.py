@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from fedgpu.errors import NotFoundError, StorageError
 from fedgpu.faults import crash_point
+from fedgpu.wire.records import RoundRecord
 
 metadata = MetaData()
 
@@ -81,7 +82,7 @@ rounds = Table(
     Column("round", Integer, primary_key=True),
     Column("state", String(20), nullable=False),  # ready | done
     Column("attempts", Integer, nullable=False),
-    Column("record", Text, nullable=False),  # JSON: participants, cohorts, node status, bytes, seconds
+    Column("record", Text, nullable=False),  # RoundRecord as JSON: participants, cohorts, node status, bytes, seconds
     Column("result", Text, nullable=False, default="{}"),  # JSON: accuracy, loss, cohort values
     Column("closed_at", Float, nullable=False),
 )
@@ -283,7 +284,7 @@ class Store:
         return data
 
     # --- rounds --------------------------------------------------------------------------------
-    def save_round(self, job_id: str, rnd: int, attempts: int, record: dict[str, Any], sums: Iterator[tuple[int, int, bytes]]) -> None:
+    def save_round(self, job_id: str, rnd: int, attempts: int, record: RoundRecord, sums: Iterator[tuple[int, int, bytes]]) -> None:
         """Persist a closed round and its cohort sums atomically; the driver may fetch them from now on."""
 
         def fn(c):  # type: ignore[no-untyped-def]
@@ -291,7 +292,7 @@ class Store:
             c.execute(delete(rounds).where(rounds.c.job_id == job_id, rounds.c.round == rnd))
             for cohort, chunk, data in sums:
                 c.execute(insert(cohort_sums).values(job_id=job_id, round=rnd, cohort=cohort, chunk=chunk, data=data))
-            c.execute(insert(rounds).values(job_id=job_id, round=rnd, state="ready", attempts=attempts, record=json.dumps(record), result="{}", closed_at=time.time()))
+            c.execute(insert(rounds).values(job_id=job_id, round=rnd, state="ready", attempts=attempts, record=record.to_json(), result="{}", closed_at=time.time()))
             c.execute(update(jobs).where(jobs.c.id == job_id).values(round=rnd))
 
         self._run(fn)
@@ -300,11 +301,11 @@ class Store:
         row = self._run(lambda c: c.execute(select(rounds).where(rounds.c.job_id == job_id, rounds.c.round == rnd)).mappings().first())
         if row is None:
             return None
-        return {**row, "record": json.loads(row["record"]), "result": json.loads(row["result"])}
+        return {**row, "record": RoundRecord.from_json(row["record"]), "result": json.loads(row["result"])}
 
     def rounds_of(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._run(lambda c: c.execute(select(rounds).where(rounds.c.job_id == job_id).order_by(rounds.c.round)).mappings().all())
-        return [{**r, "record": json.loads(r["record"]), "result": json.loads(r["result"])} for r in rows]
+        return [{**r, "record": RoundRecord.from_json(r["record"]), "result": json.loads(r["result"])} for r in rows]
 
     def cohort_sum_index(self, job_id: str, rnd: int) -> list[tuple[int, int]]:
         rows = self._run(

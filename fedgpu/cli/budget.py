@@ -6,8 +6,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fedgpu.errors import ConfigError
 
@@ -17,7 +16,7 @@ if TYPE_CHECKING:  # the ledger pulls in torch and Opacus: only when the command
 DEFAULT_LEDGER = Path("~/.fedgpu/privacy.db")  # the same default as fedgpu.privacy.ledger.DEFAULT_LEDGER
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "budget",
         help="privacy budget spent on this owner's data",
@@ -34,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _row(j: JobSpend, cap: float | None) -> dict[str, object]:
+def _row(j: JobSpend, cap: float | None) -> dict[str, Any]:
     return {
         "owner": j.owner,
         "dataset": j.dataset_fp,
@@ -61,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     rows = [_row(j, args.cap) for j in ledger.by_job(args.delta)]
     datasets: dict[str, float] = {}
     for r in rows:
-        datasets[str(r["dataset"])] = float(r["epsilon_dataset"])  # type: ignore[arg-type]
+        datasets[str(r["dataset"])] = float(r["epsilon_dataset"])
     summary = {
         "ledger": str(path),
         "delta": args.delta,
@@ -86,11 +85,14 @@ def run(args: argparse.Namespace) -> int:
     print(header)
     for r in rows:
         line = f"{str(r['dataset'])[7:21]:<16} {str(r['job'])[:20]:<20} {r['rounds']:>6} {r['steps']:>7} "
-        line += f"{float(r['epsilon_job']):>9.4f} {float(r['epsilon_dataset']):>9.4f}"  # type: ignore[arg-type]
+        line += f"{float(r['epsilon_job']):>9.4f} {float(r['epsilon_dataset']):>9.4f}"
         if args.cap is not None:
-            line += f" {float(r['left']):>8.4f}"  # type: ignore[arg-type]
+            line += f" {float(r['left']):>8.4f}"
         print(line)
-    for d in summary["datasets"]:  # type: ignore[union-attr]
+    for d in summary["datasets"]:
         tail = "" if args.cap is None else f", {d['left']:.4f} left under the cap {args.cap:g}"
         print(f"dataset {str(d['dataset'])[7:21]}: epsilon {d['epsilon']:.4f}{tail}")
     return 0
+
+
+__all__ = ["DEFAULT_LEDGER", "register", "run"]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="run an aggregator, N nodes and a job driver on 127.0.0.1",
@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
     )
     t0 = time.perf_counter()
 
-    def progress(ev: dict) -> None:
+    def progress(ev: dict[str, Any]) -> None:
         if ev["event"] == "aggregator":
-            print(f"aggregator on {ev['address']} (work folder {ev['work']})", flush=True)
+            print(f"aggregator on {ev['address']} ({'TLS, ' if ev.get('tls') else ''}work folder {ev['work']})", flush=True)
         elif ev["event"] == "nodes":
             print(f"started {ev['count']} nodes with {sum(ev['sizes'])} samples ({min(ev['sizes'])}..{max(ev['sizes'])} each)", flush=True)
         else:
@@ -69,3 +69,6 @@ def run(args: argparse.Namespace) -> int:
     where = (args.out / "job" / "report.json") if args.out else Path("runs/demo/report.json")
     print(f"final accuracy {report['final_accuracy']:.3f} after {len(report['rounds'])} rounds in {time.perf_counter() - t0:.0f} s ({report['encryption']} encryption); report: {where}")
     return 0
+
+
+__all__ = ["register", "run"]

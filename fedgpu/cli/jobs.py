@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "jobs", help="list, show or cancel jobs",
         description="List or show the jobs in an aggregator's database (--db), or cancel a running job "
@@ -20,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", type=Path, default=None, help="cancel: the driver's --out folder (holds the job id and token)")
     p.add_argument("--aggregator", default="127.0.0.1:50051", help="cancel: aggregator HOST:PORT (default %(default)s)")
     p.add_argument("--reason", default="cancelled by its driver", help="cancel: why (stored with the job)")
+    p.add_argument("--tls-ca", type=Path, default=None, metavar="PEM", help="cancel: trust the aggregator's certificate if this CA signed it")
+    p.add_argument("--insecure", action="store_true", help="cancel: cleartext even to a non-loopback aggregator")
     p.set_defaults(func=run)
 
 
@@ -39,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError("show needs a job id (see `fedgpu jobs list`)")
             job = store.job(args.job)
             rounds = [
-                {"round": r["round"], "state": r["state"], "participants": len(r["record"]["participants"]), "cohorts": len(r["record"]["cohorts"]),
-                 "accuracy": r["result"].get("accuracy"), "seconds": round(r["record"]["seconds"], 2)}
+                {"round": r["round"], "state": r["state"], "participants": len(r["record"].participants), "cohorts": len(r["record"].cohorts),
+                 "accuracy": r["result"].get("accuracy"), "seconds": round(r["record"].seconds, 2)}
                 for r in store.rounds_of(job.id)
             ]
             print(json.dumps({"id": job.id, "name": job.name, "state": job.state, "round": job.round, "model_version": job.model_version,
@@ -55,21 +56,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    import grpc
-
     from fedgpu.errors import ConfigError
     from fedgpu.proto.fedgpu.v1 import driver_pb2, driver_pb2_grpc
+    from fedgpu.wire.transport import TLSConfig, open_channel, rpc_errors
 
     try:
         info = json.loads((args.out / "job.json").read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{args.out}/job.json is missing or unreadable: is {args.out} a driver's --out folder?") from exc
-    with grpc.insecure_channel(args.aggregator) as channel:
-        stub = driver_pb2_grpc.DriverServiceStub(channel)
-        try:
-            st = stub.CancelJob(driver_pb2.CancelJobRequest(job_id=info["job_id"], token=info["token"], reason=args.reason), timeout=30)
-        except grpc.RpcError as exc:
-            print(f"fedgpu: error: cannot cancel {info['job_id']}: {exc.details()}", file=sys.stderr)
-            return 3
+    with open_channel(args.aggregator, TLSConfig(ca=args.tls_ca, insecure=args.insecure)) as channel, rpc_errors(args.aggregator):
+        stub = driver_pb2_grpc.DriverServiceStub(channel)  # type: ignore[no-untyped-call]
+        st = stub.CancelJob(driver_pb2.CancelJobRequest(job_id=info["job_id"], token=info["token"], reason=args.reason), timeout=30)
     print(f"job {st.job_id} {st.state}: {st.message}")
     return 0
+
+
+__all__ = ["register", "run"]

@@ -8,8 +8,9 @@ import sys
 from importlib import import_module
 
 from fedgpu.errors import FedgpuError
+from fedgpu.wire.transport import rpc_errors
 
-SUBCOMMANDS = ["demo", "aggregator", "node", "train", "jobs", "budget", "rewards"]
+SUBCOMMANDS = ["demo", "aggregator", "node", "train", "jobs", "budget", "rewards", "certs"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,9 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.WARNING - 10 * args.verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        return int(args.func(args) or 0)
+        with rpc_errors(getattr(args, "aggregator", None)):  # a gRPC failure that got this far, in fedgpu's words
+            return int(args.func(args) or 0)
     except FedgpuError as exc:
         print(f"fedgpu: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]

@@ -20,9 +20,11 @@ def _data_arg(values: list[str]) -> dict[str, Path]:
     return out
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("node", help="run a volunteer node", description="Run a node: registers with the aggregator, pulls tasks, trains on local data, uploads encrypted updates.")
     p.add_argument("--aggregator", default="127.0.0.1:50051", help="aggregator HOST:PORT (default %(default)s)")
+    p.add_argument("--tls-ca", type=Path, default=None, metavar="PEM", help="trust the aggregator's certificate if this CA signed it (default: cleartext on loopback, the system's CAs elsewhere)")
+    p.add_argument("--insecure", action="store_true", help="cleartext even to a non-loopback aggregator (only behind a VPN or a TLS proxy)")
     p.add_argument("--data", action="append", default=[], metavar="NAME=PATH", help="map a dataset schema to a local .npz (x, y) or .csv (label column) file; repeatable")
     p.add_argument("--home", type=Path, default=Path.home() / ".fedgpu", help="folder for the identity key and privacy ledger (default %(default)s)")
     p.add_argument("--name", default="", help="display name")
@@ -35,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fedgpu.node.agent import NodeAgent, NodeConfig
     from fedgpu.node.behaviours import apply_behaviour
+    from fedgpu.wire.transport import TLSConfig
 
     logging.getLogger("fedgpu").setLevel(min(logging.getLogger().level, logging.INFO))
     data = _data_arg(args.data)
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         epsilon_cap=args.epsilon_cap,
         ledger_path=args.home / "privacy.db",
+        tls=TLSConfig(ca=args.tls_ca, insecure=args.insecure),
     )
     apply_behaviour(cfg, args.behaviour)
     agent = NodeAgent(cfg)
@@ -58,3 +62,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"node {agent.node_id} serving {args.aggregator}", flush=True)
     agent.run(max_tasks=args.max_tasks)
     return 0
+
+
+__all__ = ["register", "run"]

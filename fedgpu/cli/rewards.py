@@ -6,10 +6,13 @@ import argparse
 import csv
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: only when the command runs, not when the CLI loads
+    from fedgpu.aggregator.store import Store
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("rewards", help="reward balances and ledger verification", description="Show reward balances per node from the aggregator's ledger, or verify its hash chain and signed heads.")
     p.add_argument("action", nargs="?", choices=["show", "verify"], default="show", help="show balances (default) or verify the ledger")
     p.add_argument("--db", default="fedgpu.db", help="the aggregator's database URL or SQLite file (default %(default)s)")
@@ -20,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _open(url: str):  # type: ignore[no-untyped-def]
+def _open(url: str) -> Store:
     from pathlib import Path
 
     from fedgpu.aggregator.store import Store
@@ -31,39 +34,29 @@ def _open(url: str):  # type: ignore[no-untyped-def]
     return Store(url)
 
 
-def verify(store: Any, key_hex: str | None) -> tuple[bool, str]:
-    """Re-check every row's hash and link, and every round head's signature. Says where it breaks."""
+def verify(store: Store, key_hex: str | None) -> tuple[bool, str]:
+    """``fedgpu rewards verify``: read the ledger, its heads and the aggregator's key from ``store``;
+    :func:`fedgpu.rewards.chain.verify_ledger` judges them (tests/e2e/test_restart.py still calls this)."""
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from fedgpu.rewards.chain import LedgerRow, public_key_bytes, verify_chain, verify_head
+    from fedgpu.errors import ConfigError, StorageError
+    from fedgpu.rewards.chain import public_key_bytes, verify_ledger
 
-    records = store.ledger_rows()
-    rows = [LedgerRow.from_record(r) for r in records]
-    bad = verify_chain(rows)
-    if bad is not None:
-        r = records[bad]
-        return False, f"row {r['id']} (job {r['job_id']}, round {r['round']}, node {r['node_id']}) does not match its hash or its link to the previous row"
+    key: bytes | None = None
     if key_hex:
-        key = bytes.fromhex(key_hex)
+        try:
+            key = bytes.fromhex(key_hex)
+        except ValueError as exc:
+            raise ConfigError(f"--key {key_hex!r} is not hex: pass the aggregator's raw Ed25519 public key in hex") from exc
     else:
         pem = store.get_meta("signing_key")
-        if pem is None:
-            return (not rows), "no signing key in the database" if rows else "empty ledger"
-        key = public_key_bytes(serialization.load_pem_private_key(pem, password=None))  # type: ignore[arg-type]
-    last_of: dict[tuple[str, int], str] = {}
-    for r in rows:
-        last_of[(r.job_id, r.round)] = r.entry_hash
-    heads = store.heads()
-    for h in heads:
-        if last_of.get((h["job_id"], h["round"])) != h["head_hash"]:
-            return False, f"head of job {h['job_id']} round {h['round']} does not match the last row of that round"
-        if not verify_head(key, h["job_id"], h["round"], h["head_hash"], bytes.fromhex(h["signature"])):
-            return False, f"signature of job {h['job_id']} round {h['round']} does not verify with key {key.hex()[:16]}..."
-    missing = set(last_of) - {(h["job_id"], h["round"]) for h in heads}
-    if missing:
-        j, rnd = sorted(missing)[0]
-        return False, f"job {j} round {rnd} has rows but no signed head"
-    return True, f"ledger OK: {len(rows)} rows, {len(heads)} signed round heads, key {key.hex()[:16]}..."
+        if pem is not None:
+            private = serialization.load_pem_private_key(pem, password=None)
+            if not isinstance(private, Ed25519PrivateKey):
+                raise StorageError("the database's signing key is not Ed25519")
+            key = public_key_bytes(private)
+    return verify_ledger(store.ledger_rows(), store.heads(), key)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     balances: dict[str, list[float]] = {}
     for r in rows:
-        b = balances.setdefault(r["node_id"], [0.0, 0.0, 0])  # type: ignore[list-item]
+        b = balances.setdefault(r["node_id"], [0.0, 0.0, 0.0])
         b[0] += r["reward"]
         b[1] += r["value"]
         b[2] += 1
@@ -101,3 +94,6 @@ def run(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"{r['job_id']:<18} {r['round']:>5} {r['node_id']:<18} {r['value']:>10.4f} {r['reward']:>8.2f}")
     return 0
+
+
+__all__ = ["register", "run", "verify"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "train", help="submit a job and drive it to the end",
         description="Submit a training job (a TOML spec, see examples/) and drive it: decrypt cohort sums, aggregate, evaluate, publish. "
@@ -16,12 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("job", type=Path, nargs="?", help="job spec (TOML); not with --resume")
     p.add_argument("--resume", type=Path, default=None, metavar="OUT", help="re-attach to the running job whose driver wrote OUT (its --out folder)")
     p.add_argument("--aggregator", default="127.0.0.1:50051", help="aggregator HOST:PORT (default %(default)s)")
+    p.add_argument("--tls-ca", type=Path, default=None, metavar="PEM", help="trust the aggregator's certificate if this CA signed it (default: cleartext on loopback, the system's CAs elsewhere)")
+    p.add_argument("--insecure", action="store_true", help="cleartext even to a non-loopback aggregator (only behind a VPN or a TLS proxy)")
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="output folder (default %(default)s)")
     p.add_argument("--validation", type=Path, default=None, help="held-out .npz/.csv (default: the public test split of the job's dataset)")
     p.set_defaults(func=run)
 
 
-def print_progress(ev: dict) -> None:
+def print_progress(ev: dict[str, Any]) -> None:
     kind = ev["event"]
     if kind == "submitted":
         print(f"job {ev['job']} submitted ({ev['params']:,} parameters)", flush=True)
@@ -43,14 +46,16 @@ def run(args: argparse.Namespace) -> int:
     from fedgpu.config import load_job
     from fedgpu.driver.driver import JobDriver
     from fedgpu.errors import ConfigError
+    from fedgpu.wire.transport import TLSConfig
 
     if (args.job is None) == (args.resume is None):
         raise ConfigError("give a job spec to submit, or --resume OUT to re-attach to a running job (not both)")
+    tls = TLSConfig(ca=args.tls_ca, insecure=args.insecure)
     if args.resume is not None:
-        driver = JobDriver.resume(args.aggregator, args.resume, progress=print_progress)
+        driver = JobDriver.resume(args.aggregator, args.resume, progress=print_progress, tls=tls)
         out = args.resume
     else:
-        driver = JobDriver(args.aggregator, load_job(args.job), args.out, validation_path=args.validation, progress=print_progress)
+        driver = JobDriver(args.aggregator, load_job(args.job), args.out, validation_path=args.validation, progress=print_progress, tls=tls)
         out = args.out
     try:
         report = driver.run()
@@ -59,3 +64,6 @@ def run(args: argparse.Namespace) -> int:
         raise
     print(f"final accuracy {report['final_accuracy']:.3f}; model and report in {out}")
     return 0
+
+
+__all__ = ["print_progress", "register", "run"]

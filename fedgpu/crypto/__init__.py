@@ -61,18 +61,18 @@ def adder(scheme: str, params: bytes) -> Adder:
     _check(scheme)
     if scheme == "none":
         return PlainAdder(plain_values_per_chunk(params))
-    from fedgpu.crypto.ckks import CkksAdder
+    from fedgpu.crypto.ckks_format import CkksAdder
 
     return CkksAdder(params)
 
 
 __all__ = [
-    "SCHEMES",
     "Adder",
     "ChunkLayout",
     "Decryptor",
     "Encryptor",
     "KeyPair",
+    "SCHEMES",
     "adder",
     "context_fingerprint",
     "encryptor",

@@ -2,7 +2,7 @@
 
 * The job driver makes a :class:`CkksKeyPair` and alone holds the secret key.
 * A node gets ``params`` and ``public_material`` (the public key) and builds a :class:`CkksEncryptor`.
-* The aggregator gets ``params`` only and builds a :class:`CkksAdder`, which is numpy code that never
+* The aggregator gets ``params`` only and builds a :class:`~fedgpu.crypto.ckks_format.CkksAdder`, which is numpy code that never
   imports SEAL or TenSEAL (this module imports them only when a key or encryptor is made).
 
 Parameters, payload format and error budget are in :mod:`fedgpu.crypto.ckks_format`; the threat model
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedgpu.crypto.ckks_encoding import SlotEncoder
-from fedgpu.crypto.ckks_format import CkksAdder, CkksParams, compress, decode_payload, decompress, encode_payload
+from fedgpu.crypto.ckks_format import CkksParams, compress, decode_payload, decompress, encode_payload
 from fedgpu.errors import CryptoError, ProtocolError, StorageError
 
 if TYPE_CHECKING:
@@ -182,4 +182,11 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["CkksAdder", "CkksDecryptor", "CkksEncryptor", "CkksKeyPair", "CkksParams"]
+__all__ = [
+    "CkksDecryptor",
+    "CkksEncryptor",
+    "CkksKeyPair",
+    "PARAMS_FILE",
+    "PUBLIC_KEY_FILE",
+    "SECRET_KEY_FILE",
+]

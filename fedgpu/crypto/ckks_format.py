@@ -4,8 +4,8 @@ The aggregator imports this module and nothing else of the CKKS scheme, so it ne
 (or TenSEAL) and never holds a key: it adds payloads as flat arrays of unsigned integers.
 
 Why a format of our own rather than SEAL's serialization: TenSEAL's sealapi always saves with zstd,
-and decompressing was ~90% of an aggregator's time when we measured it. Here a payload is a small
-header plus bit-packed coefficients, so loading one is a set of views into the received bytes.
+and decompressing would dominate an aggregator's time (docs/protocol.md, "Measured"). Here a payload
+is a small header plus bit-packed coefficients, so loading one is a set of views into the received bytes.
 
 Why coefficients are *modulus-switched* to ``2**b`` before packing: a ciphertext coefficient
 ``x mod q`` travels as ``y = round(x * 2**b / q) mod 2**b``. The map ``x -> x * 2**b / q`` is additive
@@ -93,7 +93,7 @@ class CkksParams:
         for name, bits in (("c0_bits", self.c0_bits), ("c1_bits", self.c1_bits)):
             if not _MIN_BITS <= bits <= min(_MAX_BITS, k - 1):
                 raise CryptoError(f"ckks {name} {bits}: must be in {_MIN_BITS}..{min(_MAX_BITS, k - 1)}")
-        if not 1 <= self.ciphertexts_per_chunk or self.payload_bytes(self.ciphertexts_per_chunk) > MAX_PAYLOAD_BYTES:
+        if not self.ciphertexts_per_chunk >= 1 or self.payload_bytes(self.ciphertexts_per_chunk) > MAX_PAYLOAD_BYTES:
             raise CryptoError(
                 f"ckks ciphertexts_per_chunk {self.ciphertexts_per_chunk}: a payload must hold at least one "
                 f"ciphertext and stay under {MAX_PAYLOAD_BYTES} bytes"
@@ -361,7 +361,7 @@ class CkksAdder:
             )
         buf = _readable(p, header, payload)
         sums = self._sections(acc, header.num_ciphertexts)
-        for section, offset, bits in zip(sums, (c0_offset, c1_offset), (p.c0_bits, p.c1_bits)):
+        for section, offset, bits in zip(sums, (c0_offset, c1_offset), (p.c0_bits, p.c1_bits), strict=True):
             tmp = np.empty(section.shape[1], dtype=np.uint64)
             for j, (view, shift) in enumerate(_phase_views(buf, offset, count, bits)):
                 if shift:
@@ -391,17 +391,18 @@ class CkksAdder:
 
 
 __all__ = [
+    "CkksAdder",
+    "CkksParams",
     "DEFAULT_MODULUS",
     "HEADER_BYTES",
     "MAX_PAYLOAD_BYTES",
-    "CkksAdder",
-    "CkksParams",
     "PayloadHeader",
     "compress",
     "decode_payload",
     "decompress",
     "encode_payload",
     "pack",
+    "packed_bytes",
     "read_header",
     "unpack",
 ]

@@ -41,10 +41,10 @@ _SEAL_MAGIC = 0xA15E
 _SEAL_HEADER = struct.Struct("<HBBBBHQ")  # magic, header size, major, minor, compr mode, reserved, total size
 _COMPR_NONE = 0
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
-def _guard(what: str, fn: Callable[[], T]) -> T:
+def _guard(what: str, fn: Callable[[], _T]) -> _T:
     try:
         return fn()
     except _SEAL_ERRORS as exc:
@@ -68,7 +68,7 @@ def _remove_tree(path: Path) -> None:
     path.rmdir()
 
 
-def save_bytes(obj: Any, scratch: _Scratch, name: str) -> bytes:
+def _save_bytes(obj: Any, scratch: _Scratch, name: str) -> bytes:
     """SEAL's serialization of ``obj`` (keys, parameters), via a scratch file that is removed at once."""
     path = scratch.file(name)
     try:
@@ -78,7 +78,7 @@ def save_bytes(obj: Any, scratch: _Scratch, name: str) -> bytes:
         Path(path).unlink(missing_ok=True)
 
 
-def load_bytes(obj: Any, context: Any, data: bytes, scratch: _Scratch, name: str) -> None:
+def _load_bytes(obj: Any, context: Any, data: bytes, scratch: _Scratch, name: str) -> None:
     path = scratch.file(name)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -108,7 +108,7 @@ class SealContext:
         self.encoder = seal.CKKSEncoder(self.context)
         self.evaluator = seal.Evaluator(self.context)
         self.parms_id = list(self.context.first_parms_id())
-        header = save_bytes(parms, self.scratch, "parms")[:_SEAL_HEADER.size]
+        header = _save_bytes(parms, self.scratch, "parms")[:_SEAL_HEADER.size]
         self._version = _SEAL_HEADER.unpack(header)[2:4]  # write loadable headers for this SEAL build
         n = params.poly_modulus_degree
         members = struct.pack("<4QB3QdQ", *self.parms_id, 0, 2, n, 1, params.scale, 1)
@@ -129,7 +129,7 @@ class SealContext:
         """
         ct = seal.Ciphertext()
         data = self._ciphertext_prefix + np.ascontiguousarray(coefficients, dtype="<u8").tobytes()
-        load_bytes(ct, self.context, data, self.scratch, "ciphertext")
+        _load_bytes(ct, self.context, data, self.scratch, "ciphertext")
         _guard("cannot move a ciphertext to NTT form", lambda: self.evaluator.transform_to_ntt_inplace(ct))
         return ct
 
@@ -139,7 +139,7 @@ def generate_keys(sc: SealContext) -> tuple[bytes, bytes]:
     keygen = seal.KeyGenerator(sc.context)
     public = seal.PublicKey()
     keygen.create_public_key(public)
-    return save_bytes(public, sc.scratch, "public"), save_bytes(keygen.secret_key(), sc.scratch, "secret")
+    return _save_bytes(public, sc.scratch, "public"), _save_bytes(keygen.secret_key(), sc.scratch, "secret")
 
 
 class SealEncryptor:
@@ -148,7 +148,7 @@ class SealEncryptor:
     def __init__(self, sc: SealContext, public_key: bytes) -> None:
         self.sc = sc
         pk = seal.PublicKey()
-        load_bytes(pk, sc.context, public_key, sc.scratch, "public key")
+        _load_bytes(pk, sc.context, public_key, sc.scratch, "public key")
         self.encryptor = seal.Encryptor(sc.context, pk)
         self._warned = False
 
@@ -216,7 +216,7 @@ class SealDecryptor:
     def __init__(self, sc: SealContext, secret_key: bytes) -> None:
         self.sc = sc
         sk = seal.SecretKey()
-        load_bytes(sk, sc.context, secret_key, sc.scratch, "secret key")
+        _load_bytes(sk, sc.context, secret_key, sc.scratch, "secret key")
         self.decryptor = seal.Decryptor(sc.context, sk)
 
     def decrypt(self, coefficients: np.ndarray) -> np.ndarray:

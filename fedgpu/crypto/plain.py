@@ -113,3 +113,13 @@ def plain_values_per_chunk(params: bytes) -> int:
     if not 2 <= n <= PLAIN_VALUES_PER_CHUNK:
         raise ProtocolError(f"plain values_per_chunk {n} out of range 2..{PLAIN_VALUES_PER_CHUNK}")
     return n
+
+
+__all__ = [
+    "PLAIN_VALUES_PER_CHUNK",
+    "PlainAdder",
+    "PlainDecryptor",
+    "PlainEncryptor",
+    "PlainKeyPair",
+    "plain_values_per_chunk",
+]

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
+
+from fedgpu.errors import CryptoError
 
 
 class Encryptor(Protocol):
@@ -102,7 +105,7 @@ class ChunkLayout:
         """Yield ``[w * u_slice..., w]`` per chunk, in order."""
         flat = np.asarray(update, dtype=np.float64).reshape(-1)
         if flat.size != self.num_params:
-            raise ValueError(f"update has {flat.size} values, layout expects {self.num_params}")
+            raise CryptoError(f"update has {flat.size} values, layout expects {self.num_params}")
         step = self.params_per_chunk
         for i in range(self.num_chunks):
             part = flat[i * step : (i + 1) * step]
@@ -114,7 +117,10 @@ class ChunkLayout:
     def join(self, chunks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Inverse of split over summed chunks: (sum of w*u per parameter, sum of w per chunk)."""
         if len(chunks) != self.num_chunks:
-            raise ValueError(f"expected {self.num_chunks} chunks, got {len(chunks)}")
+            raise CryptoError(f"expected {self.num_chunks} chunks, got {len(chunks)}")
         weighted = np.concatenate([c[: self.chunk_values(i) - 1] for i, c in enumerate(chunks)])
         weights = np.array([c[self.chunk_values(i) - 1] for i, c in enumerate(chunks)])
         return weighted, weights
+
+
+__all__ = ["Adder", "ChunkLayout", "Decryptor", "Encryptor", "KeyPair", "context_fingerprint"]

@@ -45,7 +45,7 @@ class ArrayDataset:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def subset(self, idx: np.ndarray) -> "ArrayDataset":
+    def subset(self, idx: np.ndarray) -> ArrayDataset:
         return ArrayDataset(self.x[idx], self.y[idx])
 
 
@@ -62,9 +62,8 @@ def validate(ds: ArrayDataset, schema: Schema, source: str) -> ArrayDataset:
         raise ConfigError(f"{source}: no samples")
     if not np.isfinite(x).all():
         raise ConfigError(f"{source}: features hold NaN or infinite values")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.mod(y, 1) == 0):
-            raise ConfigError(f"{source}: labels must be integers")
+    if not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0):
+        raise ConfigError(f"{source}: labels must be integers")
     y = y.astype(np.int64)
     if y.min() < 0 or y.max() >= schema.num_classes:
         raise ConfigError(f"{source}: labels must lie in 0..{schema.num_classes - 1}, found {y.min()}..{y.max()}")
@@ -80,7 +79,11 @@ def load_file(path: str | Path, schema: Schema, label_column: str = "label") -> 
         with np.load(p, allow_pickle=False) as z:  # never unpickle a file we did not write
             if "x" not in z or "y" not in z:
                 raise ConfigError(f"{p}: an .npz data file needs arrays named 'x' and 'y', found {list(z.keys())}")
-            return validate(ArrayDataset(z["x"], z["y"]), schema, str(p))
+            try:
+                x, y = z["x"], z["y"]
+            except ValueError as exc:  # an object array: numpy refuses to unpickle it
+                raise ConfigError(f"{p}: {exc}") from exc
+            return validate(ArrayDataset(x, y), schema, str(p))
     if p.suffix == ".csv":
         with p.open(newline="") as f:
             reader = csv.reader(f)
@@ -153,7 +156,7 @@ def partition_dirichlet(labels: np.ndarray, num_parts: int, alpha: float, seed: 
             idx = rng.permutation(np.flatnonzero(labels == c))
             props = rng.dirichlet(np.full(num_parts, alpha))
             cuts = (np.cumsum(props)[:-1] * len(idx)).astype(int)
-            for part, chunk in zip(parts, np.split(idx, cuts)):
+            for part, chunk in zip(parts, np.split(idx, cuts), strict=True):
                 part.extend(chunk.tolist())
         if min(len(p) for p in parts) >= min_size:
             break
@@ -161,8 +164,8 @@ def partition_dirichlet(labels: np.ndarray, num_parts: int, alpha: float, seed: 
 
 
 __all__ = [
-    "SCHEMAS",
     "ArrayDataset",
+    "SCHEMAS",
     "Schema",
     "get_schema",
     "load_file",

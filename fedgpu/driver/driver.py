@@ -18,9 +18,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -37,11 +38,11 @@ from fedgpu.models import ModelSpec, build_model, count_params
 from fedgpu.node.training import evaluate
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc
 from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors
-from fedgpu.wire.chunks import MAX_MESSAGE_BYTES
-from fedgpu.wire.serde import job_to_proto
+from fedgpu.wire.records import JobEvent, JobEventKind
+from fedgpu.wire.serde import job_event_from_proto, job_status_from_proto, job_to_proto
+from fedgpu.wire.transport import TLSConfig, handshake_failed, open_channel
 
 log = logging.getLogger("fedgpu.driver")
-Kind = driver_pb2.JobEventKind
 Progress = Callable[[dict[str, Any]], None]
 JOB_FILE = "job.json"
 
@@ -63,7 +64,7 @@ def fedavg(sums: list[CohortSum]) -> np.ndarray:
     weights = np.sum([s.weights for s in sums], axis=0)
     if np.any(weights <= 0):
         raise ProtocolError("the round's sum has a non-positive total weight")
-    return total / weights
+    return np.asarray(total / weights)
 
 
 class JobDriver:
@@ -76,6 +77,7 @@ class JobDriver:
         progress: Progress | None = None,
         keys: crypto.KeyPair | None = None,
         validation_path: Path | None = None,
+        tls: TLSConfig | None = None,
     ) -> None:
         self.job = job
         self.out = out_dir
@@ -84,10 +86,8 @@ class JobDriver:
         if validation is None and validation_path is not None:
             validation = load_file(validation_path, get_schema(job.dataset))
         self.progress = progress or (lambda ev: None)
-        self.channel = grpc.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-        )
-        self.stub = driver_pb2_grpc.DriverServiceStub(self.channel)
+        self.channel = open_channel(target, tls)
+        self.stub = driver_pb2_grpc.DriverServiceStub(self.channel)  # type: ignore[no-untyped-call]
         schema = get_schema(job.dataset)
         self.spec = ModelSpec(schema.input_shape, schema.num_classes)
         self.model = build_model(job.model, self.spec, seed=job.seed)
@@ -120,7 +120,9 @@ class JobDriver:
         self._started = time.perf_counter()
 
     @classmethod
-    def resume(cls, target: str, out_dir: Path, validation: ArrayDataset | None = None, progress: Progress | None = None) -> JobDriver:
+    def resume(
+        cls, target: str, out_dir: Path, validation: ArrayDataset | None = None, progress: Progress | None = None, tls: TLSConfig | None = None
+    ) -> JobDriver:
         """Re-attach to the job whose driver wrote ``out_dir`` (it was killed, or lost its aggregator)."""
         try:
             info = json.loads((out_dir / JOB_FILE).read_text())
@@ -128,7 +130,7 @@ class JobDriver:
             raise StorageError(f"{out_dir / JOB_FILE} is missing or unreadable: {out_dir} is not the --out folder of a submitted job") from exc
         job = job_from_dict(info["job"])
         path = Path(info["validation"]) if info.get("validation") and validation is None else None
-        driver = cls(target, job, out_dir, validation, progress, crypto.load_keys(job.encryption.scheme, out_dir / "keys"), path)
+        driver = cls(target, job, out_dir, validation, progress, crypto.load_keys(job.encryption.scheme, out_dir / "keys"), path, tls)
         driver.job_id, driver.token = info["job_id"], info["token"]
         driver._load()
         return driver
@@ -211,7 +213,7 @@ class JobDriver:
         """
         if self.published:
             return
-        st = self.stub.GetJob(driver_pb2.GetJobRequest(job_id=self.job_id, token=self.token), timeout=30)
+        st = job_status_from_proto(self.stub.GetJob(driver_pb2.GetJobRequest(job_id=self.job_id, token=self.token), timeout=30))
         theirs = -1 if st.state == "waiting_model" else int(st.model_version)
         if theirs == self.version and st.model_sha256 == hashlib.sha256(tensors.state_to_bytes(self.state)).hexdigest():
             log.info("job %s: the aggregator already holds model version %d", self.job_id, self.version)
@@ -275,7 +277,7 @@ class JobDriver:
 
         return client_level_epsilon(p.client_noise_multiplier, 1.0, rounds, p.delta, "rdp")
 
-    def _apply(self, ev: driver_pb2.JobEvent, started: float) -> None:
+    def _apply(self, ev: JobEvent, started: float) -> None:
         """Value and apply round ``ev.round`` exactly once: state written, then published."""
         if ev.round != self.version + 1:
             raise ProtocolError(f"the aggregator offers round {ev.round}, this driver is at model version {self.version}")
@@ -293,7 +295,7 @@ class JobDriver:
         crash_point("driver_published")
         self.progress({"event": "round", **rec, "elapsed": self.elapsed_before + time.perf_counter() - started})
 
-    def on_round(self, ev: driver_pb2.JobEvent) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
+    def on_round(self, ev: JobEvent) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
         """Fetch and decrypt the round's sums, aggregate, value, evaluate; the new model is in ``self.state``."""
         t0 = time.perf_counter()
         sums = self.fetch_sums(ev.round)
@@ -330,7 +332,7 @@ class JobDriver:
             "accuracy": acc,
             "loss": loss,
             "participants": list(ev.participants),
-            "cohorts": [list(c.members) for c in ev.cohorts],
+            "cohorts": [list(c) for c in ev.cohorts],
             "seconds": ev.seconds,
             "driver_seconds": driver_seconds,
             "bytes_up": int(ev.bytes_up),
@@ -375,25 +377,26 @@ class JobDriver:
         while not done:
             try:
                 self._sync()
-                for ev in self.stub.WatchJob(req):
-                    if ev.kind == Kind.JOB_EVENT_KIND_ROUND_OPENED:
+                for raw in self.stub.WatchJob(req):
+                    ev = job_event_from_proto(raw)
+                    if ev.kind is JobEventKind.ROUND_OPENED:
                         self.progress({"event": "round_opened", "round": ev.round, "nodes": len(ev.participants)})
-                    elif ev.kind == Kind.JOB_EVENT_KIND_ROUND_RETRY:
+                    elif ev.kind is JobEventKind.ROUND_RETRY:
                         self.progress({"event": "retry", "round": ev.round, "message": ev.message})
-                    elif ev.kind == Kind.JOB_EVENT_KIND_SUMS_READY:
+                    elif ev.kind is JobEventKind.SUMS_READY:
                         if ev.round > self.version:  # a round already applied is offered again after a reconnect
                             self._apply(ev, started)
-                    elif ev.kind == Kind.JOB_EVENT_KIND_JOB_DONE:
+                    elif ev.kind is JobEventKind.JOB_DONE:
                         done = True
                         break
-                    elif ev.kind == Kind.JOB_EVENT_KIND_JOB_FAILED:
+                    elif ev.kind is JobEventKind.JOB_FAILED:
                         raise RoundFailed(f"job {self.job_id} failed: {ev.message}")
-                    elif ev.kind == Kind.JOB_EVENT_KIND_JOB_CANCELLED:
+                    elif ev.kind is JobEventKind.JOB_CANCELLED:
                         raise RoundFailed(f"job {self.job_id} was cancelled: {ev.message}")
             except (grpc.RpcError, ValueError) as exc:
                 if self._abort is not None:
                     raise RoundFailed(self._abort) from exc
-                if not isinstance(exc, grpc.RpcError) or exc.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                if not isinstance(exc, grpc.RpcError) or exc.code() != grpc.StatusCode.UNAVAILABLE or handshake_failed(exc):
                     raise
                 self.progress({"event": "reconnect", "message": "aggregator unavailable; reconnecting"})
                 time.sleep(1.0)
@@ -419,3 +422,12 @@ class JobDriver:
         (self.out / "report.json").write_text(json.dumps(report, indent=2))
         return report
 
+
+
+__all__ = [
+    "CohortSum",
+    "JOB_FILE",
+    "JobDriver",
+    "Progress",
+    "fedavg",
+]

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from fedgpu.errors import StorageError
 
 STATE_FILE = "driver_state.safetensors"
-FORMAT = "fedgpu.driver.state.v1"
+_FORMAT = "fedgpu.driver.state.v1"
 
 
 @dataclass
@@ -42,7 +42,7 @@ def save_state(directory: Path, state: DriverState) -> None:
     tmp = path.with_suffix(".tmp")
     tensors = {f"model/{k}": v.detach().contiguous() for k, v in state.model.items()}
     tensors.update({f"array/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.arrays.items()})
-    meta = {"format": FORMAT, "version": str(state.version), "meta": json.dumps(state.meta, allow_nan=False)}
+    meta = {"format": _FORMAT, "version": str(state.version), "meta": json.dumps(state.meta, allow_nan=False)}
     try:
         save_file(tensors, str(tmp), metadata=meta)
         fd = os.open(tmp, os.O_RDONLY)
@@ -70,11 +70,16 @@ def load_state(directory: Path) -> DriverState:
         raise StorageError(f"{path} does not exist: {directory} holds no driver state to resume") from exc
     except (OSError, SafetensorError) as exc:
         raise StorageError(f"cannot read the driver's state {path}: {exc}") from exc
-    if header.get("format") != FORMAT:
-        raise StorageError(f"{path} is not a fedgpu driver state ({FORMAT})")
+    if header.get("format") != _FORMAT:
+        raise StorageError(f"{path} is not a fedgpu driver state ({_FORMAT})")
     model = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
     arrays = {k.removeprefix("array/"): v.numpy() for k, v in tensors.items() if k.startswith("array/")}
     return DriverState(int(header["version"]), model, arrays, json.loads(header["meta"]))
 
 
-__all__ = ["STATE_FILE", "DriverState", "load_state", "save_state"]
+__all__ = [
+    "DriverState",
+    "STATE_FILE",
+    "load_state",
+    "save_state",
+]

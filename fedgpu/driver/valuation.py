@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -162,7 +163,7 @@ class RoundValuer:
         est = self.estimator.estimates()
         proven = {n: max(b, 0.0) for n, b in self.estimator.lower_bounds(self.confidence).items()}
         out: dict[str, float] = {}
-        for v, members in zip(values, cohorts):
+        for v, members in zip(values, cohorts, strict=True):
             if len(members) == 1:
                 out[members[0]] = float(v)
             elif v > 0:
@@ -184,13 +185,10 @@ class RoundValuer:
 
         Each comparison carries its own error, and the two bars differ because the two mistakes do:
         keeping a poisoner costs the round, dropping an honest cohort a share of it, and shipping
-        nothing a whole round's progress. Measured in scripts/bench_valuation.py (adversary run, seeds
-        0-3): a tolerance taken from the all-cohorts model grew with the poisoner's own harm and late
-        rounds, where every step is small, kept the poisoner in 5 to 8 of 20 rounds (z_drop = 2: up to
-        7; z_drop = 1: 0 to 4, mostly the last rounds, final accuracy 0.89-0.94 against 0.76-0.91). And wanting proof of a
-        gain before shipping anything (the old final test) shipped nothing in 2 to 10 of 20 rounds, the
-        server's learning rate halving each time, while plain FedAvg went on lowering the loss: late in
-        training an honest round gains less than the held-out set resolves.
+        nothing a whole round's progress. A tolerance taken from the all-cohorts model would grow with
+        the poisoner's own harm and keep it in late rounds, where every step is small; and wanting
+        proof of a gain before shipping anything would stall the model, since late in training an
+        honest round gains less than the held-out set resolves (docs/protocol.md, "Measured").
         """
 
         def worse(a: frozenset[int], b: frozenset[int], z: float = z) -> bool:
@@ -238,3 +236,6 @@ class RoundValuer:
             "totals": dict(self.totals),
             "unspent": self.carried,
         }
+
+
+__all__ = ["RoundValuation", "RoundValuer"]

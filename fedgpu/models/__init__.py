@@ -6,14 +6,14 @@ more through the ``fedgpu.models`` entry-point group (``name = "pkg.module:build
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Callable
 
 import torch
 from torch import nn
 
-from fedgpu.errors import CapabilityError
+from fedgpu.errors import CapabilityError, ConfigError
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ _REGISTRY: dict[str, Builder] = {}
 
 def register_model(name: str, builder: Builder, *, force: bool = False) -> None:
     if name in _REGISTRY and not force:
-        raise ValueError(f"model {name!r} is already registered")
+        raise ConfigError(f"model {name!r} is already registered; pass force=True to replace it")
     _REGISTRY[name] = builder
 
 
@@ -39,7 +39,7 @@ class CNN1D(nn.Module):
 
     With ``standardize`` each sample is first scaled by its own mean and std: a per-record transform
     that costs no privacy and lets DP-SGD's clipped, noised steps make progress (docs/privacy.md);
-    without DP it costs about 2 points on the demo, so only ``cnn1d_dp`` does it.
+    without DP it costs accuracy (docs/protocol.md, "Measured"), so only ``cnn1d_dp`` does it.
     """
 
     def __init__(self, spec: ModelSpec, width: int = 64, standardize: bool = False) -> None:
@@ -63,7 +63,8 @@ class CNN1D(nn.Module):
             x = x.unsqueeze(1)
         if self.standardize:
             x = (x - x.mean(dim=-1, keepdim=True)) / (x.std(dim=-1, keepdim=True) + 1e-6)
-        return self.head(self.features(x).flatten(1))
+        logits: torch.Tensor = self.head(self.features(x).flatten(1))
+        return logits
 
 
 class MLP(nn.Module):
@@ -82,7 +83,8 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        logits: torch.Tensor = self.net(x)
+        return logits
 
 
 class DigitsCNN(nn.Module):
@@ -104,7 +106,8 @@ class DigitsCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:
             x = x.unsqueeze(1)
-        return self.head(self.features(x).flatten(1))
+        logits: torch.Tensor = self.head(self.features(x).flatten(1))
+        return logits
 
 
 register_model("cnn1d", lambda s: CNN1D(s, width=64))
@@ -145,4 +148,14 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ModelSpec", "available_models", "build_model", "count_params", "register_model"]
+__all__ = [
+    "Builder",
+    "CNN1D",
+    "DigitsCNN",
+    "MLP",
+    "ModelSpec",
+    "available_models",
+    "build_model",
+    "count_params",
+    "register_model",
+]

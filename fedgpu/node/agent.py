@@ -7,12 +7,14 @@ weights it downloads are safetensors checked against that architecture. A task t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -24,21 +26,22 @@ from fedgpu.errors import CapabilityError, ConfigError, FedgpuError, PrivacyBudg
 from fedgpu.models import ModelSpec, available_models, build_model
 from fedgpu.node.training import LocalTrainConfig, pick_device, train_local
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
-from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors
+from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors, transport
 from fedgpu.wire.auth import Identity
-from fedgpu.wire.chunks import MAX_MESSAGE_BYTES
+from fedgpu.wire.records import LedgerReceipt, Task
+from fedgpu.wire.serde import receipt_from_proto, task_from_proto, upload_progress_from_proto
+from fedgpu.wire.transport import TLSConfig
+
+if TYPE_CHECKING:
+    from fedgpu.node.privacy_gate import PrivacyGate
 
 log = logging.getLogger("fedgpu.node")
 
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-]
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
 
 # A hook that may replace the honest update (used by the demo's simulated adversaries, see
 # fedgpu/node/behaviours.py). Arguments: task, global flat weights, honest delta; returns a delta.
-UpdateHook = Callable[[node_pb2.Task, np.ndarray, np.ndarray], np.ndarray]
+UpdateHook = Callable[[Task, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -54,6 +57,7 @@ class NodeConfig:
     label_flip: bool = False
     weight_scale: float = 1e-3   # FedAvg weight = samples * weight_scale: keeps encrypted sums small
     extra_datasets: dict[str, ArrayDataset] = field(default_factory=dict)
+    tls: TLSConfig = field(default_factory=TLSConfig)  # --tls-ca: the CA that signed the aggregator's certificate
 
 
 class NodeAgent:
@@ -69,10 +73,10 @@ class NodeAgent:
                 self._data[name] = ArrayDataset(ds.x, (get_schema(name).num_classes - 1 - ds.y))
         self._models: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
         self._stop = threading.Event()
-        self.channel = grpc.insecure_channel(cfg.aggregator, options=CHANNEL_OPTIONS)
-        self.stub = node_pb2_grpc.NodeServiceStub(self.channel)
+        self.channel = transport.open_channel(cfg.aggregator, cfg.tls)
+        self.stub = node_pb2_grpc.NodeServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.tasks_done = 0
-        self.privacy = None  # the owner's privacy gate, opened with the first DP task
+        self.privacy: PrivacyGate | None = None  # the owner's privacy gate, opened with the first DP task
         self.receipts_path = cfg.identity_path.with_name("receipts.jsonl")
         self.receipts_after, self._held = self._load_receipts()
 
@@ -103,16 +107,15 @@ class NodeAgent:
     def _heartbeat(self) -> None:
         """Tell the aggregator the node is alive while it trains (a long-poll does so while idle)."""
         while not self._stop.wait(10.0):
-            try:
+            with contextlib.suppress(grpc.RpcError, ValueError):  # the main loop handles reconnection
                 self.stub.Heartbeat(self._signed("Heartbeat", node_pb2.HeartbeatRequest()), timeout=10)
-            except (grpc.RpcError, ValueError):
-                pass  # the main loop handles reconnection
 
     def run(self, max_tasks: int | None = None) -> None:
         """Serve tasks until stopped; reconnect with exponential back-off when the aggregator is away."""
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
         backoff = 0.5
         registered = False
+        last_failure = ""
         while not self._stop.is_set() and (max_tasks is None or self.tasks_done < max_tasks):
             try:
                 if not registered:
@@ -121,19 +124,26 @@ class NodeAgent:
                 pull = node_pb2.PullTaskRequest(wait_seconds=self.cfg.poll_seconds, receipts_after=self.receipts_after)
                 reply = self.stub.PullTask(self._signed("PullTask", pull), timeout=self.cfg.poll_seconds + 10)
                 backoff = 0.5
-                self._keep_receipts(reply.receipts)
+                last_failure = ""
+                self._keep_receipts([receipt_from_proto(r) for r in reply.receipts])
                 if reply.HasField("task"):
-                    self.handle(reply.task)
+                    self.handle(task_from_proto(reply.task))
             except grpc.RpcError as exc:
-                code = exc.code()  # type: ignore[attr-defined]
+                if transport.handshake_failed(exc):  # a CA or certificate problem: retrying cannot fix it
+                    raise transport.error_from_rpc(exc, self.cfg.aggregator) from exc
+                code = exc.code()
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     registered = False  # the aggregator may have lost its database: register again
                 if code in RETRYABLE or code == grpc.StatusCode.UNAUTHENTICATED:
+                    failure = f"{code.name}: {exc.details()}"
+                    if code in RETRYABLE and failure != last_failure:  # say why once, where the operator sees it
+                        log.warning("aggregator %s unreachable (%s); retrying with back-off", self.cfg.aggregator, failure)
+                    last_failure = failure
                     log.info("aggregator unreachable (%s); retrying in %.1f s", code.name, backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
-                log.warning("aggregator refused: %s %s", code.name, exc.details())  # type: ignore[attr-defined]
+                log.warning("aggregator refused: %s %s", code.name, exc.details())
                 self._stop.wait(1.0)
 
     def _load_receipts(self) -> tuple[int, set[tuple[str, int]]]:
@@ -151,18 +161,16 @@ class NodeAgent:
                     held.add((r.job_id, r.round))
         return after, held
 
-    def _keep_receipts(self, receipts) -> None:  # type: ignore[no-untyped-def]
+    def _keep_receipts(self, receipts: list[LedgerReceipt]) -> None:
         """Append verified reward receipts to HOME/receipts.jsonl (the node's proof of what it was paid),
         durably, then move the acknowledged id on: a crash in between only means a second delivery."""
         if not receipts:
             return
         import os
 
-        from fedgpu.rewards.chain import Receipt
-
         with self.receipts_path.open("a") as f:
-            for r in receipts:
-                receipt = Receipt(r.job_id, r.round, r.node_id, r.reward, r.entry_hash, r.head_hash, r.signature, r.aggregator_key)
+            for delivered in receipts:
+                r = receipt = delivered.receipt
                 if receipt.node_id != self.node_id or not receipt.verify():
                     log.warning("ignoring a receipt that does not verify: %s round %d", r.job_id, r.round)
                     continue
@@ -177,7 +185,7 @@ class NodeAgent:
         tmp.write_text(str(self.receipts_after))
         tmp.replace(cursor)
 
-    def handle(self, task: node_pb2.Task) -> None:
+    def handle(self, task: Task) -> None:
         try:
             self._check_capable(task)
             delta, weight, seconds, epsilon = self._train(task)
@@ -194,19 +202,19 @@ class NodeAgent:
             log.warning("task %s failed: %s", task.task_id, exc)
             self._decline(task, node_pb2.DECLINE_REASON_FAILED, str(exc))
 
-    def _decline(self, task: node_pb2.Task, reason: int, message: str) -> None:
+    def _decline(self, task: Task, reason: node_pb2.DeclineReason, message: str) -> None:
         log.info("declining task of job %s: %s", task.job_id, message)
         req = node_pb2.DeclineTaskRequest(task_id=task.task_id, reason=reason, message=message[:500])
         self.stub.DeclineTask(self._signed("DeclineTask", req), timeout=30)
 
-    def _check_capable(self, task: node_pb2.Task) -> None:
+    def _check_capable(self, task: Task) -> None:
         if task.model not in available_models():
             raise CapabilityError(f"model {task.model!r} is not installed on this node")
         if task.dataset not in self._data:
             raise CapabilityError(f"dataset {task.dataset!r} is not mapped on this node (use --data {task.dataset}=PATH)")
 
     # ---- work ----------------------------------------------------------------------------------
-    def _global_state(self, task: node_pb2.Task, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    def _global_state(self, task: Task, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         key = (task.job_id, task.model_version)
         if key not in self._models:
             parts = []
@@ -218,7 +226,7 @@ class NodeAgent:
             self._models[key] = state
         return self._models[key]
 
-    def _train(self, task: node_pb2.Task) -> tuple[np.ndarray, float, float, float]:
+    def _train(self, task: Task) -> tuple[np.ndarray, float, float, float]:
         schema = get_schema(task.dataset)
         data = self._data[task.dataset]
         model = build_model(task.model, ModelSpec(schema.input_shape, schema.num_classes))
@@ -252,7 +260,7 @@ class NodeAgent:
             raise FedgpuError("training diverged (NaN or infinite weights); lower the learning rate")
         return delta, len(data) * self.cfg.weight_scale, seconds, epsilon
 
-    def _upload(self, task: node_pb2.Task, delta: np.ndarray, weight: float, seconds: float, epsilon: float = 0.0) -> None:
+    def _upload(self, task: Task, delta: np.ndarray, weight: float, seconds: float, epsilon: float = 0.0) -> None:
         enc = task.encryption
         encryptor = crypto.encryptor(enc.scheme, enc.params, enc.public_material)
         if crypto.context_fingerprint(enc.scheme, enc.params, enc.public_material) != enc.fingerprint:
@@ -269,16 +277,24 @@ class NodeAgent:
         start = 0
         for attempt in range(5):
             try:
-                reply = self.stub.UploadUpdate(messages(start), timeout=max(30.0, task.deadline_ms / 1000 - time.time()))
+                reply = upload_progress_from_proto(self.stub.UploadUpdate(messages(start), timeout=max(30.0, task.deadline_ms / 1000 - time.time())))
                 if reply.complete:
                     log.info("job %s round %d: uploaded %d chunks (%.1f s training)", task.job_id, task.round, count, seconds)
                     return
             except grpc.RpcError as exc:
-                if exc.code() not in RETRYABLE:  # type: ignore[attr-defined]
+                if exc.code() not in RETRYABLE:
                     raise
-                log.info("upload interrupted (%s); resuming", exc.code().name)  # type: ignore[attr-defined]
+                log.info("upload interrupted (%s); resuming", exc.code().name)
                 time.sleep(0.5 * 2**attempt)
-            status = self.stub.UploadStatus(self._signed("UploadStatus", node_pb2.UploadStatusRequest(task_id=task.task_id)), timeout=30)
+            status = upload_progress_from_proto(self.stub.UploadStatus(self._signed("UploadStatus", node_pb2.UploadStatusRequest(task_id=task.task_id)), timeout=30))
             if status.complete:
                 return
             start = status.received
+
+
+__all__ = [
+    "NodeAgent",
+    "NodeConfig",
+    "RETRYABLE",
+    "UpdateHook",
+]

@@ -15,7 +15,7 @@ from fedgpu.datasets import ArrayDataset
 from fedgpu.node.training import LocalTrainConfig, train_local_dp
 from fedgpu.privacy.dp import noise_for_job
 from fedgpu.privacy.ledger import OwnerLedger, PrivacyEvent, dataset_fingerprint
-from fedgpu.proto.fedgpu.v1 import node_pb2
+from fedgpu.wire.records import Task
 
 NO_CAP = 1e6  # an owner who set no cap still has every task recorded
 
@@ -34,7 +34,7 @@ class PrivacyGate:
             self._fingerprints[key] = dataset_fingerprint(data)
         return self._fingerprints[key]
 
-    def train(self, task: node_pb2.Task, model: nn.Module, data: ArrayDataset, cfg: LocalTrainConfig, device: torch.device) -> float:
+    def train(self, task: Task, model: nn.Module, data: ArrayDataset, cfg: LocalTrainConfig, device: torch.device) -> float:
         """Charge, then train ``model`` in place; returns the owner's epsilon on this dataset afterwards."""
         p = task.privacy
         sigma, sample_rate, steps = noise_for_job(p.epsilon, p.delta, len(data), cfg.batch_size, cfg.epochs, int(p.rounds), p.accountant or "prv")
@@ -43,3 +43,6 @@ class PrivacyGate:
         train_local_dp(model, data, cfg, sigma, p.max_grad_norm, device)
         self.last_epsilon = epsilon
         return epsilon
+
+
+__all__ = ["NO_CAP", "PrivacyGate"]

@@ -1,9 +1,9 @@
 """Local training on a node: a few epochs of SGD on the owner's data, on CUDA when present.
 
 ``train_local`` is the plain path. ``train_local_dp`` is the same loop under DP-SGD (Opacus): the
-model is privatised for this call only and trained in place. ``train_task_dp`` is what a node runs
-for one round of a DP job: plan sigma for its own data, charge the owner's ledger (refusing, before
-the model is touched, when the owner's cap would be passed), then train.
+model is privatised for this call only and trained in place. What a node runs for one round of a DP
+job (plan sigma for its own data, charge the owner's ledger, then train) is
+:class:`fedgpu.node.privacy_gate.PrivacyGate`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ from torch.utils.data import DataLoader, TensorDataset
 from fedgpu.datasets import ArrayDataset
 from fedgpu.errors import ConfigError
 
+# Re-exported: driver.py (TEMPORARY, until it imports fedgpu.evaluation) and agent.py import them from here.
+from fedgpu.evaluation import evaluate as evaluate
+from fedgpu.evaluation import pick_device as pick_device
+
 if TYPE_CHECKING:  # Opacus is imported only when a DP task runs: the plain path stays light
-    from fedgpu.privacy.dp import DPConfig, GradSampleMode
-    from fedgpu.privacy.ledger import OwnerLedger
+    from fedgpu.privacy.dp import GradSampleMode
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,7 @@ class DPTrainResult(TrainResult):
     max_grad_norm: float
 
 
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def make_loader(data: ArrayDataset, batch_size: int, seed: int, device: torch.device) -> DataLoader:
+def make_loader(data: ArrayDataset, batch_size: int, seed: int, device: torch.device) -> DataLoader[tuple[torch.Tensor, ...]]:
     ds = TensorDataset(torch.from_numpy(np.ascontiguousarray(data.x)), torch.from_numpy(data.y))
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=gen, pin_memory=device.type == "cuda")
@@ -87,24 +86,6 @@ def train_local(model: nn.Module, data: ArrayDataset, cfg: LocalTrainConfig, dev
         last = total / max(count, 1)
     model.to("cpu")
     return TrainResult(num_samples=len(data), steps=steps, loss=last, seconds=time.perf_counter() - t0)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int = 1024, device: torch.device | None = None) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy loss) of ``model`` on ``data``."""
-    device = device or pick_device()
-    model.to(device).eval()
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    correct, total_loss = 0, 0.0
-    for i in range(0, len(data), batch_size):
-        xb = torch.from_numpy(np.ascontiguousarray(data.x[i : i + batch_size])).to(device)
-        yb = torch.from_numpy(data.y[i : i + batch_size]).to(device)
-        out = model(xb)
-        total_loss += float(loss_fn(out, yb))
-        correct += int((out.argmax(1) == yb).sum())
-    model.to("cpu")
-    n = max(len(data), 1)
-    return correct / n, total_loss / n
 
 
 def train_local_dp(
@@ -182,51 +163,4 @@ def train_local_dp(
     )
 
 
-def train_task_dp(
-    model: nn.Module,
-    data: ArrayDataset,
-    cfg: LocalTrainConfig,
-    dp: DPConfig,
-    *,
-    rounds: int,
-    ledger: OwnerLedger,
-    owner: str,
-    job_id: str,
-    round_index: int,
-    cap: float,
-    device: torch.device | None = None,
-    max_physical_batch_size: int | None = None,
-) -> DPTrainResult:
-    """One round of a DP job on the node: plan, charge, train, in that order.
-
-    The charge is durable before training starts, so a crash mid-round counts as spent (the safe
-    side), and a refused round raises ``PrivacyBudgetExceeded`` with the model untouched.
-    """
-    from fedgpu.privacy.dp import noise_for_job
-    from fedgpu.privacy.ledger import PrivacyEvent, dataset_fingerprint
-
-    sigma, q, steps = noise_for_job(dp.epsilon, dp.delta, len(data), cfg.batch_size, cfg.epochs, rounds, dp.accountant)
-    event = PrivacyEvent(
-        owner=owner,
-        dataset_fp=dataset_fingerprint(data),
-        job_id=job_id,
-        round=round_index,
-        noise_multiplier=sigma,
-        sample_rate=q,
-        steps=steps,
-        delta=dp.delta,
-    )
-    ledger.charge(event, cap)
-    result = train_local_dp(
-        model,
-        data,
-        cfg,
-        sigma,
-        dp.max_grad_norm,
-        device,
-        poisson_sampling=dp.poisson_sampling,
-        max_physical_batch_size=max_physical_batch_size,
-    )
-    if result.steps != steps:  # pragma: no cover - the plan and Opacus disagree: a bug, not an input
-        raise RuntimeError(f"trained {result.steps} steps but charged {steps}")
-    return result
+__all__ = ["DPTrainResult", "LocalTrainConfig", "TrainResult", "make_loader", "train_local", "train_local_dp"]

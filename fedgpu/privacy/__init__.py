@@ -6,3 +6,6 @@
 
 Nothing is imported here, so ``import fedgpu.privacy`` does not load Opacus. See docs/privacy.md.
 """
+
+
+__all__: list[str] = []

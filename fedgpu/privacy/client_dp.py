@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Union
 
 import numpy as np
 import torch
@@ -28,8 +27,8 @@ from fedgpu.privacy.dp import Accountant, check_epsilon_delta, epsilon_of
 
 # A model delta: the flat float vector the node uploads (``fedgpu.wire.tensors.flatten``), or a
 # state-dict-shaped mapping. Every function returns the type it was given.
-Update = Union[np.ndarray, Mapping[str, torch.Tensor]]
-Rng = Union[np.random.Generator, torch.Generator]
+Update = np.ndarray | Mapping[str, torch.Tensor]
+Rng = np.random.Generator | torch.Generator
 
 
 def update_norm(update: Update) -> float:
@@ -83,7 +82,8 @@ def add_share_of_noise(update: Update, clip_norm: float, noise_multiplier: float
     if isinstance(update, np.ndarray):
         if not np.issubdtype(update.dtype, np.floating):
             raise ConfigError(f"update must be a floating-point array, got {update.dtype}")
-        return (update.astype(np.float64) + _gaussian(update.shape, std, rng)).astype(update.dtype)
+        noised: np.ndarray = (update.astype(np.float64) + _gaussian(update.shape, std, rng)).astype(update.dtype)
+        return noised
     out: dict[str, torch.Tensor] = {}
     for name, v in update.items():
         if torch.is_floating_point(v):

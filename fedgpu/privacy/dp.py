@@ -9,7 +9,7 @@ Two Opacus details this module exists to get right:
 
 * Opacus accounts a Poisson-sampled epoch as ``len(data_loader)`` steps at ``q = 1/len(data_loader)``,
   i.e. ``q = 1/ceil(n/B)``, not ``B/n`` (planning with ``B/n`` gives a sigma for the wrong q).
-  ``planned_steps`` is that formula, and ``private_training`` builds the Poisson loader from it, so
+  ``planned_steps`` is that formula, and ``private_round`` builds the Poisson loader from it, so
   the node, the driver and the ledger agree on q and the step count to the last bit. (Opacus's own
   ``DPDataLoader.from_data_loader`` rounds ``int(1/(1/k))``, which is ``k - 1`` for k = 93, 99, ...)
 * A module must not be privatised twice (meta-pytorch/opacus#608): each round wraps the plain model
@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
+from typing import Any
 
 import torch
 from opacus import PrivacyEngine
@@ -48,14 +49,14 @@ from torch.utils.data import DataLoader, Dataset
 from fedgpu.errors import ConfigError
 
 
-class Accountant(str, Enum):
+class Accountant(str, Enum):  # noqa: UP042 - not StrEnum: str() of a member stays "Accountant.PRV"
     """Opacus accountants fedgpu accepts. GDP is left out: it raises when sigma or q change, as they do across jobs."""
 
     PRV = "prv"  # Gopi et al., NeurIPS 2021: tight numerical composition; Opacus's default
-    RDP = "rdp"  # Renyi DP: looser (~8-10% on MNIST-1D settings) but cheap on long, mixed histories
+    RDP = "rdp"  # Renyi DP: looser (docs/privacy.md) but cheap on long, mixed histories
 
 
-class GradSampleMode(str, Enum):
+class GradSampleMode(str, Enum):  # noqa: UP042 - as Accountant
     """How Opacus computes per-sample gradients; ``ew`` was the fastest on CPU for fedgpu's CNNs."""
 
     HOOKS = "hooks"
@@ -182,8 +183,8 @@ def noise_for_job(
 
     Each node knows its own n, so each node plans its own sigma such that all ``rounds`` rounds of
     ``epochs`` local epochs together reach the job's epsilon, within ``tolerance`` below it (see
-    ``plan_noise``). Cached, so calling it every round is cheap; the first call is a bisection
-    (~3 s with RDP, ~7 s with PRV on one core).
+    ``plan_noise``). Cached, so calling it every round is cheap; the first call is a bisection over
+    the accountant, which takes seconds.
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ConfigError(f"rounds must be a positive integer, got {rounds!r}")
@@ -234,7 +235,7 @@ class PrivateRound:
 
     module: nn.Module  # the GradSampleModule wrapper: call it for the forward pass
     optimizer: DPOptimizer
-    loader: DataLoader  # logical (Poisson) batches, split into physical ones when needed
+    loader: DataLoader[Any]  # logical (Poisson) batches, split into physical ones when needed
     sample_rate: float
     steps_per_epoch: int
     accountant: IAccountant  # this round's steps only; the owner's ledger holds the whole history
@@ -247,7 +248,7 @@ class PrivateRound:
 def private_round(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    dataset: Dataset,
+    dataset: Dataset[Any],
     *,
     batch_size: int,
     noise_multiplier: float,
@@ -275,7 +276,7 @@ def private_round(
     noise_gen = secret_generator(device, None if seed is None else seed + 1)
     if poisson_sampling:
         # Built here rather than by make_private so that q is exactly 1/ceil(n/B) (see module doc).
-        loader: DataLoader = DPDataLoader(dataset, sample_rate=sample_rate, generator=sampling_gen)
+        loader: DataLoader[Any] = DPDataLoader(dataset, sample_rate=sample_rate, generator=sampling_gen)
         loader.batch_sampler.steps = steps_per_epoch  # type: ignore[union-attr]
     else:
         warnings.warn(
@@ -311,7 +312,7 @@ def private_round(
             yield PrivateRound(dp_model, dp_opt, dp_loader, sample_rate, steps_per_epoch, engine.accountant)
     finally:
         dp_opt.zero_grad(set_to_none=True)
-        dp_model._close()  # type: ignore[operator]  # removes hooks and grad_sample attributes from `model`
+        dp_model._close()  # removes hooks and grad_sample attributes from `model`
         for p in model.parameters():
             for attr in ("summed_grad", "_processed"):
                 if hasattr(p, attr):
@@ -329,6 +330,7 @@ __all__ = [
     "DPConfig",
     "GradSampleMode",
     "PrivateRound",
+    "check_epsilon_delta",
     "check_module",
     "epsilon_of",
     "make_accountant",

@@ -19,11 +19,11 @@ one segment (composition is commutative, so the guarantee is the same). This kee
 accountant's work proportional to the number of distinct settings, not of rounds, and makes a job
 that was planned as one segment end at exactly the epsilon it was planned for.
 
-Cost: Opacus's PRV accountant takes ~0.45 s per distinct segment on a 2-core box (50 distinct
-segments: 25 s; at epsilon ~60, 390 s and 6.7 GB), RDP ~0.1 s. ``epsilon`` always uses the configured
+Cost: Opacus's PRV accountant takes far longer per distinct segment than RDP, and its time and memory
+grow with epsilon (docs/privacy.md, "Cost of PRV"). ``epsilon`` always uses the configured
 accountant. The admission check in ``project``/``charge`` uses it too up to ``prv_max_segments``
-distinct segments and RDP beyond: RDP's epsilon is a valid, looser (~8 %) upper bound, so the check
-only errs towards refusing.
+distinct segments and RDP beyond: RDP's epsilon is a valid, looser upper bound, so the check only
+errs towards refusing.
 
 Durability: WAL journal with ``synchronous=FULL``, so a charge is on disk when ``charge`` returns
 and survives a SIGKILL or power loss right after. The node charges *before* it trains: a crash
@@ -256,8 +256,8 @@ class OwnerLedger:
             con.execute("BEGIN IMMEDIATE")  # take the write lock before reading the history
             try:
                 history = [s.event.segment for s in self._select(con, dataset_fp=event.dataset_fp)]
-                mechanism = self.admission_accountant(history + [event.segment])
-                projected = self._epsilon(history + [event.segment], event.delta, mechanism)
+                mechanism = self.admission_accountant([*history, event.segment])
+                projected = self._epsilon([*history, event.segment], event.delta, mechanism)
                 if projected > cap:
                     spent = self._epsilon(history, event.delta, mechanism)
                     raise PrivacyBudgetExceeded(

@@ -11,6 +11,8 @@ A leaf package: it imports torch, numpy and cryptography, never a role (aggregat
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fedgpu.rewards.chain import (
     GENESIS,
     LedgerEntry,
@@ -26,6 +28,7 @@ from fedgpu.rewards.chain import (
     sign_head,
     verify_chain,
     verify_head,
+    verify_ledger,
 )
 from fedgpu.rewards.estimate import NodeValueEstimator, Observation, Reputation, round_observations, split_cohort_value
 from fedgpu.rewards.payout import payout, payout_units
@@ -40,6 +43,8 @@ from fedgpu.rewards.shapley import (
 
 # The game needs torch; the ledger rules (used by the aggregator, which never imports torch) do not.
 _LAZY = {"CohortGame", "fedavg", "flatten_params", "load_flat", "noise_floor", "zero_below_floor"}
+if TYPE_CHECKING:  # what __getattr__ hands out, for the type checker
+    from fedgpu.rewards.utility import CohortGame, fedavg, flatten_params, load_flat, noise_floor, zero_below_floor
 
 
 def __getattr__(name: str) -> object:
@@ -83,5 +88,6 @@ __all__ = [
     "split_cohort_value",
     "verify_chain",
     "verify_head",
+    "verify_ledger",
     "zero_below_floor",
 ]

@@ -5,7 +5,8 @@ Pure functions only; the aggregator's store writes the rows. Each row commits to
 reordering any past row breaks every later hash. Each round the aggregator signs the head with its
 Ed25519 key and gives every paid node a :class:`Receipt`; a node holding a receipt can prove that a
 later ledger omitted or rewrote its payment. (Upgrade path: a Merkle log with inclusion proofs, as in
-Certificate Transparency.)
+Certificate Transparency.) :func:`verify_ledger` re-checks a whole stored ledger, rows and heads,
+from plain data: whoever holds the store reads it, this module judges it.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from fedgpu.errors import ProtocolError
+from fedgpu.errors import ProtocolError, RewardsError
 
 GENESIS = "0" * 64
 HEAD_PURPOSE = "fedgpu.ledger.head.v1"  # domain separation: a head signature can never pass for another message
@@ -110,7 +112,7 @@ class LedgerRow(LedgerEntry):
 def _normalised(entry: LedgerEntry) -> LedgerEntry:
     """Coerce types once, so 1 and 1.0 or an np.int64 round cannot give two hashes for one payment."""
     if not _HEX64.fullmatch(entry.evidence_digest):
-        raise ValueError(f"evidence_digest must be 64 lowercase hex characters, got {entry.evidence_digest!r}")
+        raise RewardsError(f"evidence_digest must be 64 lowercase hex characters, got {entry.evidence_digest!r}")
     return LedgerEntry(
         job_id=str(entry.job_id),
         round=int(entry.round),
@@ -125,7 +127,7 @@ def _normalised(entry: LedgerEntry) -> LedgerEntry:
 def build_rows(prev_hash: str, entries: Iterable[LedgerEntry]) -> list[LedgerRow]:
     """Chain ``entries`` after ``prev_hash`` (``GENESIS`` for an empty ledger); the head is the last entry_hash."""
     if not _HEX64.fullmatch(prev_hash):
-        raise ValueError(f"prev_hash must be 64 lowercase hex characters, got {prev_hash!r}")
+        raise RewardsError(f"prev_hash must be 64 lowercase hex characters, got {prev_hash!r}")
     rows: list[LedgerRow] = []
     for raw in entries:
         entry = _normalised(raw)
@@ -155,6 +157,40 @@ def verify_chain(rows: Sequence[LedgerRow], start_hash: str = GENESIS) -> int | 
             return i
         expected = row.entry_hash
     return None
+
+
+def verify_ledger(records: Sequence[Mapping[str, Any]], heads: Sequence[Mapping[str, Any]], public_key: bytes | None) -> tuple[bool, str]:
+    """Re-check a whole stored ledger: every row's hash and link, and every round's signed head.
+
+    ``records`` are the rows in chain order, as the store holds them (:meth:`LedgerRow.to_record`
+    columns and the store's ``id``); ``heads`` the signed round heads (``job_id``, ``round``,
+    ``head_hash``, ``signature`` in hex); ``public_key`` the aggregator's raw Ed25519 key, or None when
+    there is none. Returns ``(ok, message)``; the message names the first thing that does not verify.
+    """
+    rows = [LedgerRow.from_record(r) for r in records]
+    bad = verify_chain(rows)
+    if bad is not None:
+        r = records[bad]
+        return False, f"row {r.get('id', bad)} (job {r['job_id']}, round {r['round']}, node {r['node_id']}) does not match its hash or its link to the previous row"
+    if public_key is None:
+        return (not rows), "no signing key in the database" if rows else "empty ledger"
+    last_of: dict[tuple[str, int], str] = {}
+    for row in rows:
+        last_of[(row.job_id, row.round)] = row.entry_hash
+    for h in heads:
+        if last_of.get((h["job_id"], h["round"])) != h["head_hash"]:
+            return False, f"head of job {h['job_id']} round {h['round']} does not match the last row of that round"
+        try:
+            signature = bytes.fromhex(h["signature"])
+        except (TypeError, ValueError):
+            signature = b""  # not hex: it cannot verify
+        if not verify_head(public_key, h["job_id"], h["round"], h["head_hash"], signature):
+            return False, f"signature of job {h['job_id']} round {h['round']} does not verify with key {public_key.hex()[:16]}..."
+    missing = set(last_of) - {(h["job_id"], h["round"]) for h in heads}
+    if missing:
+        j, rnd = sorted(missing)[0]
+        return False, f"job {j} round {rnd} has rows but no signed head"
+    return True, f"ledger OK: {len(rows)} rows, {len(heads)} signed round heads, key {public_key.hex()[:16]}..."
 
 
 def _head_message(job_id: str, round: int, head_hash: str) -> bytes:
@@ -256,4 +292,5 @@ __all__ = [
     "sign_head",
     "verify_chain",
     "verify_head",
+    "verify_ledger",
 ]

@@ -11,10 +11,12 @@ separates them.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
+
+from fedgpu.errors import RewardsError
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class NodeValueEstimator:
 
     def __init__(self, ridge: float = 1e-6) -> None:
         if not ridge >= 0.0:
-            raise ValueError(f"ridge must be >= 0, got {ridge}")
+            raise RewardsError(f"ridge must be >= 0, got {ridge}")
         self.ridge = ridge
         self._index: dict[str, int] = {}
         self._gram = np.zeros((0, 0))  # X^T X: how often each pair of nodes shared a cohort
@@ -53,11 +55,11 @@ class NodeValueEstimator:
         """Record that the cohort ``members`` was worth ``value`` in ``round``."""
         cohort = tuple(members)
         if not cohort:
-            raise ValueError("a cohort needs at least one member")
+            raise RewardsError("a cohort needs at least one member")
         if len(set(cohort)) != len(cohort):
-            raise ValueError(f"cohort {list(cohort)} names a node twice")
+            raise RewardsError(f"cohort {list(cohort)} names a node twice")
         if not math.isfinite(value):
-            raise ValueError(f"cohort value must be finite, got {value}")
+            raise RewardsError(f"cohort value must be finite, got {value}")
         for node in cohort:
             if node not in self._index:
                 self._grow(node)
@@ -68,8 +70,8 @@ class NodeValueEstimator:
 
     def observe_round(self, round: int, cohorts: Sequence[Sequence[str]], values: Sequence[float]) -> None:
         if len(cohorts) != len(values):
-            raise ValueError(f"{len(cohorts)} cohorts but {len(values)} values")
-        for members, value in zip(cohorts, values):
+            raise RewardsError(f"{len(cohorts)} cohorts but {len(values)} values")
+        for members, value in zip(cohorts, values, strict=True):
             self.observe(round, members, float(value))
 
     def estimates(self) -> dict[str, float]:
@@ -121,12 +123,12 @@ def split_cohort_value(cohort_value: float, members: Sequence[str], estimates: M
     Observe the round in the estimator first, so that every member has an estimate.
     """
     if not math.isfinite(cohort_value):
-        raise ValueError(f"cohort value must be finite, got {cohort_value}")
+        raise RewardsError(f"cohort value must be finite, got {cohort_value}")
     cohort = list(members)
     if not cohort:
         return {}
     if len(set(cohort)) != len(cohort):
-        raise ValueError(f"cohort {cohort} names a node twice")
+        raise RewardsError(f"cohort {cohort} names a node twice")
     sign = 1.0 if cohort_value >= 0 else -1.0
     known = {m: max(sign * estimates[m], 0.0) for m in cohort if m in estimates}
     fill = float(np.mean(list(known.values()))) if known else 0.0
@@ -134,7 +136,7 @@ def split_cohort_value(cohort_value: float, members: Sequence[str], estimates: M
     total = float(weights.sum())
     if total <= 0.0:
         return {m: cohort_value / len(cohort) for m in cohort}
-    return {m: cohort_value * float(w) / total for m, w in zip(cohort, weights)}
+    return {m: cohort_value * float(w) / total for m, w in zip(cohort, weights, strict=True)}
 
 
 class Reputation:
@@ -146,14 +148,14 @@ class Reputation:
 
     def __init__(self, alpha: float = 0.2, initial: float = 0.0) -> None:
         if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+            raise RewardsError(f"alpha must be in (0, 1], got {alpha}")
         self.alpha = alpha
         self.initial = initial
         self._scores: dict[str, float] = {}
 
     def update(self, node: str, value: float) -> float:
         if not math.isfinite(value):
-            raise ValueError(f"value of node {node!r} must be finite, got {value}")
+            raise RewardsError(f"value of node {node!r} must be finite, got {value}")
         score = (1.0 - self.alpha) * self._scores.get(node, self.initial) + self.alpha * value
         self._scores[node] = score
         return score
@@ -169,7 +171,7 @@ class Reputation:
         self._scores = {str(k): float(v) for k, v in scores.items()}
 
 
-def round_observations(values: Sequence[float], scale: float) -> list[float]:
+def round_observations(values: Sequence[float] | np.ndarray, scale: float) -> list[float]:
     """A round's cohort values as the estimator should observe them, given the round's scale (its largest
     kept value, or the noise floor when that is larger).
 
@@ -177,12 +179,10 @@ def round_observations(values: Sequence[float], scale: float) -> list[float]:
     the regression (it is already excluded and paid nothing). Divided by the scale's square root: what a
     node adds shrinks with what the round had to gain (early rounds are worth 100x late ones), so raw
     values let the first rounds decide every estimate, while shares of the round (dividing by the scale)
-    let late rounds' noise do it. Over seeds 0-3 of scripts/bench_valuation.py the k = 3 estimates' rank
-    correlation with exact k = 1 values was 0.77-0.95 raw, 0.76-0.95 as shares and 0.93-0.96 with the
-    square root.
+    let late rounds' noise do it (docs/protocol.md, "Measured").
     """
     if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a finite number > 0, got {scale}")
+        raise RewardsError(f"scale must be a finite number > 0, got {scale}")
     root = math.sqrt(scale)
     return [max(min(float(v), scale), -scale) / root for v in values]
 

@@ -7,21 +7,24 @@ and the pool is never overspent: pro rata over the positive values, all of it wh
 from __future__ import annotations
 
 import math
-from typing import Mapping, TypeVar
+from collections.abc import Mapping
+from typing import TypeVar
 
-Node = TypeVar("Node")
+from fedgpu.errors import RewardsError
+
+_Node = TypeVar("_Node")
 
 
-def _positive(values: Mapping[Node, float], pool: float) -> dict[Node, float]:
+def _positive(values: Mapping[_Node, float], pool: float) -> dict[_Node, float]:
     if not (math.isfinite(pool) and pool >= 0):
-        raise ValueError(f"pool must be a finite number >= 0, got {pool}")
+        raise RewardsError(f"pool must be a finite number >= 0, got {pool}")
     for node, value in values.items():
         if not math.isfinite(value):
-            raise ValueError(f"value of {node!r} is {value}; values must be finite")
+            raise RewardsError(f"value of {node!r} is {value}; values must be finite")
     return {node: float(value) for node, value in values.items() if value > 0}
 
 
-def payout(values: Mapping[Node, float], pool: float) -> dict[Node, float]:
+def payout(values: Mapping[_Node, float], pool: float) -> dict[_Node, float]:
     """Rewards in the pool's unit: positive values pro rata, the rest 0; they sum to ``pool`` (or 0)."""
     positive = _positive(values, pool)
     rewards = {node: 0.0 for node in values}
@@ -36,14 +39,14 @@ def payout(values: Mapping[Node, float], pool: float) -> dict[Node, float]:
     return rewards
 
 
-def payout_units(values: Mapping[Node, float], pool_units: int) -> dict[Node, int]:
+def payout_units(values: Mapping[_Node, float], pool_units: int) -> dict[_Node, int]:
     """Whole units (e.g. micro-credits) by largest remainder: the sum is exactly ``pool_units``.
 
     Ties in the remainder go to the larger value, then to the smaller node id, so every party that
     recomputes the payout gets the same integers.
     """
     if pool_units < 0:
-        raise ValueError(f"pool_units must be >= 0, got {pool_units}")
+        raise RewardsError(f"pool_units must be >= 0, got {pool_units}")
     positive = _positive(values, float(pool_units))
     rewards = {node: 0 for node in values}
     if not positive:
@@ -51,7 +54,7 @@ def payout_units(values: Mapping[Node, float], pool_units: int) -> dict[Node, in
     total = math.fsum(positive.values())
     exact = {node: pool_units * v / total for node, v in positive.items()}
     for node, share in exact.items():
-        rewards[node] = int(math.floor(share))
+        rewards[node] = math.floor(share)
     left = pool_units - sum(rewards[n] for n in positive)
     order = sorted(positive, key=lambda n: (-(exact[n] - rewards[n]), -positive[n], str(n)))
     for node in order[: max(left, 0)]:

@@ -10,10 +10,12 @@ estimator is deterministic given its seed and the stored utilities).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import numpy as np
+
+from fedgpu.errors import RewardsError
 
 Coalition = frozenset[int]
 Utility = Callable[[Coalition], float]
@@ -53,7 +55,7 @@ class _CachedUtility:
             raise _BudgetExhausted
         value = float(self._u(coalition))
         if not math.isfinite(value):
-            raise ValueError(f"utility of coalition {sorted(coalition)} is {value}; a utility must be finite")
+            raise RewardsError(f"utility of coalition {sorted(coalition)} is {value}; a utility must be finite")
         self.table[coalition] = value
         return value
 
@@ -64,7 +66,7 @@ def _members(mask: int, n: int) -> Coalition:
 
 def _check_players(n: int) -> None:
     if n < 0:
-        raise ValueError(f"number of players must be >= 0, got {n}")
+        raise RewardsError(f"number of players must be >= 0, got {n}")
 
 
 def shapley_exact(n: int, u: Utility, max_players: int = EXACT_DEFAULT_MAX_PLAYERS) -> ShapleyResult:
@@ -74,9 +76,9 @@ def shapley_exact(n: int, u: Utility, max_players: int = EXACT_DEFAULT_MAX_PLAYE
     """
     _check_players(n)
     if max_players > EXACT_HARD_MAX_PLAYERS:
-        raise ValueError(f"max_players = {max_players}: exact Shapley is limited to {EXACT_HARD_MAX_PLAYERS} players")
+        raise RewardsError(f"max_players = {max_players}: exact Shapley is limited to {EXACT_HARD_MAX_PLAYERS} players")
     if n > max_players:
-        raise ValueError(f"exact Shapley over {n} players needs 2^{n} evaluations; the limit is {max_players} players (use shapley_sampled)")
+        raise RewardsError(f"exact Shapley over {n} players needs 2^{n} evaluations; the limit is {max_players} players (use shapley_sampled)")
     cache = _CachedUtility(u)
     size = 1 << n
     table = np.array([cache(_members(mask, n)) for mask in range(size)], dtype=np.float64)
@@ -112,12 +114,12 @@ def shapley_sampled(
     """
     _check_players(n)
     if budget < n + 1:
-        raise ValueError(f"budget = {budget}: one permutation over {n} players needs up to {n + 1} evaluations")
+        raise RewardsError(f"budget = {budget}: one permutation over {n} players needs up to {n + 1} evaluations")
     if not truncation_tol >= 0.0:
-        raise ValueError(f"truncation_tol must be >= 0, got {truncation_tol}")
+        raise RewardsError(f"truncation_tol must be >= 0, got {truncation_tol}")
     limit = 100 * max(n, 1) if max_permutations is None else max_permutations
     if limit < 1:
-        raise ValueError(f"max_permutations must be >= 1, got {max_permutations}")
+        raise RewardsError(f"max_permutations must be >= 1, got {max_permutations}")
     cache = _CachedUtility(u, budget)
     everyone = frozenset(range(n))
     u_empty = cache(frozenset())
@@ -175,18 +177,20 @@ def decode_utilities(pairs: list[tuple[list[int], float]] | list[list[object]]) 
     out: dict[Coalition, float] = {}
     for pair in pairs:
         if len(pair) != 2:
-            raise ValueError(f"expected [members, value], got {pair!r}")
+            raise RewardsError(f"expected [members, value], got {pair!r}")
         members, value = pair
         if not isinstance(members, list) or not all(isinstance(m, int) and m >= 0 for m in members):
-            raise ValueError(f"coalition members must be a list of player indices, got {members!r}")
+            raise RewardsError(f"coalition members must be a list of player indices, got {members!r}")
         if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"utility must be a finite number, got {value!r}")
+            raise RewardsError(f"utility must be a finite number, got {value!r}")
         out[frozenset(members)] = float(value)
     return out
 
 
 __all__ = [
     "Coalition",
+    "EXACT_DEFAULT_MAX_PLAYERS",
+    "EXACT_HARD_MAX_PLAYERS",
     "ShapleyResult",
     "Utility",
     "decode_utilities",

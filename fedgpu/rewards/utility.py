@@ -21,8 +21,8 @@ the Shapley value of a cohort is s_C.(G - H s_all / 2): linear in what its membe
 of a cohort is the sum of its members' values, which is the model the regression over reshuffled
 cohorts (:mod:`fedgpu.rewards.estimate`) assumes. Had each coalition its own best step (or a step of
 fixed length along its normalised direction), two good nodes and a free rider would stretch their
-step to match three good nodes and the free rider would look worth a third of the cohort: measured
-in ``scripts/bench_valuation.py``, free riders were then paid more than most honest nodes.
+step to match three good nodes and the free rider would look worth a third of the cohort
+(docs/protocol.md, "Measured").
 
 The shipped model is tuned further (:meth:`CohortGame.tune`): the kept coalition's best step *and*
 momentum on the grids, which set the next round's learning rate (``eta * g``) and momentum. What the
@@ -44,13 +44,13 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedgpu.errors import ProtocolError
+from fedgpu.errors import ConfigError, ProtocolError, RewardsError
 from fedgpu.rewards.shapley import Coalition
 
 Aggregate = Callable[[Sequence[np.ndarray], Sequence[float]], np.ndarray]
@@ -116,28 +116,28 @@ class CohortGame:
         self.device = torch.device(device)
         self.model = model_factory().to(self.device).eval()
         if any(b.is_floating_point() for b in self.model.buffers()):
-            raise ValueError("CohortGame needs a model without floating-point buffers (use GroupNorm, not BatchNorm)")
+            raise ConfigError("CohortGame needs a model without floating-point buffers (use GroupNorm, not BatchNorm)")
         num_params = sum(p.numel() for p in self.model.parameters())
         self.global_params = _flat(global_params, num_params, "global_params")
         self.baseline_delta = np.zeros(num_params) if baseline_delta is None else _flat(baseline_delta, num_params, "baseline_delta")
         if len(cohort_sums) != len(cohort_weights):
-            raise ValueError(f"{len(cohort_sums)} cohort sums but {len(cohort_weights)} cohort weights")
+            raise RewardsError(f"{len(cohort_sums)} cohort sums but {len(cohort_weights)} cohort weights")
         self.cohort_sums = [_cohort_sum(s, num_params, c) for c, s in enumerate(cohort_sums)]
         self.cohort_weights = [_cohort_weight(w, c) for c, w in enumerate(cohort_weights)]
         if len(val_x) != len(val_y) or len(val_y) == 0:
-            raise ValueError(f"validation set needs matching, non-empty x and y; got {len(val_x)} and {len(val_y)}")
+            raise RewardsError(f"validation set needs matching, non-empty x and y; got {len(val_x)} and {len(val_y)}")
         self.aggregate = aggregate
         if not step_sizes or any(not (math.isfinite(e) and e > 0) for e in step_sizes):
-            raise ValueError(f"step_sizes must be finite and > 0, got {list(step_sizes)}")
+            raise RewardsError(f"step_sizes must be finite and > 0, got {list(step_sizes)}")
         self.step_sizes = tuple(float(e) for e in step_sizes)
         if not momenta or any(not (math.isfinite(b) and 0 <= b <= 1) for b in momenta):
-            raise ValueError(f"momenta must be numbers in [0, 1], got {list(momenta)}")
+            raise RewardsError(f"momenta must be numbers in [0, 1], got {list(momenta)}")
         # Without a last change (the first round) every momentum is the same model: try one.
         self.momenta = tuple(sorted({float(b) for b in momenta})) if self.baseline_delta.any() else (0.0,)
         # The round's momentum, the same for every coalition: the caller passes the server's own (the one
         # it shipped last round); without one the free step picks it from ``momenta``.
         if momentum is not None and not (math.isfinite(momentum) and 0 <= momentum <= 1):
-            raise ValueError(f"momentum must be a number in [0, 1], got {momentum}")
+            raise RewardsError(f"momentum must be a number in [0, 1], got {momentum}")
         self.momentum = None if momentum is None or not self.baseline_delta.any() else float(momentum)
         norm = float(np.linalg.norm(self.baseline_delta))
         self._along = self.baseline_delta / norm if norm > 0 else None
@@ -146,7 +146,7 @@ class CohortGame:
         # members sent and never with what it leaves out. The caller passes the server's own (the one that
         # worked last round); 1 is plain FedAvg.
         if not (math.isfinite(server_lr) and server_lr > 0):
-            raise ValueError(f"server_lr must be a finite number > 0, got {server_lr}")
+            raise RewardsError(f"server_lr must be a finite number > 0, got {server_lr}")
         self.server_lr = float(server_lr)
         self._zeros = np.zeros_like(self.global_params)
         self._steps: dict[Coalition, tuple[float, float]] = {}
@@ -156,8 +156,8 @@ class CohortGame:
         y = torch.as_tensor(np.asarray(val_y), dtype=torch.int64, device=self.device)
         n = len(y)
         perm = np.random.default_rng(0).permutation(n)
-        # Below 400 samples a quarter is too few to choose a step on (the digits demo, 360 held-out samples,
-        # ended at 97.8 % choosing on 90 and at 99.2 % on all of them), and a pass costs little: use all.
+        # Below SMALL_VALIDATION samples a quarter is too few to choose a step on, and a pass costs little:
+        # use all of them (docs/protocol.md, "Measured").
         cut = n if n < SMALL_VALIDATION else (n + 3) // 4
         self._parts = (np.sort(perm[:cut]), np.sort(perm[cut:]))  # (choose on, score on too)
         self._data = [(x, y)] + [(x[h], y[h]) for h in self._parts]
@@ -185,7 +185,7 @@ class CohortGame:
             return self._last_step[1]  # a coalition's candidates are built one after another
         members = sorted(coalition)
         if any(not 0 <= c < self.num_cohorts for c in members):
-            raise ValueError(f"coalition {members} names cohorts outside 0..{self.num_cohorts - 1}")
+            raise RewardsError(f"coalition {members} names cohorts outside 0..{self.num_cohorts - 1}")
         step = self.server_lr * self._direction(coalition)
         self._last_step = (coalition, step)
         return step
@@ -197,7 +197,7 @@ class CohortGame:
         sums = [self.cohort_sums[c] if c in coalition else self._zeros for c in range(self.num_cohorts)]
         delta = np.asarray(self.aggregate(sums, self.cohort_weights), dtype=np.float64)
         if delta.shape != self.global_params.shape:
-            raise ValueError(f"aggregate returned shape {delta.shape}, expected {self.global_params.shape}")
+            raise RewardsError(f"aggregate returned shape {delta.shape}, expected {self.global_params.shape}")
         if self._along is not None:
             norm = float(np.linalg.norm(delta))
             delta = delta - float(delta @ self._along) * self._along
@@ -205,7 +205,7 @@ class CohortGame:
                 delta = np.zeros_like(delta)  # a replay of the last change: rounding residue is no direction
         return delta
 
-    def restrict(self, cohorts: Sequence[int]) -> "CohortGame":
+    def restrict(self, cohorts: Sequence[int]) -> CohortGame:
         """The same round's game over some of its cohorts (the kept ones: their FedAvg is the round's
         model). The free step does not depend on the cohorts, so its evaluation is shared, not repeated."""
         sub = copy.copy(self)
@@ -321,7 +321,8 @@ class CohortGame:
             logits = self.model(x[i : i + self.batch_size])
             out.append(nn.functional.cross_entropy(logits, y[i : i + self.batch_size], reduction="none"))
         losses = torch.cat(out).double().cpu().numpy()
-        return np.minimum(np.nan_to_num(losses, nan=self.max_sample_loss, posinf=self.max_sample_loss), self.max_sample_loss)
+        capped: np.ndarray = np.minimum(np.nan_to_num(losses, nan=self.max_sample_loss, posinf=self.max_sample_loss), self.max_sample_loss)
+        return capped
 
 
 def noise_floor(game: CohortGame, coalition: Coalition | None = None) -> float:
@@ -336,7 +337,7 @@ def noise_floor(game: CohortGame, coalition: Coalition | None = None) -> float:
     target = frozenset(range(game.num_cohorts)) if coalition is None else frozenset(coalition)
     diff = game.sample_losses(frozenset()) - game.sample_losses(target)
     if len(diff) < 2:
-        raise ValueError("a noise floor needs at least 2 validation samples")
+        raise RewardsError("a noise floor needs at least 2 validation samples")
     return float(diff.std(ddof=1) / math.sqrt(len(diff)))
 
 
@@ -349,9 +350,9 @@ def zero_below_floor(values: np.ndarray, floor: float) -> np.ndarray:
 def _flat(vec: np.ndarray, num_params: int, name: str) -> np.ndarray:
     arr = np.asarray(vec, dtype=np.float64)
     if arr.shape != (num_params,):
-        raise ValueError(f"{name} has shape {arr.shape}, the model has {num_params} parameters")
+        raise RewardsError(f"{name} has shape {arr.shape}, the model has {num_params} parameters")
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name} holds NaN or infinite values")
+        raise RewardsError(f"{name} holds NaN or infinite values")
     return arr
 
 
@@ -376,6 +377,7 @@ __all__ = [
     "Aggregate",
     "CohortGame",
     "DEFAULT_MAX_SAMPLE_LOSS",
+    "SMALL_VALIDATION",
     "fedavg",
     "flatten_params",
     "load_flat",

@@ -36,7 +36,7 @@ def _signed_bytes(method: str, request: object, timestamp_ms: int, nonce: bytes)
         body = request.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
     finally:
         request.auth.CopyFrom(saved)  # type: ignore[attr-defined]
-    return b"fedgpu.v1|" + method.encode() + b"|" + body + b"|" + timestamp_ms.to_bytes(8, "little") + nonce
+    return b"fedgpu.v1|" + method.encode() + b"|" + bytes(body) + b"|" + timestamp_ms.to_bytes(8, "little") + nonce
 
 
 class Identity:
@@ -48,11 +48,11 @@ class Identity:
         self.node_id = node_id_for(self.public_key)
 
     @classmethod
-    def generate(cls) -> "Identity":
+    def generate(cls) -> Identity:
         return cls(Ed25519PrivateKey.generate())
 
     @classmethod
-    def load_or_create(cls, path: str | Path) -> "Identity":
+    def load_or_create(cls, path: str | Path) -> Identity:
         p = Path(path)
         if p.exists():
             try:
@@ -118,3 +118,6 @@ class Verifier:
         self._seen[key] = auth.timestamp_ms
         while len(self._seen) > self._max or (self._seen and next(iter(self._seen.values())) < now - 2 * CLOCK_SKEW_MS):
             self._seen.popitem(last=False)
+
+
+__all__ = ["CLOCK_SKEW_MS", "Identity", "Verifier", "node_id_for"]

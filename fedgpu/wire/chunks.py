@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Iterator
+from collections.abc import Iterable
 
 from fedgpu.errors import ProtocolError
 from fedgpu.proto.fedgpu.v1 import common_pb2 as pb
 
 MAX_CHUNK_BYTES = 1 << 20          # 1 MiB of data per chunk
-MAX_MESSAGE_BYTES = (1 << 20) + (64 << 10)  # the gRPC message limit: one chunk plus its envelope
 MAX_CHUNKS = 1 << 16               # 64 GiB payloads are not a thing we accept
 
 
@@ -52,13 +51,4 @@ def join(chunks: Iterable[pb.Chunk]) -> bytes:
     return b"".join(parts)
 
 
-def iter_data(chunks: Iterable[pb.Chunk]) -> Iterator[bytes]:
-    """Verified data of each chunk, in order, without holding the whole payload."""
-    count: int | None = None
-    seen = 0
-    for c in chunks:
-        yield verify(c, expected_index=seen, expected_count=count)
-        count = c.count
-        seen += 1
-    if count is None or seen != count:
-        raise ProtocolError(f"payload ended after {seen} of {count} chunks")
+__all__ = ["MAX_CHUNKS", "MAX_CHUNK_BYTES", "join", "make_chunk", "split", "verify"]

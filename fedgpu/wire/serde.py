@@ -1,9 +1,27 @@
-"""Domain objects <-> protobuf, in one place (``x_to_proto`` / ``x_from_proto`` pairs)."""
+"""Domain objects <-> protobuf, in one place (``x_to_proto`` / ``x_from_proto`` pairs).
+
+The domain objects are the dataclasses of :mod:`fedgpu.wire.records` and the job file's
+:class:`~fedgpu.config.JobConfig`. Every ``x_from_proto(x_to_proto(obj)) == obj`` (tests/wire/test_serde.py).
+"""
 
 from __future__ import annotations
 
-from fedgpu.config import EncryptionConfig, JobConfig, PrivacyConfig, RewardsConfig, TrainingConfig, job_from_dict
-from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2
+from fedgpu.config import JobConfig, PrivacyConfig, TrainingConfig, job_from_dict
+from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, node_pb2
+from fedgpu.rewards.chain import Receipt
+from fedgpu.wire.records import (
+    EncryptionContext,
+    JobEvent,
+    JobEventKind,
+    JobSpec,
+    JobStatus,
+    LedgerReceipt,
+    PrivacyPlan,
+    RoundResult,
+    Task,
+    TrainingPlan,
+    UploadProgress,
+)
 
 
 def training_to_proto(t: TrainingConfig, seed: int) -> common_pb2.TrainingPlan:
@@ -47,6 +65,11 @@ def job_to_proto(job: JobConfig, encryption: common_pb2.EncryptionContext, num_p
 
 def job_from_proto(spec: driver_pb2.JobSpec, check_registry: bool = True) -> JobConfig:
     """Validate a submitted spec with the same rules as a job file (ConfigError names the field)."""
+    return job_config(job_spec_from_proto(spec), check_registry)
+
+
+def job_config(spec: JobSpec, check_registry: bool = True) -> JobConfig:
+    """The job file a submitted spec stands for, validated with the same rules (ConfigError names the field)."""
     t, p = spec.training, spec.privacy
     data = {
         "name": spec.name or "job",
@@ -77,11 +100,276 @@ def job_from_proto(spec: driver_pb2.JobSpec, check_registry: bool = True) -> Job
     return job_from_dict(data, check_registry)
 
 
+# ---- plans and contexts --------------------------------------------------------------------------
+def training_plan_to_proto(t: TrainingPlan) -> common_pb2.TrainingPlan:
+    return common_pb2.TrainingPlan(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, momentum=t.momentum, seed=t.seed)
+
+
+def training_plan_from_proto(m: common_pb2.TrainingPlan) -> TrainingPlan:
+    return TrainingPlan(epochs=m.epochs, batch_size=m.batch_size, lr=m.lr, momentum=m.momentum, seed=m.seed)
+
+
+def privacy_plan_to_proto(p: PrivacyPlan) -> common_pb2.PrivacyPlan:
+    return common_pb2.PrivacyPlan(
+        enabled=p.enabled,
+        epsilon=p.epsilon,
+        delta=p.delta,
+        max_grad_norm=p.max_grad_norm,
+        rounds=p.rounds,
+        accountant=p.accountant,
+        mode=p.mode,
+        client_noise_multiplier=p.client_noise_multiplier,
+        client_clip=p.client_clip,
+        cohort_size=p.cohort_size,
+    )
+
+
+def privacy_plan_from_proto(m: common_pb2.PrivacyPlan) -> PrivacyPlan:
+    return PrivacyPlan(
+        enabled=m.enabled,
+        epsilon=m.epsilon,
+        delta=m.delta,
+        max_grad_norm=m.max_grad_norm,
+        rounds=m.rounds,
+        accountant=m.accountant,
+        mode=m.mode,
+        client_noise_multiplier=m.client_noise_multiplier,
+        client_clip=m.client_clip,
+        cohort_size=m.cohort_size,
+    )
+
+
+def encryption_to_proto(e: EncryptionContext) -> common_pb2.EncryptionContext:
+    return common_pb2.EncryptionContext(
+        scheme=e.scheme, params=e.params, public_material=e.public_material, fingerprint=e.fingerprint, values_per_chunk=e.values_per_chunk
+    )
+
+
+def encryption_from_proto(m: common_pb2.EncryptionContext) -> EncryptionContext:
+    return EncryptionContext(
+        scheme=m.scheme, params=m.params, public_material=m.public_material, fingerprint=m.fingerprint, values_per_chunk=m.values_per_chunk
+    )
+
+
+# ---- jobs ----------------------------------------------------------------------------------------
+def job_spec_to_proto(s: JobSpec) -> driver_pb2.JobSpec:
+    return driver_pb2.JobSpec(
+        name=s.name,
+        model=s.model,
+        dataset=s.dataset,
+        rounds=s.rounds,
+        nodes_per_round=s.nodes_per_round,
+        min_nodes=s.min_nodes,
+        deadline_seconds=s.deadline_seconds,
+        training=training_plan_to_proto(s.training),
+        cohort_size=s.cohort_size,
+        seed=s.seed,
+        privacy=privacy_plan_to_proto(s.privacy),
+        encryption=encryption_to_proto(s.encryption),
+        num_params=s.num_params,
+        reward_pool=s.reward_pool,
+        driver_lease_seconds=s.driver_lease_seconds,
+    )
+
+
+def job_spec_from_proto(m: driver_pb2.JobSpec) -> JobSpec:
+    return JobSpec(
+        name=m.name,
+        model=m.model,
+        dataset=m.dataset,
+        rounds=m.rounds,
+        nodes_per_round=m.nodes_per_round,
+        min_nodes=m.min_nodes,
+        deadline_seconds=m.deadline_seconds,
+        training=training_plan_from_proto(m.training),
+        cohort_size=m.cohort_size,
+        seed=m.seed,
+        privacy=privacy_plan_from_proto(m.privacy),
+        encryption=encryption_from_proto(m.encryption),
+        num_params=m.num_params,
+        reward_pool=m.reward_pool,
+        driver_lease_seconds=m.driver_lease_seconds,
+    )
+
+
+def job_spec_to_bytes(s: JobSpec) -> bytes:
+    """The form the store keeps (protobuf, never pickle)."""
+    return bytes(job_spec_to_proto(s).SerializeToString())
+
+
+def job_spec_from_bytes(data: bytes) -> JobSpec:
+    m = driver_pb2.JobSpec()
+    m.ParseFromString(data)
+    return job_spec_from_proto(m)
+
+
+def job_status_to_proto(s: JobStatus) -> driver_pb2.JobStatus:
+    return driver_pb2.JobStatus(job_id=s.job_id, state=s.state, round=s.round, model_version=s.model_version, message=s.message, model_sha256=s.model_sha256)
+
+
+def job_status_from_proto(m: driver_pb2.JobStatus) -> JobStatus:
+    return JobStatus(job_id=m.job_id, state=m.state, round=m.round, model_version=m.model_version, message=m.message, model_sha256=m.model_sha256)
+
+
+def job_event_kind_to_proto(k: JobEventKind) -> int:
+    return int(driver_pb2.JobEventKind.Value("JOB_EVENT_KIND_" + k.name))
+
+
+def job_event_kind_from_proto(v: int) -> JobEventKind:
+    """An event kind; one this version does not know reads as UNSPECIFIED (a driver ignores it)."""
+    name = driver_pb2.JobEventKind.Name(v) if v in driver_pb2.JobEventKind.values() else "JOB_EVENT_KIND_UNSPECIFIED"
+    return JobEventKind[name.removeprefix("JOB_EVENT_KIND_")]
+
+
+def job_event_to_proto(e: JobEvent) -> driver_pb2.JobEvent:
+    return driver_pb2.JobEvent(
+        kind=job_event_kind_to_proto(e.kind),  # type: ignore[arg-type]
+        round=e.round,
+        participants=e.participants,
+        cohorts=[driver_pb2.Cohort(members=c) for c in e.cohorts],
+        message=e.message,
+        bytes_up=e.bytes_up,
+        bytes_down=e.bytes_down,
+        seconds=e.seconds,
+        node_status=e.node_status,
+        epsilon=e.epsilon,
+        train_seconds=e.train_seconds,
+        bytes_up_by_node=e.bytes_up_by_node,
+        bytes_down_by_node=e.bytes_down_by_node,
+    )
+
+
+def job_event_from_proto(m: driver_pb2.JobEvent) -> JobEvent:
+    return JobEvent(
+        kind=job_event_kind_from_proto(m.kind),
+        round=m.round,
+        participants=tuple(m.participants),
+        cohorts=tuple(tuple(c.members) for c in m.cohorts),
+        message=m.message,
+        bytes_up=m.bytes_up,
+        bytes_down=m.bytes_down,
+        seconds=m.seconds,
+        node_status=dict(m.node_status),
+        epsilon=dict(m.epsilon),
+        train_seconds=dict(m.train_seconds),
+        bytes_up_by_node=dict(m.bytes_up_by_node),
+        bytes_down_by_node=dict(m.bytes_down_by_node),
+    )
+
+
+def round_result_to_proto(r: RoundResult) -> driver_pb2.RoundResult:
+    return driver_pb2.RoundResult(
+        accuracy=r.accuracy, loss=r.loss, cohort_values=r.cohort_values, evidence=r.evidence, node_values=r.node_values, rewards=r.rewards
+    )
+
+
+def round_result_from_proto(m: driver_pb2.RoundResult) -> RoundResult:
+    return RoundResult(
+        accuracy=m.accuracy,
+        loss=m.loss,
+        cohort_values=dict(m.cohort_values),
+        evidence=m.evidence,
+        node_values=dict(m.node_values),
+        rewards=dict(m.rewards),
+    )
+
+
+# ---- nodes ---------------------------------------------------------------------------------------
+def task_to_proto(t: Task) -> node_pb2.Task:
+    return node_pb2.Task(
+        task_id=t.task_id,
+        job_id=t.job_id,
+        round=t.round,
+        model_version=t.model_version,
+        model=t.model,
+        dataset=t.dataset,
+        training=training_plan_to_proto(t.training),
+        privacy=privacy_plan_to_proto(t.privacy),
+        encryption=encryption_to_proto(t.encryption),
+        deadline_ms=t.deadline_ms,
+        num_params=t.num_params,
+        num_chunks=t.num_chunks,
+    )
+
+
+def task_from_proto(m: node_pb2.Task) -> Task:
+    return Task(
+        task_id=m.task_id,
+        job_id=m.job_id,
+        round=m.round,
+        model_version=m.model_version,
+        model=m.model,
+        dataset=m.dataset,
+        training=training_plan_from_proto(m.training),
+        privacy=privacy_plan_from_proto(m.privacy),
+        encryption=encryption_from_proto(m.encryption),
+        deadline_ms=m.deadline_ms,
+        num_params=m.num_params,
+        num_chunks=m.num_chunks,
+    )
+
+
+def task_wire_size(t: Task) -> int:
+    """Bytes the task costs on the wire (counted into the node's download)."""
+    return int(task_to_proto(t).ByteSize())
+
+
+def receipt_to_proto(r: LedgerReceipt) -> node_pb2.Receipt:
+    c = r.receipt
+    return node_pb2.Receipt(
+        id=r.id,
+        job_id=c.job_id,
+        round=c.round,
+        node_id=c.node_id,
+        reward=c.reward,
+        entry_hash=c.entry_hash,
+        head_hash=c.head_hash,
+        signature=c.signature,
+        aggregator_key=c.aggregator_key,
+    )
+
+
+def receipt_from_proto(m: node_pb2.Receipt) -> LedgerReceipt:
+    return LedgerReceipt(id=m.id, receipt=Receipt(m.job_id, m.round, m.node_id, m.reward, m.entry_hash, m.head_hash, m.signature, m.aggregator_key))
+
+
+def upload_progress_to_proto(p: UploadProgress) -> node_pb2.UploadReply:
+    return node_pb2.UploadReply(received=p.received, complete=p.complete)
+
+
+def upload_progress_from_proto(m: node_pb2.UploadReply) -> UploadProgress:
+    return UploadProgress(received=m.received, complete=m.complete)
+
+
 __all__ = [
-    "EncryptionConfig",
-    "RewardsConfig",
+    "encryption_from_proto",
+    "encryption_to_proto",
+    "job_config",
+    "job_event_from_proto",
+    "job_event_kind_from_proto",
+    "job_event_kind_to_proto",
+    "job_event_to_proto",
     "job_from_proto",
+    "job_spec_from_bytes",
+    "job_spec_from_proto",
+    "job_spec_to_bytes",
+    "job_spec_to_proto",
+    "job_status_from_proto",
+    "job_status_to_proto",
     "job_to_proto",
+    "privacy_plan_from_proto",
+    "privacy_plan_to_proto",
     "privacy_to_proto",
+    "receipt_from_proto",
+    "receipt_to_proto",
+    "round_result_from_proto",
+    "round_result_to_proto",
+    "task_from_proto",
+    "task_to_proto",
+    "task_wire_size",
+    "training_plan_from_proto",
+    "training_plan_to_proto",
     "training_to_proto",
+    "upload_progress_from_proto",
+    "upload_progress_to_proto",
 ]

@@ -16,14 +16,12 @@ from safetensors.torch import save as st_save
 
 from fedgpu.errors import ProtocolError
 
-State = "OrderedDict[str, torch.Tensor]"
-
 
 def state_to_bytes(state: dict[str, torch.Tensor]) -> bytes:
     return st_save({k: v.detach().to("cpu").contiguous() for k, v in state.items()})
 
 
-def state_from_bytes(data: bytes, reference: dict[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+def state_from_bytes(data: bytes, reference: dict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
     """Parse safetensors bytes and check they match ``reference`` key for key, shape for shape, finite."""
     try:
         loaded = st_load(data)
@@ -32,7 +30,7 @@ def state_from_bytes(data: bytes, reference: dict[str, torch.Tensor]) -> "Ordere
     if set(loaded) != set(reference):
         missing, extra = sorted(set(reference) - set(loaded)), sorted(set(loaded) - set(reference))
         raise ProtocolError(f"model tensors do not match the architecture: missing {missing[:5]}, unexpected {extra[:5]}")
-    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
     for k, ref in reference.items():
         t = loaded[k]
         if t.shape != ref.shape or t.dtype != ref.dtype:
@@ -59,12 +57,12 @@ def num_values(state: dict[str, torch.Tensor]) -> int:
     return sum(state[k].numel() for k in float_keys(state))
 
 
-def unflatten(vec: np.ndarray, reference: dict[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+def unflatten(vec: np.ndarray, reference: dict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
     """Inverse of ``flatten`` over the float entries of ``reference``; other entries are copied."""
     n = num_values(reference)
     if vec.shape != (n,):
         raise ProtocolError(f"flat vector has shape {vec.shape}, the model has {n} values")
-    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
     pos = 0
     for k, ref in reference.items():
         if ref.is_floating_point():
@@ -74,3 +72,6 @@ def unflatten(vec: np.ndarray, reference: dict[str, torch.Tensor]) -> "OrderedDi
         else:
             out[k] = ref.clone()
     return out
+
+
+__all__ = ["flatten", "float_keys", "num_values", "state_from_bytes", "state_to_bytes", "unflatten"]

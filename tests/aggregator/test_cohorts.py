@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from fedgpu.aggregator.cohorts import assign_cohorts, co_membership, merge_small
 from fedgpu.aggregator.core import Aggregator
 from fedgpu.aggregator.store import Store
+from fedgpu.wire.records import RoundRecord
 
 
 @settings(max_examples=50, deadline=None)
@@ -64,16 +65,21 @@ def test_co_membership_counts_pairs_once_per_cohort() -> None:
     assert together[frozenset({"a", "c"})] == 1 and frozenset({"a", "d"}) not in together
 
 
+def _record(cohorts: list[list[str]]) -> RoundRecord:
+    members = tuple(sorted(m for c in cohorts for m in c))
+    return RoundRecord(members, tuple(tuple(c) for c in cohorts), {}, 0, 0, {}, {}, {}, {}, 0.0)
+
+
 def test_the_cohort_history_is_read_from_the_store_once_and_survives_a_restart(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "a.db"))
     store.create_job("job-1", "j", b"", "t")
-    store.save_round("job-1", 1, 1, {"cohorts": [["a", "b", "c"], ["d", "e", "f"]]}, iter([]))
+    store.save_round("job-1", 1, 1, _record([["a", "b", "c"], ["d", "e", "f"]]), iter([]))
     reads = []
     original = store.rounds_of
     store.rounds_of = lambda job_id: reads.append(job_id) or original(job_id)  # type: ignore[method-assign]
     agg = Aggregator(store, tmp_path / "spool")
     assert agg.together("job-1")[frozenset({"a", "b"})] == 1
-    store.save_round("job-1", 2, 1, {"cohorts": [["a", "b", "d"], ["c", "e", "f"]]}, iter([]))
+    store.save_round("job-1", 2, 1, _record([["a", "b", "d"], ["c", "e", "f"]]), iter([]))
     agg.released("job-1", 2, [["a", "b", "d"], ["c", "e", "f"]])  # what closing a round does after saving it
     agg.released("job-1", 2, [["a", "b", "d"], ["c", "e", "f"]])  # a redone round replaces, never adds
     together = agg.together("job-1")

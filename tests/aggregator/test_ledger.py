@@ -13,10 +13,9 @@ from sqlalchemy import update
 
 from fedgpu.aggregator.ledger import round_rows
 from fedgpu.aggregator.store import Store, ledger
-from fedgpu.cli.rewards import verify
 from fedgpu.errors import ProtocolError, StorageError
-from fedgpu.proto.fedgpu.v1 import driver_pb2
-from fedgpu.rewards.chain import GENESIS, LedgerEntry, build_rows, sign_head
+from fedgpu.rewards.chain import GENESIS, LedgerEntry, build_rows, public_key_bytes, sign_head, verify_ledger
+from fedgpu.wire.records import JobSpec, RoundRecord, RoundResult
 
 
 def fill(store: Store, key: Ed25519PrivateKey, rounds: int = 3) -> None:
@@ -29,25 +28,41 @@ def fill(store: Store, key: Ed25519PrivateKey, rounds: int = 3) -> None:
         store.put_model("job-1", rnd, b"m", "0" * 64, None, [r.to_record() for r in rows], head)
 
 
-def test_verify_passes_then_names_the_altered_row(tmp_path: Path) -> None:
-    store = Store(str(tmp_path / "a.db"))
-    fill(store, Ed25519PrivateKey.generate())
-    ok, msg = verify(store, None)
-    assert ok, msg
+def alter_a_row(store: Store) -> int:
+    """Change the reward of the 5th row behind the chain's back; returns its id."""
     target = store.ledger_rows()[4]
     with store.engine.begin() as c:
         c.execute(update(ledger).where(ledger.c.id == target["id"]).values(reward=999.0))
-    ok, msg = verify(store, None)
-    assert not ok and f"row {target['id']} " in msg and "round 2" in msg
+    return int(target["id"])
+
+
+def test_verify_passes_then_names_the_altered_row(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "a.db"))
+    key = Ed25519PrivateKey.generate()
+    fill(store, key)
+    ok, msg = verify_ledger(store.ledger_rows(), store.heads(), public_key_bytes(key))
+    assert ok, msg
+    row_id = alter_a_row(store)
+    ok, msg = verify_ledger(store.ledger_rows(), store.heads(), public_key_bytes(key))
+    assert not ok and f"row {row_id} " in msg and "round 2" in msg
+
+
+@pytest.mark.e2e
+def test_the_verify_command_names_the_altered_row(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "a.db"))
+    fill(store, Ed25519PrivateKey.generate())
     r = subprocess.run([sys.executable, "-m", "fedgpu", "rewards", "verify", "--db", str(tmp_path / "a.db")], capture_output=True, text=True)
-    assert r.returncode == 1 and f"row {target['id']} " in r.stdout
+    assert r.returncode == 0 and r.stdout.startswith("ledger OK"), r.stdout + r.stderr
+    row_id = alter_a_row(store)
+    r = subprocess.run([sys.executable, "-m", "fedgpu", "rewards", "verify", "--db", str(tmp_path / "a.db")], capture_output=True, text=True)
+    assert r.returncode == 1 and f"row {row_id} " in r.stdout
 
 
 def test_a_signature_from_another_key_fails(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "a.db"))
     fill(store, Ed25519PrivateKey.generate())
     other = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    ok, msg = verify(store, other.hex())
+    ok, msg = verify_ledger(store.ledger_rows(), store.heads(), other)
     assert not ok and "signature" in msg
 
 
@@ -66,11 +81,11 @@ def test_an_unearned_pool_carries_over_but_the_job_never_pays_more_than_its_pool
     store = Store(str(tmp_path / "a.db"))
     key = Ed25519PrivateKey.generate()
     fill(store, key, rounds=2)  # each round paid 0 + 10 + 20 = 30 of a pool of 100: 140 carried
-    spec = driver_pb2.JobSpec(reward_pool=100.0)
-    record = {"participants": ["a", "b", "c"], "cohorts": [["a", "b", "c"]]}
-    ok = driver_pb2.RoundResult(rewards={"a": 200.0, "b": 40.0, "c": 0.0})  # 60 + 240 = 300 = 3 pools
+    spec = JobSpec(reward_pool=100.0)
+    record = RoundRecord(("a", "b", "c"), (("a", "b", "c"),), {}, 0, 0, {}, {}, {}, {}, 0.0)
+    ok = RoundResult(rewards={"a": 200.0, "b": 40.0, "c": 0.0})  # 60 + 240 = 300 = 3 pools
     rows, head = round_rows(store, key, spec, "job-1", 3, record, ok)
     assert len(rows) == 3 and head is not None
-    too_much = driver_pb2.RoundResult(rewards={"a": 200.0, "b": 41.0, "c": 0.0})
+    too_much = RoundResult(rewards={"a": 200.0, "b": 41.0, "c": 0.0})
     with pytest.raises(ProtocolError, match="more than 3 rounds' pools"):
         round_rows(store, key, spec, "job-1", 3, record, too_much)

@@ -19,16 +19,16 @@ from fedgpu.crypto import ckks_seal
 from fedgpu.crypto.ckks import (
     PUBLIC_KEY_FILE,
     SECRET_KEY_FILE,
-    CkksAdder,
     CkksDecryptor,
     CkksEncryptor,
     CkksKeyPair,
-    CkksParams,
 )
 from fedgpu.crypto.ckks_format import (
     DEFAULT_MODULUS,
     HEADER_BYTES,
     MAX_PAYLOAD_BYTES,
+    CkksAdder,
+    CkksParams,
     compress,
     decompress,
     pack,
@@ -105,7 +105,7 @@ def test_full_chunks_carry_weighted_sums_and_weights(roles: Roles) -> None:
     updates = [rng.normal(0, 1e-2, layout.num_params) for _ in range(3)]
     weights = [1.0, 2.5, 0.5]
     per_chunk: list[list[bytes]] = [[] for _ in range(layout.num_chunks)]
-    for u, w in zip(updates, weights):
+    for u, w in zip(updates, weights, strict=True):
         for i, chunk in enumerate(layout.split(u, w)):
             payload = roles.encryptor.encrypt(chunk)
             assert len(payload) <= MAX_PAYLOAD_BYTES
@@ -115,7 +115,7 @@ def test_full_chunks_carry_weighted_sums_and_weights(roles: Roles) -> None:
         roles.decryptor.decrypt(summed(roles.adder, ps), layout.chunk_values(i)) for i, ps in enumerate(per_chunk)
     ]
     weighted, chunk_weights = layout.join(chunks)
-    np.testing.assert_allclose(weighted, sum(w * u for u, w in zip(updates, weights)), atol=MAX_ERROR)
+    np.testing.assert_allclose(weighted, sum(w * u for u, w in zip(updates, weights, strict=True)), atol=MAX_ERROR)
     np.testing.assert_allclose(chunk_weights, sum(weights), atol=MAX_ERROR)
 
 
@@ -392,7 +392,7 @@ def test_modulus_switch_is_exact_and_packing_round_trips(bits: int, seed: int) -
     assert [int(v) for v in y] == [((int(v) << (bits + 1)) + q) // (2 * q) % (1 << bits) for v in x]
     back = decompress(y, q, bits)
     step = q / 2**bits
-    assert all(min((int(a) - int(b)) % q, (int(b) - int(a)) % q) <= step / 2 + 1 for a, b in zip(back, x))
+    assert all(min((int(a) - int(b)) % q, (int(b) - int(a)) % q) <= step / 2 + 1 for a, b in zip(back, x, strict=True))
     k, gap = q.bit_length(), (1 << q.bit_length()) - q
     expected = [((int(v) << (k - bits)) - ((int(v) * gap + (1 << (bits - 1))) >> bits)) % q for v in y]
     assert [int(v) for v in back] == expected
@@ -410,7 +410,8 @@ def test_slow_coefficient_reads_give_the_same_result(roles: Roles, monkeypatch: 
 
 def test_combined_accumulators_decrypt_to_the_total() -> None:
     """Merging two cohort sums (as the aggregator does for a cohort below k) equals adding all payloads."""
-    from fedgpu.crypto.ckks import CkksAdder, CkksEncryptor, CkksKeyPair
+    from fedgpu.crypto.ckks import CkksEncryptor, CkksKeyPair
+    from fedgpu.crypto.ckks_format import CkksAdder
 
     keys = CkksKeyPair.generate()
     enc, add = CkksEncryptor(keys.params, keys.public_material), CkksAdder(keys.params)

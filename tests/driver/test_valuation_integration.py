@@ -50,7 +50,7 @@ def run(address: str, tmp: Path, digits, behaviours: list[str], k: int, rounds: 
     agents: list[tuple[NodeAgent, threading.Thread]] = []
     names: dict[str, str] = {}
     try:
-        for i, (idx, behaviour) in enumerate(zip(partition_iid(len(train), len(behaviours), seed=1), behaviours)):
+        for i, (idx, behaviour) in enumerate(zip(partition_iid(len(train), len(behaviours), seed=1), behaviours, strict=True)):
             f = tmp / f"node{i}.npz"
             save_npz(f, train.subset(idx))
             cfg = NodeConfig(aggregator=address, data={"digits": f}, identity_path=tmp / f"node{i}" / "id.pem", poll_seconds=1)
@@ -75,6 +75,7 @@ def run(address: str, tmp: Path, digits, behaviours: list[str], k: int, rounds: 
     return report, names
 
 
+@pytest.mark.e2e
 def test_single_node_cohorts_are_valued_exactly_and_paid_the_pool(aggregator, tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
     report, names = run(aggregator.address, tmp_path, digits, ["honest"] * 3, k=1, rounds=3)
     mean_value = {n: 0.0 for n in names}
@@ -84,7 +85,7 @@ def test_single_node_cohorts_are_valued_exactly_and_paid_the_pool(aggregator, tm
         assert len(rec["cohorts"]) == 3 and all(len(c) == 1 for c in rec["cohorts"])
         # every non-empty subset once and the free reference
         assert v["evaluations"] <= most_passes(3, len(digits[1]))
-        for members, value in zip(rec["cohorts"], v["cohort_values"]):
+        for members, value in zip(rec["cohorts"], v["cohort_values"], strict=True):
             assert v["node_values"][members[0]] == pytest.approx(value, abs=1e-12)  # k = 1: the node is its cohort
         rewards = v["rewards"]
         assert set(rewards) == set(names) and all(r >= 0 for r in rewards.values())
@@ -103,6 +104,7 @@ def test_single_node_cohorts_are_valued_exactly_and_paid_the_pool(aggregator, tm
     assert report["valuation"]["estimates"] == pytest.approx(mean_value, abs=1e-5)
 
 
+@pytest.mark.e2e
 def test_cohort_values_are_split_over_members_or_withheld(aggregator, tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
     report, names = run(aggregator.address, tmp_path, digits, ["honest"] * 4, k=2, rounds=2)
     paid_before = 0.0
@@ -110,7 +112,7 @@ def test_cohort_values_are_split_over_members_or_withheld(aggregator, tmp_path: 
         v = rec["valuation"]
         assert len(rec["cohorts"]) == 2 and all(len(c) == 2 for c in rec["cohorts"])
         assert v["evaluations"] <= most_passes(2, len(digits[1]))
-        for members, value in zip(rec["cohorts"], v["cohort_values"]):
+        for members, value in zip(rec["cohorts"], v["cohort_values"], strict=True):
             credited = math.fsum(v["node_values"][m] for m in members)
             # a gain nobody has shown to have earned yet is withheld (2 rounds x 2 cohorts < 2 x 4 nodes)
             assert credited == pytest.approx(value, abs=1e-12) or (value > 0 and credited == 0.0)
@@ -151,7 +153,7 @@ def test_noisy_updates_that_only_help_together_are_kept_and_the_poisoner_is_not(
     g = np.array([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0])
     honest = [g + 4.0 * s * np.array([0.0, 1.0, 0.0, -1.0, 0.0, 0.0]) for s in (1, -1, 1, -1)]
     valuer = RoundValuer(factory, ArrayDataset(x, y), budget=256, pool=POOL)
-    res = valuer.value(1, w, [["h0"], ["h1"], ["h2"], ["h3"], ["p"]], honest + [-10.0 * g], [1.0] * 5)
+    res = valuer.value(1, w, [["h0"], ["h1"], ["h2"], ["h3"], ["p"]], [*honest, -10.0 * g], [1.0] * 5)
     assert res.kept == [0, 1, 2, 3]
     assert res.rewards["p"] == 0.0 and all(res.rewards[f"h{i}"] > 0 for i in range(4))
     assert math.fsum(res.rewards.values()) == pytest.approx(POOL)

@@ -71,6 +71,7 @@ def test_ckks_job_keeps_the_aggregator_blind(aggregator, tmp_path: Path) -> None
     assert secret[100:164] not in spec
 
 
+@pytest.mark.slow
 def test_sums_of_fewer_than_k_are_never_released(aggregator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     train, test = public_split("digits", seed=0)
     sent: list = []
@@ -99,8 +100,9 @@ def test_sums_of_fewer_than_k_are_never_released(aggregator, tmp_path: Path) -> 
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+@pytest.mark.slow
 def test_replayed_chunk_is_refused(aggregator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    train, test = public_split("digits", seed=0)
+    _, test = public_split("digits", seed=0)
     raw = RawNode(aggregator.address, tmp_path, "replayer")
     from fedgpu.crypto.plain import PlainKeyPair
 

@@ -6,8 +6,8 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import grpc
 import numpy as np
@@ -18,10 +18,11 @@ from fedgpu.config import EncryptionConfig, JobConfig, TrainingConfig
 from fedgpu.crypto.plain import PlainKeyPair
 from fedgpu.datasets import partition_iid, public_split, save_npz
 from fedgpu.driver.driver import JobDriver
-from fedgpu.node.agent import CHANNEL_OPTIONS, NodeAgent, NodeConfig
+from fedgpu.node.agent import NodeAgent, NodeConfig
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
 from fedgpu.wire import PROTOCOL_VERSION, chunks
 from fedgpu.wire.auth import Identity
+from fedgpu.wire.transport import TLSConfig, open_channel
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +30,13 @@ def digits() -> tuple:
     return public_split("digits", seed=0)
 
 
-def start_nodes(address: str, tmp: Path, train, n: int) -> list[tuple[NodeAgent, threading.Thread]]:
+def start_nodes(address: str, tmp: Path, train, n: int, tls: TLSConfig | None = None) -> list[tuple[NodeAgent, threading.Thread]]:
     out = []
     for i, idx in enumerate(partition_iid(len(train), n, seed=1)):
         f = tmp / f"node{i}.npz"
         save_npz(f, train.subset(idx))
-        agent = NodeAgent(NodeConfig(aggregator=address, data={"digits": f}, identity_path=tmp / f"node{i}" / "id.pem", poll_seconds=1))
+        cfg = NodeConfig(aggregator=address, data={"digits": f}, identity_path=tmp / f"node{i}" / "id.pem", poll_seconds=1, tls=tls or TLSConfig())
+        agent = NodeAgent(cfg)
         th = threading.Thread(target=agent.run, daemon=True)
         th.start()
         out.append((agent, th))
@@ -61,8 +63,8 @@ def job(rounds: int = 3, **kw) -> JobConfig:  # type: ignore[no-untyped-def]
 class RawNode:
     """A node speaking the protocol by hand, to misbehave in precise ways."""
 
-    def __init__(self, address: str, tmp: Path, name: str) -> None:
-        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    def __init__(self, address: str, tmp: Path, name: str, tls: TLSConfig | None = None) -> None:
+        self.channel = open_channel(address, tls)
         self.stub = node_pb2_grpc.NodeServiceStub(self.channel)
         self.id = Identity.load_or_create(tmp / f"{name}.pem")
         req = node_pb2.RegisterRequest(public_key=self.id.public_key, name=name, capabilities=node_pb2.Capabilities(models=["digits_cnn"], datasets=["digits"]), protocol_version=PROTOCOL_VERSION)
@@ -93,11 +95,13 @@ def run_driver(address: str, cfg: JobConfig, out: Path, validation, **kw) -> dic
     return JobDriver(address, cfg, out, validation=validation, **kw).run()
 
 
-def test_full_job_trains_a_model(aggregator, tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
+def test_full_job_trains_a_model(tls_aggregator, certs, tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
+    """The main path, over TLS as in production (the other tests here keep the loopback cleartext path tested)."""
     train, test = digits
-    nodes = start_nodes(aggregator.address, tmp_path, train, 3)
+    tls = TLSConfig(ca=certs.ca)
+    nodes = start_nodes(tls_aggregator.address, tmp_path, train, 3, tls)
     try:
-        report = run_driver(aggregator.address, job(rounds=4), tmp_path / "out", test)
+        report = run_driver(tls_aggregator.address, job(rounds=4), tmp_path / "out", test, tls=tls)
     finally:
         stop_nodes(nodes)
     assert report["final_accuracy"] >= 0.85
@@ -114,6 +118,7 @@ def test_full_job_trains_a_model(aggregator, tmp_path: Path, digits) -> None:  #
     assert sum(t.numel() for t in state.values()) == report["params"]
 
 
+@pytest.mark.slow
 def test_node_vanishing_mid_upload_is_left_out(aggregator, tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
     train, test = digits
     keys = PlainKeyPair(values_per_chunk=2_000)  # several chunks per update

@@ -52,6 +52,7 @@ def dp_job(rounds: int):  # type: ignore[no-untyped-def]
                privacy=PrivacyConfig(enabled=True, epsilon=TARGET, delta=1e-5))
 
 
+@pytest.mark.slow
 def test_dp_job_reports_each_nodes_epsilon_from_its_ledger(aggregator, tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
     train, test = digits
     seen: list = []

@@ -30,10 +30,12 @@ from fedgpu.crypto.plain import PlainKeyPair
 from fedgpu.datasets import ArrayDataset, public_split, save_npz
 from fedgpu.driver.driver import JobDriver
 from fedgpu.errors import RoundFailed
-from fedgpu.node.agent import CHANNEL_OPTIONS, NodeAgent, NodeConfig
+from fedgpu.node.agent import NodeAgent, NodeConfig
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
 from fedgpu.rewards.chain import Receipt
 from fedgpu.wire.auth import Identity
+from fedgpu.wire.certs import CertFiles
+from fedgpu.wire.transport import TLSConfig, open_channel
 
 from test_job import job, stop_nodes  # type: ignore[import-not-found]
 
@@ -49,14 +51,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_aggregator(port: int, db: Path, log: Path, crash_at: str | None = None) -> subprocess.Popen[bytes]:
+def start_aggregator(port: int, db: Path, log: Path, crash_at: str | None = None, certs: CertFiles | None = None) -> subprocess.Popen[bytes]:
+    """``fedgpu aggregator`` as its own process; with ``certs`` it serves TLS (``--tls-cert``/``--tls-key``)."""
     ready = db.with_suffix(".addr")
     ready.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "FEDGPU_CRASH_AT"}
     if crash_at:
         env["FEDGPU_CRASH_AT"] = crash_at
+    tls = ["--tls-cert", str(certs.cert), "--tls-key", str(certs.key)] if certs else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fedgpu", "aggregator", "--listen", f"127.0.0.1:{port}", "--db", str(db), "--ready-file", str(ready)],
+        [sys.executable, "-m", "fedgpu", "aggregator", "--listen", f"127.0.0.1:{port}", "--db", str(db), "--ready-file", str(ready), *tls],
         stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env,
     )
     end = time.monotonic() + 60
@@ -67,13 +71,13 @@ def start_aggregator(port: int, db: Path, log: Path, crash_at: str | None = None
     return proc
 
 
-def start_nodes(address: str, tmp: Path, train: ArrayDataset) -> list[tuple[NodeAgent, threading.Thread]]:
+def start_nodes(address: str, tmp: Path, train: ArrayDataset, tls: TLSConfig | None = None) -> list[tuple[NodeAgent, threading.Thread]]:
     out, start = [], 0
     for i, n in enumerate(SIZES):
         f = tmp / f"node{i}.npz"
         save_npz(f, train.subset(np.arange(start, start + n)))
         start += n
-        agent = NodeAgent(NodeConfig(aggregator=address, data={"digits": f}, identity_path=tmp / f"node{i}" / "id.pem", poll_seconds=1))
+        agent = NodeAgent(NodeConfig(aggregator=address, data={"digits": f}, identity_path=tmp / f"node{i}" / "id.pem", poll_seconds=1, tls=tls or TLSConfig()))
         th = threading.Thread(target=agent.run, daemon=True)
         th.start()
         out.append((agent, th))
@@ -81,9 +85,9 @@ def start_nodes(address: str, tmp: Path, train: ArrayDataset) -> list[tuple[Node
 
 
 def check_sums_hold_only_their_members(report: dict, nodes: list[tuple[NodeAgent, threading.Thread]]) -> None:
-    weight = {a.node_id: n * WEIGHT_SCALE for (a, _), n in zip(nodes, SIZES)}
+    weight = {a.node_id: n * WEIGHT_SCALE for (a, _), n in zip(nodes, SIZES, strict=True)}
     for r in report["rounds"]:
-        for members, w in zip(r["cohorts"], r["cohort_weights"]):
+        for members, w in zip(r["cohorts"], r["cohort_weights"], strict=True):
             assert w == pytest.approx(sum(weight[m] for m in members), abs=1e-5), (r["round"], members, w)
 
 
@@ -123,13 +127,14 @@ def _lines(path: Path) -> list[str]:
 CRASH_POINTS = ["upload_chunk", "upload_folded", "round_saved", "fetch_sums", "publish_received", "ledger_write", "published"]
 
 
-def test_aggregator_killed_at_every_step_of_a_round_loses_doubles_and_mixes_nothing(tmp_path: Path) -> None:
+def test_aggregator_killed_at_every_step_of_a_round_loses_doubles_and_mixes_nothing(tmp_path: Path, certs: CertFiles) -> None:
     train, test = public_split("digits", seed=0)
     port, db, log = free_port(), tmp_path / "agg.db", tmp_path / "agg.log"
     plan: Iterator[str] = iter(CRASH_POINTS)
-    agg = start_aggregator(port, db, log, next(plan))
+    agg = start_aggregator(port, db, log, next(plan), certs)
     address = f"127.0.0.1:{port}"
-    nodes = start_nodes(address, tmp_path, train)
+    tls = TLSConfig(ca=certs.ca)
+    nodes = start_nodes(address, tmp_path, train, tls)
     kills: list[str] = []
     stop = threading.Event()
 
@@ -143,13 +148,13 @@ def test_aggregator_killed_at_every_step_of_a_round_loses_doubles_and_mixes_noth
             assert agg.returncode == -signal.SIGKILL, log.read_text()[-3000:]
             kills.append(point)
             point = next(plan, "")
-            agg = start_aggregator(port, db, log, point or None)
+            agg = start_aggregator(port, db, log, point or None, certs)
 
     sup = threading.Thread(target=supervise, daemon=True)
     sup.start()
     cfg = job(rounds=4, deadline_seconds=20, rewards=RewardsConfig(pool_per_round=100.0, budget=16))
     result: dict = {}
-    driver = JobDriver(address, cfg, tmp_path / "out", validation=test, keys=PlainKeyPair(values_per_chunk=2_000))
+    driver = JobDriver(address, cfg, tmp_path / "out", validation=test, keys=PlainKeyPair(values_per_chunk=2_000), tls=tls)
     th = threading.Thread(target=lambda: result.update(driver.run()), daemon=True)
     th.start()
     try:
@@ -257,7 +262,7 @@ def test_a_job_whose_driver_never_returns_is_cancelled_after_its_lease_and_pays_
 def test_jobs_cancel_ends_a_running_job_through_the_aggregator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from fedgpu.cli.main import main
 
-    train, test = public_split("digits", seed=0)
+    _, test = public_split("digits", seed=0)
     with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool") as agg:
         driver = JobDriver(agg.address, job(rounds=50), tmp_path / "out", validation=test)
         driver.submit()  # no node is running: the job waits for nodes
@@ -273,8 +278,7 @@ def test_a_request_signed_before_a_restart_is_refused_after_it(tmp_path: Path) -
     ident = Identity.generate()
     captured: list[node_pb2.HeartbeatRequest] = []
     for life in range(2):
-        with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool") as agg:
-            with grpc.insecure_channel(agg.address, options=CHANNEL_OPTIONS) as channel:
+        with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool") as agg, open_channel(agg.address, TLSConfig()) as channel:
                 stub = node_pb2_grpc.NodeServiceStub(channel)
                 if life == 0:
                     reg = node_pb2.RegisterRequest(public_key=ident.public_key, name="r", capabilities=node_pb2.Capabilities(), protocol_version=1)

@@ -12,9 +12,11 @@ from torch import nn
 from fedgpu.datasets import ArrayDataset
 from fedgpu.errors import ConfigError, PrivacyBudgetExceeded
 from fedgpu.models import ModelSpec, build_model
-from fedgpu.node.training import DPTrainResult, LocalTrainConfig, train_local, train_local_dp, train_task_dp
-from fedgpu.privacy.dp import DPConfig, planned_steps
+from fedgpu.node.privacy_gate import PrivacyGate
+from fedgpu.node.training import DPTrainResult, LocalTrainConfig, train_local, train_local_dp
+from fedgpu.privacy.dp import noise_for_job, planned_steps
 from fedgpu.privacy.ledger import OwnerLedger
+from fedgpu.proto.fedgpu.v1 import common_pb2, node_pb2
 
 SPEC = ModelSpec((40,), 10)
 
@@ -71,17 +73,20 @@ def test_physical_batches_split_a_large_logical_batch() -> None:
 
 
 def test_over_budget_round_is_refused_before_any_training(tmp_path: Path) -> None:
-    ledger = OwnerLedger(tmp_path / "privacy.db", accountant="rdp")
+    gate = PrivacyGate(tmp_path / "privacy.db", cap=1.0, owner="o")
+    gate.ledger = OwnerLedger(tmp_path / "privacy.db", accountant="rdp")  # RDP: PRV is too slow for a unit test
     model = build_model("cnn1d", SPEC, seed=0)
     before = weights(model)
-    dp = DPConfig(epsilon=3.0, accountant="rdp")
+    plan = common_pb2.PrivacyPlan(enabled=True, epsilon=3.0, delta=1e-5, max_grad_norm=1.0, rounds=1, accountant="rdp")
+    task = node_pb2.Task(job_id="j", round=0, privacy=plan)
     cfg = LocalTrainConfig(epochs=1, batch_size=50, lr=0.1)
-    kw = dict(rounds=1, ledger=ledger, owner="o", job_id="j", round_index=0, device=torch.device("cpu"))
     with pytest.raises(PrivacyBudgetExceeded, match="above the cap 1"):
-        train_task_dp(model, data(200), cfg, dp, cap=1.0, **kw)  # type: ignore[arg-type]
+        gate.train(task, model, data(200), cfg, torch.device("cpu"))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert ledger.events() == []
-    res = train_task_dp(model, data(200), cfg, dp, cap=3.0, **kw)  # type: ignore[arg-type]
-    [stored] = ledger.events()
-    assert (stored.event.noise_multiplier, stored.event.sample_rate, stored.event.steps) == (res.noise_multiplier, res.sample_rate, res.steps)
-    assert 2.99 <= ledger.epsilon(1e-5) <= 3.0
+    assert gate.ledger.events() == []
+    gate.cap = 3.0
+    epsilon = gate.train(task, model, data(200), cfg, torch.device("cpu"))
+    [stored] = gate.ledger.events()
+    assert (stored.event.noise_multiplier, stored.event.sample_rate, stored.event.steps) == noise_for_job(3.0, 1e-5, 200, 50, 1, 1, "rdp")
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert 2.99 <= gate.ledger.epsilon(1e-5) <= 3.0 and epsilon == gate.last_epsilon

@@ -93,6 +93,7 @@ def test_bad_events_and_caps_are_config_errors(tmp_path: Path) -> None:
         OwnerLedger(tmp_path / "p.db").charge(event(), cap=float("nan"))
 
 
+@pytest.mark.e2e
 def test_a_charge_survives_sigkill_before_upload(tmp_path: Path) -> None:
     db = tmp_path / "owner" / "privacy.db"
     script = textwrap.dedent(

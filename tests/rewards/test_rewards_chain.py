@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fedgpu.errors import ProtocolError
+from fedgpu.errors import ProtocolError, RewardsError
 from fedgpu.rewards.chain import (
     GENESIS,
     LedgerEntry,
@@ -22,6 +22,7 @@ from fedgpu.rewards.chain import (
     sign_head,
     verify_chain,
     verify_head,
+    verify_ledger,
 )
 
 EVIDENCE = digest({"cohorts": [["a", "b"], ["c"]], "utilities": [[[], 0.0], [[0], 0.25]], "seed": 7})
@@ -118,7 +119,28 @@ def test_malformed_receipts_are_protocol_errors(text: str) -> None:
 
 
 def test_build_rows_checks_hashes() -> None:
-    with pytest.raises(ValueError, match="prev_hash"):
+    with pytest.raises(RewardsError, match="prev_hash"):
         build_rows("xyz", [])
-    with pytest.raises(ValueError, match="evidence_digest"):
+    with pytest.raises(RewardsError, match="evidence_digest"):
         build_rows(GENESIS, [LedgerEntry("j", 1, "n", 0.0, 0.0, (), "nothex")])
+
+
+def test_a_stored_ledger_verifies_from_plain_rows_and_heads(rows: list[LedgerRow]) -> None:
+    key = Ed25519PrivateKey.generate()
+    records = [{**r.to_record(), "id": i + 1} for i, r in enumerate(rows)]
+    heads = [
+        {"job_id": "job", "round": rnd, "head_hash": h, "signature": sign_head(key, "job", rnd, h).hex()}
+        for rnd, h in ((1, rows[2].entry_hash), (2, rows[4].entry_hash))
+    ]
+    ok, msg = verify_ledger(records, heads, public_key_bytes(key))
+    assert ok and msg.startswith("ledger OK: 5 rows, 2 signed round heads"), msg
+    ok, msg = verify_ledger(records, heads[:1], public_key_bytes(key))
+    assert not ok and msg == "job job round 2 has rows but no signed head"
+    ok, msg = verify_ledger(records, [heads[0], {**heads[1], "head_hash": rows[3].entry_hash}], public_key_bytes(key))
+    assert not ok and "head of job job round 2 does not match" in msg
+    ok, msg = verify_ledger(records, [heads[0], {**heads[1], "signature": "not hex"}], public_key_bytes(key))
+    assert not ok and "signature of job job round 2 does not verify" in msg
+    ok, msg = verify_ledger([{**records[0], "reward": 1e9}, *records[1:]], heads, public_key_bytes(key))
+    assert not ok and msg.startswith("row 1 (job job, round 1, node a)")
+    assert verify_ledger(records, heads, None) == (False, "no signing key in the database")
+    assert verify_ledger([], [], None) == (True, "empty ledger")

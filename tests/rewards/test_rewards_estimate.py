@@ -8,13 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import spearmanr
 
+from fedgpu.errors import RewardsError
 from fedgpu.rewards.estimate import NodeValueEstimator, Reputation, round_observations, split_cohort_value
 
 
 def test_ridge_recovers_planted_values_from_reshuffled_cohorts_of_three() -> None:
     rng = np.random.default_rng(0)
     nodes = [f"n{i:02d}" for i in range(15)]
-    planted = dict(zip(nodes, rng.normal(1.0, 1.0, len(nodes))))
+    planted = dict(zip(nodes, rng.normal(1.0, 1.0, len(nodes)), strict=True))
     est = NodeValueEstimator()
     for rnd in range(20):
         order = rng.permutation(nodes)
@@ -54,11 +55,11 @@ def test_nodes_never_separated_split_equally(ridge: float) -> None:
 
 def test_estimator_rejects_bad_observations() -> None:
     est = NodeValueEstimator()
-    with pytest.raises(ValueError, match="twice"):
+    with pytest.raises(RewardsError, match="twice"):
         est.observe(0, ["a", "a"], 1.0)
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(RewardsError, match="finite"):
         est.observe(0, ["a"], float("nan"))
-    with pytest.raises(ValueError):
+    with pytest.raises(RewardsError):
         est.observe(0, [], 1.0)
     assert est.estimates() == {}
 
@@ -86,7 +87,7 @@ def test_split_gives_a_newcomer_the_mean_weight() -> None:
 )
 def test_split_always_adds_up_to_the_cohort_value(value: float, estimates: list[float | None]) -> None:
     members = [f"n{i}" for i in range(len(estimates))]
-    known = {m: e for m, e in zip(members, estimates) if e is not None}
+    known = {m: e for m, e in zip(members, estimates, strict=True) if e is not None}
     shares = split_cohort_value(value, members, known)
     assert set(shares) == set(members)
     assert math.isclose(sum(shares.values()), value, rel_tol=1e-9, abs_tol=1e-9)
@@ -101,12 +102,12 @@ def test_reputation_is_an_exponential_moving_average() -> None:
     assert rep.update("a", -3.0) == -1.0
     assert rep.as_dict() == {"a": -1.0}
     assert Reputation(alpha=1.0, initial=5.0).update("x", 2.0) == 2.0
-    with pytest.raises(ValueError, match="alpha"):
+    with pytest.raises(RewardsError, match="alpha"):
         Reputation(alpha=0.0)
 
 
 def test_split_refuses_a_non_finite_value() -> None:
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(RewardsError, match="finite"):
         split_cohort_value(float("inf"), ["a"], {})
 
 
@@ -131,5 +132,5 @@ def test_lower_bounds_separate_a_free_rider_from_honest_nodes_across_reshuffled_
 def test_a_rounds_observations_are_bounded_by_its_scale_and_divided_by_its_root() -> None:
     # a poisoned cohort's loss of 50 counts as -scale; the rest keep their sign and shrink by sqrt(scale)
     assert round_observations([0.04, -50.0, 0.0], scale=0.04) == pytest.approx([0.2, -0.2, 0.0])
-    with pytest.raises(ValueError, match="scale"):
+    with pytest.raises(RewardsError, match="scale"):
         round_observations([1.0], scale=0.0)

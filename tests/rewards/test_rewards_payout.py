@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedgpu.errors import RewardsError
 from fedgpu.rewards.payout import payout, payout_units
 
 VALUES = st.dictionaries(st.text(min_size=1, max_size=4), st.floats(-1e6, 1e6), max_size=12)
@@ -49,9 +50,9 @@ def test_whole_units_break_ties_deterministically() -> None:
 
 
 def test_bad_input_is_refused() -> None:
-    with pytest.raises(ValueError, match="pool"):
+    with pytest.raises(RewardsError, match="pool"):
         payout({"a": 1.0}, -1.0)
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(RewardsError, match="finite"):
         payout({"a": float("nan")}, 1.0)
-    with pytest.raises(ValueError, match="pool_units"):
+    with pytest.raises(RewardsError, match="pool_units"):
         payout_units({"a": 1.0}, -1)

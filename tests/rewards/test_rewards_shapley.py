@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedgpu.errors import RewardsError
 from fedgpu.rewards.shapley import (
     Coalition,
     decode_utilities,
@@ -98,9 +99,9 @@ def test_each_subset_is_evaluated_once() -> None:
 
 
 def test_exact_refuses_too_many_players() -> None:
-    with pytest.raises(ValueError, match="limit is 8"):
+    with pytest.raises(RewardsError, match="limit is 8"):
         shapley_exact(9, lambda s: 0.0)
-    with pytest.raises(ValueError, match="limited to 12"):
+    with pytest.raises(RewardsError, match="limited to 12"):
         shapley_exact(3, lambda s: 0.0, max_players=13)
 
 
@@ -148,7 +149,7 @@ def test_truncation_stops_scans_once_the_prefix_reaches_the_total() -> None:
 
 
 def test_sampled_needs_budget_for_one_permutation() -> None:
-    with pytest.raises(ValueError, match="budget"):
+    with pytest.raises(RewardsError, match="budget"):
         shapley_sampled(10, lambda s: 0.0, budget=10, rng=np.random.default_rng(0))
 
 
@@ -177,14 +178,14 @@ def test_anyone_can_recompute_values_from_stored_utilities() -> None:
 
 
 def test_decode_rejects_malformed_evidence() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(RewardsError):
         decode_utilities([[[0, 1], float("nan")]])
-    with pytest.raises(ValueError):
+    with pytest.raises(RewardsError):
         decode_utilities([[["a"], 1.0]])
 
 
 def test_non_finite_utility_is_refused() -> None:
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(RewardsError, match="finite"):
         shapley_exact(2, lambda s: float("nan") if len(s) == 2 else 0.0)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedgpu.errors import ProtocolError
+from fedgpu.errors import ConfigError, ProtocolError, RewardsError
 from fedgpu.models import MLP, ModelSpec
 from fedgpu.rewards.payout import payout
 from fedgpu.rewards.shapley import shapley
@@ -241,7 +241,7 @@ def test_untrusted_cohort_sums_are_checked(setup: dict[str, np.ndarray]) -> None
     with pytest.raises(ProtocolError, match="weight"):
         CohortGame(factory, w, None, [w], [-1.0], setup["vx"], setup["vy"])
     game = CohortGame(factory, w, None, [w], [1.0], setup["vx"], setup["vy"])
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(RewardsError, match="outside"):
         game(frozenset({1}))
 
 
@@ -249,7 +249,7 @@ def test_models_with_buffers_are_refused(setup: dict[str, np.ndarray]) -> None:
     def with_batchnorm() -> nn.Module:
         return nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
 
-    with pytest.raises(ValueError, match="buffers"):
+    with pytest.raises(ConfigError, match="buffers"):
         CohortGame(with_batchnorm, np.zeros(1), None, [], [], setup["vx"], setup["vy"])
 
 
@@ -287,6 +287,6 @@ def test_a_zero_update_that_only_shrinks_the_average_earns_nothing(steps: tuple)
 
 def test_step_sizes_are_checked() -> None:
     x, y = blobs(10, 0)
-    with pytest.raises(ValueError, match="step_sizes"):
+    with pytest.raises(RewardsError, match="step_sizes"):
         w = flatten_params(factory())
         CohortGame(factory, w, None, [np.zeros_like(w)], [1.0], x, y, step_sizes=(0.0,))

@@ -1,4 +1,3 @@
-import hashlib
 import time
 
 import numpy as np
@@ -73,7 +72,7 @@ def test_state_bytes_are_checked_against_the_architecture() -> None:
     ref = {"w": torch.zeros(3, 2), "b": torch.zeros(2)}
     good = tensors.state_to_bytes({"w": torch.ones(3, 2), "b": torch.ones(2)})
     assert tensors.state_from_bytes(good, ref)["w"].sum() == 6
-    with pytest.raises(ProtocolError, match="shape|needs"):
+    with pytest.raises(ProtocolError, match=r"shape|needs"):
         tensors.state_from_bytes(tensors.state_to_bytes({"w": torch.ones(2, 3), "b": torch.ones(2)}), ref)
     with pytest.raises(ProtocolError, match="NaN"):
         tensors.state_from_bytes(tensors.state_to_bytes({"w": torch.full((3, 2), float("nan")), "b": torch.ones(2)}), ref)

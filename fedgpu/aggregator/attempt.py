@@ -1,0 +1,86 @@
+"""A round attempt in flight: its tasks, and one running sum per (cohort, chunk) spooled to disk.
+
+The state of one attempt and nothing else, shared by the two parts that change it: ``uploads``
+(a task's upload, folded into its cohort's sum) and ``rounds`` (opening and closing the attempt).
+It exists only inside the process that opened it: a restart redoes the round from nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fedgpu import crypto
+from fedgpu.wire.records import Task
+
+
+class TaskStatus(enum.Enum):
+    ASSIGNED = "assigned"
+    UPLOADING = "uploading"
+    COMPLETE = "complete"
+    DECLINED = "declined"
+    FAILED = "failed"
+
+    @property
+    def open(self) -> bool:
+        """Still expecting the node's update."""
+        return self in (TaskStatus.ASSIGNED, TaskStatus.UPLOADING)
+
+
+@dataclass
+class TaskState:
+    task: Task
+    node_id: str
+    cohort: int
+    status: TaskStatus = TaskStatus.ASSIGNED
+    received: int = 0
+    offsets: list[tuple[int, int]] = field(default_factory=list)
+    bytes_up: int = 0
+    bytes_down: int = 0
+    train_seconds: float = 0.0
+    epsilon: float | None = None
+    message: str = ""
+
+
+@dataclass
+class RoundState:
+    job_id: str
+    round: int
+    attempt: int
+    attempt_id: str  # unique across restarts: names the attempt's spool folder
+    scheme: str
+    opened_at: float
+    deadline: float
+    adder: crypto.Adder
+    cohorts: list[list[str]]
+    tasks: dict[str, TaskState]
+    num_chunks: int
+    acc_dir: Path  # one .npy accumulator per (cohort, chunk): memory stays O(chunk) whatever the node count
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def acc_path(self, cohort: int, chunk: int) -> Path:
+        return self.acc_dir / f"c{cohort}-{chunk}.npy"
+
+    def accumulate(self, cohort: int, chunk: int, payload: bytes) -> None:
+        """Add one verified chunk into its cohort's running sum on disk (atomic replace)."""
+        p = self.acc_path(cohort, chunk)
+        acc = np.load(p, allow_pickle=False) if p.exists() else self.adder.zero()
+        acc = self.adder.add(acc, payload)
+        tmp = p.with_suffix(".tmp.npy")
+        np.save(tmp, acc, allow_pickle=False)
+        tmp.replace(p)
+
+    def check_done(self) -> None:
+        if not any(t.status.open for t in self.tasks.values()):
+            self.done.set()
+
+
+__all__ = [
+    "RoundState",
+    "TaskState",
+    "TaskStatus",
+]

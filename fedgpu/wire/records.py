@@ -1,0 +1,268 @@
+"""The domain objects that cross the wire, as typed frozen dataclasses: no protobuf in here.
+
+It lives in ``wire/`` because both sides already depend on the wire (the aggregator on one end, the
+node and the driver on the other), and it is a leaf: it imports no protobuf, no role and no store, so
+the aggregator's logic can use these types without touching a generated message. The conversion
+to and from protobuf is :mod:`fedgpu.wire.serde`, and only there.
+
+``RoundRecord`` is also what the store keeps of a closed round, as JSON (``to_json`` / ``from_json``).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedgpu.rewards.chain import Receipt
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Local training a task asks for (mirrors ``fedgpu.v1.TrainingPlan``)."""
+
+    epochs: int = 0
+    batch_size: int = 0
+    lr: float = 0.0
+    momentum: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PrivacyPlan:
+    """Differential privacy a job asks for (mirrors ``fedgpu.v1.PrivacyPlan``; see docs/privacy.md)."""
+
+    enabled: bool = False
+    epsilon: float = 0.0
+    delta: float = 0.0
+    max_grad_norm: float = 0.0
+    rounds: int = 0
+    accountant: str = ""
+    mode: str = ""
+    client_noise_multiplier: float = 0.0
+    client_clip: float = 0.0
+    cohort_size: int = 0
+
+
+@dataclass(frozen=True)
+class EncryptionContext:
+    """What a node needs to encrypt and the aggregator to add; never a secret key."""
+
+    scheme: str = ""
+    params: bytes = b""
+    public_material: bytes = b""
+    fingerprint: str = ""
+    values_per_chunk: int = 0
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job as its driver submitted it, field for field (the store keeps its protobuf bytes).
+
+    Parsed once per job: the aggregator reads a job's rules from here, never from stored bytes again.
+    """
+
+    name: str = ""
+    model: str = ""
+    dataset: str = ""
+    rounds: int = 0
+    nodes_per_round: int = 0
+    min_nodes: int = 0
+    deadline_seconds: float = 0.0
+    training: TrainingPlan = field(default_factory=TrainingPlan)
+    cohort_size: int = 0
+    seed: int = 0
+    privacy: PrivacyPlan = field(default_factory=PrivacyPlan)
+    encryption: EncryptionContext = field(default_factory=EncryptionContext)
+    num_params: int = 0
+    reward_pool: float = 0.0
+    driver_lease_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the aggregator offers a node for one round of one job."""
+
+    task_id: str
+    job_id: str
+    round: int
+    model_version: int
+    model: str
+    dataset: str
+    training: TrainingPlan
+    privacy: PrivacyPlan
+    encryption: EncryptionContext
+    deadline_ms: int  # unix ms; an update after it is refused
+    num_params: int
+    num_chunks: int  # number of chunks the update must have
+
+
+@dataclass(frozen=True)
+class UploadProgress:
+    """How far an upload got: chunks accepted so far, and whether the update is complete."""
+
+    received: int
+    complete: bool
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What a closed round released: its cohorts (merged to >= k members) and what each node did."""
+
+    participants: tuple[str, ...]
+    cohorts: tuple[tuple[str, ...], ...]
+    node_status: Mapping[str, str]  # node id -> "complete", "declined: ...", "failed: missed the deadline"
+    bytes_up: int
+    bytes_down: int
+    bytes_up_by_node: Mapping[str, int]
+    bytes_down_by_node: Mapping[str, int]
+    train_seconds: Mapping[str, float]  # reported by the nodes: informative, never trusted
+    epsilon: Mapping[str, float]
+    seconds: float
+    attempt: int = 0
+    attempt_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "participants": list(self.participants),
+            "cohorts": [list(c) for c in self.cohorts],
+            "node_status": dict(self.node_status),
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+            "bytes_up_by_node": dict(self.bytes_up_by_node),
+            "bytes_down_by_node": dict(self.bytes_down_by_node),
+            "train_seconds": dict(self.train_seconds),
+            "epsilon": dict(self.epsilon),
+            "seconds": self.seconds,
+            "attempt": self.attempt,
+            "attempt_id": self.attempt_id,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RoundRecord:
+        """Inverse of :meth:`to_dict`; the per-node maps may be missing in records of older versions."""
+        return cls(
+            participants=tuple(d["participants"]),
+            cohorts=tuple(tuple(c) for c in d["cohorts"]),
+            node_status=dict(d["node_status"]),
+            bytes_up=int(d["bytes_up"]),
+            bytes_down=int(d["bytes_down"]),
+            bytes_up_by_node=dict(d.get("bytes_up_by_node", {})),
+            bytes_down_by_node=dict(d.get("bytes_down_by_node", {})),
+            train_seconds=dict(d.get("train_seconds", {})),
+            epsilon=dict(d.get("epsilon", {})),
+            seconds=float(d["seconds"]),
+            attempt=int(d.get("attempt", 0)),
+            attempt_id=str(d.get("attempt_id", "")),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> RoundRecord:
+        return cls.from_dict(json.loads(text))
+
+
+class JobEventKind(enum.Enum):
+    """What happened to a job (the values are those of ``fedgpu.v1.JobEventKind``)."""
+
+    UNSPECIFIED = 0
+    ROUND_OPENED = 1
+    SUMS_READY = 2
+    ROUND_RETRY = 3
+    JOB_DONE = 4
+    JOB_FAILED = 5
+    JOB_CANCELLED = 6
+
+    @property
+    def ends_job(self) -> bool:
+        return self in (JobEventKind.JOB_DONE, JobEventKind.JOB_FAILED, JobEventKind.JOB_CANCELLED)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One event of a job, as its driver watches it; a SUMS_READY event carries its round's record."""
+
+    kind: JobEventKind
+    round: int = 0
+    participants: tuple[str, ...] = ()
+    cohorts: tuple[tuple[str, ...], ...] = ()
+    message: str = ""
+    bytes_up: int = 0
+    bytes_down: int = 0
+    seconds: float = 0.0
+    node_status: Mapping[str, str] = field(default_factory=dict)
+    epsilon: Mapping[str, float] = field(default_factory=dict)
+    train_seconds: Mapping[str, float] = field(default_factory=dict)
+    bytes_up_by_node: Mapping[str, int] = field(default_factory=dict)
+    bytes_down_by_node: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def sums_ready(cls, rnd: int, record: RoundRecord) -> JobEvent:
+        return cls(
+            kind=JobEventKind.SUMS_READY,
+            round=rnd,
+            participants=record.participants,
+            cohorts=record.cohorts,
+            bytes_up=record.bytes_up,
+            bytes_down=record.bytes_down,
+            seconds=record.seconds,
+            node_status=record.node_status,
+            epsilon=record.epsilon,
+            train_seconds=record.train_seconds,
+            bytes_up_by_node=record.bytes_up_by_node,
+            bytes_down_by_node=record.bytes_down_by_node,
+        )
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str
+    state: str  # waiting_model | running | done | failed | cancelled
+    round: int
+    model_version: int
+    message: str = ""
+    model_sha256: str = ""  # of the stored model of model_version: a driver recognises its own publish
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What a driver publishes with the model after a round: its evaluation and the rewards it claims."""
+
+    accuracy: float = 0.0
+    loss: float = 0.0
+    cohort_values: Mapping[str, float] = field(default_factory=dict)  # cohort index as a string
+    evidence: bytes = b""  # JSON: per-subset utilities, so anyone can recompute
+    node_values: Mapping[str, float] = field(default_factory=dict)
+    rewards: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LedgerReceipt:
+    """A :class:`~fedgpu.rewards.chain.Receipt` as delivered: with the id of its ledger row.
+
+    The id stays beside the receipt, not inside it: the receipt is the signed thing a node keeps
+    (its canonical JSON in receipts.jsonl), while the id only says how far delivery got.
+    """
+
+    id: int
+    receipt: Receipt
+
+
+__all__ = [
+    "EncryptionContext",
+    "JobEvent",
+    "JobEventKind",
+    "JobSpec",
+    "JobStatus",
+    "LedgerReceipt",
+    "PrivacyPlan",
+    "RoundRecord",
+    "RoundResult",
+    "Task",
+    "TrainingPlan",
+    "UploadProgress",
+]
