@@ -28,8 +28,8 @@ from pathlib import Path
 
 from fedgpu.aggregator import ledger
 from fedgpu.aggregator.events import Events
-from fedgpu.aggregator.jobs import MAX_ATTEMPTS, Jobs
-from fedgpu.aggregator.registry import NODE_TIMEOUT_S, NodeRegistry, check_protocol
+from fedgpu.aggregator.jobs import Jobs
+from fedgpu.aggregator.registry import NODE_TIMEOUT_S, NodeRegistry
 from fedgpu.aggregator.rounds import Rounds
 from fedgpu.aggregator.store import Store
 from fedgpu.aggregator.uploads import Uploads
@@ -127,4 +127,4 @@ class Aggregator:
         self.rounds.released(job_id, rnd, cohorts)
 
 
-__all__ = ["MAX_ATTEMPTS", "NODE_TIMEOUT_S", "Aggregator", "check_protocol"]
+__all__ = ["Aggregator"]

@@ -26,9 +26,10 @@ def load_signing_key(store: Store) -> Ed25519PrivateKey:
         key = Ed25519PrivateKey.generate()
         store.set_meta("signing_key", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
         return key
-    key = serialization.load_pem_private_key(pem, password=None)
-    if not isinstance(key, Ed25519PrivateKey):
+    loaded = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(loaded, Ed25519PrivateKey):
         raise StorageError("the database's signing key is not Ed25519")
+    key = loaded
     return key
 
 
@@ -73,3 +74,10 @@ def receipts(store: Store, key: Ed25519PrivateKey, node_id: str, after: int) -> 
         )
         for r in store.receipts_for(node_id, min(after, 2**63 - 1))  # a uint64 on the wire, an int64 in SQL
     ]
+
+
+__all__ = [
+    "load_signing_key",
+    "receipts",
+    "round_rows",
+]

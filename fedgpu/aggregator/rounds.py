@@ -11,6 +11,7 @@ accumulated is in its own spool folder, so a restart redoes it from nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -93,10 +94,8 @@ class Rounds:
             if time.monotonic() >= end + timeout:
                 return nodes
             self.registry.node_available.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.registry.node_available.wait(), timeout=0.5)
-            except asyncio.TimeoutError:
-                pass
 
     async def run(self, job_id: str, spec: JobSpec, rnd: int, version: int, attempt: int) -> RoundRecord | None:
         """Open attempt ``attempt`` of round ``rnd``, wait for its uploads or its deadline, close it.
@@ -154,7 +153,7 @@ class Rounds:
         log.info("job %s round %d (attempt %d): %d nodes in %d cohorts", job_id, rnd, attempt, len(chosen), len(cohorts))
         try:
             await asyncio.wait_for(rs.done.wait(), timeout=spec.deadline_seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         except asyncio.CancelledError:
             self._drop(rs)
@@ -220,3 +219,8 @@ class Rounds:
         self.released(rs.job_id, rs.round, merged_members)
         log.info("job %s round %d closed: %d nodes in %d cohorts", rs.job_id, rs.round, complete, len(groups))
         return record
+
+
+__all__ = [
+    "Rounds",
+]

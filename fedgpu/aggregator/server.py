@@ -23,8 +23,8 @@ async def build_server(listen: str, db_url: str, spool_dir: Path, tls: TLSConfig
     server = transport.make_server(interceptors=[RejectUndecodable()])
     port = transport.add_port(server, listen, tls or TLSConfig())  # a bad --listen or TLS file fails before the database opens
     agg = Aggregator(Store(db_url), spool_dir)
-    node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(agg), server)
-    driver_pb2_grpc.add_DriverServiceServicer_to_server(DriverServicer(agg), server)
+    node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(agg), server)  # type: ignore[no-untyped-call]
+    driver_pb2_grpc.add_DriverServiceServicer_to_server(DriverServicer(agg), server)  # type: ignore[no-untyped-call]
     await server.start()
     await agg.start()
     return server, agg, port
@@ -47,3 +47,9 @@ async def serve(listen: str, db_url: str, spool_dir: Path, ready_file: Path | No
     log.info("shutting down")
     await agg.stop()
     await server.stop(grace=2)
+
+
+__all__ = [
+    "build_server",
+    "serve",
+]

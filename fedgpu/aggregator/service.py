@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -17,9 +18,8 @@ from google.protobuf.message import DecodeError
 from fedgpu.aggregator.core import Aggregator
 from fedgpu.errors import FedgpuError, ProtocolError
 from fedgpu.faults import crash_point
-from fedgpu.wire import PROTOCOL_VERSION
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc, node_pb2, node_pb2_grpc
-from fedgpu.wire import chunks, serde
+from fedgpu.wire import PROTOCOL_VERSION, chunks, serde
 
 log = logging.getLogger("fedgpu.aggregator")
 
@@ -43,7 +43,7 @@ def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return deserialize
 
 
-class RejectUndecodable(grpc.aio.ServerInterceptor):
+class RejectUndecodable(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Answer a request that does not parse INVALID_ARGUMENT, before any servicer sees it.
 
     grpc.aio runs the request deserializer outside the servicer, so a ``DecodeError`` would reach
@@ -58,7 +58,7 @@ class RejectUndecodable(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]], details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        method = details.method  # type: ignore[attr-defined]
+        method = details.method
         if method not in self._handlers:
             handler = await continuation(details)
             if handler is None or handler.request_deserializer is None:
@@ -268,3 +268,11 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         self.agg.check_token(request.job_id, request.token)
         await self.agg.cancel_job(request.job_id, request.reason)
         return serde.job_status_to_proto(self.agg.job_status(request.job_id))
+
+
+__all__ = [
+    "DriverServicer",
+    "NodeServicer",
+    "RejectUndecodable",
+    "Undecodable",
+]

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -32,12 +33,14 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from fedgpu.errors import NotFoundError, StorageError
 from fedgpu.faults import crash_point
 from fedgpu.wire.records import RoundRecord
+
+T = TypeVar("T")
 
 metadata = MetaData()
 
@@ -177,12 +180,10 @@ class Store:
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot open database {url}: {exc}") from exc
 
-    def _tx(self):  # type: ignore[no-untyped-def]
-        return self.engine.begin()
-
-    def _run(self, fn):  # type: ignore[no-untyped-def]
+    def _run(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one transaction; database errors become a StorageError (nothing written)."""
         try:
-            with self._tx() as conn:
+            with self.engine.begin() as conn:
                 return fn(conn)
         except IntegrityError as exc:
             raise StorageError(f"refused by the database, nothing written (a duplicate payment or record?): {exc.orig}") from exc
@@ -191,10 +192,11 @@ class Store:
 
     # --- key-value -----------------------------------------------------------------------------
     def get_meta(self, key: str) -> bytes | None:
-        return self._run(lambda c: c.execute(select(meta_kv.c.value).where(meta_kv.c.key == key)).scalar())
+        value = self._run(lambda c: c.execute(select(meta_kv.c.value).where(meta_kv.c.key == key)).scalar())
+        return None if value is None else bytes(value)
 
     def set_meta(self, key: str, value: bytes) -> None:
-        def fn(c):  # type: ignore[no-untyped-def]
+        def fn(c: Connection) -> None:
             c.execute(delete(meta_kv).where(meta_kv.c.key == key))
             c.execute(insert(meta_kv).values(key=key, value=value))
 
@@ -204,7 +206,7 @@ class Store:
     def upsert_node(self, node_id: str, public_key: bytes, name: str, capabilities: dict[str, Any]) -> None:
         now = time.time()
 
-        def fn(c):  # type: ignore[no-untyped-def]
+        def fn(c: Connection) -> None:
             caps = json.dumps(capabilities, sort_keys=True)
             if c.execute(select(nodes.c.id).where(nodes.c.id == node_id)).first():
                 c.execute(update(nodes).where(nodes.c.id == node_id).values(name=name, capabilities=caps, last_seen=now))
@@ -254,7 +256,7 @@ class Store:
     def put_model(self, job_id: str, version: int, data: bytes, sha256: str, round_result: dict[str, Any] | None, ledger_rows: list[dict[str, Any]] | None = None, head: dict[str, Any] | None = None) -> None:
         """Store a model version; for version r >= 1 also close round r and write its rewards, in one transaction."""
 
-        def fn(c):  # type: ignore[no-untyped-def]
+        def fn(c: Connection) -> None:
             c.execute(delete(models).where(models.c.job_id == job_id, models.c.version == version))
             c.execute(insert(models).values(job_id=job_id, version=version, data=data, sha256=sha256))
             # Keep the initial model and the latest two: enough to resume and to serve stragglers.
@@ -275,19 +277,20 @@ class Store:
         self._run(fn)
 
     def model_sha256(self, job_id: str, version: int) -> str | None:
-        return self._run(lambda c: c.execute(select(models.c.sha256).where(models.c.job_id == job_id, models.c.version == version)).scalar())
+        sha = self._run(lambda c: c.execute(select(models.c.sha256).where(models.c.job_id == job_id, models.c.version == version)).scalar())
+        return None if sha is None else str(sha)
 
     def model(self, job_id: str, version: int) -> bytes:
         data = self._run(lambda c: c.execute(select(models.c.data).where(models.c.job_id == job_id, models.c.version == version)).scalar())
         if data is None:
             raise NotFoundError(f"job {job_id} has no model version {version}")
-        return data
+        return bytes(data)
 
     # --- rounds --------------------------------------------------------------------------------
     def save_round(self, job_id: str, rnd: int, attempts: int, record: RoundRecord, sums: Iterator[tuple[int, int, bytes]]) -> None:
         """Persist a closed round and its cohort sums atomically; the driver may fetch them from now on."""
 
-        def fn(c):  # type: ignore[no-untyped-def]
+        def fn(c: Connection) -> None:
             c.execute(delete(cohort_sums).where(cohort_sums.c.job_id == job_id, cohort_sums.c.round == rnd))
             c.execute(delete(rounds).where(rounds.c.job_id == job_id, rounds.c.round == rnd))
             for cohort, chunk, data in sums:
@@ -328,11 +331,11 @@ class Store:
         )
         if data is None:
             raise NotFoundError(f"no sum for cohort {cohort} chunk {chunk} of round {rnd}")
-        return data
+        return bytes(data)
 
     # --- declines ------------------------------------------------------------------------------
     def add_decline(self, job_id: str, node_id: str, reason: str, message: str) -> None:
-        def fn(c):  # type: ignore[no-untyped-def]
+        def fn(c: Connection) -> None:
             c.execute(delete(declines).where(declines.c.job_id == job_id, declines.c.node_id == node_id))
             c.execute(insert(declines).values(job_id=job_id, node_id=node_id, reason=reason, message=message))
 
@@ -366,13 +369,32 @@ class Store:
 
     def paid(self, job_id: str) -> float:
         """Everything the ledger has paid this job so far."""
-        return float(self._run(lambda c: c.execute(select(func.coalesce(func.sum(ledger.c.reward), 0.0)).where(ledger.c.job_id == job_id)).scalar()))
+        return float(self._run(lambda c: c.execute(select(func.coalesce(func.sum(ledger.c.reward), 0.0)).where(ledger.c.job_id == job_id)).scalar()) or 0.0)
 
     def ledger_head(self) -> str | None:
-        return self._run(lambda c: c.execute(select(ledger.c.entry_hash).order_by(ledger.c.id.desc()).limit(1)).scalar())
+        head = self._run(lambda c: c.execute(select(ledger.c.entry_hash).order_by(ledger.c.id.desc()).limit(1)).scalar())
+        return None if head is None else str(head)
 
     def heads(self, job_id: str | None = None) -> list[dict[str, Any]]:
         q = select(ledger_heads).order_by(ledger_heads.c.job_id, ledger_heads.c.round)
         if job_id is not None:
             q = q.where(ledger_heads.c.job_id == job_id)
         return [dict(r) for r in self._run(lambda c: c.execute(q).mappings().all())]
+
+
+__all__ = [
+    "JobRow",
+    "Store",
+    "T",
+    "cohort_sums",
+    "declines",
+    "jobs",
+    "ledger",
+    "ledger_heads",
+    "meta_kv",
+    "metadata",
+    "models",
+    "nodes",
+    "normalise_url",
+    "rounds",
+]
