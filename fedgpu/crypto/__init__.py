@@ -3,8 +3,8 @@
 ``generate_keys`` is for the job driver, ``encryptor`` for nodes, ``adder`` for the aggregator.
 
 * ``ckks``: addition-only CKKS, 13.5 bytes per value, error ~1e-6 on a 100-node sum (the default);
-* ``bfv8``: the bandwidth mode, 8-bit stochastic quantisation packed into BFV, 4.5 bytes per value,
-  error at most one quantisation step per summed update, at most 128 updates per sum;
+* ``bfv8``: the bandwidth mode, 8-bit stochastic quantisation packed into BFV, 4.54 bytes per value,
+  error under one quantisation step per summed update, at most 128 updates per sum;
 * ``none``: float32 in the clear, for debugging and as the benchmarks' baseline.
 
 Each scheme's modules are imported only when a role object is made, so the aggregator never loads

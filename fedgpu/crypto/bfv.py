@@ -5,7 +5,7 @@
   seeded from its task so that replicated tasks round alike; it never holds a secret key.
 * The aggregator gets ``params`` only and builds a :class:`Bfv8Adder` (numpy only, no SEAL, no key).
 
-4.5 bytes per value on the wire against ckks's 13.5, for a quantisation error of at most one step
+4.54 bytes per value on the wire against ckks's 13.5, for a quantisation error of less than one step
 (``clip / 127``) per summed update. Parameters, payload format, carry bound and noise budget are in
 :mod:`fedgpu.crypto.bfv_format`; the rounding and packing in :mod:`fedgpu.crypto.bfv_encoding`.
 """

@@ -12,17 +12,18 @@ lanes of a coefficient add independently as long as no lane's sum leaves its sig
 ``max_summands * 127 <= 2**14 - 1``. That is the carry bound; the adder refuses to add more than
 ``max_summands`` (128) payloads into one sum, and the header of every sum says how many it holds.
 
-Why the message is added *after* the modulus switch: with ``2**c0_bits / t = 2**6`` an integer, the
+Why the message is added *after* the modulus switch: with ``2**c0_bits / t = 2**7`` an integer, the
 scaled message ``m * 2**(c0_bits - 45)`` is exact in the switched domain, so a payload is an ordinary
 public-key BFV ciphertext (scaling ``round(q * m / t)``) up to the switch's rounding, which is noise.
 
-Budget of the defaults (N = 4096, q = 2**60 - 16383, t = 2**45, c0/c1 at 51/57 bits): 3 values per
-coefficient, 108 bits per coefficient, **4.5 bytes per value** (1.1x float32), 18 ciphertexts
-(221,182 values) per payload of 995 KB. Decryption noise, in units of ``q / t``: fresh public-key
-noise ~ 0.007 sqrt(n), c0 rounding ~ 0.0045 sqrt(n), c1 rounding (multiplied by the ternary secret)
-~ 0.0037 sqrt(n); decryption rounds it away while it stays below 1/2 (over 5 standard deviations at
-n = 128). Were it ever exceeded, the lowest lane of that one coefficient would be off by one step,
-as likely up as down: quantisation already adds up to n steps.
+Budget of the defaults (N = 4096, q = 2**60 - 16383, t = 2**45, c0/c1 at 52/57 bits): 3 values per
+coefficient, 109 bits per coefficient, **4.54 bytes per value** (1.1x float32), 17 ciphertexts
+(208,894 values) per payload of 949 KB. Decryption noise of a sum of n payloads, in units of one
+step of t (``q / t``), measured with the secret key: sd 0.0085 sqrt(n), of which the fresh
+public-key noise is ~0.0072 sqrt(n) and the two modulus switches the rest. Decryption rounds it away
+while it stays below 1/2: 5.9 sd at n = 100, 5.1 sd at n = 128 (tests/crypto/test_bfv.py). Were it
+ever exceeded, the lowest lane of that one coefficient would be off by one quantisation step, as
+likely up as down; the quantisation itself already adds up to n steps.
 
 The weight slot (the last value of every chunk, see :class:`fedgpu.crypto.scheme.ChunkLayout`) gets
 a coefficient of its own, in signed fixed point with ``weight_bits`` fraction bits (rounded to
