@@ -20,7 +20,7 @@ A job file looks like ``examples/mnist1d.toml``::
     [privacy]         # optional; see docs/privacy.md
     epsilon = 8.0
 
-    [encryption]      # optional; ckks is the default, bfv8 the 8-bit bandwidth mode
+    [encryption]      # optional; ckks is the default, bfv8 / bfv8-32 the 8-bit bandwidth modes
     scheme = "ckks"
 """
 

@@ -1,9 +1,11 @@
-"""Benchmark the ckks scheme on one model-sized update, against the plaintext float32 sum.
+"""Benchmark the ckks scheme and the bfv8 bandwidth mode on one model-sized update, against the
+plaintext float32 sum measured in the same run.
 
-Prints one JSON object. Every update is chunked with fedgpu's ChunkLayout (weight slot included), as a
-node would send it. Summands are distinct encryptions unless ``--distinct`` asks for fewer, in which
-case payloads are reused cyclically; reuse makes their noise add coherently, so errors then read
-pessimistic (the JSON says how many were distinct).
+Prints one JSON object: ckks's figures at the top level, bfv8's under ``bandwidth`` (the same keys),
+the float32 sum under ``baseline``. Every update is chunked with fedgpu's ChunkLayout (weight slot
+included), as a node would send it. Summands are distinct encryptions unless ``--distinct`` asks for
+fewer, in which case payloads are reused cyclically; reuse makes their noise add coherently (and
+repeats bfv8's roundings), so errors then read pessimistic (the JSON says how many were distinct).
 
     python scripts/bench_crypto.py                 # 1,000,000 parameters, 100 summands
     python scripts/bench_crypto.py --params 100000 --distinct 20
@@ -26,9 +28,10 @@ from collections.abc import Callable, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from fedgpu.crypto.bfv import Bfv8Adder, Bfv8Encryptor, Bfv8KeyPair  # noqa: E402
 from fedgpu.crypto.ckks import CkksAdder, CkksEncryptor, CkksKeyPair  # noqa: E402
 from fedgpu.crypto.plain import PlainAdder, PlainDecryptor, PlainEncryptor  # noqa: E402
-from fedgpu.crypto.scheme import ChunkLayout  # noqa: E402
+from fedgpu.crypto.scheme import Adder, ChunkLayout  # noqa: E402
 
 
 def median(xs: Sequence[float]) -> float:
@@ -39,7 +42,7 @@ def run_scheme(
     name: str,
     layout: ChunkLayout,
     encrypt: Callable[[np.ndarray], bytes],
-    adder: CkksAdder | PlainAdder,
+    adder: Adder,
     decrypt: Callable[[bytes, int], np.ndarray],
     updates: Callable[[int], np.ndarray],
     summands: int,
@@ -130,6 +133,23 @@ def main() -> None:
         checkpoints,
     )
 
+    t0 = time.perf_counter()
+    bfv_keys = Bfv8KeyPair.generate()
+    bfv_keygen_s = time.perf_counter() - t0
+    # Seeded like a node's task: the rounding dither is reproducible, SEAL's randomness is not.
+    bfv_encryptor = Bfv8Encryptor(bfv_keys.params, bfv_keys.public_material, seed=args.seed)
+    bfv = run_scheme(
+        "bfv8",
+        ChunkLayout(args.params, bfv_keys.values_per_chunk),
+        bfv_encryptor.encrypt,
+        Bfv8Adder(bfv_keys.params),
+        bfv_keys.decryptor().decrypt,
+        updates,
+        summands,
+        distinct,
+        checkpoints,
+    )
+
     plain_enc = PlainEncryptor()
     plain_dec = PlainDecryptor()
     baseline = run_scheme(
@@ -143,11 +163,14 @@ def main() -> None:
         distinct,
         checkpoints,
     )
+    float32_rate = float(baseline["aggregate_params_per_s_per_core"])
 
     p = encryptor.params
+    bp = bfv_encryptor.params
     result = {
         **{k: v for k, v in ckks.items() if k != "scheme"},
         "keygen_seconds": keygen_s,
+        "aggregate_slowdown_vs_float32": float32_rate / float(ckks["aggregate_params_per_s_per_core"]),
         "num_params": args.params,
         "summands": summands,
         "distinct_encryptions": distinct,
@@ -164,6 +187,34 @@ def main() -> None:
             "packing": "complex (2 reals per slot)",
             "encryption": "public key",
             "max_abs_sum": p.max_abs_sum,
+        },
+        "bandwidth": {
+            **{k: v for k, v in bfv.items() if k != "scheme"},
+            "keygen_seconds": bfv_keygen_s,
+            "aggregate_slowdown_vs_float32": float32_rate / float(bfv["aggregate_params_per_s_per_core"]),
+            # the error in quantisation steps: what does not depend on the update distribution
+            **{f"{k}_steps": float(v) / bp.step for k, v in bfv.items() if k.startswith("max_abs_error_n")},
+            "values_clipped": bfv_encryptor.clipped,
+            "bfv8": {
+                "scheme": "bfv8",
+                "poly_modulus_degree": bp.poly_modulus_degree,
+                "modulus_bits": bp.modulus.bit_length(),
+                "modulus": bp.modulus,
+                "plain_modulus_bits": bp.plain_bits,
+                "quant_bits": bp.quant_bits,
+                "clip": bp.clip,
+                "step": bp.step,
+                "lanes": bp.lanes,
+                "lane_bits": bp.lane_bits,
+                "max_summands": bp.max_summands,
+                "weight_bits": bp.weight_bits,
+                "c0_bits": bp.c0_bits,
+                "c1_bits": bp.c1_bits,
+                "ciphertexts_per_chunk": bp.ciphertexts_per_chunk,
+                "packing": f"{bp.lanes} values of {bp.quant_bits} bits per coefficient, {bp.lane_bits}-bit lanes",
+                "encryption": "public key",
+                "error_bound_per_summand": "under one step (stochastic rounding, unbiased) for |w*u| <= clip",
+            },
         },
         "baseline": {k: v for k, v in baseline.items() if k not in ("values_per_chunk", "num_chunks")},
         "timing": "medians over updates; one thread; aggregate = header check + unpack + add, per update",

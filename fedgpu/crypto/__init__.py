@@ -5,6 +5,7 @@
 * ``ckks``: addition-only CKKS, 13.5 bytes per value, error ~1e-6 on a 100-node sum (the default);
 * ``bfv8``: the bandwidth mode, 8-bit stochastic quantisation packed into BFV, 4.54 bytes per value,
   error under one quantisation step per summed update, at most 128 updates per sum;
+* ``bfv8-32``: the same with less carry room, 3.95 bytes per value, at most 32 updates per sum;
 * ``none``: float32 in the clear, for debugging and as the benchmarks' baseline.
 
 Each scheme's modules are imported only when a role object is made, so the aggregator never loads
@@ -54,10 +55,13 @@ def _ckks_adder(params: bytes) -> Adder:
     return CkksAdder(params)
 
 
-def _bfv8_keys() -> KeyPair:
-    from fedgpu.crypto.bfv import Bfv8KeyPair
+def _bfv8_keys(name: str) -> Callable[[], KeyPair]:
+    def generate() -> KeyPair:
+        from fedgpu.crypto.bfv import Bfv8KeyPair
 
-    return Bfv8KeyPair.generate()
+        return Bfv8KeyPair.generate(scheme=name)
+
+    return generate
 
 
 def _bfv8_encryptor(params: bytes, public_material: bytes, seed: int | None) -> Encryptor:
@@ -72,15 +76,19 @@ def _bfv8_adder(params: bytes) -> Adder:
     return Bfv8Adder(params)
 
 
-def _bfv8_max_summands() -> int | None:
-    from fedgpu.crypto.bfv_format import Bfv8Params
+def _bfv8_max_summands(name: str) -> Callable[[], int | None]:
+    def limit() -> int | None:
+        from fedgpu.crypto.bfv_format import PRESETS
 
-    return Bfv8Params().max_summands
+        return PRESETS[name].max_summands
+
+    return limit
 
 
 _REGISTRY: dict[str, _Scheme] = {
     "ckks": _Scheme(_ckks_keys, _ckks_encryptor, _ckks_adder, lambda: None),
-    "bfv8": _Scheme(_bfv8_keys, _bfv8_encryptor, _bfv8_adder, _bfv8_max_summands),
+    "bfv8": _Scheme(_bfv8_keys("bfv8"), _bfv8_encryptor, _bfv8_adder, _bfv8_max_summands("bfv8")),
+    "bfv8-32": _Scheme(_bfv8_keys("bfv8-32"), _bfv8_encryptor, _bfv8_adder, _bfv8_max_summands("bfv8-32")),
     "none": _Scheme(
         PlainKeyPair,
         lambda params, public_material, seed: PlainEncryptor(plain_values_per_chunk(params)),

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedgpu.crypto.bfv_encoding import LaneEncoder
-from fedgpu.crypto.bfv_format import Bfv8Adder, Bfv8Params, decode_payload, encode_payload
+from fedgpu.crypto.bfv_format import PRESETS, Bfv8Adder, Bfv8Params, decode_payload, encode_payload
 from fedgpu.crypto.coefficients import compress, decompress
 from fedgpu.crypto.key_files import load_key_files, save_key_files
 from fedgpu.errors import CryptoError, ProtocolError
@@ -128,23 +128,30 @@ class Bfv8Decryptor:
 
 
 class Bfv8KeyPair:
-    """The job driver's keys: the secret key never leaves this object except into :meth:`save`."""
+    """The job driver's keys: the secret key never leaves this object except into :meth:`save`.
 
-    scheme = "bfv8"
+    ``scheme`` is the registered name the parameters came from ("bfv8" or "bfv8-32", see
+    ``bfv_format.PRESETS``); it names the key files and the job's encryption context.
+    """
 
-    def __init__(self, params: Bfv8Params, public_key: bytes, secret_key: bytes) -> None:
+    def __init__(self, params: Bfv8Params, public_key: bytes, secret_key: bytes, scheme: str = "bfv8") -> None:
         self._params = params
         self._public_key = public_key
         self._secret_key = secret_key
+        self.scheme = scheme
         self.values_per_chunk = params.values_per_chunk
 
     @classmethod
-    def generate(cls, params: Bfv8Params | None = None) -> Bfv8KeyPair:
+    def generate(cls, params: Bfv8Params | None = None, scheme: str = "bfv8") -> Bfv8KeyPair:
+        """Fresh keys for ``params``, by default the preset of ``scheme``."""
         from fedgpu.crypto.bfv_seal import generate_keys
 
-        params = params or Bfv8Params()
+        if params is None:
+            if scheme not in PRESETS:
+                raise CryptoError(f"no bfv8 parameter set named {scheme!r}; known: {', '.join(PRESETS)}")
+            params = PRESETS[scheme]
         public_key, secret_key = generate_keys(_seal_context(params))
-        return cls(params, public_key, secret_key)
+        return cls(params, public_key, secret_key, scheme)
 
     @property
     def public_material(self) -> bytes:
@@ -164,10 +171,10 @@ class Bfv8KeyPair:
         save_key_files(directory, self.scheme, self.params, self._public_key, self._secret_key)
 
     @classmethod
-    def load(cls, directory: Path) -> Bfv8KeyPair:
+    def load(cls, directory: Path, scheme: str = "bfv8") -> Bfv8KeyPair:
         """Read what :meth:`save` wrote; refuses a secret key file that others can read, like ssh."""
-        params, public_key, secret_key = load_key_files(directory, cls.scheme)
-        pair = cls(Bfv8Params.from_bytes(params), public_key, secret_key)
+        params, public_key, secret_key = load_key_files(directory, scheme)
+        pair = cls(Bfv8Params.from_bytes(params), public_key, secret_key, scheme)
         pair._check_match()
         return pair
 
@@ -179,4 +186,4 @@ class Bfv8KeyPair:
             raise CryptoError("bfv8 public key and secret key do not belong together")
 
 
-__all__ = ["Bfv8Adder", "Bfv8Decryptor", "Bfv8Encryptor", "Bfv8KeyPair", "Bfv8Params", "dither_rng"]
+__all__ = ["PRESETS", "Bfv8Adder", "Bfv8Decryptor", "Bfv8Encryptor", "Bfv8KeyPair", "Bfv8Params", "dither_rng"]

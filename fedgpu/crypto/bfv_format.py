@@ -216,6 +216,15 @@ class Bfv8Params:
         return hashlib.sha256(self.to_bytes()).digest()[:8]
 
 
+# The registered parameter sets, by scheme name (crypto.SCHEMES): the default, and a smaller one for
+# rounds of at most 32 nodes (13-bit lanes: 8 bits of value plus 5 of carry room; t = 2**39 leaves
+# room to send c0/c1 at 44/50 bits, 5 and 11 below the plaintext's lowest bit): 3.95 bytes per value.
+PRESETS: dict[str, Bfv8Params] = {
+    "bfv8": Bfv8Params(),
+    "bfv8-32": Bfv8Params(lane_bits=13, max_summands=32, c0_bits=44, c1_bits=50, ciphertexts_per_chunk=20),
+}
+
+
 @dataclass(frozen=True)
 class PayloadHeader:
     num_ciphertexts: int
@@ -354,6 +363,7 @@ class Bfv8Adder:
 
 __all__ = [
     "HEADER_BYTES",
+    "PRESETS",
     "Bfv8Adder",
     "Bfv8Params",
     "PayloadHeader",

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from fedgpu import crypto
 from fedgpu.config import job_from_dict
-from fedgpu.crypto.bfv import Bfv8Adder, Bfv8Decryptor, Bfv8Encryptor, Bfv8KeyPair, Bfv8Params, dither_rng
+from fedgpu.crypto.bfv import PRESETS, Bfv8Adder, Bfv8Decryptor, Bfv8Encryptor, Bfv8KeyPair, Bfv8Params, dither_rng
 from fedgpu.crypto.bfv_encoding import LaneEncoder
 from fedgpu.crypto.bfv_format import HEADER_BYTES, decode_payload
 from fedgpu.crypto.ckks_format import MAX_PAYLOAD_BYTES
@@ -46,6 +46,13 @@ class Roles:
 def roles() -> Roles:
     keys = Bfv8KeyPair.generate()
     return Roles(keys, Bfv8Encryptor(keys.params, keys.public_material, seed=1), Bfv8Adder(keys.params), keys.decryptor())
+
+
+@pytest.fixture(scope="module", params=sorted(PRESETS))
+def preset(request: pytest.FixtureRequest) -> tuple[str, Roles]:
+    """Each registered parameter set, with its roles."""
+    keys = Bfv8KeyPair.generate(scheme=request.param)
+    return request.param, Roles(keys, Bfv8Encryptor(keys.params, keys.public_material, seed=1), Bfv8Adder(keys.params), keys.decryptor())
 
 
 def summed(adder: Bfv8Adder, payloads: list[bytes]) -> bytes:
@@ -95,16 +102,18 @@ def test_hundred_updates_stay_within_the_bound_and_near_sqrt_n_steps(roles: Role
     assert err.std() < 0.5 * np.sqrt(100) * STEP
 
 
-def test_values_on_the_grid_sum_exactly_at_the_carry_bound(roles: Roles) -> None:
-    """Integers times the step need no rounding: 128 of them (the largest sum allowed) decrypt exactly,
-    including lanes that all sit at +-127 * 128, one short of overflowing into the next lane."""
+def test_values_on_the_grid_sum_exactly_at_the_carry_bound(preset: tuple[str, Roles]) -> None:
+    """Integers times the step need no rounding: max_summands of them (the largest sum allowed) decrypt
+    exactly, including lanes that all sit at +-127 * max_summands, just short of overflowing."""
+    _, r = preset
+    p = r.encryptor.params
     rng = np.random.default_rng(3)
-    ints = rng.integers(-P.levels, P.levels + 1, (P.max_summands, 2 * 3 * N - 10))
-    ints[:, :9] = [P.levels, -P.levels, P.levels, -P.levels, -P.levels, P.levels, P.levels, P.levels, -P.levels]
-    total = summed(roles.adder, [roles.encryptor.encrypt(chunk(i * STEP, 0.5)) for i in ints])
-    got = roles.decryptor.decrypt(total, ints.shape[1] + 1)
-    assert np.array_equal(np.rint(got[:-1] / STEP).astype(np.int64), ints.sum(axis=0))
-    assert got[-1] == 0.5 * P.max_summands
+    ints = rng.integers(-p.levels, p.levels + 1, (p.max_summands, 2 * p.lanes * N - 10))
+    ints[:, :9] = [p.levels, -p.levels, p.levels, -p.levels, -p.levels, p.levels, p.levels, p.levels, -p.levels]
+    total = summed(r.adder, [r.encryptor.encrypt(chunk(i * p.step, 0.5)) for i in ints])
+    got = r.decryptor.decrypt(total, ints.shape[1] + 1)
+    assert np.array_equal(np.rint(got[:-1] / p.step).astype(np.int64), ints.sum(axis=0))
+    assert got[-1] == 0.5 * p.max_summands
 
 
 def test_full_chunks_carry_weighted_sums_and_weights(roles: Roles) -> None:
@@ -164,13 +173,13 @@ def test_the_seed_fixes_the_rounding_and_only_the_rounding(roles: Roles) -> None
     assert dither_rng(42).random() != np.random.default_rng(42).random()
 
 
-def test_decryption_noise_stays_far_from_the_rounding_threshold() -> None:
+def test_decryption_noise_stays_far_from_the_rounding_threshold(preset: tuple[str, Roles]) -> None:
     """Noise of a sum of max_summands fresh payloads, measured exactly with the secret key: decryption
-    rounds it away while it stays below half a step of t, about 5 standard deviations away here
-    (sd 0.0085 sqrt(n) steps: 5.1 sd at n = 128, 5.9 at n = 100)."""
-    keys = Bfv8KeyPair.generate()
-    enc, add, dec = Bfv8Encryptor(keys.params, keys.public_material, seed=0), Bfv8Adder(keys.params), keys.decryptor()
-    q, t = P.modulus, P.plain_modulus
+    rounds it away while it stays below half a step of t. bfv8: sd 0.0085 sqrt(n) steps, 5.1 sd from
+    the threshold at n = 128 (5.9 at n = 100); bfv8-32: about 7 sd at n = 32."""
+    _, r = preset
+    p, enc, add, dec = r.encryptor.params, r.encryptor, r.adder, r.decryptor
+    q, t = p.modulus, p.plain_modulus
     # (0, round(q/t)) decrypts to the secret key's coefficients (ternary), which noise checks need
     probe = np.zeros(2 * N, dtype=np.uint64)
     probe[N] = round(q / t)
@@ -178,23 +187,24 @@ def test_decryption_noise_stays_far_from_the_rounding_threshold() -> None:
     s[s > t // 2] -= t
     assert set(np.unique(s)) <= {-1, 0, 1}
     rng = np.random.default_rng(0)
-    ints = rng.integers(-P.levels, P.levels + 1, (P.max_summands, 3 * N - 3))
-    total = summed(add, [enc.encrypt(chunk(i * STEP, 0.0)) for i in ints])
-    _, y0, y1 = decode_payload(P, total)
-    c0 = [int(v) for v in decompress(y0, q, P.c0_bits)]
-    c1 = decompress(y1, q, P.c1_bits)
+    ints = rng.integers(-p.levels, p.levels + 1, (p.max_summands, p.lanes * (N - 1)))
+    total = summed(add, [enc.encrypt(chunk(i * p.step, 0.0)) for i in ints])
+    _, y0, y1 = decode_payload(p, total)
+    c0 = [int(v) for v in decompress(y0, q, p.c0_bits)]
+    c1 = decompress(y1, q, p.c1_bits)
     c1s = [0] * (2 * N - 1)  # c1 * s as exact integers, through 3 limbs of 20 bits (each convolution fits int64)
     for limb in range(3):
         part = ((c1 >> np.uint64(20 * limb)) & np.uint64((1 << 20) - 1)).astype(np.int64)
         for k, v in enumerate(np.convolve(part, s)):
             c1s[k] += int(v) << (20 * limb)
     phase = [(c0[k] + c1s[k] - (c1s[k + N] if k + N < 2 * N - 1 else 0)) % q for k in range(N)]
-    # the plaintext: lane sums times 2**(15 j), then the weight slot's coefficient (weight 0)
-    expected = [int(v) for v in (ints.sum(axis=0).reshape(-1, 3) * (1 << np.arange(0, 45, 15))).sum(axis=1) % t] + [0]
+    # the plaintext: lane sums times 2**(lane_bits * j), then the weight slot's coefficient (weight 0)
+    shifts = 1 << np.arange(0, p.plain_bits, p.lane_bits)
+    expected = [int(v) for v in (ints.sum(axis=0).reshape(-1, p.lanes) * shifts).sum(axis=1) % t] + [0]
     noise = []  # (t/q) * (c0 + c1 s) - m, centred, in steps of t: exact integer arithmetic, then one division
     for k in range(N):
-        r = (phase[k] * t - expected[k] * q) % (t * q)
-        noise.append((r - t * q if r > t * q // 2 else r) / q)
+        r_ = (phase[k] * t - expected[k] * q) % (t * q)
+        noise.append((r_ - t * q if r_ > t * q // 2 else r_) / q)
     noise_arr = np.array(noise)
     sd = float(noise_arr.std())
     assert np.abs(noise_arr).max() < 0.5  # this sum decrypts exactly
@@ -204,29 +214,31 @@ def test_decryption_noise_stays_far_from_the_rounding_threshold() -> None:
 # --- the carry bound ------------------------------------------------------------------------------
 
 
-def test_more_summands_than_the_carry_bound_are_refused(roles: Roles) -> None:
-    payload = roles.encryptor.encrypt(chunk(np.ones(10) * 0.5))
-    acc = roles.adder.zero()
-    for _ in range(P.max_summands):
-        acc = roles.adder.add(acc, payload)
-    with pytest.raises(CryptoError, match="at most 128 updates"):
-        roles.adder.add(acc, payload)
-    assert decode_payload(P, roles.adder.to_bytes(acc))[0].summands == P.max_summands
-    half = roles.adder.zero()
-    for _ in range(P.max_summands // 2 + 1):
-        half = roles.adder.add(half, payload)
-    with pytest.raises(CryptoError, match="at most 128 updates"):
-        roles.adder.combine(half.copy(), half)
+def test_more_summands_than_the_carry_bound_are_refused(preset: tuple[str, Roles]) -> None:
+    _, r = preset
+    limit = r.encryptor.params.max_summands
+    payload = r.encryptor.encrypt(chunk(np.ones(10) * 0.5))
+    acc = r.adder.zero()
+    for _ in range(limit):
+        acc = r.adder.add(acc, payload)
+    with pytest.raises(CryptoError, match=f"at most {limit} updates"):
+        r.adder.add(acc, payload)
+    assert decode_payload(r.encryptor.params, r.adder.to_bytes(acc))[0].summands == limit
+    half = r.adder.zero()
+    for _ in range(limit // 2 + 1):
+        half = r.adder.add(half, payload)
+    with pytest.raises(CryptoError, match=f"at most {limit} updates"):
+        r.adder.combine(half.copy(), half)
     # a forged header claiming more summands than allowed is malformed
-    forged = payload[:12] + (P.max_summands + 1).to_bytes(4, "little") + payload[16:]
+    forged = payload[:12] + (limit + 1).to_bytes(4, "little") + payload[16:]
     with pytest.raises(ProtocolError):
-        roles.adder.check(forged)
-    sum_of_two = roles.adder.to_bytes(roles.adder.add(roles.adder.add(roles.adder.zero(), payload), payload))
-    acc = roles.adder.zero()
-    for _ in range(P.max_summands // 2):
-        acc = roles.adder.add(acc, sum_of_two)  # sums count as what they hold
+        r.adder.check(forged)
+    sum_of_two = r.adder.to_bytes(r.adder.add(r.adder.add(r.adder.zero(), payload), payload))
+    acc = r.adder.zero()
+    for _ in range(limit // 2):
+        acc = r.adder.add(acc, sum_of_two)  # sums count as what they hold
     with pytest.raises(CryptoError):
-        roles.adder.add(acc, payload)
+        r.adder.add(acc, payload)
 
 
 def test_the_carry_bound_follows_from_the_lanes() -> None:
@@ -248,6 +260,10 @@ def test_config_takes_bfv8_and_bounds_nodes_per_round_by_it() -> None:
         job_from_dict({**base, "encryption": {"scheme": "bfv9"}})
     assert str(err.value).startswith("encryption.scheme") and "bfv8" in str(err.value)
     assert job_from_dict({"model": "cnn1d", "dataset": "mnist1d", "nodes_per_round": 500}).encryption.scheme == "ckks"
+    small = {**base, "encryption": {"scheme": "bfv8-32"}}
+    assert job_from_dict({**small, "nodes_per_round": 32}).encryption.scheme == "bfv8-32"
+    with pytest.raises(ConfigError, match="at most 32 updates"):
+        job_from_dict({**small, "nodes_per_round": 33})
 
 
 def test_encryptor_refuses_values_it_cannot_carry(roles: Roles) -> None:
@@ -272,15 +288,19 @@ def test_values_beyond_the_clip_are_clipped_and_counted(roles: Roles) -> None:
 # --- bytes ----------------------------------------------------------------------------------------
 
 
-def test_a_million_parameter_update_is_at_most_eight_bytes_per_parameter(roles: Roles) -> None:
-    layout = ChunkLayout(1_000_000, roles.keys.values_per_chunk)
+@pytest.mark.parametrize("scheme, most", [("bfv8", 4.6), ("bfv8-32", 4.0)])
+def test_a_million_parameter_update_is_at_most_eight_bytes_per_parameter(scheme: str, most: float) -> None:
+    keys = Bfv8KeyPair.generate(scheme=scheme)
+    enc = Bfv8Encryptor(keys.params, keys.public_material, seed=0)
+    layout = ChunkLayout(1_000_000, keys.values_per_chunk)
     update = np.random.default_rng(0).normal(0, 1e-2, layout.num_params)
-    payloads = [roles.encryptor.encrypt(c) for c in layout.split(update, 1.0)]
+    payloads = [enc.encrypt(c) for c in layout.split(update, 1.0)]
     per_param = sum(len(p) for p in payloads) / layout.num_params
     assert per_param <= 8.0
-    assert per_param <= 4.6  # 108 bits per 3 values, plus headers and the weight coefficients
+    assert per_param <= most  # (c0_bits + c1_bits) per 3 values, plus headers and the weight coefficients
     assert all(len(p) <= MAX_PAYLOAD_BYTES for p in payloads)
-    assert P.payload_bytes(P.ciphertexts_per_chunk) <= MAX_PAYLOAD_BYTES
+    params = PRESETS[scheme]
+    assert params.payload_bytes(params.ciphertexts_per_chunk) <= MAX_PAYLOAD_BYTES
 
 
 def test_a_sum_of_one_is_the_payload_itself(roles: Roles) -> None:
@@ -375,6 +395,9 @@ def test_registry_builds_the_bfv8_roles_and_passes_the_seed() -> None:
     keys = crypto.generate_keys("bfv8")
     assert keys.scheme == "bfv8" and isinstance(keys, Bfv8KeyPair)
     assert crypto.max_summands("bfv8") == 128 and crypto.max_summands("ckks") is None
+    small = crypto.generate_keys("bfv8-32")
+    assert small.scheme == "bfv8-32" and crypto.max_summands("bfv8-32") == 32
+    assert crypto.adder("bfv8-32", small.params).params.max_summands == 32  # type: ignore[attr-defined]
     values = chunk([0.25, -0.5, 0.3])
     decrypted = []
     for _ in range(2):
@@ -522,6 +545,10 @@ def test_save_writes_an_owner_only_secret_key_and_load_round_trips(roles: Roles,
     (tmp_path / "keys" / "bfv8.public").write_bytes((tmp_path / "other" / "bfv8.public").read_bytes())
     with pytest.raises(CryptoError):
         Bfv8KeyPair.load(tmp_path / "keys")
+    small = Bfv8KeyPair.generate(scheme="bfv8-32")
+    small.save(tmp_path / "small")
+    assert (tmp_path / "small" / "bfv8-32.secret").exists()
+    assert Bfv8KeyPair.load(tmp_path / "small", "bfv8-32").params == small.params
 
 
 @settings(max_examples=30, deadline=None)
