@@ -296,7 +296,11 @@ class Bfv8Adder:
         self.values_per_chunk = self.params.values_per_chunk
 
     def check(self, payload: bytes) -> None:
-        read_header(self.params, payload)
+        """A node's upload: well-formed, and exactly one update (a node claiming to be many would use
+        up the carry bound of its whole cohort). :meth:`add` also takes sums."""
+        header = read_header(self.params, payload)
+        if header.summands != 1:
+            raise ProtocolError(f"a bfv8 upload holds exactly one update; this one claims {header.summands}")
 
     def count(self, payload: bytes) -> int:
         """Values (parameters + weight slot) the payload carries, from its validated header."""

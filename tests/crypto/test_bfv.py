@@ -229,10 +229,14 @@ def test_more_summands_than_the_carry_bound_are_refused(preset: tuple[str, Roles
         half = r.adder.add(half, payload)
     with pytest.raises(CryptoError, match=f"at most {limit} updates"):
         r.adder.combine(half.copy(), half)
-    # a forged header claiming more summands than allowed is malformed
+    # a forged header claiming more summands than allowed is malformed; an upload is always one update
     forged = payload[:12] + (limit + 1).to_bytes(4, "little") + payload[16:]
     with pytest.raises(ProtocolError):
-        r.adder.check(forged)
+        r.adder.add(r.adder.zero(), forged)
+    claims_two = payload[:12] + (2).to_bytes(4, "little") + payload[16:]
+    with pytest.raises(ProtocolError, match="exactly one update"):
+        r.adder.check(claims_two)
+    r.adder.add(r.adder.zero(), claims_two)  # a sum may be added (it counts as two)
     sum_of_two = r.adder.to_bytes(r.adder.add(r.adder.add(r.adder.zero(), payload), payload))
     acc = r.adder.zero()
     for _ in range(limit // 2):
