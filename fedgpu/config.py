@@ -20,7 +20,7 @@ A job file looks like ``examples/mnist1d.toml``::
     [privacy]         # optional; see docs/privacy.md
     epsilon = 8.0
 
-    [encryption]      # optional; ckks is the default
+    [encryption]      # optional; ckks is the default, bfv8 / bfv8-32 the 8-bit bandwidth modes
     scheme = "ckks"
 """
 
@@ -103,7 +103,7 @@ class JobConfig:
 
     def validate(self, check_registry: bool = True) -> JobConfig:
         """Check every field; ``check_registry=False`` skips the model registry (the aggregator has none)."""
-        from fedgpu.crypto import SCHEMES
+        from fedgpu.crypto import SCHEMES, max_summands
         from fedgpu.datasets import SCHEMAS
 
         def need(cond: bool, fld: str, msg: str) -> None:
@@ -136,6 +136,11 @@ class JobConfig:
             need(p.accountant in ("prv", "rdp"), "privacy.accountant", f"allowed values are prv, rdp; got {p.accountant!r}")
             need(p.mode in ("sample", "client"), "privacy.mode", f"allowed values are sample, client; got {p.mode!r}")
         need(self.encryption.scheme in SCHEMES, "encryption.scheme", f"allowed values are {', '.join(SCHEMES)}; got {self.encryption.scheme!r}")
+        limit = max_summands(self.encryption.scheme)
+        need(
+            limit is None or self.nodes_per_round <= limit, "nodes_per_round",
+            f"encryption.scheme = {self.encryption.scheme!r} adds at most {limit} updates into one sum; lower it to {limit} or use ckks",
+        )
         need(0 <= self.training.server_momentum < 1, "training.server_momentum", f"must be in [0, 1), got {self.training.server_momentum}")
         need(self.rewards.pool_per_round >= 0, "rewards.pool_per_round", "must be >= 0")
         need(

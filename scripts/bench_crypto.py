@@ -1,12 +1,18 @@
-"""Benchmark the ckks scheme on one model-sized update, against the plaintext float32 sum.
+"""Benchmark the ckks scheme and the bfv8 bandwidth mode on one model-sized update, against the
+plaintext float32 sum measured in the same run.
 
-Prints one JSON object. Every update is chunked with fedgpu's ChunkLayout (weight slot included), as a
-node would send it. Summands are distinct encryptions unless ``--distinct`` asks for fewer, in which
-case payloads are reused cyclically; reuse makes their noise add coherently, so errors then read
-pessimistic (the JSON says how many were distinct).
+Prints one JSON object: ckks's figures at the top level, bfv8's under ``bandwidth`` (the same keys),
+the float32 sum under ``baseline``. Every update is chunked with fedgpu's ChunkLayout (weight slot
+included), as a node would send it. Summands are distinct encryptions unless ``--distinct`` asks for
+fewer, in which case payloads are reused cyclically; reuse makes their noise add coherently (and
+repeats bfv8's roundings), so errors then read pessimistic (the JSON says how many were distinct).
+
+bfv8's error is in absolute units and scales with its clip (one step is clip / 127): the JSON also
+gives it in steps. ``bandwidth["bfv8-32"]`` is the smaller preset, summed to its limit of 32.
 
     python scripts/bench_crypto.py                 # 1,000,000 parameters, 100 summands
     python scripts/bench_crypto.py --params 100000 --distinct 20
+    python scripts/bench_crypto.py --clip 0.08     # bfv8 clipped at 8 sd of these updates
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -26,10 +33,12 @@ from collections.abc import Callable, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from fedgpu.crypto.bfv import Bfv8Encryptor, Bfv8KeyPair  # noqa: E402
+from fedgpu.crypto.bfv_format import PRESETS, Bfv8Adder, Bfv8Params  # noqa: E402
 from fedgpu.crypto.ckks import CkksEncryptor, CkksKeyPair  # noqa: E402
 from fedgpu.crypto.ckks_format import CkksAdder  # noqa: E402
 from fedgpu.crypto.plain import PlainAdder, PlainDecryptor, PlainEncryptor  # noqa: E402
-from fedgpu.crypto.scheme import ChunkLayout  # noqa: E402
+from fedgpu.crypto.scheme import Adder, ChunkLayout  # noqa: E402
 
 
 def median(xs: Sequence[float]) -> float:
@@ -40,7 +49,7 @@ def run_scheme(
     name: str,
     layout: ChunkLayout,
     encrypt: Callable[[np.ndarray], bytes],
-    adder: CkksAdder | PlainAdder,
+    adder: Adder,
     decrypt: Callable[[bytes, int], np.ndarray],
     updates: Callable[[int], np.ndarray],
     summands: int,
@@ -96,12 +105,72 @@ def run_scheme(
     return out
 
 
+def run_bfv8(
+    scheme: str,
+    clip: float | None,
+    seed: int,
+    num_params: int,
+    updates: Callable[[int], np.ndarray],
+    summands: int,
+    distinct: int,
+    checkpoints: Sequence[int],
+) -> tuple[dict[str, float | int | str], dict[str, object]]:
+    """run_scheme for a bfv8 preset (its clip replaced if asked): (figures, parameters)."""
+    params = PRESETS[scheme] if clip is None else dataclasses.replace(PRESETS[scheme], clip=clip)
+    started = time.perf_counter()
+    keys = Bfv8KeyPair.generate(params, scheme=scheme)
+    keygen_s = time.perf_counter() - started
+    # Seeded like a node's task: the rounding dither is reproducible, SEAL's randomness is not.
+    encryptor = Bfv8Encryptor(keys.params, keys.public_material, seed=seed)
+    out = run_scheme(
+        scheme,
+        ChunkLayout(num_params, keys.values_per_chunk),
+        encryptor.encrypt,
+        Bfv8Adder(keys.params),
+        keys.decryptor().decrypt,
+        updates,
+        summands,
+        distinct,
+        checkpoints,
+    )
+    figures = {k: v for k, v in out.items() if k != "scheme"}
+    figures["keygen_seconds"] = keygen_s
+    # the error in quantisation steps: what does not depend on the update distribution
+    figures.update({f"{k}_steps": float(v) / params.step for k, v in out.items() if k.startswith("max_abs_error_n")})
+    figures["values_clipped"] = encryptor.clipped
+    return figures, describe_bfv8(scheme, params)
+
+
+def describe_bfv8(scheme: str, p: Bfv8Params) -> dict[str, object]:
+    return {
+        "scheme": scheme,
+        "poly_modulus_degree": p.poly_modulus_degree,
+        "modulus_bits": p.modulus.bit_length(),
+        "modulus": p.modulus,
+        "plain_modulus_bits": p.plain_bits,
+        "quant_bits": p.quant_bits,
+        "clip": p.clip,
+        "step": p.step,
+        "lanes": p.lanes,
+        "lane_bits": p.lane_bits,
+        "max_summands": p.max_summands,
+        "weight_bits": p.weight_bits,
+        "c0_bits": p.c0_bits,
+        "c1_bits": p.c1_bits,
+        "ciphertexts_per_chunk": p.ciphertexts_per_chunk,
+        "packing": f"{p.lanes} values of {p.quant_bits} bits per coefficient in {p.lane_bits}-bit lanes",
+        "encryption": "public key",
+        "error_bound": "under one step per summand (stochastic rounding, unbiased) while |w*u| <= clip",
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=int, default=1_000_000, help="parameters in the update (default %(default)s)")
     ap.add_argument("--summands", type=int, default=100, help="updates summed (default %(default)s)")
     ap.add_argument("--distinct", type=int, default=None, help="distinct encryptions, reused cyclically (default: all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clip", type=float, default=None, help=f"bfv8's clip (default: the preset's, {PRESETS['bfv8'].clip})")
     args = ap.parse_args()
     summands = args.summands
     distinct = min(args.distinct or summands, summands)
@@ -131,6 +200,18 @@ def main() -> None:
         checkpoints,
     )
 
+    # bfv8 refuses sums beyond its carry bound: each preset is summed up to its own limit.
+    bfv_summands = min(summands, PRESETS["bfv8"].max_summands)
+    bfv, bfv_params = run_bfv8(
+        "bfv8", args.clip, args.seed, args.params, updates, bfv_summands, min(distinct, bfv_summands),
+        sorted({min(10, bfv_summands), bfv_summands}),
+    )
+    small_summands = min(summands, PRESETS["bfv8-32"].max_summands)
+    small, small_params = run_bfv8(
+        "bfv8-32", args.clip, args.seed, args.params, updates, small_summands, min(distinct, small_summands),
+        sorted({min(10, small_summands), small_summands}),
+    )
+
     plain_enc = PlainEncryptor()
     plain_dec = PlainDecryptor()
     baseline = run_scheme(
@@ -144,11 +225,13 @@ def main() -> None:
         distinct,
         checkpoints,
     )
+    float32_rate = float(baseline["aggregate_params_per_s_per_core"])
 
     p = encryptor.params
     result = {
         **{k: v for k, v in ckks.items() if k != "scheme"},
         "keygen_seconds": keygen_s,
+        "aggregate_slowdown_vs_float32": float32_rate / float(ckks["aggregate_params_per_s_per_core"]),
         "num_params": args.params,
         "summands": summands,
         "distinct_encryptions": distinct,
@@ -165,6 +248,18 @@ def main() -> None:
             "packing": "complex (2 reals per slot)",
             "encryption": "public key",
             "max_abs_sum": p.max_abs_sum,
+        },
+        "bandwidth": {
+            **bfv,
+            "summands": bfv_summands,
+            "aggregate_slowdown_vs_float32": float32_rate / float(bfv["aggregate_params_per_s_per_core"]),
+            "bfv8": bfv_params,
+            "bfv8-32": {
+                **small,
+                "summands": small_summands,
+                "aggregate_slowdown_vs_float32": float32_rate / float(small["aggregate_params_per_s_per_core"]),
+                "bfv8-32": small_params,
+            },
         },
         "baseline": {k: v for k, v in baseline.items() if k not in ("values_per_chunk", "num_chunks")},
         "timing": "medians over updates; one thread; aggregate = header check + unpack + add, per update",

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", type=Path, default=None, help="keep everything in this folder (default: a temporary one; report copied to runs/demo/)")
     p.add_argument("--partition", choices=["iid", "dirichlet"], default="iid", help="how the data is split between nodes (default %(default)s)")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for --partition dirichlet (default %(default)s)")
-    p.add_argument("--encryption", choices=["ckks", "none"], default="ckks", help="update encryption (default %(default)s)")
+    p.add_argument("--encryption", choices=["ckks", "bfv8", "bfv8-32", "none"], default="ckks", help="update encryption; bfv8 and bfv8-32 (<= 32 nodes) are the 8-bit bandwidth modes (default %(default)s)")
     p.add_argument("--cohort-size", "-k", type=int, default=1, help="k: the driver only sees sums of >= k nodes (default %(default)s)")
     p.add_argument("--epsilon", type=float, default=None, help="turn on DP-SGD on the nodes with this epsilon target for the job")
     p.add_argument("--epsilon-cap", type=float, default=None, help="each data owner's epsilon cap; tasks past it are refused")

@@ -2,7 +2,7 @@
 
 * The job driver makes a :class:`CkksKeyPair` and alone holds the secret key.
 * A node gets ``params`` and ``public_material`` (the public key) and builds a :class:`CkksEncryptor`.
-* The aggregator gets ``params`` only and builds a :class:`~fedgpu.crypto.ckks_format.CkksAdder`, which is numpy code that never
+* The aggregator gets ``params`` only and builds a :class:`CkksAdder`, which is numpy code that never
   imports SEAL or TenSEAL (this module imports them only when a key or encryptor is made).
 
 Parameters, payload format and error budget are in :mod:`fedgpu.crypto.ckks_format`; the threat model
@@ -11,21 +11,21 @@ is in docs/threat-model.md.
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedgpu.crypto.ckks_encoding import SlotEncoder
-from fedgpu.crypto.ckks_format import CkksParams, compress, decode_payload, decompress, encode_payload
-from fedgpu.errors import CryptoError, ProtocolError, StorageError
+from fedgpu.crypto.ckks_format import CkksParams, decode_payload, encode_payload
+from fedgpu.crypto.coefficients import compress, decompress
+from fedgpu.crypto.key_files import load_key_files, save_key_files
+from fedgpu.errors import CryptoError, ProtocolError
 
 if TYPE_CHECKING:
     from fedgpu.crypto.ckks_seal import SealContext
 
-PARAMS_FILE = "ckks.params"
+PARAMS_FILE = "ckks.params"  # names that crypto.key_files gives the scheme's files
 PUBLIC_KEY_FILE = "ckks.public"
 SECRET_KEY_FILE = "ckks.secret"
 
@@ -131,29 +131,12 @@ class CkksKeyPair:
 
     def save(self, directory: Path) -> None:
         """Write parameters, public key and secret key; the secret key file is owner-only (0o600)."""
-        directory = Path(directory)
-        try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write(directory / PARAMS_FILE, self.params, 0o644)
-            _write(directory / PUBLIC_KEY_FILE, self._public_key, 0o644)
-            _write(directory / SECRET_KEY_FILE, self._secret_key, 0o600)
-        except OSError as exc:
-            raise StorageError(f"cannot write ckks keys to {directory}: {exc}") from exc
+        save_key_files(directory, self.scheme, self.params, self._public_key, self._secret_key)
 
     @classmethod
     def load(cls, directory: Path) -> CkksKeyPair:
         """Read what :meth:`save` wrote; refuses a secret key file that others can read, like ssh."""
-        directory = Path(directory)
-        secret_path = directory / SECRET_KEY_FILE
-        try:
-            mode = stat.S_IMODE(secret_path.stat().st_mode)
-            params = (directory / PARAMS_FILE).read_bytes()
-            public_key = (directory / PUBLIC_KEY_FILE).read_bytes()
-            secret_key = secret_path.read_bytes()
-        except OSError as exc:
-            raise StorageError(f"cannot read ckks keys from {directory}: {exc}") from exc
-        if mode & 0o077:
-            raise CryptoError(f"{secret_path} has mode {mode:o}: run chmod 600 on it, others must not read it")
+        params, public_key, secret_key = load_key_files(directory, cls.scheme)
         pair = cls(CkksParams.from_bytes(params), public_key, secret_key)
         pair._check_match()
         return pair
@@ -164,22 +147,6 @@ class CkksKeyPair:
         payload = CkksEncryptor(self.params, self._public_key).encrypt(probe)
         if not np.allclose(self.decryptor().decrypt(payload, probe.size), probe, atol=1e-4):
             raise CryptoError("ckks public key and secret key do not belong together")
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write via a temporary file created with ``mode`` (never wider), then rename over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)  # O_CREAT's mode is ignored for an existing file
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
 
 
 __all__ = [

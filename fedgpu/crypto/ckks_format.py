@@ -4,8 +4,8 @@ The aggregator imports this module and nothing else of the CKKS scheme, so it ne
 (or TenSEAL) and never holds a key: it adds payloads as flat arrays of unsigned integers.
 
 Why a format of our own rather than SEAL's serialization: TenSEAL's sealapi always saves with zstd,
-and decompressing would dominate an aggregator's time (docs/protocol.md, "Measured"). Here a payload
-is a small header plus bit-packed coefficients, so loading one is a set of views into the received bytes.
+and decompressing was ~90% of an aggregator's time when we measured it. Here a payload is a small
+header plus bit-packed coefficients, so loading one is a set of views into the received bytes.
 
 Why coefficients are *modulus-switched* to ``2**b`` before packing: a ciphertext coefficient
 ``x mod q`` travels as ``y = round(x * 2**b / q) mod 2**b``. The map ``x -> x * 2**b / q`` is additive
@@ -33,6 +33,19 @@ from functools import cached_property
 
 import numpy as np
 
+from fedgpu.crypto.coefficients import (
+    MAX_BITS,
+    MAX_GAP,
+    MIN_BITS,
+    add_packed,
+    by_phase,
+    natural_order,
+    pack,
+    packed_bytes,
+    readable,
+    unpack,
+    windows_end,
+)
 from fedgpu.errors import CryptoError, ProtocolError
 
 # A gRPC message is capped at 1 MiB; leave ~48 KiB for the envelope (ids, digests, signature).
@@ -53,13 +66,8 @@ _PAYLOAD_VERSION = 1
 _HEADER = struct.Struct("<4sBBHI8s")
 HEADER_BYTES = _HEADER.size
 
-# Bit widths a payload may use: >= 33 for the exact decompression below, <= 57 so that one value
-# plus its bit offset (< 8) fits the 8-byte window the packer reads and writes.
-_MIN_BITS, _MAX_BITS = 33, 57
-# The modulus switch computes floor(x * gap / q) with one float64 product; exact for gap < 2**32.
-_MAX_GAP = 1 << 32
-
-_U64 = np.uint64
+# Bit widths and modulus gaps that the modulus switch and the packer of fedgpu.crypto.coefficients take.
+_MIN_BITS, _MAX_BITS, _MAX_GAP = MIN_BITS, MAX_BITS, MAX_GAP
 
 
 @dataclass(frozen=True)
@@ -163,94 +171,6 @@ class PayloadHeader:
     num_values: int
 
 
-def _group(bits: int) -> tuple[int, int]:
-    """(values, bytes) of the smallest byte-aligned group of ``bits``-bit values."""
-    values = 8 // math.gcd(bits, 8)
-    return values, values * bits // 8
-
-
-def packed_bytes(count: int, bits: int) -> int:
-    values, nbytes = _group(bits)
-    return count // values * nbytes
-
-
-def _phase_views(buf: np.ndarray, offset: int, count: int, bits: int) -> list[tuple[np.ndarray, int]]:
-    """Unaligned 8-byte windows over packed values, one strided view per position in a group.
-
-    Value ``g * values + j`` starts at bit ``j * bits`` of group ``g``; its window is the 8 bytes at the
-    byte holding that bit, shifted right by the bit's offset in the byte. The last window may reach
-    past the block (:func:`_windows_end`); callers make sure ``buf`` has those bytes.
-    """
-    values, nbytes = _group(bits)
-    groups = count // values
-    views = []
-    for j in range(values):
-        bit = j * bits
-        view = np.ndarray((groups,), dtype="<u8", buffer=buf, offset=offset + (bit >> 3), strides=(nbytes,))
-        views.append((view, bit & 7))
-    return views
-
-
-def pack(values: np.ndarray, bits: int) -> bytes:
-    """Pack uint64 values < 2**bits little-endian, ``bits`` bits each (count a multiple of 8)."""
-    count = values.size
-    group_values, _ = _group(bits)
-    size = packed_bytes(count, bits)
-    buf = np.zeros(size + 8, dtype=np.uint8)
-    by_phase = values.reshape(-1, group_values)
-    for j, (view, shift) in enumerate(_phase_views(buf, 0, count, bits)):
-        np.bitwise_or(view, by_phase[:, j] << _U64(shift), out=view)
-    return buf[:size].tobytes()
-
-
-def unpack(buf: np.ndarray, offset: int, count: int, bits: int) -> np.ndarray:
-    """Inverse of :func:`pack` over ``buf[offset:]`` (the last 8-byte window must lie inside ``buf``)."""
-    group_values, _ = _group(bits)
-    out = np.empty(count, dtype=np.uint64)
-    by_phase = out.reshape(-1, group_values)
-    mask = _U64((1 << bits) - 1)
-    for j, (view, shift) in enumerate(_phase_views(buf, offset, count, bits)):
-        by_phase[:, j] = (view >> _U64(shift)) & mask
-    return out
-
-
-def compress(x: np.ndarray, modulus: int, bits: int) -> np.ndarray:
-    """Exact ``round(x * 2**bits / q) mod 2**bits`` for uint64 ``x < q`` (ties round up).
-
-    With q = 2**k - gap: x * 2**bits / q = (x + x * gap / q) / 2**(k - bits), and x * gap / q < gap is
-    small, so its floor z comes from one float64 product, corrected once by an exact remainder.
-    """
-    k = modulus.bit_length()
-    gap = (1 << k) - modulus
-    shift = k - bits
-    t = x.astype(np.float64)
-    t *= gap / modulus
-    z = t.astype(np.uint64)  # floor(x * gap / q), or one off near an integer: fixed next
-    rem = x * _U64(gap)
-    rem -= z * _U64(modulus)
-    signed = rem.view(np.int64)  # x*gap - z*q, exact: it lies in (-q, 2q)
-    np.add(z, signed >= modulus, out=z, casting="unsafe")
-    np.subtract(z, signed < 0, out=z, casting="unsafe")
-    z += x
-    z += _U64(1 << (shift - 1))
-    z >>= _U64(shift)
-    z &= _U64((1 << bits) - 1)
-    return z
-
-
-def decompress(y: np.ndarray, modulus: int, bits: int) -> np.ndarray:
-    """Exact ``y * 2**(k-bits) - floor((y * gap + 2**(bits-1)) / 2**bits) mod q``: round(y * q / 2**bits), ties down."""
-    k = modulus.bit_length()
-    gap = _U64((1 << k) - modulus)
-    low = y & _U64(0xFFFFFFFF)
-    # y * gap = hi * 2**32 + lo with hi = (y >> 32) * gap + (low * gap >> 32); all products fit 64 bits.
-    hi = (y >> _U64(32)) * gap + ((low * gap) >> _U64(32))
-    w = (hi + _U64(1 << (bits - 33))) >> _U64(bits - 32)
-    x = (y << _U64(k - bits)) - w
-    np.minimum(x, x - _U64(modulus), out=x)  # mod q: x - q wraps above x unless x >= q
-    return x
-
-
 def encode_payload(params: CkksParams, num_values: int, c0: np.ndarray, c1: np.ndarray) -> bytes:
     """Header plus the packed (already compressed) c0 and c1 coefficients of all ciphertexts."""
     num_ct = c0.size // params.poly_modulus_degree
@@ -277,12 +197,6 @@ def read_header(params: CkksParams, payload: bytes) -> PayloadHeader:
     return PayloadHeader(num_ct, num_values)
 
 
-def _windows_end(offset: int, count: int, bits: int) -> int:
-    """One past the last byte that the 8-byte windows over a packed block read."""
-    values, nbytes = _group(bits)
-    return offset + (count // values - 1) * nbytes + (((values - 1) * bits) >> 3) + 8
-
-
 def _blocks(params: CkksParams, header: PayloadHeader) -> tuple[int, int, int]:
     """(values per block, offset of c0, offset of c1) in a payload."""
     count = header.num_ciphertexts * params.poly_modulus_degree
@@ -292,12 +206,7 @@ def _blocks(params: CkksParams, header: PayloadHeader) -> tuple[int, int, int]:
 def _readable(params: CkksParams, header: PayloadHeader, payload: bytes) -> np.ndarray:
     """The payload as uint8, without a copy unless the last window reads past its end."""
     count, _, c1_offset = _blocks(params, header)
-    end = _windows_end(c1_offset, count, params.c1_bits)
-    if end <= len(payload):
-        return np.frombuffer(payload, dtype=np.uint8)
-    buf = np.zeros(end, dtype=np.uint8)
-    buf[: len(payload)] = np.frombuffer(payload, dtype=np.uint8)
-    return buf
+    return readable(payload, windows_end(c1_offset, count, params.c1_bits))
 
 
 def decode_payload(params: CkksParams, payload: bytes) -> tuple[PayloadHeader, np.ndarray, np.ndarray]:
@@ -311,7 +220,7 @@ def decode_payload(params: CkksParams, payload: bytes) -> tuple[PayloadHeader, n
 
 
 # Accumulator layout (private to this module): uint64 [num_values, num_ciphertexts, c0..., c1...],
-# where c0 and c1 are stored "by phase" (see _phase_views) so that every add writes contiguously.
+# where c0 and c1 are stored "by phase" (see coefficients.phase_views) so that every add writes contiguously.
 _ACC_META = 2
 
 
@@ -339,8 +248,8 @@ class CkksAdder:
         count = num_ct * self.params.poly_modulus_degree
         if acc.dtype != np.uint64 or acc.size != _ACC_META + 2 * count:
             raise ProtocolError("not a ckks sum of these parameters (accumulator of the wrong size or type)")
-        c0 = acc[_ACC_META : _ACC_META + count].reshape(_group(self.params.c0_bits)[0], -1)
-        c1 = acc[_ACC_META + count :].reshape(_group(self.params.c1_bits)[0], -1)
+        c0 = by_phase(acc[_ACC_META : _ACC_META + count], self.params.c0_bits)
+        c1 = by_phase(acc[_ACC_META + count :], self.params.c1_bits)
         return c0, c1
 
     def add(self, acc: np.ndarray, payload: bytes) -> np.ndarray:
@@ -362,13 +271,7 @@ class CkksAdder:
         buf = _readable(p, header, payload)
         sums = self._sections(acc, header.num_ciphertexts)
         for section, offset, bits in zip(sums, (c0_offset, c1_offset), (p.c0_bits, p.c1_bits), strict=True):
-            tmp = np.empty(section.shape[1], dtype=np.uint64)
-            for j, (view, shift) in enumerate(_phase_views(buf, offset, count, bits)):
-                if shift:
-                    np.right_shift(view, _U64(shift), out=tmp)
-                    np.add(section[j], tmp, out=section[j])
-                else:
-                    np.add(section[j], view, out=section[j])
+            add_packed(section, buf, offset, count, bits)
         return acc
 
     def combine(self, acc: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -384,10 +287,7 @@ class CkksAdder:
         p = self.params
         num_values, num_ct = int(acc[0]), int(acc[1])
         c0, c1 = self._sections(acc, num_ct)
-        # back from "by phase" to natural order, reduced mod 2**bits
-        y0 = c0.T.reshape(-1) & _U64((1 << p.c0_bits) - 1)
-        y1 = c1.T.reshape(-1) & _U64((1 << p.c1_bits) - 1)
-        return encode_payload(p, num_values, y0, y1)
+        return encode_payload(p, num_values, natural_order(c0, p.c0_bits), natural_order(c1, p.c1_bits))
 
 
 __all__ = [
@@ -397,12 +297,7 @@ __all__ = [
     "HEADER_BYTES",
     "MAX_PAYLOAD_BYTES",
     "PayloadHeader",
-    "compress",
     "decode_payload",
-    "decompress",
     "encode_payload",
-    "pack",
-    "packed_bytes",
     "read_header",
-    "unpack",
 ]

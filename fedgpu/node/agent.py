@@ -262,7 +262,7 @@ class NodeAgent:
 
     def _upload(self, task: Task, delta: np.ndarray, weight: float, seconds: float, epsilon: float = 0.0) -> None:
         enc = task.encryption
-        encryptor = crypto.encryptor(enc.scheme, enc.params, enc.public_material)
+        encryptor = crypto.encryptor(enc.scheme, enc.params, enc.public_material, seed=task.training.seed)
         if crypto.context_fingerprint(enc.scheme, enc.params, enc.public_material) != enc.fingerprint:
             raise FedgpuError("the task's encryption context does not match its fingerprint; refusing to encrypt")
         layout = crypto.ChunkLayout(int(task.num_params), int(enc.values_per_chunk))

@@ -29,11 +29,8 @@ from fedgpu.crypto.ckks_format import (
     MAX_PAYLOAD_BYTES,
     CkksAdder,
     CkksParams,
-    compress,
-    decompress,
-    pack,
-    unpack,
 )
+from fedgpu.crypto.coefficients import compress, decompress, pack, unpack
 from fedgpu.crypto.scheme import ChunkLayout
 from fedgpu.errors import CryptoError, ProtocolError
 
