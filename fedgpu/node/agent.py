@@ -23,6 +23,7 @@ import torch
 from fedgpu import crypto
 from fedgpu.datasets import ArrayDataset, get_schema, load_file
 from fedgpu.errors import CapabilityError, ConfigError, FedgpuError, PrivacyBudgetExceeded
+from fedgpu.files import write_atomic
 from fedgpu.models import ModelSpec, available_models, build_model
 from fedgpu.node.training import LocalTrainConfig, pick_device, train_local
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
@@ -176,10 +177,7 @@ class NodeAgent:
             f.flush()
             os.fsync(f.fileno())
         self.receipts_after = max(self.receipts_after, max(r.id for r in receipts))
-        cursor = self.receipts_path.with_name("receipts.last")
-        tmp = cursor.with_suffix(".tmp")
-        tmp.write_text(str(self.receipts_after))
-        tmp.replace(cursor)
+        write_atomic(self.receipts_path.with_name("receipts.last"), str(self.receipts_after).encode())
 
     def handle(self, task: Task) -> None:
         try:
