@@ -1,11 +1,13 @@
 """The data owner's guard on a node: plan the noise, charge the owner's ledger, then train with DP-SGD.
 
 The charge is committed (fsync) *before* any training: a crash during or after training counts as
-spent, and a task that would push the owner past their cap is refused with nothing trained.
+spent, and a task that would push the owner past their cap is refused with nothing trained. Plans
+are kept next to the ledger (``privacy.plans.json``), so a restarted node does not search again.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -15,6 +17,7 @@ from fedgpu.datasets import ArrayDataset
 from fedgpu.node.training import LocalTrainConfig, train_local_dp
 from fedgpu.privacy.dp import noise_for_job
 from fedgpu.privacy.ledger import OwnerLedger, PrivacyEvent, dataset_fingerprint
+from fedgpu.privacy.plan_cache import PlanCache
 from fedgpu.wire.records import Task
 
 NO_CAP = 1e6  # an owner who set no cap still has every task recorded
@@ -23,9 +26,11 @@ NO_CAP = 1e6  # an owner who set no cap still has every task recorded
 class PrivacyGate:
     def __init__(self, ledger_path: Path, cap: float | None, owner: str) -> None:
         self.ledger = OwnerLedger(ledger_path)
+        self.plans = PlanCache(self.ledger.path.with_suffix(".plans.json"))
         self.cap = cap if cap is not None else NO_CAP
         self.owner = owner
         self.last_epsilon: float | None = None
+        self.last_plan_seconds: float | None = None  # planning sigma, apart from training
         self._fingerprints: dict[int, str] = {}
 
     def _fingerprint(self, data: ArrayDataset) -> str:
@@ -37,7 +42,11 @@ class PrivacyGate:
     def train(self, task: Task, model: nn.Module, data: ArrayDataset, cfg: LocalTrainConfig, device: torch.device) -> float:
         """Charge, then train ``model`` in place; returns the owner's epsilon on this dataset afterwards."""
         p = task.privacy
-        sigma, sample_rate, steps = noise_for_job(p.epsilon, p.delta, len(data), cfg.batch_size, cfg.epochs, int(p.rounds), p.accountant or "prv")
+        t0 = time.perf_counter()
+        sigma, sample_rate, steps = noise_for_job(
+            p.epsilon, p.delta, len(data), cfg.batch_size, cfg.epochs, int(p.rounds), p.accountant or "prv", cache=self.plans
+        )
+        self.last_plan_seconds = time.perf_counter() - t0
         event = PrivacyEvent(self.owner, self._fingerprint(data), task.job_id, int(task.round), sigma, sample_rate, steps, p.delta)
         epsilon = self.ledger.charge(event, self.cap)  # raises PrivacyBudgetExceeded: nothing trained
         train_local_dp(model, data, cfg, sigma, p.max_grad_norm, device)

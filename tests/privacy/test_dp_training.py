@@ -14,8 +14,9 @@ from fedgpu.errors import ConfigError, PrivacyBudgetExceeded
 from fedgpu.models import ModelSpec, build_model
 from fedgpu.node.privacy_gate import PrivacyGate
 from fedgpu.node.training import DPTrainResult, LocalTrainConfig, train_local, train_local_dp
-from fedgpu.privacy.dp import noise_for_job, planned_steps
+from fedgpu.privacy.dp import Accountant, noise_for_job, plan_key, planned_steps
 from fedgpu.privacy.ledger import OwnerLedger
+from fedgpu.privacy.plan_cache import PlanCache
 from fedgpu.proto.fedgpu.v1 import common_pb2, node_pb2
 
 SPEC = ModelSpec((40,), 10)
@@ -90,3 +91,6 @@ def test_over_budget_round_is_refused_before_any_training(tmp_path: Path) -> Non
     assert (stored.event.noise_multiplier, stored.event.sample_rate, stored.event.steps) == noise_for_job(3.0, 1e-5, 200, 50, 1, 1, "rdp")
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert 2.99 <= gate.ledger.epsilon(1e-5) <= 3.0 and epsilon == gate.last_epsilon
+    assert gate.last_plan_seconds is not None
+    plans = tmp_path / "privacy.plans.json"  # next to the ledger: a restarted node reads its plan
+    assert PlanCache(plans).get(plan_key(3.0, 1e-5, 1 / 4, 4, Accountant.RDP, 3e-3)) is not None
