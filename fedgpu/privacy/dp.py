@@ -58,11 +58,23 @@ class Accountant(str, Enum):  # noqa: UP042 - not StrEnum: str() of a member sta
 
 
 class GradSampleMode(str, Enum):  # noqa: UP042 - as Accountant
-    """How Opacus computes per-sample gradients; ``ew`` was the fastest on CPU for fedgpu's CNNs."""
+    """How DP-SGD gets its clipped per-sample gradients; the noise and the accounting are Opacus's in every mode."""
 
+    AUTO = "auto"  # bk where the model allows it, else ew
+    BK = "bk"  # fedgpu.privacy.clipping: one backward pass, no per-sample gradients (fastest, docs/privacy.md)
+    EW = "ew"  # Opacus with torch ExpandedWeights: the fastest of Opacus's modes on CPU for fedgpu's CNNs
     HOOKS = "hooks"
-    EW = "ew"  # torch ExpandedWeights
     FUNCTORCH = "functorch"
+
+
+def resolve_grad_sample_mode(model: nn.Module, mode: str | GradSampleMode) -> GradSampleMode:
+    """``auto`` -> ``bk`` when every trainable layer of ``model`` has a book-keeping rule, else ``ew``."""
+    chosen = parse_grad_sample_mode(mode)
+    if chosen is GradSampleMode.AUTO:
+        from fedgpu.privacy.clipping import unsupported_layers
+
+        return GradSampleMode.EW if unsupported_layers(model) else GradSampleMode.BK
+    return chosen
 
 
 def parse_accountant(value: str | Accountant) -> Accountant:
@@ -390,7 +402,7 @@ def private_round(
     noise_multiplier: float,
     max_grad_norm: float,
     poisson_sampling: bool = True,
-    grad_sample_mode: str | GradSampleMode = GradSampleMode.EW,
+    grad_sample_mode: str | GradSampleMode = GradSampleMode.AUTO,
     max_physical_batch_size: int | None = None,
     device: torch.device | str = "cpu",
     seed: int | None = None,
@@ -401,7 +413,7 @@ def private_round(
     round can privatise it again (#608) and its state_dict has the plain keys.
     """
     check_module(model)
-    mode = parse_grad_sample_mode(grad_sample_mode)
+    mode = resolve_grad_sample_mode(model, grad_sample_mode)
     if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
         raise ConfigError(f"noise_multiplier must be a positive number, got {noise_multiplier}")
     if not (math.isfinite(max_grad_norm) and max_grad_norm > 0):
@@ -423,19 +435,40 @@ def private_round(
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=sampling_gen)
     if len(loader) != steps_per_epoch:  # pragma: no cover - guards the accounting invariant above
         raise ConfigError(f"loader has {len(loader)} batches, the plan says {steps_per_epoch}")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")  # said once, in the module doc
-        engine = PrivacyEngine(accountant="prv")
-        dp_model, dp_opt, dp_loader = engine.make_private(
-            module=model,
-            optimizer=optimizer,
-            data_loader=loader,
+    if mode is GradSampleMode.BK:
+        from fedgpu.privacy.clipping import BookKeepingClipper, BookKeepingDPOptimizer
+
+        clipper = BookKeepingClipper(model, max_grad_norm)
+        accountant = create_accountant(mechanism="prv")
+        dp_opt: DPOptimizer = BookKeepingDPOptimizer(
+            optimizer,
+            clipper=clipper,
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
-            poisson_sampling=False,  # the loader above already samples (or deliberately does not)
-            grad_sample_mode=mode.value,
-            noise_generator=noise_gen,
+            expected_batch_size=int(n * sample_rate),  # as make_private: the mean's denominator
+            loss_reduction="mean",
+            generator=noise_gen,
         )
+        dp_opt.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
+        dp_model: nn.Module = clipper.module
+        dp_loader = loader
+        close: Callable[[], None] = clipper.close
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")  # said once, in the module doc
+            engine = PrivacyEngine(accountant="prv")
+            dp_model, dp_opt, dp_loader = engine.make_private(
+                module=model,
+                optimizer=optimizer,
+                data_loader=loader,
+                noise_multiplier=noise_multiplier,
+                max_grad_norm=max_grad_norm,
+                poisson_sampling=False,  # the loader above already samples (or deliberately does not)
+                grad_sample_mode=mode.value,
+                noise_generator=noise_gen,
+            )
+        accountant = engine.accountant
+        close = dp_model._close  # type: ignore[assignment] # removes hooks and grad_sample attributes from `model`
     if len(dp_loader) != steps_per_epoch:  # pragma: no cover
         raise ConfigError("Opacus changed the number of steps per epoch")
     try:
@@ -443,14 +476,14 @@ def private_round(
             with BatchMemoryManager(
                 data_loader=dp_loader, max_physical_batch_size=max_physical_batch_size, optimizer=dp_opt
             ) as split_loader:
-                yield PrivateRound(dp_model, dp_opt, split_loader, sample_rate, steps_per_epoch, engine.accountant)
+                yield PrivateRound(dp_model, dp_opt, split_loader, sample_rate, steps_per_epoch, accountant)
         else:
-            yield PrivateRound(dp_model, dp_opt, dp_loader, sample_rate, steps_per_epoch, engine.accountant)
+            yield PrivateRound(dp_model, dp_opt, dp_loader, sample_rate, steps_per_epoch, accountant)
     finally:
         dp_opt.zero_grad(set_to_none=True)
-        dp_model._close()  # removes hooks and grad_sample attributes from `model`
+        close()
         for p in model.parameters():
-            for attr in ("summed_grad", "_processed"):
+            for attr in ("grad_sample", "summed_grad", "_processed"):
                 if hasattr(p, attr):
                     delattr(p, attr)
 
@@ -480,6 +513,7 @@ __all__ = [
     "plan_noise",
     "planned_steps",
     "private_round",
+    "resolve_grad_sample_mode",
     "secret_generator",
     "zero_grad_sample",
 ]

@@ -31,7 +31,7 @@ def weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("mode", ["ew", "hooks"])
+@pytest.mark.parametrize("mode", ["ew", "hooks", "bk"])
 def test_dp_training_returns_plain_keys_and_can_run_every_round(mode: str) -> None:
     model = build_model("cnn1d", SPEC, seed=0)
     keys = list(build_model("cnn1d", SPEC, seed=0).state_dict())
@@ -50,11 +50,12 @@ def test_dp_training_returns_plain_keys_and_can_run_every_round(mode: str) -> No
     train_local(model, data(100), LocalTrainConfig(epochs=1, batch_size=32))  # the plain path still works on it
 
 
-def test_steps_and_sample_rate_match_the_plan_where_opacus_would_round_down() -> None:
+@pytest.mark.parametrize("mode", ["ew", "bk"])
+def test_steps_and_sample_rate_match_the_plan_where_opacus_would_round_down(mode: str) -> None:
     # int(1 / (1 / 93)) == 92: Opacus's own DPDataLoader would take 92 steps at q = 1/92
     model = build_model("mlp", SPEC, seed=0)
     cfg = LocalTrainConfig(epochs=1, batch_size=1, lr=0.1, momentum=0.0)
-    res = train_local_dp(model, data(93), cfg, 1.0, 1.0, torch.device("cpu"), max_physical_batch_size=None)
+    res = train_local_dp(model, data(93), cfg, 1.0, 1.0, torch.device("cpu"), grad_sample_mode=mode, max_physical_batch_size=None)
     assert (res.sample_rate, res.steps) == (1 / 93, 93)  # empty Poisson batches still count as steps
 
 
