@@ -1,10 +1,11 @@
 """Benchmark of fedgpu's record-level DP: DP-SGD overhead, and FedAvg accuracy at epsilon 3 and 8.
 
 Prints ONE JSON object:
-  (a) per-epoch time of DP-SGD (Opacus ``ew``, ``hooks``, ``functorch``) against plain SGD on the
-      same model (CNN1D, 28k parameters), one node's data (4,800 samples) and the same logical batch,
-      one thread, epochs interleaved across modes (order rotated), medians of ``--timing-reps``;
-      ``dp_epoch_time_ratio`` is the fastest DP mode over plain, and that mode trains the FL runs;
+  (a) per-epoch time of DP-SGD (fedgpu's book-keeping clipping ``bk``; Opacus ``ew``, ``hooks``,
+      ``functorch``) against plain SGD on the same model (CNN1D, 28k parameters), one node's data
+      (4,800 samples) and the same logical batch, one thread, epochs interleaved across modes (order
+      rotated), medians of ``--timing-reps``; ``dp_epoch_time_ratio`` is the fastest DP mode over
+      plain, and that mode trains the FL runs (``scripts/bench_dp_speed.py`` times planning too);
   (b) test accuracy of an in-process FedAvg run, 10 IID nodes on MNIST-1D (60k generated locally:
       48k train, 12k test; 4,800 per node), each node running ``train_local_dp`` with the sigma that
       ``noise_for_job`` plans from its own n for the whole job (epsilon 3 and 8, delta 1e-5, PRV),
@@ -88,7 +89,7 @@ def build(width: int, seed: int) -> torch.nn.Module:
 
 def epoch_times(data: ArrayDataset, s: FLSettings, reps: int) -> dict[str, list[float]]:
     """Seconds per epoch for each mode, one epoch per mode per repetition, order rotated."""
-    modes = ["plain", "ew", "hooks", "functorch"]
+    modes = ["plain", "bk", "ew", "hooks", "functorch"]
     cfg = LocalTrainConfig(epochs=1, batch_size=s.batch_size, lr=0.01, momentum=0.0, seed=s.seed)
     times: dict[str, list[float]] = {m: [] for m in modes}
     for rep in range(reps + 1):  # repetition 0 warms up every mode and is discarded
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-normalize", dest="normalize", action="store_false")
     ap.add_argument("--delta", type=float, default=1e-5)
     ap.add_argument("--accountant", default="prv", choices=["prv", "rdp"])
-    ap.add_argument("--grad-sample-mode", default="auto", help="auto = the fastest in the timing part (ew if skipped)")
+    ap.add_argument("--grad-sample-mode", default="auto", help="auto = the fastest in the timing part (bk if skipped)")
     ap.add_argument("--eps", type=float, nargs="*", default=[3.0, 8.0])
     ap.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration of the non-IID DP runs (0: skip them)")
     ap.add_argument("--timing-reps", type=int, default=5)
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         lr_nodp_same_batch=a.lr_nodp_same_batch, momentum=a.momentum,
         server_lr=a.server_lr, server_momentum=a.server_momentum, clip=a.clip, width=a.width,
         normalize=a.normalize, delta=a.delta, accountant=a.accountant,
-        grad_sample_mode="ew" if a.grad_sample_mode == "auto" else a.grad_sample_mode, seed=a.seed,
+        grad_sample_mode="bk" if a.grad_sample_mode == "auto" else a.grad_sample_mode, seed=a.seed,
     )
     result: dict[str, object] = {"samples": {"train": len(train), "test": len(test), "per_node": [len(p) for p in parts]}}
 

@@ -9,6 +9,7 @@ noise and accounting as Opacus's ``ew``, at about half the cost (docs/privacy.md
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from fedgpu.wire.records import Task
 
 NO_CAP = 1e6  # an owner who set no cap still has every task recorded
 
+log = logging.getLogger("fedgpu.node")
+
 
 class PrivacyGate:
     def __init__(self, ledger_path: Path, cap: float | None, owner: str) -> None:
@@ -34,6 +37,7 @@ class PrivacyGate:
         self.last_epsilon: float | None = None
         self.last_plan_seconds: float | None = None  # planning sigma, apart from training
         self._fingerprints: dict[int, str] = {}
+        self._planned: set[str] = set()
 
     def _fingerprint(self, data: ArrayDataset) -> str:
         key = id(data)
@@ -49,6 +53,9 @@ class PrivacyGate:
             p.epsilon, p.delta, len(data), cfg.batch_size, cfg.epochs, int(p.rounds), p.accountant or "prv", cache=self.plans
         )
         self.last_plan_seconds = time.perf_counter() - t0
+        if task.job_id not in self._planned:
+            self._planned.add(task.job_id)
+            log.info("DP plan for job %s: sigma %.4f, q %.4g, %d steps a round, in %.3f s", task.job_id, sigma, sample_rate, steps, self.last_plan_seconds)
         event = PrivacyEvent(self.owner, self._fingerprint(data), task.job_id, int(task.round), sigma, sample_rate, steps, p.delta)
         epsilon = self.ledger.charge(event, self.cap)  # raises PrivacyBudgetExceeded: nothing trained
         train_local_dp(model, data, cfg, sigma, p.max_grad_norm, device, grad_sample_mode=GradSampleMode.AUTO)
