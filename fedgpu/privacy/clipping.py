@@ -39,7 +39,6 @@ import torch
 import torch.nn.functional as F
 from opacus.optimizers import DPOptimizerFastGradientClipping
 from torch import nn
-from torch.nn.grad import conv1d_weight, conv2d_weight
 
 from fedgpu.errors import ConfigError
 
@@ -107,42 +106,45 @@ def _conv1d_gram(a: torch.Tensor, m: nn.Conv1d, positions: int) -> torch.Tensor:
     return out
 
 
+def _bias_sums(m: nn.Linear | nn.Conv1d | nn.Conv2d, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample bias gradients (n, out): the output gradient summed over positions."""
+    n = b.shape[0]
+    return b.reshape(n, -1, b.shape[-1]).sum(1) if isinstance(m, nn.Linear) else b.reshape(n, b.shape[1], -1).sum(2)
+
+
 def _sq_norms(
     b: torch.Tensor,
     in_features: int,
     patches: Callable[[], torch.Tensor],
     patch_gram: Callable[[], torch.Tensor] | None,
-    weight: bool,
-    bias_sum: torch.Tensor | None,
+    bias: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-sample squared gradient norms of a weight ``b_i^T a_i`` and a bias ``bias_sum_i = sum_t b_i``.
+    """Per-sample squared gradient norms of a weight ``b_i^T a_i`` and (with ``bias``) a bias ``sum_t b_i``.
 
     For output gradients b (n, T, out) and input patches a (n, T, in): the ghost norm
     sum_tt' (a a^T + 1)_tt' (b b^T)_tt' (the 1 is the bias) when T^2 <= in x out, else the per-sample
-    weight gradient itself, whichever is smaller (Bu et al.'s mixed ghost norm), which is returned
-    too (n, out, in) so the clipped sum need not recompute it. ``patch_gram`` may supply a a^T
-    without forming the patches.
+    gradient itself, whichever is smaller (Bu et al.'s mixed ghost norm). The per-sample gradient,
+    when formed, is returned too, (n, out, in [+ 1 column for the bias]), for the clipped sum.
+    ``patch_gram`` may supply a a^T without forming the patches.
     """
     positions, out_features = b.shape[1], b.shape[2]
-    sq = torch.zeros(b.shape[0], dtype=b.dtype, device=b.device)
-    per_sample: torch.Tensor | None = None
-    if weight and positions == 1:
-        sq = sq + patches().pow(2).sum((1, 2)) * b.pow(2).sum((1, 2))
-    elif weight and positions * positions <= in_features * out_features:
+    if positions == 1:  # a plain Linear: |b_i a_i^T| = |a_i| |b_i|
+        a_sq = patches().pow(2).sum((1, 2))
+        return (a_sq + 1.0 if bias else a_sq) * b.pow(2).sum((1, 2)), None
+    if positions * positions <= in_features * out_features:
         if patch_gram is not None:
             aa = patch_gram()
         else:
             a = patches()
             aa = torch.bmm(a, a.transpose(1, 2))
-        if bias_sum is not None:
+        if bias:
             aa = aa + 1.0
         return (aa * torch.bmm(b, b.transpose(1, 2))).sum((1, 2)), None
-    elif weight:
-        per_sample = torch.bmm(b.transpose(1, 2), patches())
-        sq = sq + per_sample.pow(2).sum((1, 2))
-    if bias_sum is not None:
-        sq = sq + bias_sum.pow(2).sum(1)
-    return sq, per_sample
+    a = patches()
+    if bias:
+        a = torch.cat([a, a.new_ones(a.shape[0], positions, 1)], dim=2)
+    per_sample = torch.bmm(b.transpose(1, 2), a)
+    return per_sample.pow(2).sum((1, 2)), per_sample
 
 
 class _Layer:
@@ -213,7 +215,8 @@ class BookKeepingClipper:
                     "each layer once per step: use grad_sample_mode 'ew'"
                 )
         # a layer whose output never reached the loss has zero gradient for every sample
-        grads = self._clipped_sum([(r.module, r.a, r.b) for r in seen if r.a is not None and r.b is not None])
+        with torch.no_grad():
+            grads = self._clipped_sum([(r.module, r.a, r.b) for r in seen if r.a is not None and r.b is not None])
         covered = {id(p) for r in self.layers for p in r.params}
         for p in params:
             if id(p) not in covered:
@@ -244,22 +247,23 @@ class BookKeepingClipper:
     def _norms(m: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """(per-sample squared gradient norms of this layer for b's share, what ``_weighted`` reuses)."""
         n = a.shape[0]
-        has_bias = isinstance(m.bias, torch.Tensor) and m.bias.requires_grad
-        if isinstance(m, nn.Linear):
-            a3, b3 = a.reshape(n, -1, a.shape[-1]), b.reshape(n, -1, b.shape[-1])  # (n, T, features)
-            bias_sum = b3.sum(1) if has_bias else None
-            sq, per_sample = _sq_norms(b3, a3.shape[2], lambda: a3, None, m.weight.requires_grad, bias_sum)
-            return sq, (a3, b3, bias_sum, per_sample)
-        if isinstance(m, nn.Conv1d | nn.Conv2d):
-            flat = b.reshape(n, b.shape[1], -1)  # (n, out_channels, T), contiguous
-            bias_sum = flat.sum(2) if has_bias else None
-            b3 = flat.transpose(1, 2)  # (n, T positions, out_channels)
-            positions, length = b3.shape[1], a.shape[-1]
-            gram = None
-            if isinstance(m, nn.Conv1d) and length * length <= positions * m.weight[0].numel():
-                gram = lambda: _conv1d_gram(a, m, positions)  # noqa: E731 - smaller than the patches
-            sq, per_sample = _sq_norms(b3, m.weight[0].numel(), lambda: _conv_positions(a, m), gram, m.weight.requires_grad, bias_sum)
-            return sq, (bias_sum, per_sample)
+        if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d):
+            has_bias = isinstance(m.bias, torch.Tensor) and m.bias.requires_grad
+            if isinstance(m, nn.Linear):
+                a3, b3 = a.reshape(n, -1, a.shape[-1]), b.reshape(n, -1, b.shape[-1])  # (n, T, features)
+                patches: Callable[[], torch.Tensor] = lambda: a3  # noqa: E731
+                gram = None
+            else:
+                b3 = b.reshape(n, b.shape[1], -1).transpose(1, 2)  # (n, T positions, out_channels)
+                patches = lambda: _conv_positions(a, m)  # noqa: E731
+                positions, length = b3.shape[1], a.shape[-1]
+                gram = None
+                if isinstance(m, nn.Conv1d) and length * length <= positions * m.weight[0].numel():
+                    gram = lambda: _conv1d_gram(a, m, positions)  # noqa: E731 - smaller than the patches
+            if not m.weight.requires_grad:  # only the bias trains
+                return _bias_sums(m, b).pow(2).sum(1), None
+            sq, per_sample = _sq_norms(b3, m.weight[0].numel(), patches, gram, bool(has_bias))
+            return sq, per_sample
         from opacus.grad_sample import GradSampleModule  # GroupNorm, LayerNorm: Opacus's per-sample gradients
 
         sampled: dict[nn.Parameter, torch.Tensor] = GradSampleModule.GRAD_SAMPLERS[type(m)](m, [a], b)
@@ -271,35 +275,41 @@ class BookKeepingClipper:
     @staticmethod
     def _weighted(m: nn.Module, a: torch.Tensor, b: torch.Tensor, coef: torch.Tensor, keep: Any) -> dict[int, torch.Tensor]:
         """sum_i coef_i g_i for each of the layer's trainable parameters."""
+        n = coef.shape[0]
+        if not isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d):
+            return {id(p): torch.einsum("n,n...->...", coef, g) for p, g in keep.items()}
+        has_bias = isinstance(m.bias, torch.Tensor) and m.bias.requires_grad
         out: dict[int, torch.Tensor] = {}
-        if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d) and keep[-1] is not None:  # the per-sample gradient is at hand
-            out[id(m.weight)] = (coef @ keep[-1].reshape(coef.shape[0], -1)).view_as(m.weight)
+        if keep is not None:  # the per-sample gradient is at hand: (n, out, in [+ bias])
+            summed = (coef @ keep.reshape(n, -1)).view(keep.shape[1:])
+            out[id(m.weight)] = summed[:, : m.weight[0].numel()].reshape(m.weight.shape).contiguous()
+            if has_bias:
+                out[id(m.bias)] = summed[:, -1].contiguous()
+            return out
+        if not m.weight.requires_grad:
+            out[id(m.bias)] = coef @ _bias_sums(m, b)
+            return out
         if isinstance(m, nn.Linear):
-            a3, b3, bias_sum, per_sample = keep
-            if m.weight.requires_grad and per_sample is None:
-                bw = b3 * coef[:, None, None]
-                out[id(m.weight)] = bw.reshape(-1, bw.shape[-1]).t() @ a3.reshape(-1, a3.shape[-1])
-            if bias_sum is not None:
-                out[id(m.bias)] = coef @ bias_sum
+            a3, b3 = a.reshape(n, -1, a.shape[-1]), b.reshape(n, -1, b.shape[-1])
+            bw = b3 * coef[:, None, None]
+            out[id(m.weight)] = bw.reshape(-1, bw.shape[-1]).t() @ a3.reshape(-1, a3.shape[-1])
+            if has_bias:
+                out[id(m.bias)] = bw.sum((0, 1))
             return out
-        if isinstance(m, nn.Conv1d | nn.Conv2d):
-            bias_sum, per_sample = keep
-            if m.weight.requires_grad and per_sample is None:
-                # the sum of coef_i b_i (x) a_i is bilinear: scale the smaller of the two
-                shape = [-1] + [1] * (b.dim() - 1)
-                if a.numel() < b.numel():
-                    a, b = a * coef.view(shape), b
-                else:
-                    b = b * coef.view(shape)
-                if isinstance(m, nn.Conv1d):
-                    w = conv1d_weight(a, m.weight.shape, b, m.stride, m.padding, m.dilation, m.groups)  # type: ignore[no-untyped-call]
-                else:
-                    w = conv2d_weight(a, m.weight.shape, b, m.stride, m.padding, m.dilation, m.groups)  # type: ignore[no-untyped-call]
-                out[id(m.weight)] = w
-            if bias_sum is not None:
-                out[id(m.bias)] = coef @ bias_sum
-            return out
-        return {id(p): torch.einsum("n,n...->...", coef, g) for p, g in keep.items()}
+        # A convolution: sum_i coef_i b_i (x) a_i is bilinear, so scale the smaller of the two and let
+        # the convolution's own weight-gradient kernel (with its bias gradient) do the sum.
+        shape = [-1] + [1] * (b.dim() - 1)
+        scale_input = a.numel() < b.numel()
+        grad_out = b if scale_input else b * coef.view(shape)
+        grads = torch.ops.aten.convolution_backward(
+            grad_out, a * coef.view(shape) if scale_input else a, m.weight.detach(), [m.out_channels],
+            list(m.stride), list(m.padding), list(m.dilation), False, [0] * len(m.stride), m.groups,
+            [False, True, has_bias and not scale_input],
+        )
+        out[id(m.weight)] = grads[1]
+        if has_bias:
+            out[id(m.bias)] = coef @ _bias_sums(m, b) if scale_input else grads[2]
+        return out
 
     def close(self) -> None:
         """Remove every hook; the model is as it was."""

@@ -50,12 +50,31 @@ class Image(nn.Module):
         return out
 
 
+class Frozen(nn.Module):
+    """A bias-only layer, a frozen bias, and a convolution whose input is smaller than its output gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wide = nn.Conv1d(2, 32, 3, padding=1)  # ghost norm, the input scaled for the sum
+        self.frozen_bias = nn.Conv1d(32, 4, 3, stride=2)
+        self.frozen_bias.bias.requires_grad_(False)
+        self.bias_only = nn.Linear(4 * 2, 6)
+        self.bias_only.weight.requires_grad_(False)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.frozen_bias(torch.tanh(self.wide(x)))
+        out: torch.Tensor = self.head(torch.tanh(self.bias_only(h.flatten(1))))
+        return out
+
+
 CASES = {
     "cnn1d_dp": (lambda: build_model("cnn1d_dp", ModelSpec((40,), 10), seed=0), (40,), 10),
     "digits_cnn": (lambda: build_model("digits_cnn", ModelSpec((8, 8), 10), seed=0), (8, 8), 10),
     "mlp": (lambda: build_model("mlp", ModelSpec((40,), 10), seed=0), (40,), 10),
     "mixed": (Mixed, (2, 20), 4),
     "image": (Image, (9, 9), 3),
+    "frozen": (Frozen, (2, 6), 3),
 }
 
 
@@ -81,14 +100,18 @@ def test_the_clipped_sum_is_dp_sgds(case: str, clip: float) -> None:
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(13, *shape, generator=gen), torch.randint(0, classes, (13,), generator=gen)
     expected = per_sample_reference(model, x, y, clip)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     clipper = BookKeepingClipper(model, clip)
     F.cross_entropy(clipper.module(x), y).backward()
-    clipper.write_clipped_sum(list(model.parameters()))
+    clipper.write_clipped_sum(trainable)
     for name, p in model.named_parameters():
-        assert p.grad is not None
-        torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+        if p.requires_grad:
+            assert p.grad is not None
+            torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+        else:
+            assert p.grad is None
     clipper.close()
-    assert all(p.requires_grad for p in model.parameters())
+    assert [p for p in model.parameters() if p.requires_grad] == trainable
 
 
 def test_one_sample_moves_the_sum_by_at_most_the_clip() -> None:
