@@ -4,7 +4,7 @@ The charge is committed (fsync) *before* any training: a crash during or after t
 spent, and a task that would push the owner past their cap is refused with nothing trained. Plans
 are kept next to the ledger (``privacy.plans.json``), so a restarted node does not search again.
 Training uses book-keeping clipping where the model allows it (``auto``): same clipped sum, same
-noise and accounting as Opacus's ``ew``, at about half the cost (docs/privacy.md).
+noise and accounting as Opacus's ``ew``, at a fraction of its cost (docs/privacy.md).
 """
 
 from __future__ import annotations

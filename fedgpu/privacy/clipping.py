@@ -2,8 +2,8 @@
 
 Opacus's ``ew`` and ``hooks`` modes materialise every sample's gradient (batch x parameters floats a
 step) and then clip it; its ``ghost`` mode avoids that for Linear layers only (1.6 still materialises
-convolutions) and runs a second backward pass. On fedgpu's small CNNs on one CPU core that costs 2-4x
-a plain step (docs/privacy.md). ``BookKeepingClipper`` follows Bu et al., "Differentially Private
+convolutions) and runs a second backward pass; on fedgpu's small CNNs on CPU either costs several
+plain steps (docs/privacy.md). ``BookKeepingClipper`` follows Bu et al., "Differentially Private
 Optimization on Large Model at Small Cost" (ICML 2023), with the mixed ghost norm of Bu et al.,
 "Scalable and Efficient Training of Large Convolutional Neural Networks with Differential Privacy"
 (NeurIPS 2022):
@@ -82,7 +82,7 @@ def _conv_positions(a: torch.Tensor, m: nn.Conv1d | nn.Conv2d) -> torch.Tensor:
     if isinstance(m, nn.Conv1d):
         (k,), (s,), (d,), p = m.kernel_size, m.stride, m.dilation, _pad1d(m)
         patches = F.pad(a, (p, p)).unfold(2, d * (k - 1) + 1, s)[..., ::d]  # (n, C, T, k)
-        # contiguous: torch.bmm falls back to one small matmul per sample on other strides (~4x slower here)
+        # contiguous: torch.bmm falls back to one small matmul per sample on other strides
         return patches.permute(0, 2, 1, 3).reshape(a.shape[0], patches.shape[2], -1).contiguous()
     cols = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)  # type: ignore[arg-type]
     return cols.transpose(1, 2).contiguous()

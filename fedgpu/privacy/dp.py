@@ -13,8 +13,13 @@ Two Opacus details this module exists to get right:
   the node, the driver and the ledger agree on q and the step count to the last bit. (Opacus's own
   ``DPDataLoader.from_data_loader`` rounds ``int(1/(1/k))``, which is ``k - 1`` for k = 93, 99, ...)
 * A module must not be privatised twice (meta-pytorch/opacus#608): each round wraps the plain model
-  in a fresh ``GradSampleModule`` and unwraps it on exit, so the caller's model is trained in place
-  and its ``state_dict`` keys never carry the ``_module.`` prefix (#435).
+  in a fresh ``GradSampleModule`` (or book-keeping hooks, ``fedgpu.privacy.clipping``) and unwraps it
+  on exit, so the caller's model is trained in place and its ``state_dict`` keys never carry the
+  ``_module.`` prefix (#435).
+
+The noise multiplier is searched with a cheap RDP guess and confirmed by the job's own accountant,
+so the plan's epsilon is always the accountant's figure (the ledger's), never above the target;
+plans are cached in the process and, given a ``PlanCache``, on the node's disk.
 
 Randomness: the Poisson sampling and the Gaussian noise come from generators seeded from the OS
 (``secrets``), never from the job's seed, which the aggregator knows: a noise seed anyone else knows
@@ -144,18 +149,22 @@ def epsilon_of(history: list[tuple[float, float, int]], delta: float, accountant
     return float(make_accountant(accountant, history).get_epsilon(delta=delta))
 
 
-# The search for sigma. Opacus's ``get_noise_multiplier`` bisects over the accountant from [0, 20]:
-# ~15 evaluations, each of which (for PRV) spends most of its time in two RDP computations over 150
-# orders, so ~7 s per node on a busy core. fedgpu instead guesses sigma with a cheap RDP (integer
-# orders only, milliseconds), then runs the job's own accountant only to confirm or correct the
-# guess: usually 2 or 3 evaluations. The returned sigma's epsilon is always one the accountant
-# computed itself, exactly as the ledger will (``epsilon_of`` on the job's one segment).
+# The search for sigma. Opacus's ``get_noise_multiplier`` bisects over the accountant from [0, 20],
+# and each PRV evaluation spends most of its time in two RDP computations over 150 orders: seconds
+# per node. fedgpu guesses sigma with a cheap RDP (integer orders only), then runs the job's own
+# accountant only to confirm or correct the guess, in a few evaluations (docs/privacy.md). The
+# returned sigma's epsilon is always one the accountant computed itself, exactly as the ledger
+# will (``epsilon_of`` on the job's one segment).
 PLANNER_VERSION = 2  # part of every cached plan's key: bump when the search changes
 MAX_SIGMA = 1e6  # as Opacus: a target that needs more noise than this is refused
-# Measured sigma_PRV / sigma_RDP at fedgpu's settings (0.930 to 0.942 for epsilon 0.5 to 20, q 0.01 to 1):
-# only where the search starts; a wrong value costs an evaluation, never a wrong plan.
+# sigma_PRV / sigma_RDP as measured at fedgpu's settings (docs/privacy.md): only where the search
+# starts; a wrong value costs an evaluation, never a wrong plan.
 _PRV_OVER_RDP = 0.935
 _PROXY_ORDERS = [float(a) for a in range(2, 65)] + [80.0, 96.0, 128.0, 192.0, 256.0, 512.0]
+
+
+class _OutOfReach(ValueError):
+    """The target needs a noise multiplier above MAX_SIGMA."""
 
 
 def _proxy_epsilon(sigma: float, sample_rate: float, steps: int, delta: float) -> float:
@@ -193,13 +202,14 @@ def _find_sigma(
     for n in range(1, max_evaluations + 1):
         sigma = math.exp(u)
         if sigma > MAX_SIGMA:
-            raise ValueError("The privacy budget is too low.")
+            raise _OutOfReach(sigma)
         eps = epsilon_at(sigma)
         if low <= eps <= high:
             return sigma, eps, n
-        h = math.log(eps) - aim if math.isfinite(eps) and eps > 0 else math.inf
+        finite = math.isfinite(eps) and eps > 0
+        h = math.log(eps) - aim if finite else math.inf
         width = (u_hi - u_lo) if u_lo is not None and u_hi is not None else math.inf
-        if eps > high:
+        if not finite or eps > high:  # an accountant that fails counts as too little noise
             u_lo = u if u_lo is None else max(u_lo, u)
         else:
             u_hi = u if u_hi is None else min(u_hi, u)
@@ -216,16 +226,16 @@ def _find_sigma(
             if not (u_lo < nxt < u_hi) or stale >= 3:
                 nxt, stale = (u_lo + u_hi) / 2, 0
         else:
-            direction = 1.0 if eps > high else -1.0  # more noise, or less
+            direction = 1.0 if not finite or eps > high else -1.0  # more noise, or less
             if step is None or step * direction <= 0:
                 step = direction * math.log(2)
             elif direction > 0 and u + step > math.log(MAX_SIGMA):
                 # epsilon flattens out as sigma grows (RDP's has a floor), so the straight line is the
                 # most optimistic estimate: the target is out of reach
-                raise ValueError("The privacy budget is too low.")
+                raise _OutOfReach(math.exp(u + step))
             nxt = u + direction * min(abs(step), math.log(4))
         u = nxt
-    raise ValueError(f"no noise multiplier found in {max_evaluations} evaluations")  # pragma: no cover
+    raise ConfigError(f"no noise multiplier found in {max_evaluations} evaluations of the accountant")  # pragma: no cover
 
 
 def plan_key(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: Accountant, tolerance: float) -> PlanKey:
@@ -260,7 +270,7 @@ def _search(epsilon: float, delta: float, sample_rate: float, steps: int, accoun
         sigma_proxy, _, _ = _find_sigma(proxy, epsilon * (1 - 1e-4), epsilon * (1 + 1e-4), 1.0)
         guess = sigma_proxy * (_PRV_OVER_RDP if accountant is Accountant.PRV else 1.0)
         sigma, eps, evaluations = _find_sigma(exact, low, epsilon, guess, ratio_step)
-    except ValueError as exc:  # sigma beyond MAX_SIGMA
+    except _OutOfReach as exc:
         raise ConfigError(
             f"epsilon = {epsilon} at delta = {delta} is too small for {steps} steps at q = {sample_rate:.4g}: "
             "raise epsilon, or lower rounds, epochs or the sample rate (larger data or smaller batches)"
