@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedgpu.claims import DEFAULT_MAX_WEIGHT, MAX_MAX_WEIGHT, ClaimBounds
 from fedgpu.errors import ConfigError
 
 
@@ -96,10 +97,22 @@ class JobConfig:
     # The aggregator cancels the job when no driver has been attached for this long (nothing is paid
     # for rounds that were never published); `fedgpu train --resume` must come back within it.
     driver_lease_seconds: float = 600.0
+    # Bounded claims (fedgpu.claims, docs/protocol.md): the largest FedAvg weight a node may claim (an
+    # honest node claims 1e-3 per sample, so 10 is 10,000 samples) and the largest L2 norm of its change
+    # (0: privacy.client_clip under client-level DP, else 100; inf: no bound). Honest nodes clamp to
+    # both; the driver drops a cohort whose sum its members could not have sent within them.
+    max_weight: float = DEFAULT_MAX_WEIGHT
+    update_norm_bound: float = 0.0
     training: TrainingConfig = field(default_factory=TrainingConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     rewards: RewardsConfig = field(default_factory=RewardsConfig)
+
+    @property
+    def claim_bounds(self) -> ClaimBounds:
+        """The cap and B this job enforces, defaults filled in."""
+        p = self.privacy
+        return ClaimBounds.declared(self.max_weight, self.update_norm_bound, p.client_clip if p.enabled and p.mode == "client" else None)
 
     def validate(self, check_registry: bool = True) -> JobConfig:
         """Check every field; ``check_registry=False`` skips the model registry (the aggregator has none)."""
@@ -123,6 +136,14 @@ class JobConfig:
         need(1 <= self.cohort_size <= self.min_nodes, "cohort_size", f"must be in 1..min_nodes ({self.min_nodes}), got {self.cohort_size}")
         need(0 < self.deadline_seconds <= 86_400, "deadline_seconds", f"must be in (0, 86400], got {self.deadline_seconds}")
         need(1 <= self.driver_lease_seconds <= 30 * 86_400, "driver_lease_seconds", f"must be in [1, 2592000], got {self.driver_lease_seconds}")
+        need(
+            math.isfinite(self.max_weight) and 0 < self.max_weight <= MAX_MAX_WEIGHT, "max_weight",
+            f"must be in (0, {MAX_MAX_WEIGHT:g}], got {self.max_weight}",
+        )
+        need(
+            self.update_norm_bound >= 0, "update_norm_bound",
+            f"must be > 0 (inf: no bound), or 0 for the default (privacy.client_clip under client-level DP, else 100); got {self.update_norm_bound}",
+        )
         t = self.training
         need(1 <= t.epochs <= 1000, "training.epochs", f"must be in 1..1000, got {t.epochs}")
         need(1 <= t.batch_size <= 1_000_000, "training.batch_size", f"must be >= 1, got {t.batch_size}")

@@ -31,9 +31,10 @@ def print_progress(ev: dict[str, Any]) -> None:
     elif kind == "round":
         eps = [v for v in ev.get("epsilon", {}).values()]
         eps_s = f"  eps {max(eps):.2f}" if eps else ""
+        drop_s = "".join(f"  dropped cohort {d['cohort']}: {d['reason']}" for d in ev.get("dropped_cohorts", []))
         print(
             f"round {ev['round']:>3}  nodes {len(ev['participants']):>3}  acc {ev['accuracy']:.3f}  loss {ev['loss']:.3f}"
-            f"  {ev['seconds']:.1f}s  up {ev['bytes_up'] / 1e6:.2f} MB{eps_s}  elapsed {ev['elapsed']:.0f}s",
+            f"  {ev['seconds']:.1f}s  up {ev['bytes_up'] / 1e6:.2f} MB{eps_s}  elapsed {ev['elapsed']:.0f}s{drop_s}",
             flush=True,
         )
     elif kind == "resumed":

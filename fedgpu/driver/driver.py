@@ -13,9 +13,11 @@ is re-attached with :meth:`JobDriver.resume` (``fedgpu train --resume DIR``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -28,11 +30,12 @@ import numpy as np
 from safetensors.torch import save_file
 
 from fedgpu import crypto
+from fedgpu.claims import SumTolerance, check_cohort_sum
 from fedgpu.config import JobConfig, job_from_dict, job_to_dict
 from fedgpu.datasets import ArrayDataset, get_schema, load_file, public_split
 from fedgpu.driver.state import DriverState, load_state, save_state
-from fedgpu.driver.valuation import RoundValuer
-from fedgpu.errors import CryptoError, ProtocolError, RoundFailed, StorageError
+from fedgpu.driver.valuation import RoundValuation, RoundValuer
+from fedgpu.errors import ProtocolError, RoundFailed, StorageError
 from fedgpu.faults import crash_point
 from fedgpu.models import ModelSpec, build_model, count_params
 from fedgpu.node.training import evaluate
@@ -52,10 +55,25 @@ class CohortSum:
     members: list[str]
     weighted: np.ndarray   # per parameter: sum over members of w_i * delta_i
     weights: np.ndarray    # per parameter: sum over members of w_i (the weight slot of its chunk)
+    cohort: int = 0        # its index among the round's cohorts (JobEvent.cohorts)
 
     @property
     def weight(self) -> float:
         return float(self.weights.mean())
+
+
+@dataclass(frozen=True)
+class DroppedCohort:
+    """A cohort whose decrypted sum broke the job's bounded claims (fedgpu.claims): left out of the round."""
+
+    cohort: int
+    members: list[str]
+    weight: float | None   # what its weight slots say (None: not a finite number)
+    rule: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cohort": self.cohort, "members": list(self.members), "rule": self.rule, "reason": self.reason}
 
 
 def fedavg(sums: list[CohortSum]) -> np.ndarray:
@@ -243,12 +261,22 @@ class JobDriver:
         return len(data)
 
     # ---- rounds --------------------------------------------------------------------------------
-    def fetch_sums(self, rnd: int) -> list[CohortSum]:
+    def fetch_sums(self, rnd: int) -> tuple[list[CohortSum], list[DroppedCohort]]:
+        """The round's decrypted cohort sums that keep the job's bounded claims, and those that do not.
+
+        A node's garbage (any well-formed ciphertext decrypts to something) or a claim beyond the
+        job's cap or norm bound spoils its cohort's sum; that cohort is dropped from the round, and the
+        job goes on (docs/protocol.md, "Bounded claims"). What the aggregator itself got wrong (a sum
+        of fewer than k, missing chunks) still fails the job.
+        """
         by_cohort: dict[int, tuple[list[str], list[bytes]]] = {}
         for msg in self.stub.FetchCohortSums(driver_pb2.FetchCohortSumsRequest(job_id=self.job_id, token=self.token, round=rnd), timeout=300):
             members, parts = by_cohort.setdefault(msg.cohort, (list(msg.members), []))
             parts.append(chunks.verify(msg.chunk, expected_index=len(parts)))
-        out = []
+        bounds = self.job.claim_bounds
+        dp = self.job.privacy
+        noise_std = dp.client_noise_multiplier * dp.client_clip / math.sqrt(self.job.cohort_size) if dp.enabled and dp.mode == "client" else 0.0
+        out, dropped = [], []
         for ci in sorted(by_cohort):
             members, parts = by_cohort[ci]
             if len(members) < self.job.cohort_size:
@@ -257,13 +285,16 @@ class JobDriver:
                 raise ProtocolError(f"cohort {ci} sum has {len(parts)} chunks, expected {self.layout.num_chunks}")
             values = [self.decryptor.decrypt(p, self.layout.chunk_values(i)) for i, p in enumerate(parts)]
             weighted, chunk_weights = self.layout.join(values)
+            value_error, weight_error = crypto.sum_error(self.keys.scheme, self.keys.params, len(members))
+            rejected = check_cohort_sum(weighted, chunk_weights, len(members), bounds, SumTolerance(value_error, weight_error, noise_std))
+            if rejected is not None:
+                weight = float(chunk_weights.mean())
+                dropped.append(DroppedCohort(ci, members, weight if math.isfinite(weight) else None, rejected.rule.value, rejected.reason))
+                log.warning("job %s round %d: cohort %d (%s) dropped: %s", self.job_id, rnd, ci, ", ".join(members), rejected.reason)
+                continue
             weights = np.repeat(chunk_weights, [self.layout.chunk_values(i) - 1 for i in range(self.layout.num_chunks)])
-            if not (np.isfinite(weighted).all() and np.isfinite(weights).all()):
-                raise CryptoError(f"cohort {ci} decrypts to non-finite values: wrong key or corrupted sum")
-            if np.ptp(chunk_weights) > 1e-3 * max(1.0, abs(chunk_weights).max()):
-                raise CryptoError(f"cohort {ci}: chunk weights disagree ({chunk_weights.min():.4g}..{chunk_weights.max():.4g}): a member sent inconsistent chunks")
-            out.append(CohortSum(members, weighted, weights))
-        return out
+            out.append(CohortSum(members, weighted, weights, ci))
+        return out, dropped
 
     def _client_epsilon(self, rounds: int) -> float | None:
         """Client-level DP: every node's epsilon after ``rounds`` rounds, accounted here by the driver.
@@ -298,12 +329,18 @@ class JobDriver:
     def on_round(self, ev: JobEvent) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
         """Fetch and decrypt the round's sums, aggregate, value, evaluate; the new model is in ``self.state``."""
         t0 = time.perf_counter()
-        sums = self.fetch_sums(ev.round)
+        sums, dropped = self.fetch_sums(ev.round)
         start = tensors.flatten(self.state)
         valuation = None
-        if self.valuer is not None:
+        if not sums:  # every cohort was dropped (bounded claims): the round publishes the model unchanged
+            delta = np.zeros_like(start)
+            log.warning("job %s round %d: every cohort was dropped; the model stays as it was", self.job_id, ev.round)
+            if self.valuer is not None:
+                valuation = self._with_dropped(ev.round, None, sums, dropped, start)
+        elif self.valuer is not None:
             # The valuer picks the cohorts kept, the server step and the momentum on validation data.
             valuation = self.valuer.value(ev.round, start, [s.members for s in sums], [s.weighted for s in sums], [s.weight for s in sums])
+            valuation = self._with_dropped(ev.round, valuation, sums, dropped, start)
             delta = valuation.update
         else:
             delta = fedavg(sums)
@@ -316,6 +353,7 @@ class JobDriver:
         acc, loss = evaluate(self.model, self.validation)
         self.state = new
         driver_seconds = time.perf_counter() - t0
+        dropped_at = {d.cohort for d in dropped}
         result = driver_pb2.RoundResult(accuracy=acc, loss=loss)
         if valuation is not None:
             result.cohort_values.update({str(i): v for i, v in enumerate(valuation.cohort_values)})
@@ -344,8 +382,11 @@ class JobDriver:
             "epsilon": dict(ev.epsilon),
             "client_epsilon": self._client_epsilon(ev.round),
             "model_bytes": len(tensors.state_to_bytes(self.state)),
-            "cohort_weights": [s.weight for s in sums],
-            "excluded_cohorts": [i for i in range(len(sums)) if valuation is not None and i not in valuation.kept],
+            "cohort_weights": [w for _, w in sorted([(s.cohort, s.weight) for s in sums] + [(d.cohort, d.weight) for d in dropped])],
+            "excluded_cohorts": [  # not in the round's model: left out by the valuer, or dropped
+                i for i in range(len(sums) + len(dropped)) if i in dropped_at or (valuation is not None and i not in valuation.kept)
+            ],
+            "dropped_cohorts": [d.to_dict() for d in dropped],
             "server_step": valuation.step if valuation is not None else 1.0,
             "server_momentum": valuation.momentum if valuation is not None else self.job.training.server_momentum,
         }
@@ -363,6 +404,37 @@ class JobDriver:
                 info["reward"] = (info["reward"] or 0.0) + r
         self.rounds.append(rec)
         return rec, result
+
+    def _with_dropped(
+        self, rnd: int, valuation: RoundValuation | None, sums: list[CohortSum], dropped: list[DroppedCohort], start: np.ndarray
+    ) -> RoundValuation:
+        """The valuation of the surviving cohorts (None: none survived) told over all the round's cohorts.
+
+        Indices are mapped back to the round's cohorts, a dropped cohort is worth 0 and its members are
+        valued and paid 0 (so that the ledger still records them), and the evidence names the mapping and
+        the dropped cohorts. A round nobody's cohort survived values nothing, and its pool carries over.
+        """
+        if valuation is None:
+            if self.valuer is not None:
+                self.valuer.carried += self.valuer.pool
+            empty = {"round": rnd, "cohorts": [], "kept": [], "step": 0.0, "momentum": 0.0}
+            valuation = RoundValuation([], [], 0.0, 0.0, np.zeros_like(start), {}, {}, 0.0, 0.0, 0.0, json.dumps(empty).encode())
+        if not dropped:
+            return valuation
+        index = [s.cohort for s in sums]
+        values = [0.0] * (len(sums) + len(dropped))
+        for i, v in zip(index, valuation.cohort_values, strict=True):
+            values[i] = v
+        zeros = {m: 0.0 for d in dropped for m in d.members}
+        evidence = {**json.loads(valuation.evidence), "cohort_index": index, "dropped": [d.to_dict() for d in dropped]}
+        return dataclasses.replace(
+            valuation,
+            cohort_values=values,
+            kept=[index[k] for k in valuation.kept],
+            node_values={**zeros, **valuation.node_values},
+            rewards={**zeros, **valuation.rewards},
+            evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode(),
+        )
 
     def run(self) -> dict[str, Any]:
         """Submit (or, resumed, re-attach), drive every round to the end, write model.safetensors and report.json."""
@@ -426,6 +498,7 @@ class JobDriver:
 
 __all__ = [
     "CohortSum",
+    "DroppedCohort",
     "JOB_FILE",
     "JobDriver",
     "Progress",

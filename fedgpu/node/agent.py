@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from fedgpu import crypto
+from fedgpu.claims import ClaimBounds, clamp_claim
 from fedgpu.datasets import ArrayDataset, get_schema, load_file
 from fedgpu.errors import CapabilityError, ConfigError, FedgpuError, PrivacyBudgetExceeded
 from fedgpu.models import ModelSpec, available_models, build_model
@@ -249,16 +251,30 @@ class NodeAgent:
             train_local(model, data, cfg, self.device)
         seconds = time.perf_counter() - t0
         delta = tensors.flatten(model.state_dict()) - start
-        if task.privacy.enabled and task.privacy.mode == "client":
+        bounds = ClaimBounds.from_wire(task.max_weight, task.update_norm_bound)
+        client_dp = task.privacy.enabled and task.privacy.mode == "client"
+        if client_dp:
             from fedgpu.privacy.client_dp import add_share_of_noise, clip_update
 
-            delta, _ = clip_update(delta, task.privacy.client_clip)
+            # the job's bound on the change is applied with the clip, before the noise share (which the driver allows for)
+            delta, _ = clip_update(delta, min(task.privacy.client_clip, bounds.update_norm_bound))
             delta = add_share_of_noise(delta, task.privacy.client_clip, task.privacy.client_noise_multiplier, max(task.privacy.cohort_size, 1), np.random.default_rng())
         if self.cfg.update_hook is not None:
             delta = self.cfg.update_hook(task, start, delta)
         if not np.isfinite(delta).all():
             raise FedgpuError("training diverged (NaN or infinite weights); lower the learning rate")
-        return delta, len(data) * self.cfg.weight_scale, seconds, epsilon
+        delta, weight = self._bound(delta, len(data) * self.cfg.weight_scale, bounds if not client_dp else ClaimBounds(bounds.max_weight, math.inf))
+        return delta, weight, seconds, epsilon
+
+    def _bound(self, delta: np.ndarray, weight: float, bounds: ClaimBounds) -> tuple[np.ndarray, float]:
+        """Clamp the claim to the job's bounds (fedgpu.claims): a cohort whose sum exceeds them is dropped."""
+        bounded, capped, clamped = clamp_claim(delta, weight, bounds)
+        if clamped:
+            log.info(
+                "claim clamped to the job's bounds: weight %.4g -> %.4g, norm of the change %.4g -> %.4g",
+                weight, capped, float(np.linalg.norm(delta)), float(np.linalg.norm(bounded)),
+            )
+        return bounded, capped
 
     def _upload(self, task: Task, delta: np.ndarray, weight: float, seconds: float, epsilon: float = 0.0) -> None:
         enc = task.encryption

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedgpu.claims import ClaimBounds
 from fedgpu.rewards.chain import Receipt
 
 
@@ -79,6 +80,14 @@ class JobSpec:
     num_params: int = 0
     reward_pool: float = 0.0
     driver_lease_seconds: float = 0.0
+    max_weight: float = 0.0         # as declared; 0: the default (see claim_bounds)
+    update_norm_bound: float = 0.0
+
+    @property
+    def claim_bounds(self) -> ClaimBounds:
+        """The cap and B the job enforces, its defaults filled in (what its tasks carry)."""
+        p = self.privacy
+        return ClaimBounds.declared(self.max_weight, self.update_norm_bound, p.client_clip if p.enabled and p.mode == "client" else None)
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,8 @@ class Task:
     deadline_ms: int  # unix ms; an update after it is refused
     num_params: int
     num_chunks: int  # number of chunks the update must have
+    max_weight: float = 0.0  # the largest weight the node may claim; 0: none given
+    update_norm_bound: float = 0.0  # the largest norm of its change; 0: none given
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,8 @@ def job_to_proto(job: JobConfig, encryption: common_pb2.EncryptionContext, num_p
         num_params=num_params,
         reward_pool=job.rewards.pool_per_round,
         driver_lease_seconds=job.driver_lease_seconds,
+        max_weight=job.max_weight,
+        update_norm_bound=job.update_norm_bound,
     )
 
 
@@ -82,6 +84,8 @@ def job_config(spec: JobSpec, check_registry: bool = True) -> JobConfig:
         "cohort_size": spec.cohort_size,
         "seed": spec.seed,
         "driver_lease_seconds": spec.driver_lease_seconds or JobConfig.driver_lease_seconds,
+        "max_weight": spec.max_weight or JobConfig.max_weight,
+        "update_norm_bound": spec.update_norm_bound,
         "training": {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "momentum": t.momentum},
         "encryption": {"scheme": spec.encryption.scheme},
         "rewards": {"pool_per_round": spec.reward_pool},
@@ -169,6 +173,8 @@ def job_spec_to_proto(s: JobSpec) -> driver_pb2.JobSpec:
         num_params=s.num_params,
         reward_pool=s.reward_pool,
         driver_lease_seconds=s.driver_lease_seconds,
+        max_weight=s.max_weight,
+        update_norm_bound=s.update_norm_bound,
     )
 
 
@@ -189,6 +195,8 @@ def job_spec_from_proto(m: driver_pb2.JobSpec) -> JobSpec:
         num_params=m.num_params,
         reward_pool=m.reward_pool,
         driver_lease_seconds=m.driver_lease_seconds,
+        max_weight=m.max_weight,
+        update_norm_bound=m.update_norm_bound,
     )
 
 
@@ -289,6 +297,8 @@ def task_to_proto(t: Task) -> node_pb2.Task:
         deadline_ms=t.deadline_ms,
         num_params=t.num_params,
         num_chunks=t.num_chunks,
+        max_weight=t.max_weight,
+        update_norm_bound=t.update_norm_bound,
     )
 
 
@@ -306,6 +316,8 @@ def task_from_proto(m: node_pb2.Task) -> Task:
         deadline_ms=m.deadline_ms,
         num_params=m.num_params,
         num_chunks=m.num_chunks,
+        max_weight=m.max_weight,
+        update_norm_bound=m.update_norm_bound,
     )
 
 

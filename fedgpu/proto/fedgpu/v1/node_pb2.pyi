@@ -76,7 +76,7 @@ class PullTaskRequest(_message.Message):
     def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., wait_seconds: _Optional[int] = ..., receipts_after: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "job_id", "round", "model_version", "model", "dataset", "training", "privacy", "encryption", "deadline_ms", "num_params", "num_chunks")
+    __slots__ = ("task_id", "job_id", "round", "model_version", "model", "dataset", "training", "privacy", "encryption", "deadline_ms", "num_params", "num_chunks", "max_weight", "update_norm_bound")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,8 @@ class Task(_message.Message):
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     NUM_PARAMS_FIELD_NUMBER: _ClassVar[int]
     NUM_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_NORM_BOUND_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     job_id: str
     round: int
@@ -101,7 +103,9 @@ class Task(_message.Message):
     deadline_ms: int
     num_params: int
     num_chunks: int
-    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., deadline_ms: _Optional[int] = ..., num_params: _Optional[int] = ..., num_chunks: _Optional[int] = ...) -> None: ...
+    max_weight: float
+    update_norm_bound: float
+    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., deadline_ms: _Optional[int] = ..., num_params: _Optional[int] = ..., num_chunks: _Optional[int] = ..., max_weight: _Optional[float] = ..., update_norm_bound: _Optional[float] = ...) -> None: ...
 
 class PullTaskReply(_message.Message):
     __slots__ = ("task", "receipts")
