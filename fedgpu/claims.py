@@ -17,8 +17,8 @@ under client-level DP the noise shares' norm too. A cohort that fails is dropped
 the job: garbage spoils at most its own cohort.
 
 What it buys: every cohort that survives has a mean change ``S / W`` of norm at most ``B`` whatever
-its members claimed, and the round's FedAvg is a weighted mean of those, so no cohort moves the model
-by more than ``B``, and one cohort's pull on the average is at most ``m * cap / sum(W)``. Within the
+its members claimed, and the round's FedAvg is a weighted mean of those, so it has norm at most ``B``
+too (before the server's own step), and one cohort's pull on it is at most ``m * cap / sum(W)``. Within the
 bounds a lie is undetectable here; valuation and the robust rule deal with it.
 
 A leaf: numpy only, so that nodes, the driver and the aggregator (through the job spec) share it.
