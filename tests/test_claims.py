@@ -179,3 +179,17 @@ def test_every_scheme_states_its_sum_error(scheme: str) -> None:
     value, weight = crypto.sum_error(scheme, params, 3)
     assert 0 <= weight <= value < 0.1
     assert crypto.sum_error(scheme, params, 300)[0] >= value
+
+
+def test_the_progress_line_names_a_dropped_cohort(capsys: pytest.CaptureFixture[str]) -> None:
+    from fedgpu.cli.train import print_progress
+
+    ev = {
+        "event": "round", "round": 2, "participants": ["a", "b"], "accuracy": 0.9, "loss": 0.3, "seconds": 1.0, "bytes_up": 10, "elapsed": 3.0,
+        "dropped_cohorts": [{"cohort": 1, "members": ["b"], "rule": "weight_out_of_range", "reason": "weight -4.8e+06 is not in (0, 1 x 10 = 10]"}],
+    }
+    print_progress(ev)
+    line = capsys.readouterr().out
+    assert line.startswith("round   2") and "dropped cohort 1: weight -4.8e+06 is not in (0, 1 x 10 = 10]" in line
+    print_progress({**ev, "dropped_cohorts": []})
+    assert "dropped" not in capsys.readouterr().out
