@@ -142,15 +142,16 @@ class Cluster:
         self.closed = False
 
     def spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        """Start ``python ARGS`` (``-m fedgpu ...`` or ``-m fedgpu.adversaries ...``), logging to ``log_name``."""
         log = (self.work / log_name).open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "fedgpu", *args], stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
         self.procs.append(proc)
         return proc
 
     def start_aggregator(self, timeout: float = 60.0) -> str:
         ready = self.work / "aggregator.addr"
         ready.unlink(missing_ok=True)
-        args = ["-v", "aggregator", "--listen", "127.0.0.1:0", "--db", str(self.work / "aggregator.db"), "--ready-file", str(ready)]
+        args = ["-m", "fedgpu", "-v", "aggregator", "--listen", "127.0.0.1:0", "--db", str(self.work / "aggregator.db"), "--ready-file", str(ready)]
         proc = self.spawn([*args, "--tls-cert", str(self.certs.cert), "--tls-key", str(self.certs.key)], "aggregator.log")
         end = time.monotonic() + timeout
         while not ready.exists():
@@ -221,7 +222,9 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
             node_roles[Identity.load_or_create(home / "identity.pem").node_id] = role
             data_file = home / f"{cfg.dataset}.npz"
             save_npz(data_file, train.subset(idx))
-            args = ["node", "--aggregator", address, *cluster.client_args, "--data", f"{cfg.dataset}={data_file}", "--home", str(home), "--name", f"node{i}", "--behaviour", role]
+            # An honest node is the production `fedgpu node`; an adversary is its own entry point.
+            entry = ["-m", "fedgpu", "node"] if role == "honest" else ["-m", "fedgpu.adversaries", role]
+            args = [*entry, "--aggregator", address, *cluster.client_args, "--data", f"{cfg.dataset}={data_file}", "--home", str(home), "--name", f"node{i}"]
             if cfg.epsilon_cap is not None:
                 args += ["--epsilon-cap", str(cfg.epsilon_cap)]
             cluster.spawn(args, f"node{i}.log")

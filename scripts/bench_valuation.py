@@ -12,7 +12,7 @@ each, all nodes in every round (nodes_per_round = min_nodes = 10):
         takes part in every round, so it ranks like a total). ``spearman`` compares it with k1.
   adv   k = 3, 7 honest nodes (400..800 samples, 0..10 % label noise) + 2 free
         riders (zeros, replay) + 1 poisoner (signflip x10), through
-        fedgpu.node.behaviours.apply_behaviour. Rewards are summed per node over rounds.
+        fedgpu.adversaries.apply_behaviour. Rewards are summed per node over rounds.
   adv1  the adversary run's nodes at k = 1: exact per-node values and what the payout rule pays when it
         can see them; and, from those values, ``k3_identifiability_bound``: how often cohorts of 3 let a
         free rider's estimate rank above the honest median even in an exactly additive game.
@@ -55,13 +55,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fedgpu.adversaries import apply_behaviour
 from fedgpu.aggregator.cohorts import assign_cohorts, co_membership
 from fedgpu.aggregator.local import LocalAggregator
 from fedgpu.config import EncryptionConfig, JobConfig, RewardsConfig, TrainingConfig
 from fedgpu.datasets import ArrayDataset, public_split, save_npz
 from fedgpu.driver.driver import JobDriver
 from fedgpu.node.agent import NodeAgent, NodeConfig
-from fedgpu.node.behaviours import apply_behaviour
 from fedgpu.rewards import NodeValueEstimator, round_observations
 
 DATASET = "mnist1d"
@@ -85,7 +85,7 @@ ADVERSARY_SAMPLES = 500  # the data an adversary holds (its FedAvg weight; the p
 class NodeSpec:
     name: str
     role: str  # honest | free_rider | poisoner
-    behaviour: str  # a name in fedgpu.node.behaviours.BEHAVIOURS
+    behaviour: str  # a name in fedgpu.adversaries.BEHAVIOURS
     samples: int
     label_noise: float
 

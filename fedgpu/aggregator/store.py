@@ -215,12 +215,6 @@ class Store:
 
         self._run(fn)
 
-    def node(self, node_id: str) -> dict[str, Any]:
-        row = self._run(lambda c: c.execute(select(nodes).where(nodes.c.id == node_id)).mappings().first())
-        if row is None:
-            raise NotFoundError(f"node {node_id} is not registered; call Register first")
-        return {**row, "capabilities": json.loads(row["capabilities"])}
-
     def all_nodes(self) -> list[dict[str, Any]]:
         rows = self._run(lambda c: c.execute(select(nodes)).mappings().all())
         return [{**r, "capabilities": json.loads(r["capabilities"])} for r in rows]

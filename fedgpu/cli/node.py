@@ -6,8 +6,12 @@ import argparse
 import logging
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedgpu.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedgpu.node.agent import NodeConfig
 
 
 def _data_arg(values: list[str]) -> dict[str, Path]:
@@ -22,6 +26,12 @@ def _data_arg(values: list[str]) -> dict[str, Path]:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("node", help="run a volunteer node", description="Run a node: registers with the aggregator, pulls tasks, trains on local data, uploads encrypted updates.")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The node's flags (shared with the demo's simulated adversaries, fedgpu.adversaries)."""
     p.add_argument("--aggregator", default="127.0.0.1:50051", help="aggregator HOST:PORT (default %(default)s)")
     p.add_argument("--tls-ca", type=Path, default=None, metavar="PEM", help="trust the aggregator's certificate if this CA signed it (default: cleartext on loopback, the system's CAs elsewhere)")
     p.add_argument("--insecure", action="store_true", help="cleartext even to a non-loopback aggregator (only behind a VPN or a TLS proxy)")
@@ -30,20 +40,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--name", default="", help="display name")
     p.add_argument("--epsilon-cap", type=float, default=None, help="the data owner's privacy cap: refuse DP tasks that would exceed this epsilon")
     p.add_argument("--max-tasks", type=int, default=None, help="exit after this many tasks (default: run until stopped)")
-    p.add_argument("--behaviour", default="honest", help=argparse.SUPPRESS)  # simulated adversaries for the demo
-    p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from fedgpu.node.agent import NodeAgent, NodeConfig
-    from fedgpu.node.behaviours import apply_behaviour
+def config_from_args(args: argparse.Namespace) -> NodeConfig:
+    from fedgpu.node.agent import NodeConfig
     from fedgpu.wire.transport import TLSConfig
 
-    logging.getLogger("fedgpu").setLevel(min(logging.getLogger().level, logging.INFO))
     data = _data_arg(args.data)
     if not data:
         raise ConfigError("a node needs data: pass --data NAME=PATH (e.g. --data mnist1d=/data/mine.npz)")
-    cfg = NodeConfig(
+    return NodeConfig(
         aggregator=args.aggregator,
         data=data,
         identity_path=args.home / "identity.pem",
@@ -52,8 +58,15 @@ def run(args: argparse.Namespace) -> int:
         ledger_path=args.home / "privacy.db",
         tls=TLSConfig(ca=args.tls_ca, insecure=args.insecure),
     )
-    apply_behaviour(cfg, args.behaviour)
+
+
+def serve(cfg: NodeConfig, args: argparse.Namespace) -> int:
+    """Run the node until it is stopped (SIGTERM, Ctrl-C) or has done ``--max-tasks``."""
+    from fedgpu.node.agent import NodeAgent
+
+    logging.getLogger("fedgpu").setLevel(min(logging.getLogger().level, logging.INFO))
     agent = NodeAgent(cfg)
+
     def on_term(*_: object) -> None:
         agent.stop()
         raise SystemExit(0)  # interrupts a long-poll in flight
@@ -64,4 +77,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register", "run"]
+def run(args: argparse.Namespace) -> int:
+    return serve(config_from_args(args), args)
+
+
+__all__ = ["add_arguments", "config_from_args", "register", "run", "serve"]

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from fedgpu.driver.state import DriverState, load_state, save_state
 from fedgpu.driver.valuation import RoundValuation, RoundValuer
 from fedgpu.errors import ProtocolError, RoundFailed, StorageError
 from fedgpu.faults import crash_point
+from fedgpu.files import write_atomic
 from fedgpu.models import ModelSpec, build_model, count_params
 from fedgpu.node.training import evaluate
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc
@@ -180,9 +180,7 @@ class JobDriver:
         self.job_id, self.token = reply.job_id, reply.token
         self._save_keys()
         info = {"job_id": self.job_id, "token": self.token, "job": job_to_dict(self.job), "validation": str(self.validation_path or "")}
-        fd = os.open(self.out / JOB_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the token is a secret
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f)
+        write_atomic(self.out / JOB_FILE, json.dumps(info).encode(), 0o600)  # the token is a secret
         self.version, self.published = 0, False
         self._save()
         self._publish(0, None)

@@ -25,6 +25,7 @@ from fedgpu import crypto
 from fedgpu.claims import ClaimBounds, clamp_claim
 from fedgpu.datasets import ArrayDataset, get_schema, load_file
 from fedgpu.errors import CapabilityError, ConfigError, FedgpuError, PrivacyBudgetExceeded
+from fedgpu.files import write_atomic
 from fedgpu.models import ModelSpec, available_models, build_model
 from fedgpu.node.training import LocalTrainConfig, pick_device, train_local
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
@@ -42,7 +43,7 @@ log = logging.getLogger("fedgpu.node")
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
 
 # A hook that may replace the honest update (used by the demo's simulated adversaries, see
-# fedgpu/node/behaviours.py). Arguments: task, global flat weights, honest delta; returns a delta.
+# fedgpu/adversaries.py). Arguments: task, global flat weights, honest delta; returns a delta.
 UpdateHook = Callable[[Task, np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -56,7 +57,6 @@ class NodeConfig:
     epsilon_cap: float | None = None
     ledger_path: Path | None = None
     update_hook: UpdateHook | None = None
-    label_flip: bool = False
     weight_scale: float = 1e-3   # FedAvg weight = samples * weight_scale: keeps encrypted sums small
     extra_datasets: dict[str, ArrayDataset] = field(default_factory=dict)
     tls: TLSConfig = field(default_factory=TLSConfig)  # --tls-ca: the CA that signed the aggregator's certificate
@@ -70,9 +70,6 @@ class NodeAgent:
         self._data: dict[str, ArrayDataset] = dict(cfg.extra_datasets)
         for name, path in cfg.data.items():
             self._data[name] = load_file(path, get_schema(name))  # fail early on a bad file
-            if cfg.label_flip:
-                ds = self._data[name]
-                self._data[name] = ArrayDataset(ds.x, (get_schema(name).num_classes - 1 - ds.y))
         self._models: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
         self._stop = threading.Event()
         self.channel = transport.open_channel(cfg.aggregator, cfg.tls)
@@ -182,10 +179,7 @@ class NodeAgent:
             f.flush()
             os.fsync(f.fileno())
         self.receipts_after = max(self.receipts_after, max(r.id for r in receipts))
-        cursor = self.receipts_path.with_name("receipts.last")
-        tmp = cursor.with_suffix(".tmp")
-        tmp.write_text(str(self.receipts_after))
-        tmp.replace(cursor)
+        write_atomic(self.receipts_path.with_name("receipts.last"), str(self.receipts_after).encode())
 
     def handle(self, task: Task) -> None:
         try:

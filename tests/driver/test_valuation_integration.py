@@ -15,12 +15,12 @@ import pytest
 import torch
 from torch import nn
 
+from fedgpu.adversaries import apply_behaviour
 from fedgpu.config import EncryptionConfig, JobConfig, RewardsConfig, TrainingConfig
 from fedgpu.datasets import ArrayDataset, partition_iid, public_split, save_npz
 from fedgpu.driver.driver import JobDriver
 from fedgpu.driver.valuation import RoundValuer
 from fedgpu.node.agent import NodeAgent, NodeConfig
-from fedgpu.node.behaviours import apply_behaviour
 from fedgpu.rewards import flatten_params
 from fedgpu.rewards.utility import SMALL_VALIDATION, CohortGame
 

@@ -1,0 +1,82 @@
+"""Simulated adversaries for the demo, tests and benchmarks: how free riders and poisoners behave.
+
+Honest nodes never use this, and the production ``fedgpu node`` has no way to reach it: an
+adversarial node is its own entry point, ``python -m fedgpu.adversaries BEHAVIOUR [fedgpu node
+flags]``. Each behaviour replaces the honest update with what such a node would send (through
+``NodeConfig.update_hook``) or trains on flipped labels; rewards and robust aggregation must make
+them earn nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fedgpu.errors import ConfigError
+
+if TYPE_CHECKING:  # the agent imports torch and gRPC; behaviours only set fields on its config
+    from fedgpu.node.agent import NodeConfig
+    from fedgpu.wire.records import Task
+
+BEHAVIOURS = ("honest", "zeros", "noise", "replay", "signflip", "labelflip")
+
+
+class _Replay:
+    """Replays the last global change (global model now minus the one it saw before)."""
+
+    def __init__(self) -> None:
+        self.previous: np.ndarray | None = None
+
+    def __call__(self, task: Task, start: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        out = np.zeros_like(delta) if self.previous is None or self.previous.shape != start.shape else start - self.previous
+        self.previous = start.copy()
+        return out
+
+
+def apply_behaviour(cfg: NodeConfig, name: str) -> None:
+    """Make the node ``cfg`` configures behave as ``name`` (one of ``BEHAVIOURS``)."""
+    if name not in BEHAVIOURS:
+        raise ConfigError(f"behaviour {name!r}: allowed values are {', '.join(BEHAVIOURS)}")
+    if name == "zeros":
+        cfg.update_hook = lambda task, start, delta: np.zeros_like(delta)
+    elif name == "noise":
+        rng = np.random.default_rng()
+        cfg.update_hook = lambda task, start, delta: rng.normal(0.0, float(np.std(delta)) or 1e-2, size=delta.shape)
+    elif name == "replay":
+        cfg.update_hook = _Replay()
+    elif name == "signflip":
+        cfg.update_hook = lambda task, start, delta: -10.0 * delta
+    elif name == "labelflip":  # trains honestly on wrong labels: y -> classes - 1 - y
+        from fedgpu.datasets import ArrayDataset, get_schema, load_file
+
+        for dataset, path in cfg.data.items():
+            ds, classes = load_file(path, get_schema(dataset)), get_schema(dataset).num_classes
+            cfg.extra_datasets[dataset] = ArrayDataset(ds.x, classes - 1 - ds.y)
+        cfg.data = {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fedgpu.adversaries BEHAVIOUR [fedgpu node flags]``: a node that behaves as BEHAVIOUR."""
+    import argparse
+
+    from fedgpu.cli import node as node_cli
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in BEHAVIOURS:
+        print(f"usage: python -m fedgpu.adversaries {{{','.join(BEHAVIOURS)}}} [fedgpu node flags]", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog="fedgpu.adversaries")
+    node_cli.add_arguments(parser)
+    ns = parser.parse_args(args[1:])
+    cfg = node_cli.config_from_args(ns)
+    apply_behaviour(cfg, args[0])
+    return node_cli.serve(cfg, ns)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["BEHAVIOURS", "apply_behaviour", "main"]
