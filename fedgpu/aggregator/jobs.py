@@ -45,6 +45,7 @@ class Jobs:
         self.runners: dict[str, asyncio.Task[None]] = {}
         self.driver_seen: dict[str, float] = {}            # job -> when its driver last called (monotonic)
         self._specs: dict[str, JobSpec] = {}               # job -> its spec, parsed once
+        self.rounds_closed = 0                             # since this process started (--metrics)
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -212,6 +213,7 @@ class Jobs:
                 else:
                     self._fail(job_id, rnd, f"round {rnd} failed {MAX_ATTEMPTS} times: fewer than min_nodes={spec.min_nodes} nodes reported; start more nodes")
                     return
+                self.rounds_closed += 1
                 self.events.emit(job_id, JobEvent.sums_ready(rnd, record))
             published.clear()
             if self.store.job(job_id).model_version < rnd and not await self._await_driver(job_id, spec, published):
