@@ -104,6 +104,7 @@ class JobDriver:
         self.job_id = ""
         self.token = ""
         self._abort: str | None = None
+        self._ended = "stopped"      # how a run that raises ended: failed or cancelled (the aggregator said), or stopped
         self.rounds: list[dict[str, Any]] = []
         self.valuer: RoundValuer | None = None
         self._server_buf: np.ndarray | None = None
@@ -365,8 +366,24 @@ class JobDriver:
         return rec, result
 
     def run(self) -> dict[str, Any]:
-        """Submit (or, resumed, re-attach), drive every round to the end, write model.safetensors and report.json."""
+        """Submit (or, resumed, re-attach), drive every round to the end, write model.safetensors and report.json.
+
+        A job that ends otherwise still leaves a report.json saying why (``status``: failed, cancelled
+        or stopped, and ``error``), and the model of the last round applied, if any.
+        """
         started = self._started = time.perf_counter()
+        self._ended = "stopped"  # until the aggregator says the job failed or was cancelled
+        try:
+            self._watch(started)
+        except BaseException as exc:
+            try:
+                self.finish(self.elapsed_before + time.perf_counter() - started, status=self._ended, error=str(exc) or type(exc).__name__)
+            except Exception:  # the report is a courtesy: never hide the error that ended the job
+                log.exception("could not write the report of job %s", self.job_id)
+            raise
+        return self.finish(self.elapsed_before + time.perf_counter() - started)
+
+    def _watch(self, started: float) -> None:
         if not self.job_id:
             self.submit()
             self.progress({"event": "submitted", "job": self.job_id, "params": self.num_params})
@@ -390,8 +407,10 @@ class JobDriver:
                         done = True
                         break
                     elif ev.kind is JobEventKind.JOB_FAILED:
+                        self._ended = "failed"
                         raise RoundFailed(f"job {self.job_id} failed: {ev.message}")
                     elif ev.kind is JobEventKind.JOB_CANCELLED:
+                        self._ended = "cancelled"
                         raise RoundFailed(f"job {self.job_id} was cancelled: {ev.message}")
             except (grpc.RpcError, ValueError) as exc:
                 if self._abort is not None:
@@ -400,12 +419,15 @@ class JobDriver:
                     raise
                 self.progress({"event": "reconnect", "message": "aggregator unavailable; reconnecting"})
                 time.sleep(1.0)
-        return self.finish(self.elapsed_before + time.perf_counter() - started)
 
-    def finish(self, seconds: float) -> dict[str, Any]:
-        save_file({k: v.contiguous() for k, v in self.state.items()}, str(self.out / "model.safetensors"))
+    def finish(self, seconds: float, status: str = "done", error: str | None = None) -> dict[str, Any]:
+        """Write report.json (and the model, when at least one round was applied or the job is done)."""
+        if status == "done" or self.rounds:
+            save_file({k: v.contiguous() for k, v in self.state.items()}, str(self.out / "model.safetensors"))
         report = {
             "job": self.job_id,
+            "status": status,  # done | failed | cancelled (the aggregator ended the job) | stopped (this driver did)
+            "error": error,
             "name": self.job.name,
             "dataset": self.job.dataset,
             "model": self.job.model,

@@ -188,6 +188,7 @@ class NodeAgent:
     def handle(self, task: Task) -> None:
         try:
             self._check_capable(task)
+            self._admit(task)
             delta, weight, seconds, epsilon = self._train(task)
             self._upload(task, delta, weight, seconds, epsilon)
             self.tasks_done += 1
@@ -212,6 +213,19 @@ class NodeAgent:
             raise CapabilityError(f"model {task.model!r} is not installed on this node")
         if task.dataset not in self._data:
             raise CapabilityError(f"dataset {task.dataset!r} is not mapped on this node (use --data {task.dataset}=PATH)")
+
+    def _privacy_gate(self) -> PrivacyGate:
+        """The owner's privacy gate, opened with the first DP task (it loads Opacus)."""
+        if self.privacy is None:
+            from fedgpu.node.privacy_gate import PrivacyGate
+
+            self.privacy = PrivacyGate(self.cfg.ledger_path or self.cfg.identity_path.with_name("privacy.db"), self.cfg.epsilon_cap, self.node_id)
+        return self.privacy
+
+    def _admit(self, task: Task) -> None:
+        """A DP job is served only if all its planned rounds fit under the owner's cap (else declined up front)."""
+        if task.privacy.enabled and task.privacy.mode == "sample":
+            self._privacy_gate().admit(task, self._data[task.dataset])
 
     # ---- work ----------------------------------------------------------------------------------
     def _global_state(self, task: Task, model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -240,11 +254,7 @@ class NodeAgent:
         t0 = time.perf_counter()
         epsilon = 0.0
         if task.privacy.enabled and task.privacy.mode == "sample":
-            if self.privacy is None:
-                from fedgpu.node.privacy_gate import PrivacyGate
-
-                self.privacy = PrivacyGate(self.cfg.ledger_path or self.cfg.identity_path.with_name("privacy.db"), self.cfg.epsilon_cap, self.node_id)
-            epsilon = self.privacy.train(task, model, data, cfg, self.device)  # charges the ledger first
+            epsilon = self._privacy_gate().train(task, model, data, cfg, self.device)  # charges the ledger first
         else:
             train_local(model, data, cfg, self.device)
         seconds = time.perf_counter() - t0
