@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ import torch
 
 from fedgpu import crypto
 from fedgpu.datasets import ArrayDataset, get_schema, load_file
-from fedgpu.errors import CapabilityError, ConfigError, FedgpuError, PrivacyBudgetExceeded
+from fedgpu.errors import CapabilityError, ConfigError, FedgpuError, PrivacyBudgetExceeded, StateError
 from fedgpu.models import ModelSpec, available_models, build_model
 from fedgpu.node.training import LocalTrainConfig, pick_device, train_local
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
@@ -58,12 +59,14 @@ class NodeConfig:
     weight_scale: float = 1e-3   # FedAvg weight = samples * weight_scale: keeps encrypted sums small
     extra_datasets: dict[str, ArrayDataset] = field(default_factory=dict)
     tls: TLSConfig = field(default_factory=TLSConfig)  # --tls-ca: the CA that signed the aggregator's certificate
+    identity_wait: float = 45.0  # refused because another live process has this identity: wait this long for it to go quiet
 
 
 class NodeAgent:
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
         self.identity = Identity.load_or_create(cfg.identity_path)
+        self.session = os.urandom(16)  # tells this process from another one with the same identity (same --home)
         self.device = pick_device()
         self._data: dict[str, ArrayDataset] = dict(cfg.extra_datasets)
         for name, path in cfg.data.items():
@@ -94,7 +97,7 @@ class NodeAgent:
 
     def register(self) -> None:
         caps = node_pb2.Capabilities(models=available_models(), datasets=sorted(self._data), device=self._device_name())
-        req = node_pb2.RegisterRequest(public_key=self.identity.public_key, name=self.cfg.name or self.node_id, capabilities=caps, protocol_version=PROTOCOL_VERSION)
+        req = node_pb2.RegisterRequest(public_key=self.identity.public_key, name=self.cfg.name or self.node_id, capabilities=caps, protocol_version=PROTOCOL_VERSION, session=self.session)
         self.stub.Register(self._signed("Register", req), timeout=30)
         log.info("registered as %s with %s", self.node_id, ", ".join(f"{k}({len(v)})" for k, v in self._data.items()))
 
@@ -116,6 +119,7 @@ class NodeAgent:
         backoff = 0.5
         registered = False
         last_failure = ""
+        duplicate_since: float | None = None
         while not self._stop.is_set() and (max_tasks is None or self.tasks_done < max_tasks):
             try:
                 if not registered:
@@ -132,6 +136,21 @@ class NodeAgent:
                 if transport.handshake_failed(exc):  # a CA or certificate problem: retrying cannot fix it
                     raise transport.error_from_rpc(exc, self.cfg.aggregator) from exc
                 code = exc.code()
+                if not registered and code == grpc.StatusCode.FAILED_PRECONDITION:
+                    # Another live process has this identity. One that has just stopped is forgotten after the
+                    # aggregator's liveness timeout: wait that long, then give up naming the --home to change.
+                    now = time.monotonic()
+                    if duplicate_since is None:
+                        duplicate_since = now
+                        log.warning("registration refused: %s; waiting up to %.0f s for it to go quiet", exc.details(), self.cfg.identity_wait)
+                    if now - duplicate_since >= self.cfg.identity_wait:
+                        home = self.cfg.identity_path.parent
+                        raise StateError(
+                            f"{exc.details()}. This process uses --home {home} (identity {self.cfg.identity_path}): stop the other "
+                            f"`fedgpu node --home {home}`, or start this one with another --home"
+                        ) from exc
+                    self._stop.wait(2.0)
+                    continue
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     registered = False  # the aggregator may have lost its database: register again
                 if code in RETRYABLE or code == grpc.StatusCode.UNAUTHENTICATED:

@@ -81,3 +81,28 @@ def test_waiting_for_nodes_says_how_many_there_are(aggregator, tmp_path: Path, d
     assert "1 live nodes, 1 with model digits_cnn, 1 of them with dataset digits, 0 declined" in retry["message"]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["status"] == "stopped" and "seen the retry" in report["error"]
+
+
+def test_a_second_node_process_with_the_same_identity_is_refused_naming_its_home(aggregator, tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
+    from fedgpu.datasets import save_npz
+    from fedgpu.errors import StateError
+    from fedgpu.node.agent import NodeAgent, NodeConfig
+
+    train, _ = digits
+    save_npz(tmp_path / "d.npz", train)
+    first = start_nodes(aggregator.address, tmp_path, train, 1)
+    first_agent = first[0][0]
+    try:
+        end = time.monotonic() + 20
+        while aggregator.agg is not None and first_agent.node_id not in aggregator.agg.registry.sessions:
+            assert time.monotonic() < end
+            time.sleep(0.1)
+        home = first_agent.cfg.identity_path.parent
+        cfg = NodeConfig(aggregator=aggregator.address, data={"digits": tmp_path / "d.npz"}, identity_path=first_agent.cfg.identity_path, poll_seconds=1, identity_wait=1.0)
+        second = NodeAgent(cfg)
+        assert second.node_id == first_agent.node_id
+        with pytest.raises(StateError, match=rf"already live in another process.*--home {home}"):
+            second.run()
+        second.channel.close()
+    finally:
+        stop_nodes(first)
