@@ -223,7 +223,7 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
             node_roles[Identity.load_or_create(home / "identity.pem").node_id] = role
             data_file = home / f"{cfg.dataset}.npz"
             save_npz(data_file, train.subset(idx))
-            args = ["node", "--aggregator", address, *cluster.client_args, "--data", f"{cfg.dataset}={data_file}", "--home", str(home), "--name", f"node{i}", "--behaviour", role]
+            args = ["node", "--aggregator", address, *cluster.client_args, "--data", f"{cfg.dataset}={data_file}", "--home", str(home), "--name", f"node{i}", "--behaviour", role, "--threads", "1"]
             if cfg.epsilon_cap is not None:
                 args += ["--epsilon-cap", str(cfg.epsilon_cap)]
             cluster.spawn(args, f"node{i}.log")

@@ -9,7 +9,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,19 @@ class Rendered:
     boxes: dict[str, tuple[int, int, int, int]]  # plot name -> (x, y, width, height) in CSS pixels (scale 1)
     pixels: Any  # numpy array (height, width, 3) of uint8
     screenshot: Path
+
+    def check_plots(self, expected: Iterable[str]) -> None:
+        """Exactly the ``expected`` plots are on the page, each inside the screenshot, not blank, with its data drawn."""
+        assert set(self.boxes) == set(expected), self.boxes
+        height, width, _ = self.pixels.shape
+        for name, (x, y, w, h) in self.boxes.items():
+            assert w >= 300 and h >= 60, f"plot {name} is drawn {w}x{h}"
+            assert x + w <= width and y + h <= height, f"plot {name} lies outside the screenshot ({width}x{height})"
+            region = self.pixels[y : y + h, x : x + w].astype(int)
+            ink = (region.min(axis=2) < 215).mean()  # anything not white: axes, text, data
+            colour = (region.max(axis=2) - region.min(axis=2) > 60).mean()  # saturated pixels: the data (axes and text are grey)
+            assert ink > 0.01, f"plot {name} is blank ({ink:.2%} ink) in {self.screenshot}"
+            assert colour > 0.003, f"plot {name} has no data drawn ({colour:.2%} coloured pixels) in {self.screenshot}"
 
 
 @pytest.fixture(scope="session")

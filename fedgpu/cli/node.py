@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -20,6 +21,11 @@ def _data_arg(values: list[str]) -> dict[str, Path]:
     return out
 
 
+def default_threads() -> int:
+    """Torch's CPU threads for a node: at most 2, so that a volunteer's machine stays usable while it trains."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("node", help="run a volunteer node", description="Run a node: registers with the aggregator, pulls tasks, trains on local data, uploads encrypted updates.")
     p.add_argument("--aggregator", default="127.0.0.1:50051", help="aggregator HOST:PORT (default %(default)s)")
@@ -29,6 +35,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--home", type=Path, default=Path.home() / ".fedgpu", help="folder for the identity key and privacy ledger (default %(default)s)")
     p.add_argument("--name", default="", help="display name")
     p.add_argument("--epsilon-cap", type=float, default=None, help="the data owner's privacy cap: refuse DP tasks that would exceed this epsilon")
+    p.add_argument("--device", default="auto", help="where to train: auto (CUDA when present), cpu, cuda or cuda:N (default %(default)s)")
+    p.add_argument("--threads", type=int, default=default_threads(), metavar="N", help="CPU threads torch may use (default %(default)s: min(2, cores), so a node leaves its machine usable)")
     p.add_argument("--max-tasks", type=int, default=None, help="exit after this many tasks (default: run until stopped)")
     p.add_argument("--behaviour", default="honest", help=argparse.SUPPRESS)  # simulated adversaries for the demo
     p.set_defaults(func=run)
@@ -51,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         epsilon_cap=args.epsilon_cap,
         ledger_path=args.home / "privacy.db",
         tls=TLSConfig(ca=args.tls_ca, insecure=args.insecure),
+        device=args.device,
+        threads=args.threads,
     )
     apply_behaviour(cfg, args.behaviour)
     agent = NodeAgent(cfg)
@@ -59,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(0)  # interrupts a long-poll in flight
 
     signal.signal(signal.SIGTERM, on_term)
-    print(f"node {agent.node_id} serving {args.aggregator}", flush=True)
+    print(f"node {agent.node_id}{f' ({args.name})' if args.name else ''} serving {args.aggregator} on {agent.device} with {args.threads} CPU thread(s)", flush=True)
     agent.run(max_tasks=args.max_tasks)
     return 0
 
 
-__all__ = ["register", "run"]
+__all__ = ["default_threads", "register", "run"]

@@ -24,8 +24,9 @@ import torch
 from fedgpu import crypto
 from fedgpu.datasets import ArrayDataset, get_schema, load_file
 from fedgpu.errors import CapabilityError, ConfigError, FedgpuError, PrivacyBudgetExceeded, StateError
+from fedgpu.evaluation import parse_device
 from fedgpu.models import ModelSpec, available_models, build_model
-from fedgpu.node.training import LocalTrainConfig, pick_device, train_local
+from fedgpu.node.training import LocalTrainConfig, train_local
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
 from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors, transport
 from fedgpu.wire.auth import Identity
@@ -60,6 +61,8 @@ class NodeConfig:
     extra_datasets: dict[str, ArrayDataset] = field(default_factory=dict)
     tls: TLSConfig = field(default_factory=TLSConfig)  # --tls-ca: the CA that signed the aggregator's certificate
     identity_wait: float = 45.0  # refused because another live process has this identity: wait this long for it to go quiet
+    device: str | None = None    # --device: auto (None), cpu, cuda, cuda:N
+    threads: int | None = None   # --threads: torch's intra-op CPU threads for this process (None: leave torch's default)
 
 
 class NodeAgent:
@@ -67,7 +70,11 @@ class NodeAgent:
         self.cfg = cfg
         self.identity = Identity.load_or_create(cfg.identity_path)
         self.session = os.urandom(16)  # tells this process from another one with the same identity (same --home)
-        self.device = pick_device()
+        self.device = parse_device(cfg.device)
+        if cfg.threads is not None:
+            if cfg.threads < 1:
+                raise ConfigError(f"--threads {cfg.threads}: must be at least 1")
+            torch.set_num_threads(cfg.threads)  # process-wide: a node shares its machine with its owner's other work
         self._data: dict[str, ArrayDataset] = dict(cfg.extra_datasets)
         for name, path in cfg.data.items():
             self._data[name] = load_file(path, get_schema(name))  # fail early on a bad file

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from fedgpu.report import FILES, write_report
@@ -87,22 +86,7 @@ def test_names_are_escaped() -> None:
 def test_every_plot_renders_in_headless_chromium(tmp_path: Path, render_html) -> None:  # type: ignore[no-untyped-def]
     """The page as a browser draws it: every plot has a box, and inside it the data are drawn in colour."""
     write_report(tmp_path / "out", sample_report(rounds=8, nodes=5))
-    shown = render_html(tmp_path / "out" / "report.html")
-    check_plots(shown, PLOTS)
-
-
-def check_plots(shown, expected: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
-    assert set(shown.boxes) == set(expected), shown.boxes
-    height, width, _ = shown.pixels.shape
-    for name, (x, y, w, h) in shown.boxes.items():
-        assert w >= 300 and h >= 60, f"plot {name} is drawn {w}x{h}"
-        assert x + w <= width and y + h <= height, f"plot {name} lies outside the screenshot ({width}x{height})"
-        region = shown.pixels[y : y + h, x : x + w].astype(int)
-        ink = (region.min(axis=2) < 215).mean()  # anything not white: axes, text, data
-        colour = (region.max(axis=2) - region.min(axis=2) > 60).mean()  # saturated pixels: the data (axes and text are grey)
-        assert ink > 0.01, f"plot {name} is blank ({ink:.2%} ink) in {shown.screenshot}"
-        assert colour > 0.003, f"plot {name} has no data drawn ({colour:.2%} coloured pixels) in {shown.screenshot}"
-    assert np.asarray(shown.pixels).dtype == np.uint8
+    render_html(tmp_path / "out" / "report.html").check_plots(PLOTS)
 
 
 def test_the_browser_check_catches_a_plot_drawn_blank(tmp_path: Path, render_html) -> None:  # type: ignore[no-untyped-def]
@@ -111,4 +95,4 @@ def test_the_browser_check_catches_a_plot_drawn_blank(tmp_path: Path, render_htm
         rec["loss"] = None  # the loss chart has axes but no data
     write_report(tmp_path, report)
     with pytest.raises(AssertionError, match=r"plot loss (is blank|has no data drawn)"):
-        check_plots(render_html(tmp_path / "report.html"), PLOTS)
+        render_html(tmp_path / "report.html").check_plots(PLOTS)
