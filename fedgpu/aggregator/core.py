@@ -139,9 +139,7 @@ class Aggregator:
     # ---- metrics -------------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
         """The numbers --metrics serves; call it on the aggregator's event loop."""
-        now = time.monotonic()
-        live = sum(1 for t in self.registry.last_seen.values() if now - t <= self.registry.node_timeout)
-        return Snapshot(len(self.registry.pubkeys), live, self.jobs.rounds_closed, Counters(**vars(self.counters)))
+        return Snapshot(len(self.registry.pubkeys), len(self.registry.live()), self.jobs.rounds_closed, Counters(**vars(self.counters)))
 
     # ---- cohort history ------------------------------------------------------------------------
     def together(self, job_id: str) -> Counter[frozenset[str]]:

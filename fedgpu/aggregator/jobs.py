@@ -237,9 +237,8 @@ class Jobs:
 
     def _live_caps(self) -> dict[str, dict[str, Any]]:
         """The capabilities of the nodes seen within the liveness timeout."""
-        now = time.monotonic()
-        reg = self.registry
-        return {n: c for n, c in reg.node_caps.items() if now - reg.last_seen.get(n, -1e9) <= reg.node_timeout}
+        live = self.registry.live()
+        return {n: c for n, c in self.registry.node_caps.items() if n in live}
 
     def _census(self, job_id: str, spec: JobSpec) -> str:
         """Who could take the job's tasks, in counts: what the driver sees while the job waits for nodes."""

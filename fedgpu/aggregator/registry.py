@@ -101,6 +101,11 @@ class NodeRegistry:
     def name(self, node_id: str) -> str:
         return str(self.node_caps.get(node_id, {}).get("name", node_id))
 
+    def live(self) -> set[str]:
+        """Nodes seen within the liveness timeout."""
+        now = time.monotonic()
+        return {n for n, t in self.last_seen.items() if now - t <= self.node_timeout}
+
     def capable(self, model: str, dataset: str) -> set[str]:
         """Nodes that said they have the model and the dataset, alive or not."""
         return {n for n, c in self.node_caps.items() if model in c.get("models", []) and dataset in c.get("datasets", [])}
