@@ -58,6 +58,16 @@ class EncryptionContext:
 
 
 @dataclass(frozen=True)
+class AggregationPlan:
+    """The job's aggregation rule and its parameters (mirrors ``fedgpu.v1.AggregationPlan``; an empty
+    ``rule`` is a spec from a driver that sent none: fedavg)."""
+
+    rule: str = ""
+    trim_fraction: float = 0.0
+    norm_bound: float = 0.0
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """A job as its driver submitted it, field for field (the store keeps its protobuf bytes).
 
@@ -79,6 +89,7 @@ class JobSpec:
     num_params: int = 0
     reward_pool: float = 0.0
     driver_lease_seconds: float = 0.0
+    aggregation: AggregationPlan = field(default_factory=AggregationPlan)
 
 
 @dataclass(frozen=True)
@@ -253,6 +264,7 @@ class LedgerReceipt:
 
 
 __all__ = [
+    "AggregationPlan",
     "EncryptionContext",
     "JobEvent",
     "JobEventKind",
