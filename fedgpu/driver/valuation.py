@@ -2,13 +2,14 @@
 
 u(S) = L(w + beta * b) - L(w + g * P(agg(S)) + beta * b), where b is the last global change, beta the
 round's momentum (the server's: the one it shipped last round), agg(S) the job's aggregation rule
-(fedgpu.aggregation: FedAvg by default) over the round's cohorts with those outside S sending zeros, P the projection that drops the part along b and g the server's
-learning rate (see fedgpu.rewards.utility): a node that replays b or sends zeros is an exact null
+(fedgpu.aggregation: FedAvg by default) over the round's cohorts with those outside S sending zeros,
+P the projection that drops the part along b and g the server's learning rate (see
+fedgpu.rewards.utility): a node that replays b or sends zeros is an exact null
 player, one that sends noise worth 0 or less, not "a bit". g and beta are the server's trust region:
 the learning rate and momentum that worked last round.
 
-The game is the game of the rule in force, and the elimination below composes with it: cohorts are left out of the round's
-model by backward elimination while leaving one out helps (at each set's best step) by more than the
+The game is the game of the rule in force, and the elimination below composes with it (docs/robust.md):
+cohorts are left out of the round's model by backward elimination while leaving one out helps (at each set's best step) by more than the
 paired evaluation noise, and nothing is kept when what is left does clearly worse than the free step (the model then
 takes the best free step, which may be to stay). The round's model is the rule over the kept cohorts, and Shapley values (exact up to
 8 cohorts, sampled above) are computed in the game over them. Without this, any cohort would earn by
