@@ -207,7 +207,8 @@ def main() -> None:
         work = Path(tmp)
         files = write_node_files(train, work, args.seed)
         for name in chosen:
-            fig: dict[str, Any] = {"plan": {"rule": plans[name].rule, "trim_fraction": plans[name].trim_fraction, "norm_bound": plans[name].norm_bound}}
+            plan = plans[name]
+            fig: dict[str, Any] = {"plan": {"rule": plan.rule, **({"trim_fraction": plan.trim_fraction} if name == "trimmed_mean" else {}), **({"norm_bound": plan.norm_bound} if name == "norm_bounded" else {})}}
             for run in runs:
                 behaviours, pool = jobs[run]
                 log(f"{name} / {run}: {NODES} nodes ({behaviours.count('signflip')} poisoner), k = {K}, rewards {'on' if pool else 'off'}, {args.rounds} rounds")
