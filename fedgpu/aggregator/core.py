@@ -23,16 +23,18 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 from fedgpu.aggregator import ledger
 from fedgpu.aggregator.events import Events
 from fedgpu.aggregator.jobs import Jobs
+from fedgpu.aggregator.metrics import Counters, Snapshot
 from fedgpu.aggregator.registry import NODE_TIMEOUT_S, NodeRegistry
 from fedgpu.aggregator.rounds import Rounds
 from fedgpu.aggregator.store import Store
 from fedgpu.aggregator.uploads import Uploads
+from fedgpu.errors import FedgpuError
 from fedgpu.proto.fedgpu.v1 import node_pb2
 from fedgpu.wire.records import (
     JobEvent,
@@ -57,6 +59,7 @@ class Aggregator:
         self.events = Events()
         self.rounds = Rounds(store, self.registry, self.uploads, self.events)
         self.jobs = Jobs(store, self.registry, self.rounds, self.events)
+        self.counters = Counters()  # what --metrics serves, with the gauges of snapshot()
 
     async def start(self) -> None:
         """Load the registered nodes and resume every running job (its open round is redone)."""
@@ -68,7 +71,9 @@ class Aggregator:
 
     # ---- nodes ---------------------------------------------------------------------------------
     def register(self, req: node_pb2.RegisterRequest) -> str:
-        return self.registry.register(req)
+        node_id = self.registry.register(req)
+        self.counters.registrations += 1
+        return node_id
 
     def authenticate(self, method: str, req: object) -> str:
         return self.registry.authenticate(method, req)
@@ -89,7 +94,19 @@ class Aggregator:
         return self.uploads.upload_status(node_id, task_id)
 
     async def upload(self, stream: AsyncIterator[node_pb2.UpdateChunk]) -> UploadProgress:
-        return await self.uploads.upload(stream)
+        async def counted(messages: AsyncIterable[node_pb2.UpdateChunk]) -> AsyncIterator[node_pb2.UpdateChunk]:
+            async for msg in messages:
+                self.counters.bytes_in += msg.ByteSize()
+                yield msg
+
+        try:
+            progress = await self.uploads.upload(counted(stream))
+        except FedgpuError:
+            self.counters.uploads_refused += 1
+            raise
+        if progress.complete:
+            self.counters.uploads_accepted += 1
+        return progress
 
     # ---- drivers -------------------------------------------------------------------------------
     def submit_job(self, spec: JobSpec, protocol_version: int) -> tuple[str, str]:
@@ -118,6 +135,11 @@ class Aggregator:
 
     def cohort_sum(self, job_id: str, rnd: int, cohort: int, chunk: int) -> bytes:
         return self.rounds.cohort_sum(job_id, rnd, cohort, chunk)
+
+    # ---- metrics -------------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """The numbers --metrics serves; call it on the aggregator's event loop."""
+        return Snapshot(len(self.registry.pubkeys), len(self.registry.live()), self.jobs.rounds_closed, Counters(**vars(self.counters)))
 
     # ---- cohort history ------------------------------------------------------------------------
     def together(self, job_id: str) -> Counter[frozenset[str]]:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fedgpu.aggregator.store import Store
-from fedgpu.errors import AuthError, ProtocolError
+from fedgpu.errors import AuthError, ProtocolError, StateError
 from fedgpu.proto.fedgpu.v1 import node_pb2
 from fedgpu.wire import PROTOCOL_VERSION
 from fedgpu.wire.auth import Verifier, node_id_for
@@ -43,6 +43,7 @@ class NodeRegistry:
         self.last_seen: dict[str, float] = {}
         self.pubkeys: dict[str, bytes] = {}
         self.node_caps: dict[str, dict[str, Any]] = {}
+        self.sessions: dict[str, bytes] = {}   # node -> the session of the process that registered it last
         self.node_available = asyncio.Event()  # set whenever a node calls: a round waiting for nodes looks again
 
     def load(self) -> None:
@@ -60,6 +61,7 @@ class NodeRegistry:
         if req.auth.node_id not in ("", node_id):
             raise AuthError("auth.node_id does not belong to this public key")
         self.verifier.verify("Register", req, req.public_key)
+        self._claim_session(node_id, req.session)
         caps = {"models": sorted(req.capabilities.models), "datasets": sorted(req.capabilities.datasets), "device": req.capabilities.device[:200], "name": req.name or node_id}
         self.store.upsert_node(node_id, req.public_key, req.name or node_id, caps)
         self.pubkeys[node_id] = req.public_key
@@ -67,6 +69,21 @@ class NodeRegistry:
         self.seen(node_id)
         log.info("node %s registered (%s, %s)", node_id, req.name, caps["device"])
         return node_id
+
+    def _claim_session(self, node_id: str, session: bytes) -> None:
+        """One live process per identity: a Register from another process while the node id is live is refused."""
+        if len(session) > 64:
+            raise ProtocolError("session must be at most 64 bytes")
+        if not session:
+            return  # a node of an older version sends none
+        held = self.sessions.get(node_id)
+        idle = time.monotonic() - self.last_seen.get(node_id, -1e9)
+        if held is not None and held != session and idle <= self.node_timeout:
+            raise StateError(
+                f"node {node_id} is already live in another process (its last call was {idle:.0f} s ago): two `fedgpu node` "
+                f"processes share one identity. Give each its own --home; a process that has just stopped is forgotten after {self.node_timeout:.0f} s"
+            )
+        self.sessions[node_id] = session
 
     def authenticate(self, method: str, req: object) -> str:
         node_id = str(req.auth.node_id)  # type: ignore[attr-defined]
@@ -83,6 +100,11 @@ class NodeRegistry:
 
     def name(self, node_id: str) -> str:
         return str(self.node_caps.get(node_id, {}).get("name", node_id))
+
+    def live(self) -> set[str]:
+        """Nodes seen within the liveness timeout."""
+        now = time.monotonic()
+        return {n for n, t in self.last_seen.items() if now - t <= self.node_timeout}
 
     def capable(self, model: str, dataset: str) -> set[str]:
         """Nodes that said they have the model and the dataset, alive or not."""

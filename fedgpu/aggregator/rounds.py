@@ -210,6 +210,9 @@ class Rounds:
             seconds=time.time() - rs.opened_at,
             attempt=rs.attempt,
             attempt_id=rs.attempt_id,
+            node_names={ts.node_id: self.registry.name(ts.node_id) for ts in tasks},
+            upload_seconds={ts.node_id: ts.upload_seconds for ts in tasks if ts.status is TaskStatus.COMPLETE},
+            aggregation_seconds=sum(ts.fold_seconds for ts in tasks),
         )
         try:
             self.store.save_round(rs.job_id, rs.round, rs.attempt, record, merged())

@@ -162,6 +162,8 @@ class Uploads:
         if got != expected_values:
             raise ProtocolError(f"chunk {msg.chunk.index} holds {got} values, the model needs {expected_values}: wrong shape")
         path = self.part_path(ts.task.task_id)
+        if ts.received == 0:
+            ts.upload_started = time.monotonic()
         with path.open("ab") as f:
             off = f.tell()
             f.write(data)
@@ -191,11 +193,14 @@ class Uploads:
 
     def _fold(self, rs: RoundState, ts: TaskState, path: Path) -> None:
         """Add a complete upload into its cohort's sum, one chunk in memory at a time, then forget it."""
+        t0 = time.monotonic()
         with path.open("rb") as f:
             for i, (off, size) in enumerate(ts.offsets):
                 f.seek(off)
                 rs.accumulate(ts.cohort, i, f.read(size))
         path.unlink(missing_ok=True)
+        ts.fold_seconds = time.monotonic() - t0
+        ts.upload_seconds = time.monotonic() - ts.upload_started
         ts.offsets.clear()
         ts.status = TaskStatus.COMPLETE
         self.pending.pop(ts.node_id, None)

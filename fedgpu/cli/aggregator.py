@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--tls-cert", type=Path, default=None, metavar="PEM", help="serve TLS with this certificate chain (see docs/tls.md; `fedgpu certs` makes one)")
     p.add_argument("--tls-key", type=Path, default=None, metavar="PEM", help="the private key of --tls-cert")
     p.add_argument("--insecure", action="store_true", help="allow cleartext on a non-loopback --listen (only behind a VPN or a TLS proxy)")
+    p.add_argument("--metrics", default=None, metavar="HOST:PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics (nodes, rounds, uploads, bytes in); off by default")
     p.add_argument("--ready-file", type=Path, default=None, help="write HOST:PORT here once listening (for scripts)")
     p.set_defaults(func=run)
 
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("fedgpu").setLevel(min(logging.getLogger().level, logging.INFO))
     tls = TLSConfig(cert=args.tls_cert, key=args.tls_key, insecure=args.insecure)
     spool = args.spool or (Path(args.db).parent / "spool" if "://" not in args.db else Path("spool"))
-    asyncio.run(serve(args.listen, args.db, spool, args.ready_file, tls))
+    asyncio.run(serve(args.listen, args.db, spool, args.ready_file, tls, args.metrics))
     return 0
 
 

@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         ok, message = verify(store, args.key)
         print(message)
         return 0 if ok else 1
-    rows = store.ledger_rows(args.job)
+    names = {n["id"]: n["name"] for n in store.all_nodes()}  # --name of each node, beside its id
+    rows = [{**r, "node_name": names.get(r["node_id"], "")} for r in store.ledger_rows(args.job)]
     if args.export == "json":
         json.dump(rows, sys.stdout, indent=2)
         print()
@@ -85,14 +86,15 @@ def run(args: argparse.Namespace) -> int:
     if not balances:
         print("no rewards recorded yet")
         return 0
-    print(f"{'node':<18} {'rounds':>6} {'total value':>12} {'reward':>10}")
+    width = max([4, *(len(names.get(n, "")) for n in balances)])
+    print(f"{'name':<{width}} {'node':<18} {'rounds':>6} {'total value':>12} {'reward':>10}")
     for node, (reward, value, n) in sorted(balances.items(), key=lambda kv: -kv[1][0]):
-        print(f"{node:<18} {int(n):>6} {value:>12.4f} {reward:>10.2f}")
+        print(f"{names.get(node, ''):<{width}} {node:<18} {int(n):>6} {value:>12.4f} {reward:>10.2f}")
     if args.rounds:
         print()
-        print(f"{'job':<18} {'round':>5} {'node':<18} {'value':>10} {'reward':>8}")
+        print(f"{'job':<18} {'round':>5} {'name':<{width}} {'node':<18} {'value':>10} {'reward':>8}")
         for r in rows:
-            print(f"{r['job_id']:<18} {r['round']:>5} {r['node_id']:<18} {r['value']:>10.4f} {r['reward']:>8.2f}")
+            print(f"{r['job_id']:<18} {r['round']:>5} {r['node_name']:<{width}} {r['node_id']:<18} {r['value']:>10.4f} {r['reward']:>8.2f}")
     return 0
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
 from fedgpu.errors import CryptoError, StorageError
+from fedgpu.files import write_atomic
 
 
 def save_key_files(directory: Path, scheme: str, params: bytes, public_key: bytes, secret_key: bytes) -> None:
@@ -14,9 +14,9 @@ def save_key_files(directory: Path, scheme: str, params: bytes, public_key: byte
     directory = Path(directory)
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _write(directory / f"{scheme}.params", params, 0o644)
-        _write(directory / f"{scheme}.public", public_key, 0o644)
-        _write(directory / f"{scheme}.secret", secret_key, 0o600)
+        write_atomic(directory / f"{scheme}.params", params, 0o644)
+        write_atomic(directory / f"{scheme}.public", public_key, 0o644)
+        write_atomic(directory / f"{scheme}.secret", secret_key, 0o600)
     except OSError as exc:
         raise StorageError(f"cannot write {scheme} keys to {directory}: {exc}") from exc
 
@@ -36,22 +36,6 @@ def load_key_files(directory: Path, scheme: str) -> tuple[bytes, bytes, bytes]:
     if mode & 0o077:
         raise CryptoError(f"{secret_path} has mode {mode:o}: run chmod 600 on it, others must not read it")
     return params, public_key, secret_key
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write via a temporary file created with ``mode`` (never wider), then rename over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)  # O_CREAT's mode is ignored for an existing file
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
 
 
 __all__ = ["load_key_files", "save_key_files"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-from safetensors.torch import save_file
 
 from fedgpu import crypto
 from fedgpu.aggregation import get_rule
@@ -36,9 +34,11 @@ from fedgpu.driver.state import DriverState, load_state, save_state
 from fedgpu.driver.valuation import RoundValuer
 from fedgpu.errors import CryptoError, ProtocolError, RoundFailed, StorageError
 from fedgpu.faults import crash_point
-from fedgpu.models import ModelSpec, build_model, count_params
+from fedgpu.files import write_atomic
+from fedgpu.models import ModelSpec, build_model, count_params, save_trained
 from fedgpu.node.training import evaluate
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc
+from fedgpu.report import write_report
 from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors
 from fedgpu.wire.records import JobEvent, JobEventKind
 from fedgpu.wire.serde import job_event_from_proto, job_status_from_proto, job_to_proto
@@ -99,6 +99,7 @@ class JobDriver:
         self.job_id = ""
         self.token = ""
         self._abort: str | None = None
+        self._ended = "stopped"      # how a run that raises ended: failed or cancelled (the aggregator said), or stopped
         self.rounds: list[dict[str, Any]] = []
         self.valuer: RoundValuer | None = None
         self._server_buf: np.ndarray | None = None
@@ -159,9 +160,7 @@ class JobDriver:
         self.job_id, self.token = reply.job_id, reply.token
         self._save_keys()
         info = {"job_id": self.job_id, "token": self.token, "job": job_to_dict(self.job), "validation": str(self.validation_path or "")}
-        fd = os.open(self.out / JOB_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the token is a secret
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f)
+        write_atomic(self.out / JOB_FILE, json.dumps(info).encode(), 0o600)  # the token is a secret
         self.version, self.published = 0, False
         self._save()
         self._publish(0, None)
@@ -287,10 +286,14 @@ class JobDriver:
         self.version, self.published, self.pending = ev.round, False, result
         self._save()
         crash_point("driver_pending")
+        t0 = time.perf_counter()
         self._publish(ev.round, result)
+        rec["publish_seconds"] = time.perf_counter() - t0
         self.published = True
         crash_point("driver_published")
-        self.progress({"event": "round", **rec, "elapsed": self.elapsed_before + time.perf_counter() - started})
+        elapsed = self.elapsed_before + time.perf_counter() - started
+        eta = elapsed / ev.round * (self.job.rounds - ev.round)  # the rounds so far, on average, for each one left
+        self.progress({"event": "round", **rec, "elapsed": elapsed, "eta": eta, "rounds_total": self.job.rounds})
 
     def on_round(self, ev: JobEvent) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
         """Fetch and decrypt the round's sums, aggregate, value, evaluate; the new model is in ``self.state``."""
@@ -324,6 +327,9 @@ class JobDriver:
             info["rounds"] += 1
         for node_id, eps in ev.epsilon.items():
             self.node_info.setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None})["epsilon"] = eps
+        for node_id, name in ev.node_names.items():
+            if node_id in self.node_info:
+                self.node_info[node_id]["name"] = name
         rec = {
             "round": ev.round,
             "accuracy": acc,
@@ -346,6 +352,7 @@ class JobDriver:
             "server_step": valuation.step if valuation is not None else 1.0,
             "server_momentum": valuation.momentum if valuation is not None else self.job.training.server_momentum,
         }
+        rec.update(node_names=dict(ev.node_names), upload_seconds=dict(ev.upload_seconds), aggregation_seconds=ev.aggregation_seconds)
         if valuation is not None:
             rec["valuation"] = {
                 "cohort_values": valuation.cohort_values,
@@ -362,8 +369,24 @@ class JobDriver:
         return rec, result
 
     def run(self) -> dict[str, Any]:
-        """Submit (or, resumed, re-attach), drive every round to the end, write model.safetensors and report.json."""
+        """Submit (or, resumed, re-attach), drive every round to the end, write model.safetensors and report.json.
+
+        A job that ends otherwise still leaves a report.json saying why (``status``: failed, cancelled
+        or stopped, and ``error``), and the model of the last round applied, if any.
+        """
         started = self._started = time.perf_counter()
+        self._ended = "stopped"  # until the aggregator says the job failed or was cancelled
+        try:
+            self._watch(started)
+        except BaseException as exc:
+            try:
+                self.finish(self.elapsed_before + time.perf_counter() - started, status=self._ended, error=str(exc) or type(exc).__name__)
+            except Exception:  # the report is a courtesy: never hide the error that ended the job
+                log.exception("could not write the report of job %s", self.job_id)
+            raise
+        return self.finish(self.elapsed_before + time.perf_counter() - started)
+
+    def _watch(self, started: float) -> None:
         if not self.job_id:
             self.submit()
             self.progress({"event": "submitted", "job": self.job_id, "params": self.num_params})
@@ -387,8 +410,10 @@ class JobDriver:
                         done = True
                         break
                     elif ev.kind is JobEventKind.JOB_FAILED:
+                        self._ended = "failed"
                         raise RoundFailed(f"job {self.job_id} failed: {ev.message}")
                     elif ev.kind is JobEventKind.JOB_CANCELLED:
+                        self._ended = "cancelled"
                         raise RoundFailed(f"job {self.job_id} was cancelled: {ev.message}")
             except (grpc.RpcError, ValueError) as exc:
                 if self._abort is not None:
@@ -397,12 +422,15 @@ class JobDriver:
                     raise
                 self.progress({"event": "reconnect", "message": "aggregator unavailable; reconnecting"})
                 time.sleep(1.0)
-        return self.finish(self.elapsed_before + time.perf_counter() - started)
 
-    def finish(self, seconds: float) -> dict[str, Any]:
-        save_file({k: v.contiguous() for k, v in self.state.items()}, str(self.out / "model.safetensors"))
+    def finish(self, seconds: float, status: str = "done", error: str | None = None) -> dict[str, Any]:
+        """Write report.json, report.html and metrics.csv, and the model when the job is done or a round was applied."""
+        if status == "done" or self.rounds:
+            save_trained(self.out / "model.safetensors", self.state, self.job.model, self.job.dataset, self.spec, job=self.job_id, rounds=len(self.rounds))
         report = {
             "job": self.job_id,
+            "status": status,  # done | failed | cancelled (the aggregator ended the job) | stopped (this driver did)
+            "error": error,
             "name": self.job.name,
             "dataset": self.job.dataset,
             "model": self.job.model,
@@ -416,7 +444,7 @@ class JobDriver:
             "nodes": self.node_info,
             "valuation": self.valuer.summary() if self.valuer else None,
         }
-        (self.out / "report.json").write_text(json.dumps(report, indent=2))
+        write_report(self.out, report)
         return report
 
 

@@ -12,7 +12,6 @@ the same publish). Safetensors and JSON only: nothing in it is ever unpickled.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from fedgpu.errors import StorageError
+from fedgpu.files import write_atomic
 
 STATE_FILE = "driver_state.safetensors"
 _FORMAT = "fedgpu.driver.state.v1"
@@ -38,26 +38,10 @@ class DriverState:
 
 def save_state(directory: Path, state: DriverState) -> None:
     """Write the state durably and atomically: after a crash the file is the old state or the new one."""
-    path = directory / STATE_FILE
-    tmp = path.with_suffix(".tmp")
     tensors = {f"model/{k}": v.detach().contiguous() for k, v in state.model.items()}
     tensors.update({f"array/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.arrays.items()})
     meta = {"format": _FORMAT, "version": str(state.version), "meta": json.dumps(state.meta, allow_nan=False)}
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError as exc:
-        raise StorageError(f"cannot write the driver's state to {path} ({exc}); free some disk space and resume with `fedgpu train --resume {directory}`") from exc
+    write_atomic(directory / STATE_FILE, save(tensors, metadata=meta), 0o600)
 
 
 def load_state(directory: Path) -> DriverState:

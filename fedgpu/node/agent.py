@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,9 +23,11 @@ import torch
 
 from fedgpu import crypto
 from fedgpu.datasets import ArrayDataset, get_schema, load_file
-from fedgpu.errors import CapabilityError, ConfigError, FedgpuError, PrivacyBudgetExceeded
+from fedgpu.errors import CapabilityError, ConfigError, FedgpuError, PrivacyBudgetExceeded, StateError
+from fedgpu.evaluation import parse_device
+from fedgpu.files import write_atomic
 from fedgpu.models import ModelSpec, available_models, build_model
-from fedgpu.node.training import LocalTrainConfig, pick_device, train_local
+from fedgpu.node.training import LocalTrainConfig, train_local
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
 from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors, transport
 from fedgpu.wire.auth import Identity
@@ -57,13 +60,21 @@ class NodeConfig:
     weight_scale: float = 1e-3   # FedAvg weight = samples * weight_scale: keeps encrypted sums small
     extra_datasets: dict[str, ArrayDataset] = field(default_factory=dict)
     tls: TLSConfig = field(default_factory=TLSConfig)  # --tls-ca: the CA that signed the aggregator's certificate
+    identity_wait: float = 45.0  # refused because another live process has this identity: wait this long for it to go quiet
+    device: str | None = None    # --device: auto (None), cpu, cuda, cuda:N
+    threads: int | None = None   # --threads: torch's intra-op CPU threads for this process (None: leave torch's default)
 
 
 class NodeAgent:
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
         self.identity = Identity.load_or_create(cfg.identity_path)
-        self.device = pick_device()
+        self.session = os.urandom(16)  # tells this process from another one with the same identity (same --home)
+        self.device = parse_device(cfg.device)
+        if cfg.threads is not None:
+            if cfg.threads < 1:
+                raise ConfigError(f"--threads {cfg.threads}: must be at least 1")
+            torch.set_num_threads(cfg.threads)  # process-wide: a node shares its machine with its owner's other work
         self._data: dict[str, ArrayDataset] = dict(cfg.extra_datasets)
         for name, path in cfg.data.items():
             self._data[name] = load_file(path, get_schema(name))  # fail early on a bad file
@@ -90,7 +101,7 @@ class NodeAgent:
 
     def register(self) -> None:
         caps = node_pb2.Capabilities(models=available_models(), datasets=sorted(self._data), device=self._device_name())
-        req = node_pb2.RegisterRequest(public_key=self.identity.public_key, name=self.cfg.name or self.node_id, capabilities=caps, protocol_version=PROTOCOL_VERSION)
+        req = node_pb2.RegisterRequest(public_key=self.identity.public_key, name=self.cfg.name or self.node_id, capabilities=caps, protocol_version=PROTOCOL_VERSION, session=self.session)
         self.stub.Register(self._signed("Register", req), timeout=30)
         log.info("registered as %s with %s", self.node_id, ", ".join(f"{k}({len(v)})" for k, v in self._data.items()))
 
@@ -112,6 +123,7 @@ class NodeAgent:
         backoff = 0.5
         registered = False
         last_failure = ""
+        duplicate_since: float | None = None
         while not self._stop.is_set() and (max_tasks is None or self.tasks_done < max_tasks):
             try:
                 if not registered:
@@ -128,6 +140,21 @@ class NodeAgent:
                 if transport.handshake_failed(exc):  # a CA or certificate problem: retrying cannot fix it
                     raise transport.error_from_rpc(exc, self.cfg.aggregator) from exc
                 code = exc.code()
+                if not registered and code == grpc.StatusCode.FAILED_PRECONDITION:
+                    # Another live process has this identity. One that has just stopped is forgotten after the
+                    # aggregator's liveness timeout: wait that long, then give up naming the --home to change.
+                    now = time.monotonic()
+                    if duplicate_since is None:
+                        duplicate_since = now
+                        log.warning("registration refused: %s; waiting up to %.0f s for it to go quiet", exc.details(), self.cfg.identity_wait)
+                    if now - duplicate_since >= self.cfg.identity_wait:
+                        home = self.cfg.identity_path.parent
+                        raise StateError(
+                            f"{exc.details()}. This process uses --home {home} (identity {self.cfg.identity_path}): stop the other "
+                            f"`fedgpu node --home {home}`, or start this one with another --home"
+                        ) from exc
+                    self._stop.wait(2.0)
+                    continue
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     registered = False  # the aggregator may have lost its database: register again
                 if code in RETRYABLE or code == grpc.StatusCode.UNAUTHENTICATED:
@@ -176,14 +203,12 @@ class NodeAgent:
             f.flush()
             os.fsync(f.fileno())
         self.receipts_after = max(self.receipts_after, max(r.id for r in receipts))
-        cursor = self.receipts_path.with_name("receipts.last")
-        tmp = cursor.with_suffix(".tmp")
-        tmp.write_text(str(self.receipts_after))
-        tmp.replace(cursor)
+        write_atomic(self.receipts_path.with_name("receipts.last"), str(self.receipts_after).encode())
 
     def handle(self, task: Task) -> None:
         try:
             self._check_capable(task)
+            self._admit(task)
             delta, weight, seconds, epsilon = self._train(task)
             self._upload(task, delta, weight, seconds, epsilon)
             self.tasks_done += 1
@@ -208,6 +233,19 @@ class NodeAgent:
             raise CapabilityError(f"model {task.model!r} is not installed on this node")
         if task.dataset not in self._data:
             raise CapabilityError(f"dataset {task.dataset!r} is not mapped on this node (use --data {task.dataset}=PATH)")
+
+    def _privacy_gate(self) -> PrivacyGate:
+        """The owner's privacy gate, opened with the first DP task (it loads Opacus)."""
+        if self.privacy is None:
+            from fedgpu.node.privacy_gate import PrivacyGate
+
+            self.privacy = PrivacyGate(self.cfg.ledger_path or self.cfg.identity_path.with_name("privacy.db"), self.cfg.epsilon_cap, self.node_id)
+        return self.privacy
+
+    def _admit(self, task: Task) -> None:
+        """A DP job is served only if all its planned rounds fit under the owner's cap (else declined up front)."""
+        if task.privacy.enabled and task.privacy.mode == "sample":
+            self._privacy_gate().admit(task, self._data[task.dataset])
 
     # ---- work ----------------------------------------------------------------------------------
     def _global_state(self, task: Task, model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -236,11 +274,7 @@ class NodeAgent:
         t0 = time.perf_counter()
         epsilon = 0.0
         if task.privacy.enabled and task.privacy.mode == "sample":
-            if self.privacy is None:
-                from fedgpu.node.privacy_gate import PrivacyGate
-
-                self.privacy = PrivacyGate(self.cfg.ledger_path or self.cfg.identity_path.with_name("privacy.db"), self.cfg.epsilon_cap, self.node_id)
-            epsilon = self.privacy.train(task, model, data, cfg, self.device)  # charges the ledger first
+            epsilon = self._privacy_gate().train(task, model, data, cfg, self.device)  # charges the ledger first
         else:
             train_local(model, data, cfg, self.device)
         seconds = time.perf_counter() - t0

@@ -1,7 +1,12 @@
 """The data owner's guard on a node: plan the noise, charge the owner's ledger, then train with DP-SGD.
 
-The charge is committed (fsync) *before* any training: a crash during or after training counts as
-spent, and a task that would push the owner past their cap is refused with nothing trained.
+Two checks guard the owner's cap. Before the first task of a job (``admit``), the node projects the
+*whole* rest of the job, every planned round from this one to ``privacy.rounds``, onto the owner's
+history, and declines the job up front if that would pass the cap: a job that could only be
+served for a few rounds would spend the owner's epsilon on a model that never gets finished. Then
+each round is charged on its own (``train``), committed (fsync) *before* any training: a crash
+during or after training counts as spent, and a task that would still push the owner past their cap
+(another job spent in between) is refused with nothing trained.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import torch
 from torch import nn
 
 from fedgpu.datasets import ArrayDataset
+from fedgpu.errors import PrivacyBudgetExceeded
 from fedgpu.node.training import LocalTrainConfig, train_local_dp
 from fedgpu.privacy.dp import noise_for_job
 from fedgpu.privacy.ledger import OwnerLedger, PrivacyEvent, dataset_fingerprint
@@ -27,6 +33,7 @@ class PrivacyGate:
         self.owner = owner
         self.last_epsilon: float | None = None
         self._fingerprints: dict[int, str] = {}
+        self._admitted: set[tuple[str, str]] = set()  # (job, dataset) whose whole plan fit under the cap
 
     def _fingerprint(self, data: ArrayDataset) -> str:
         key = id(data)
@@ -34,10 +41,41 @@ class PrivacyGate:
             self._fingerprints[key] = dataset_fingerprint(data)
         return self._fingerprints[key]
 
+    @staticmethod
+    def _plan(task: Task, data: ArrayDataset, batch_size: int, epochs: int) -> tuple[float, float, int]:
+        """(noise multiplier, sample rate, steps per round) this node runs for ``task``'s job."""
+        p = task.privacy
+        return noise_for_job(p.epsilon, p.delta, len(data), batch_size, epochs, int(p.rounds), p.accountant or "prv")
+
+    def admit(self, task: Task, data: ArrayDataset) -> None:
+        """Decline a job whose planned rounds, from ``task.round`` to the last, would take the owner past the cap.
+
+        Checked once per job and dataset in this process (so again after a restart, for the rounds
+        left). Raises ``PrivacyBudgetExceeded`` with nothing trained or recorded.
+        """
+        fp = self._fingerprint(data)
+        if (task.job_id, fp) in self._admitted:
+            return
+        p = task.privacy
+        sigma, sample_rate, steps = self._plan(task, data, task.training.batch_size, task.training.epochs)
+        left = max(1, int(p.rounds) - int(task.round) + 1)
+        plan = PrivacyEvent(self.owner, fp, task.job_id, int(task.round), sigma, sample_rate, steps * left, p.delta)
+        projected = self.ledger.project(plan)
+        if projected > self.cap:
+            spent = self.ledger.epsilon(p.delta, dataset_fp=fp)
+            rounds = f"round {task.round}" if left == 1 else f"rounds {task.round}..{p.rounds}"
+            raise PrivacyBudgetExceeded(
+                f"owner {self.owner!r}, dataset {fp[:19]}: job {task.job_id!r} plans {left} more round(s) of DP-SGD ({rounds}, "
+                f"epsilon {p.epsilon:g} for the job) that would raise this data's epsilon from {spent:.4f} to {projected:.4f} "
+                f"(delta {p.delta:g}), above the cap {self.cap:g}. Declined before training anything, so nothing was spent. "
+                "Raise the cap (--epsilon-cap), ask for a job with a smaller epsilon, or stop serving this dataset"
+            )
+        self._admitted.add((task.job_id, fp))
+
     def train(self, task: Task, model: nn.Module, data: ArrayDataset, cfg: LocalTrainConfig, device: torch.device) -> float:
         """Charge, then train ``model`` in place; returns the owner's epsilon on this dataset afterwards."""
         p = task.privacy
-        sigma, sample_rate, steps = noise_for_job(p.epsilon, p.delta, len(data), cfg.batch_size, cfg.epochs, int(p.rounds), p.accountant or "prv")
+        sigma, sample_rate, steps = self._plan(task, data, cfg.batch_size, cfg.epochs)
         event = PrivacyEvent(self.owner, self._fingerprint(data), task.job_id, int(task.round), sigma, sample_rate, steps, p.delta)
         epsilon = self.ledger.charge(event, self.cap)  # raises PrivacyBudgetExceeded: nothing trained
         train_local_dp(model, data, cfg, sigma, p.max_grad_norm, device)

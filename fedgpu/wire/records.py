@@ -134,6 +134,9 @@ class RoundRecord:
     seconds: float
     attempt: int = 0
     attempt_id: str = ""
+    node_names: Mapping[str, str] = field(default_factory=dict)  # node id -> its registered name, for people
+    upload_seconds: Mapping[str, float] = field(default_factory=dict)  # node id -> first chunk in .. update added
+    aggregation_seconds: float = 0.0  # the aggregator adding the round's updates into its cohort sums
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,6 +152,9 @@ class RoundRecord:
             "seconds": self.seconds,
             "attempt": self.attempt,
             "attempt_id": self.attempt_id,
+            "node_names": dict(self.node_names),
+            "upload_seconds": dict(self.upload_seconds),
+            "aggregation_seconds": self.aggregation_seconds,
         }
 
     def to_json(self) -> str:
@@ -170,6 +176,9 @@ class RoundRecord:
             seconds=float(d["seconds"]),
             attempt=int(d.get("attempt", 0)),
             attempt_id=str(d.get("attempt_id", "")),
+            node_names=dict(d.get("node_names", {})),
+            upload_seconds=dict(d.get("upload_seconds", {})),
+            aggregation_seconds=float(d.get("aggregation_seconds", 0.0)),
         )
 
     @classmethod
@@ -210,6 +219,9 @@ class JobEvent:
     train_seconds: Mapping[str, float] = field(default_factory=dict)
     bytes_up_by_node: Mapping[str, int] = field(default_factory=dict)
     bytes_down_by_node: Mapping[str, int] = field(default_factory=dict)
+    node_names: Mapping[str, str] = field(default_factory=dict)
+    upload_seconds: Mapping[str, float] = field(default_factory=dict)
+    aggregation_seconds: float = 0.0
 
     @classmethod
     def sums_ready(cls, rnd: int, record: RoundRecord) -> JobEvent:
@@ -226,6 +238,9 @@ class JobEvent:
             train_seconds=record.train_seconds,
             bytes_up_by_node=record.bytes_up_by_node,
             bytes_down_by_node=record.bytes_down_by_node,
+            node_names=record.node_names,
+            upload_seconds=record.upload_seconds,
+            aggregation_seconds=record.aggregation_seconds,
         )
 
 

@@ -255,6 +255,9 @@ def job_event_to_proto(e: JobEvent) -> driver_pb2.JobEvent:
         train_seconds=e.train_seconds,
         bytes_up_by_node=e.bytes_up_by_node,
         bytes_down_by_node=e.bytes_down_by_node,
+        node_names=e.node_names,
+        upload_seconds=e.upload_seconds,
+        aggregation_seconds=e.aggregation_seconds,
     )
 
 
@@ -273,6 +276,9 @@ def job_event_from_proto(m: driver_pb2.JobEvent) -> JobEvent:
         train_seconds=dict(m.train_seconds),
         bytes_up_by_node=dict(m.bytes_up_by_node),
         bytes_down_by_node=dict(m.bytes_down_by_node),
+        node_names=dict(m.node_names),
+        upload_seconds=dict(m.upload_seconds),
+        aggregation_seconds=m.aggregation_seconds,
     )
 
 

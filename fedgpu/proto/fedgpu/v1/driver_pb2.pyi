@@ -159,7 +159,7 @@ class Cohort(_message.Message):
     def __init__(self, members: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("kind", "round", "participants", "cohorts", "message", "bytes_up", "bytes_down", "seconds", "node_status", "epsilon", "train_seconds", "bytes_up_by_node", "bytes_down_by_node")
+    __slots__ = ("kind", "round", "participants", "cohorts", "message", "bytes_up", "bytes_down", "seconds", "node_status", "epsilon", "train_seconds", "bytes_up_by_node", "bytes_down_by_node", "node_names", "upload_seconds", "aggregation_seconds")
     class NodeStatusEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +195,20 @@ class JobEvent(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class NodeNamesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class UploadSecondsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +222,9 @@ class JobEvent(_message.Message):
     TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BYTES_UP_BY_NODE_FIELD_NUMBER: _ClassVar[int]
     BYTES_DOWN_BY_NODE_FIELD_NUMBER: _ClassVar[int]
+    NODE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     kind: JobEventKind
     round: int
     participants: _containers.RepeatedScalarFieldContainer[str]
@@ -221,7 +238,10 @@ class JobEvent(_message.Message):
     train_seconds: _containers.ScalarMap[str, float]
     bytes_up_by_node: _containers.ScalarMap[str, int]
     bytes_down_by_node: _containers.ScalarMap[str, int]
-    def __init__(self, kind: _Optional[_Union[JobEventKind, str]] = ..., round: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., cohorts: _Optional[_Iterable[_Union[Cohort, _Mapping]]] = ..., message: _Optional[str] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., node_status: _Optional[_Mapping[str, str]] = ..., epsilon: _Optional[_Mapping[str, float]] = ..., train_seconds: _Optional[_Mapping[str, float]] = ..., bytes_up_by_node: _Optional[_Mapping[str, int]] = ..., bytes_down_by_node: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    node_names: _containers.ScalarMap[str, str]
+    upload_seconds: _containers.ScalarMap[str, float]
+    aggregation_seconds: float
+    def __init__(self, kind: _Optional[_Union[JobEventKind, str]] = ..., round: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., cohorts: _Optional[_Iterable[_Union[Cohort, _Mapping]]] = ..., message: _Optional[str] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., node_status: _Optional[_Mapping[str, str]] = ..., epsilon: _Optional[_Mapping[str, float]] = ..., train_seconds: _Optional[_Mapping[str, float]] = ..., bytes_up_by_node: _Optional[_Mapping[str, int]] = ..., bytes_down_by_node: _Optional[_Mapping[str, int]] = ..., node_names: _Optional[_Mapping[str, str]] = ..., upload_seconds: _Optional[_Mapping[str, float]] = ..., aggregation_seconds: _Optional[float] = ...) -> None: ...
 
 class FetchCohortSumsRequest(_message.Message):
     __slots__ = ("job_id", "token", "round")

@@ -32,18 +32,20 @@ class Capabilities(_message.Message):
     def __init__(self, models: _Optional[_Iterable[str]] = ..., datasets: _Optional[_Iterable[str]] = ..., device: _Optional[str] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("public_key", "name", "capabilities", "auth", "protocol_version")
+    __slots__ = ("public_key", "name", "capabilities", "auth", "protocol_version", "session")
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     AUTH_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     public_key: bytes
     name: str
     capabilities: Capabilities
     auth: _common_pb2.NodeAuth
     protocol_version: int
-    def __init__(self, public_key: _Optional[bytes] = ..., name: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., protocol_version: _Optional[int] = ...) -> None: ...
+    session: bytes
+    def __init__(self, public_key: _Optional[bytes] = ..., name: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., protocol_version: _Optional[int] = ..., session: _Optional[bytes] = ...) -> None: ...
 
 class RegisterReply(_message.Message):
     __slots__ = ("node_id", "protocol_version")
