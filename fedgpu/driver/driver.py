@@ -1,8 +1,9 @@
 """The job driver of an ML team: submit a job, turn cohort sums into models, evaluate, report.
 
 It holds the job's secret key and a held-out set. It sees only sums over cohorts of at least k
-nodes; it decrypts them, combines them with weighted FedAvg, evaluates, values each cohort's
-contribution and publishes the next global model.
+nodes; it decrypts them, combines them with the job's aggregation rule (weighted FedAvg unless the
+job's ``[aggregation]`` picks a robust one; fedgpu.aggregation), evaluates, values each cohort's
+contribution in the game of that rule and publishes the next global model.
 
 Each round is valued and applied exactly once, whatever fails in between: the driver writes its
 state (fedgpu.driver.state) before it publishes a round, and before each watch it reconciles that
@@ -28,6 +29,7 @@ import grpc
 import numpy as np
 
 from fedgpu import crypto
+from fedgpu.aggregation import get_rule
 from fedgpu.claims import SumTolerance, check_cohort_sum
 from fedgpu.config import JobConfig, job_from_dict, job_to_dict
 from fedgpu.datasets import ArrayDataset, get_schema, load_file, public_split
@@ -59,6 +61,8 @@ class CohortSum:
 
     @property
     def weight(self) -> float:
+        """The cohort's weight as the aggregation rules and valuation take it: its chunks' weight slots
+        averaged (fetch_sums checks they agree)."""
         return float(self.weights.mean())
 
 
@@ -74,15 +78,6 @@ class DroppedCohort:
 
     def to_dict(self) -> dict[str, Any]:
         return {"cohort": self.cohort, "members": list(self.members), "rule": self.rule, "reason": self.reason}
-
-
-def fedavg(sums: list[CohortSum]) -> np.ndarray:
-    """Weighted FedAvg over cohort sums: sum of S_c / sum of W_c."""
-    total = np.sum([s.weighted for s in sums], axis=0)
-    weights = np.sum([s.weights for s in sums], axis=0)
-    if np.any(weights <= 0):
-        raise ProtocolError("the round's sum has a non-positive total weight")
-    return np.asarray(total / weights)
 
 
 class JobDriver:
@@ -126,10 +121,12 @@ class JobDriver:
         self.rounds: list[dict[str, Any]] = []
         self.valuer: RoundValuer | None = None
         self._server_buf: np.ndarray | None = None
+        self.rule = get_rule(job.aggregation.rule, job.aggregation.params)  # the round's update, and the game valued
         if job.rewards.pool_per_round > 0:
             self.valuer = RoundValuer(
                 lambda: build_model(job.model, self.spec), self.validation, job.rewards.budget, job.rewards.pool_per_round, seed=job.seed,
                 step_sizes=tuple(job.rewards.step_sizes), momenta=tuple(job.rewards.momentum_steps), confidence=job.rewards.confidence,
+                rule=self.rule,
             )
         self.node_info: dict[str, dict[str, Any]] = {}
         self.version = -1            # the model version self.state is
@@ -346,7 +343,7 @@ class JobDriver:
             valuation = self._with_dropped(ev.round, valuation, sums, dropped, start)
             delta = valuation.update
         else:
-            delta = fedavg(sums)
+            delta = self.rule(sums)
             beta = self.job.training.server_momentum
             if beta > 0:  # FedAvgM: helps non-IID and DP runs, whose averaged updates are noisy
                 self._server_buf = delta if self._server_buf is None else beta * self._server_buf + delta
@@ -530,5 +527,4 @@ __all__ = [
     "JOB_FILE",
     "JobDriver",
     "Progress",
-    "fedavg",
 ]

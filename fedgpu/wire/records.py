@@ -59,6 +59,16 @@ class EncryptionContext:
 
 
 @dataclass(frozen=True)
+class AggregationPlan:
+    """The job's aggregation rule and its parameters (mirrors ``fedgpu.v1.AggregationPlan``; an empty
+    ``rule`` is a spec from a driver that sent none: fedavg)."""
+
+    rule: str = ""
+    trim_fraction: float = 0.0
+    norm_bound: float = 0.0
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """A job as its driver submitted it, field for field (the store keeps its protobuf bytes).
 
@@ -82,6 +92,7 @@ class JobSpec:
     driver_lease_seconds: float = 0.0
     max_weight: float = 0.0         # as declared; 0: the default (see claim_bounds)
     update_norm_bound: float = 0.0
+    aggregation: AggregationPlan = field(default_factory=AggregationPlan)
 
     @property
     def claim_bounds(self) -> ClaimBounds:
@@ -279,6 +290,7 @@ class LedgerReceipt:
 
 
 __all__ = [
+    "AggregationPlan",
     "EncryptionContext",
     "JobEvent",
     "JobEventKind",

@@ -26,7 +26,7 @@ JOB_EVENT_KIND_JOB_FAILED: JobEventKind
 JOB_EVENT_KIND_JOB_CANCELLED: JobEventKind
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "model", "dataset", "rounds", "nodes_per_round", "min_nodes", "deadline_seconds", "training", "cohort_size", "seed", "privacy", "encryption", "num_params", "reward_pool", "driver_lease_seconds", "max_weight", "update_norm_bound")
+    __slots__ = ("name", "model", "dataset", "rounds", "nodes_per_round", "min_nodes", "deadline_seconds", "training", "cohort_size", "seed", "privacy", "encryption", "num_params", "reward_pool", "driver_lease_seconds", "max_weight", "update_norm_bound", "aggregation")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class JobSpec(_message.Message):
     DRIVER_LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     UPDATE_NORM_BOUND_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     dataset: str
@@ -61,7 +62,18 @@ class JobSpec(_message.Message):
     driver_lease_seconds: float
     max_weight: float
     update_norm_bound: float
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., rounds: _Optional[int] = ..., nodes_per_round: _Optional[int] = ..., min_nodes: _Optional[int] = ..., deadline_seconds: _Optional[float] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., cohort_size: _Optional[int] = ..., seed: _Optional[int] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., num_params: _Optional[int] = ..., reward_pool: _Optional[float] = ..., driver_lease_seconds: _Optional[float] = ..., max_weight: _Optional[float] = ..., update_norm_bound: _Optional[float] = ...) -> None: ...
+    aggregation: AggregationPlan
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., rounds: _Optional[int] = ..., nodes_per_round: _Optional[int] = ..., min_nodes: _Optional[int] = ..., deadline_seconds: _Optional[float] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., cohort_size: _Optional[int] = ..., seed: _Optional[int] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., num_params: _Optional[int] = ..., reward_pool: _Optional[float] = ..., driver_lease_seconds: _Optional[float] = ..., max_weight: _Optional[float] = ..., update_norm_bound: _Optional[float] = ..., aggregation: _Optional[_Union[AggregationPlan, _Mapping]] = ...) -> None: ...
+
+class AggregationPlan(_message.Message):
+    __slots__ = ("rule", "trim_fraction", "norm_bound")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    TRIM_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    NORM_BOUND_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    trim_fraction: float
+    norm_bound: float
+    def __init__(self, rule: _Optional[str] = ..., trim_fraction: _Optional[float] = ..., norm_bound: _Optional[float] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "protocol_version")
