@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -208,6 +209,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")  # Alembic's script folder: 
 BASELINE_REVISION = "0001"  # the schema of every database made before migrations (by metadata.create_all)
 _BASELINE_TABLES = frozenset({"nodes", "jobs", "models", "rounds", "cohort_sums", "declines", "reward_ledger", "ledger_heads", "meta"})
 _PG_SCHEMA_LOCK = 0x66656467707531  # pg_advisory_xact_lock key ("fedgpu1"): one schema upgrade at a time
+_MIGRATING = threading.Lock()
 
 
 def _revisions(conn: Connection) -> tuple[str, ...]:
@@ -242,7 +244,8 @@ def upgrade_schema(engine: Engine) -> None:
             ) from None
     if set(current) == heads:
         return
-    with engine.begin() as conn:
+    # Alembic's op and context are module-wide proxies: one migration at a time in a process, too.
+    with _MIGRATING, engine.begin() as conn:
         if conn.dialect.name == "sqlite":
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         elif conn.dialect.name == "postgresql":
