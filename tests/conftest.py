@@ -1,10 +1,7 @@
-"""Shared fixtures: a real aggregator on a real 127.0.0.1 socket, in a background thread (cleartext or TLS); the e2e marker;
-a fresh PostgreSQL schema per test."""
+"""Shared fixtures: a real aggregator on a real 127.0.0.1 socket, in a background thread (cleartext or TLS); the e2e marker."""
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,25 +25,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
-@pytest.fixture
-def aggregator(tmp_path: Path) -> Iterator[LocalAggregator]:
-    with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool") as a:
-        yield a
-
-
-@pytest.fixture
-def certs(tmp_path: Path) -> CertFiles:
-    """A throwaway CA and a server certificate for 127.0.0.1 and localhost."""
-    return write_certs(tmp_path / "tls", ["127.0.0.1", "localhost"])
-
-
-@pytest.fixture
-def tls_aggregator(tmp_path: Path, certs: CertFiles) -> Iterator[LocalAggregator]:
-    """The aggregator serving TLS; clients trust it with ``TLSConfig(ca=certs.ca)``."""
-    with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool", tls=TLSConfig(cert=certs.cert, key=certs.key)) as a:
-        yield a
-
-
 # --- PostgreSQL -----------------------------------------------------------------------------------
 POSTGRES_ENV = "FEDGPU_TEST_POSTGRES_URL"
 
@@ -58,6 +36,9 @@ def postgres_url() -> Iterator[str]:
     Without that variable the test skips, except in CI (``CI=true``), where it fails: CI always runs
     the PostgreSQL tests (``bash .ci/run`` starts a server for them).
     """
+    import os
+    import secrets
+
     base = os.environ.get(POSTGRES_ENV)
     if not base:
         why = f"PostgreSQL: set {POSTGRES_ENV}=postgresql://user:password@127.0.0.1:5432/db (a database it may create schemas in; bash .ci/run starts one)"
@@ -76,3 +57,22 @@ def postgres_url() -> Iterator[str]:
         with admin.begin() as c:
             c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def aggregator(tmp_path: Path) -> Iterator[LocalAggregator]:
+    with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool") as a:
+        yield a
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> CertFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1 and localhost."""
+    return write_certs(tmp_path / "tls", ["127.0.0.1", "localhost"])
+
+
+@pytest.fixture
+def tls_aggregator(tmp_path: Path, certs: CertFiles) -> Iterator[LocalAggregator]:
+    """The aggregator serving TLS; clients trust it with ``TLSConfig(ca=certs.ca)``."""
+    with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool", tls=TLSConfig(cert=certs.cert, key=certs.key)) as a:
+        yield a

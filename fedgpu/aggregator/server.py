@@ -11,7 +11,7 @@ import grpc
 
 from fedgpu.aggregator.core import Aggregator
 from fedgpu.aggregator.service import DriverServicer, NodeServicer, RejectUndecodable
-from fedgpu.aggregator.store import Store, redact_url
+from fedgpu.aggregator.store import Store
 from fedgpu.proto.fedgpu.v1 import driver_pb2_grpc, node_pb2_grpc
 from fedgpu.wire import transport
 from fedgpu.wire.transport import TLSConfig
@@ -34,7 +34,7 @@ async def serve(listen: str, db_url: str, spool_dir: Path, ready_file: Path | No
     tls = tls or TLSConfig()
     server, agg, port = await build_server(listen, db_url, spool_dir, tls)
     host = listen.rsplit(":", 1)[0]
-    log.info("aggregator listening on %s:%d (%s), database %s", host, port, "TLS" if tls.serving else "cleartext", redact_url(db_url))
+    log.info("aggregator listening on %s:%d (%s), database %s", host, port, "TLS" if tls.serving else "cleartext", db_url)
     if ready_file is not None:
         tmp = ready_file.with_suffix(".tmp")
         tmp.write_text(f"{host}:{port}\n")
