@@ -205,6 +205,38 @@ def _without_password(message: str, url: URL) -> str:
     return message
 
 
+class _WithoutSecret(logging.Filter):
+    """Blanks one secret in every record a handler writes: its message and any traceback."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.secret in message:
+            record.msg, record.args = message.replace(self.secret, "***"), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and self.secret in record.exc_text:
+            record.exc_text = record.exc_text.replace(self.secret, "***")
+        return True
+
+
+def hide_password_in_logs(url: str) -> None:
+    """Keep ``url``'s password, plain or percent-encoded, out of every line the root logger's handlers
+    write, whoever logs the URL (``fedgpu aggregator`` calls this with its --db before it starts)."""
+    try:
+        parsed = make_url(url) if "://" in url else None
+    except (ArgumentError, ValueError):
+        return  # not a URL: Store refuses it, its message masked
+    if parsed is None or not parsed.password:
+        return
+    for secret in {str(parsed.password), quote(str(parsed.password), safe="")}:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_WithoutSecret(secret))
+
+
 MIGRATIONS = Path(__file__).with_name("migrations")  # Alembic's script folder: env.py, versions/
 BASELINE_REVISION = "0001"  # the schema of every database made before migrations (by metadata.create_all)
 _BASELINE_TABLES = frozenset({"nodes", "jobs", "models", "rounds", "cohort_sums", "declines", "reward_ledger", "ledger_heads", "meta"})
@@ -493,6 +525,7 @@ __all__ = [
     "T",
     "cohort_sums",
     "declines",
+    "hide_password_in_logs",
     "jobs",
     "ledger",
     "ledger_heads",

@@ -20,53 +20,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-class _WithoutPassword(logging.Filter):
-    """Blanks one secret in every record a handler writes: its message and any traceback."""
-
-    def __init__(self, secret: str) -> None:
-        super().__init__()
-        self.secret = secret
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self.secret in message:
-            record.msg, record.args = message.replace(self.secret, "***"), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text and self.secret in record.exc_text:
-            record.exc_text = record.exc_text.replace(self.secret, "***")
-        return True
-
-
-def hide_password_in_logs(db: str) -> None:
-    """The --db URL's password never reaches a log line of this process, whoever logs the URL
-    (the server logs its database; the store's own messages show ``Store.url``, already redacted)."""
-    from urllib.parse import quote
-
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        password = make_url(db).password if "://" in db else None
-    except (ArgumentError, ValueError):
-        return  # not a URL: the store refuses it, with the password masked
-    if not password:
-        return
-    for secret in {str(password), quote(str(password), safe="")}:
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_WithoutPassword(secret))
-
-
 def run(args: argparse.Namespace) -> int:
     from fedgpu.aggregator.server import serve
     from fedgpu.wire.transport import TLSConfig
 
     logging.getLogger("fedgpu").setLevel(min(logging.getLogger().level, logging.INFO))
-    hide_password_in_logs(args.db)
+    from fedgpu.aggregator.store import hide_password_in_logs
+
+    hide_password_in_logs(args.db)  # the server logs its database: never with the password
     tls = TLSConfig(cert=args.tls_cert, key=args.tls_key, insecure=args.insecure)
     spool = args.spool or (Path(args.db).parent / "spool" if "://" not in args.db else Path("spool"))
     asyncio.run(serve(args.listen, args.db, spool, args.ready_file, tls))
     return 0
 
 
-__all__ = ["hide_password_in_logs", "register", "run"]
+__all__ = ["register", "run"]

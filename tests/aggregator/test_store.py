@@ -8,6 +8,8 @@ in CI, where a missing URL fails instead of skipping.
 
 from __future__ import annotations
 
+import io
+import logging
 import subprocess
 import sys
 import time
@@ -25,7 +27,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import MetaData, Table, create_engine, insert, inspect, make_url, text
 
-from fedgpu.aggregator.store import BASELINE_REVISION, MIGRATIONS, Store, metadata, normalise_url, redact_url
+from fedgpu.aggregator.store import (
+    BASELINE_REVISION,
+    MIGRATIONS,
+    Store,
+    hide_password_in_logs,
+    metadata,
+    normalise_url,
+    redact_url,
+)
 from fedgpu.cli.rewards import verify
 from fedgpu.errors import NotFoundError, StorageError
 from fedgpu.rewards.chain import GENESIS, LedgerEntry, LedgerRow, build_rows, public_key_bytes, sign_head, verify_ledger
@@ -468,6 +478,26 @@ def test_a_wrong_password_refused_by_a_real_server_is_not_echoed(postgres_url: s
     with pytest.raises(StorageError, match="password authentication failed") as err:
         Store(wrong.render_as_string(hide_password=False))
     assert "not-the-secret-8d1f" not in _told(err.value)
+
+
+def test_hide_password_in_logs_blanks_it_in_messages_and_tracebacks() -> None:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    logging.getLogger().addHandler(handler)
+    try:
+        url = "postgresql://u:p%40ss-secret@127.0.0.1/fedgpu"
+        hide_password_in_logs(url)
+        log = logging.getLogger("fedgpu.test")
+        log.warning("database %s", url)
+        log.warning("decoded: %s", make_url(url).password)
+        try:
+            raise RuntimeError(f"could not reach {make_url(url).render_as_string(hide_password=False)}")
+        except RuntimeError:
+            log.exception("failed")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    text_out = out.getvalue()
+    assert "secret" not in text_out and text_out.count("***") == 3 and "RuntimeError" in text_out, text_out
 
 
 def _aggregator(db: str, tmp_path: Path) -> subprocess.Popen[bytes]:
