@@ -1,19 +1,33 @@
 """The aggregator's database: nodes, jobs, models, rounds, cohort sums, rewards.
 
-SQLAlchemy Core over any URL: a SQLite file by default (WAL, synchronous=FULL), PostgreSQL the same
-way. Everything a restart needs lives here; an open round's in-flight uploads do not: a round attempt
+SQLAlchemy Core over any URL: a SQLite file by default (WAL, synchronous=FULL), or PostgreSQL
+(``pip install "fedgpu[postgres]"``); tests/aggregator/test_store.py runs one contract suite on both.
+Everything a restart needs lives here; an open round's in-flight uploads do not: a round attempt
 the process did not close is discarded on restart and the round is opened again (docs/protocol.md).
+
+The schema is ``metadata`` below, and it ships as Alembic revisions in ``migrations/versions/``:
+opening a Store runs ``upgrade head`` (:func:`upgrade_schema`), so an existing ledger survives an
+upgrade of fedgpu. A change to a table here needs a new revision there (migrations/env.py says how);
+a test fails until the two agree.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import (
     Column,
     Float,
@@ -30,17 +44,21 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from fedgpu.errors import NotFoundError, StorageError
 from fedgpu.faults import crash_point
 from fedgpu.wire.records import RoundRecord
 
 T = TypeVar("T")
+
+log = logging.getLogger("fedgpu.aggregator.store")
 
 metadata = MetaData()
 
@@ -169,16 +187,139 @@ def normalise_url(url: str) -> str:
     return url if "://" in url else f"sqlite:///{Path(url).expanduser().resolve()}"
 
 
-class Store:
-    def __init__(self, url: str) -> None:
-        url = normalise_url(url)
+def redact_url(url: str | URL) -> str:
+    """``url`` as a log line or an error may show it: the password replaced by ``***``."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy parses: blank whatever sits between "user:" and "@"
+        return re.sub(r"(://[^/@:]*:)[^@]*@", r"\1***@", url)
+
+
+def _without_password(message: str, url: URL) -> str:
+    """``message`` with ``url``'s password, plain or percent-encoded, replaced by ``***``."""
+    if url.password:
+        for form in {str(url.password), quote(str(url.password), safe="")}:
+            message = message.replace(form, "***")
+    return message
+
+
+class _WithoutSecret(logging.Filter):
+    """Blanks one secret in every record a handler writes: its message and any traceback."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.secret in message:
+            record.msg, record.args = message.replace(self.secret, "***"), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and self.secret in record.exc_text:
+            record.exc_text = record.exc_text.replace(self.secret, "***")
+        return True
+
+
+def hide_password_in_logs(url: str) -> None:
+    """Keep ``url``'s password, plain or percent-encoded, out of every line the root logger's handlers
+    write, whoever logs the URL (``fedgpu aggregator`` calls this with its --db before it starts)."""
+    try:
+        parsed = make_url(url) if "://" in url else None
+    except (ArgumentError, ValueError):
+        return  # not a URL: Store refuses it, its message masked
+    if parsed is None or not parsed.password:
+        return
+    for secret in {str(parsed.password), quote(str(parsed.password), safe="")}:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_WithoutSecret(secret))
+
+
+MIGRATIONS = Path(__file__).with_name("migrations")  # Alembic's script folder: env.py, versions/
+BASELINE_REVISION = "0001"  # the schema of every database made before migrations (by metadata.create_all)
+_BASELINE_TABLES = frozenset({"nodes", "jobs", "models", "rounds", "cohort_sums", "declines", "reward_ledger", "ledger_heads", "meta"})
+_PG_SCHEMA_LOCK = 0x66656467707531  # pg_advisory_xact_lock key ("fedgpu1"): one schema upgrade at a time
+_MIGRATING = threading.Lock()
+
+
+def _revisions(conn: Connection) -> tuple[str, ...]:
+    """The revisions in the database's alembic_version (none for an empty database or one made before migrations)."""
+    if not inspect(conn).has_table("alembic_version"):
+        return ()
+    return tuple(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the database to the head revision of ``migrations/``: all of it or, on any error, none.
+
+    Already at head costs one read (no lock, so a read-only role can open the database). An empty
+    database gets every revision; one made before migrations (the tables, no alembic_version) is
+    stamped with the baseline first. A database at a revision this code does not know was written by
+    a newer fedgpu and is refused. Concurrent openers queue on a lock: SQLite's write lock (``BEGIN
+    IMMEDIATE``, which also makes SQLite's DDL transactional), PostgreSQL's advisory lock.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+    script = ScriptDirectory.from_config(config)
+    heads = set(script.get_heads())
+    with engine.connect() as conn:
+        current = _revisions(conn)
+    for rev in current:
         try:
-            self.engine: Engine = create_engine(url, future=True)
+            script.get_revision(rev)
+        except CommandError:
+            raise StorageError(
+                f"the database is at schema revision {rev}, which this fedgpu does not know (its head is {', '.join(sorted(heads))}): "
+                "a newer fedgpu wrote it; upgrade fedgpu, or open another database"
+            ) from None
+    if set(current) == heads:
+        return
+    # Alembic's op and context are module-wide proxies: one migration at a time in a process, too.
+    with _MIGRATING, engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK})
+        current = _revisions(conn)  # again, under the lock: another process may have upgraded meanwhile
+        if set(current) == heads:
+            return
+        config.attributes["connection"] = conn
+        found = set(inspect(conn).get_table_names())
+        if not current and found & _BASELINE_TABLES:
+            if missing := _BASELINE_TABLES - found:
+                raise StorageError(f"the database has some of fedgpu's tables but not {', '.join(sorted(missing))}: it is not an aggregator's database; pass --db another one")
+            command.stamp(config, BASELINE_REVISION)
+            current = (BASELINE_REVISION,)
+        command.upgrade(config, "head")
+    log.info("database %s: schema upgraded from %s to %s", redact_url(engine.url), ", ".join(current) or "empty", ", ".join(sorted(heads)))
+
+
+class Store:
+    """The aggregator's database at ``url`` (a SQLAlchemy URL or a SQLite file path), schema upgraded on open.
+
+    ``self.url`` is the URL without its password: what logs and errors show.
+    """
+
+    def __init__(self, url: str) -> None:
+        try:
+            parsed = make_url(normalise_url(url))
+        except (ArgumentError, ValueError):  # their messages may quote the URL, password and all
+            raise StorageError(f"--db {redact_url(url)} is neither a database URL (postgresql://user:password@host:5432/db) nor a SQLite file path") from None
+        shown = self.url = redact_url(parsed)  # for logs and errors: never the password
+        try:
+            # pool_pre_ping: a server that restarted or dropped an idle connection costs a reconnect, not an error.
+            self.engine: Engine = create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
-            metadata.create_all(self.engine)
-        except SQLAlchemyError as exc:
-            raise StorageError(f"cannot open database {url}: {exc}") from exc
+            upgrade_schema(self.engine)
+        except ImportError as exc:  # the URL's driver is not installed
+            raise StorageError(f"cannot open database {shown}: its driver is not installed ({exc}); for PostgreSQL: pip install \"fedgpu[postgres]\"") from exc
+        except (SQLAlchemyError, CommandError) as exc:
+            message = _without_password(str(exc), parsed)
+            # A driver's message that quoted the password is not chained either: a traceback would show it.
+            raise StorageError(f"cannot open database {shown}: {message}") from (exc if message == str(exc) else None)
 
     def _run(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in one transaction; database errors become a StorageError (nothing written)."""
@@ -187,8 +328,8 @@ class Store:
                 return fn(conn)
         except IntegrityError as exc:
             raise StorageError(f"refused by the database, nothing written (a duplicate payment or record?): {exc.orig}") from exc
-        except OperationalError as exc:
-            raise StorageError(f"database error, nothing written (disk full or locked?): {exc.orig}") from exc
+        except DBAPIError as exc:
+            raise StorageError(f"database error, nothing written (disk full, locked, or the server unreachable?): {exc.orig}") from exc
 
     # --- key-value -----------------------------------------------------------------------------
     def get_meta(self, key: str) -> bytes | None:
@@ -377,11 +518,14 @@ class Store:
 
 
 __all__ = [
+    "BASELINE_REVISION",
     "JobRow",
+    "MIGRATIONS",
     "Store",
     "T",
     "cohort_sums",
     "declines",
+    "hide_password_in_logs",
     "jobs",
     "ledger",
     "ledger_heads",
@@ -390,5 +534,7 @@ __all__ = [
     "models",
     "nodes",
     "normalise_url",
+    "redact_url",
     "rounds",
+    "upgrade_schema",
 ]

@@ -26,6 +26,9 @@ def run(args: argparse.Namespace) -> int:
     from fedgpu.wire.transport import TLSConfig
 
     logging.getLogger("fedgpu").setLevel(min(logging.getLogger().level, logging.INFO))
+    from fedgpu.aggregator.store import hide_password_in_logs
+
+    hide_password_in_logs(args.db)  # the server logs its database: never with the password
     tls = TLSConfig(cert=args.tls_cert, key=args.tls_key, insecure=args.insecure)
     spool = args.spool or (Path(args.db).parent / "spool" if "://" not in args.db else Path("spool"))
     asyncio.run(serve(args.listen, args.db, spool, args.ready_file, tls, args.metrics))
