@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("fedgpu.node")
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
+# The aggregator's admission policy refused (rate limit, allow-list): retried with a back-off up to a minute.
+ADMISSION = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.PERMISSION_DENIED}
 
 # A hook that may replace the honest update (used by the demo's simulated adversaries, see
 # fedgpu/node/behaviours.py). Arguments: task, global flat weights, honest delta; returns a delta.
@@ -96,7 +98,7 @@ class NodeAgent:
         caps = node_pb2.Capabilities(models=available_models(), datasets=sorted(self._data), device=self._device_name())
         req = node_pb2.RegisterRequest(public_key=self.identity.public_key, name=self.cfg.name or self.node_id, capabilities=caps, protocol_version=PROTOCOL_VERSION)
         self.stub.Register(self._signed("Register", req), timeout=30)
-        log.info("registered as %s with %s", self.node_id, ", ".join(f"{k}({len(v)})" for k, v in self._data.items()))
+        log.info("registered as %s (public key %s) with %s", self.node_id, self.identity.public_key.hex(), ", ".join(f"{k}({len(v)})" for k, v in self._data.items()))
 
     def _device_name(self) -> str:
         if self.device.type == "cuda":
@@ -113,7 +115,7 @@ class NodeAgent:
     def run(self, max_tasks: int | None = None) -> None:
         """Serve tasks until stopped; reconnect with exponential back-off when the aggregator is away."""
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
-        backoff = 0.5
+        backoff, admission_backoff = 0.5, 2.0
         registered = False
         last_failure = ""
         while not self._stop.is_set() and (max_tasks is None or self.tasks_done < max_tasks):
@@ -123,7 +125,7 @@ class NodeAgent:
                     registered = True
                 pull = node_pb2.PullTaskRequest(wait_seconds=self.cfg.poll_seconds, receipts_after=self.receipts_after)
                 reply = self.stub.PullTask(self._signed("PullTask", pull), timeout=self.cfg.poll_seconds + 10)
-                backoff = 0.5
+                backoff, admission_backoff = 0.5, 2.0
                 last_failure = ""
                 self._keep_receipts([receipt_from_proto(r) for r in reply.receipts])
                 if reply.HasField("task"):
@@ -132,10 +134,10 @@ class NodeAgent:
                 if transport.handshake_failed(exc):  # a CA or certificate problem: retrying cannot fix it
                     raise transport.error_from_rpc(exc, self.cfg.aggregator) from exc
                 code = exc.code()
+                failure = f"{code.name}: {exc.details()}"
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     registered = False  # the aggregator may have lost its database: register again
                 if code in RETRYABLE or code == grpc.StatusCode.UNAUTHENTICATED:
-                    failure = f"{code.name}: {exc.details()}"
                     if code in RETRYABLE and failure != last_failure:  # say why once, where the operator sees it
                         log.warning("aggregator %s unreachable (%s); retrying with back-off", self.cfg.aggregator, failure)
                     last_failure = failure
@@ -143,8 +145,14 @@ class NodeAgent:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
-                log.warning("aggregator refused: %s %s", code.name, exc.details())
-                self._stop.wait(1.0)
+                if code not in ADMISSION or failure != last_failure:
+                    log.warning("aggregator refused: %s %s", code.name, exc.details())
+                last_failure = failure
+                if code in ADMISSION:  # rate-limited or not (yet) on an allow-list: ask again later, not every second
+                    self._stop.wait(admission_backoff)
+                    admission_backoff = min(admission_backoff * 2, 60.0)
+                else:
+                    self._stop.wait(1.0)
 
     def _load_receipts(self) -> tuple[int, set[tuple[str, int]]]:
         """The id of the last receipt held (sent with each pull, so the aggregator sends only later ones)
@@ -293,6 +301,7 @@ class NodeAgent:
 
 
 __all__ = [
+    "ADMISSION",
     "NodeAgent",
     "NodeConfig",
     "RETRYABLE",

@@ -60,12 +60,14 @@ class JobSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., rounds: _Optional[int] = ..., nodes_per_round: _Optional[int] = ..., min_nodes: _Optional[int] = ..., deadline_seconds: _Optional[float] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., cohort_size: _Optional[int] = ..., seed: _Optional[int] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., num_params: _Optional[int] = ..., reward_pool: _Optional[float] = ..., driver_lease_seconds: _Optional[float] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("spec", "protocol_version")
+    __slots__ = ("spec", "protocol_version", "submit_token")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUBMIT_TOKEN_FIELD_NUMBER: _ClassVar[int]
     spec: JobSpec
     protocol_version: int
-    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., protocol_version: _Optional[int] = ...) -> None: ...
+    submit_token: str
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., protocol_version: _Optional[int] = ..., submit_token: _Optional[str] = ...) -> None: ...
 
 class SubmitJobReply(_message.Message):
     __slots__ = ("job_id", "token")
