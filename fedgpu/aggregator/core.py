@@ -99,8 +99,10 @@ class Aggregator:
         return await self.uploads.upload(stream)
 
     # ---- drivers -------------------------------------------------------------------------------
-    def submit_job(self, spec: JobSpec, protocol_version: int, submit_token: str = "") -> tuple[str, str]:
+    def check_submitter(self, submit_token: str) -> None:
         self.admission.check_driver(submit_token)
+
+    def submit_job(self, spec: JobSpec, protocol_version: int) -> tuple[str, str]:
         return self.jobs.submit_job(spec, protocol_version)
 
     def check_token(self, job_id: str, token: str) -> JobSpec:

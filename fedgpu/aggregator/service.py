@@ -216,7 +216,8 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
 
     @_abort_on_error
     async def SubmitJob(self, request: driver_pb2.SubmitJobRequest, context: Any) -> driver_pb2.SubmitJobReply:
-        job_id, token = self.agg.submit_job(serde.job_spec_from_proto(request.spec), request.protocol_version, request.submit_token)
+        self.agg.check_submitter(request.submit_token)  # before anything of the spec is read
+        job_id, token = self.agg.submit_job(serde.job_spec_from_proto(request.spec), request.protocol_version)
         return driver_pb2.SubmitJobReply(job_id=job_id, token=token)
 
     @_abort_on_error
