@@ -81,7 +81,10 @@ class Aggregator:
         return self.registry.call_slot(node_id, method)
 
     def receipts(self, node_id: str, after: int) -> list[LedgerReceipt]:
-        return ledger.receipts(self.store, self.jobs.signing_key, node_id, after)
+        return ledger.receipts(self.store, self.jobs.signing_key, self.registry.chain(node_id), after)
+
+    def rotate_key(self, req: node_pb2.RotateKeyRequest) -> tuple[str, str]:
+        return self.registry.rotate_key(req, self.uploads.busy())
 
     async def pull_task(self, node_id: str, wait_seconds: float) -> Task | None:
         return await self.uploads.pull_task(node_id, wait_seconds)

@@ -14,6 +14,10 @@ memory only (``unproven``), is never offered a task, and is forgotten after the 
 PullTask that ends because its caller went away (the connection closed, the process was killed)
 ends the node's liveness at once. A node whose task failed at a deadline is not offered another
 until it shows life after that deadline with a new PullTask.
+
+Key rotation: a node may replace its key (``RotateKey``, signed by the old key and the new one). The
+old id is retired (refused from then on), the new one inherits its name and capabilities, and both
+belong to one operator: the first id of the chain, under which the ledger's balances are shown.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ from typing import Any
 
 from fedgpu.aggregator.admission import Admission
 from fedgpu.aggregator.store import Store
-from fedgpu.errors import AuthError, ProtocolError, RateLimited
+from fedgpu.errors import AuthError, ProtocolError, RateLimited, StateError
 from fedgpu.proto.fedgpu.v1 import node_pb2
 from fedgpu.wire import PROTOCOL_VERSION
-from fedgpu.wire.auth import Verifier, node_id_for
+from fedgpu.wire.auth import Verifier, node_id_for, verify_rotation
 
 log = logging.getLogger("fedgpu.aggregator")
 
@@ -62,12 +66,41 @@ class NodeRegistry:
         self.last_life: dict[str, float] = {}      # node -> its last signed request (monotonic), Register apart
         self.open_calls: Counter[tuple[str, str]] = Counter()  # (node, method) -> calls open now
         self.missed: set[str] = set()              # nodes whose task failed at a deadline and that have not pulled since
+        self.successor: dict[str, str] = {}        # retired id -> the id its key was rotated to
+        self.retired_keys: dict[str, bytes] = {}   # retired id -> its public key
+        self.operator: dict[str, str] = {}         # id in a chain of keys -> the chain's first id
         self.node_available = asyncio.Event()  # set whenever a node shows life: a round waiting for nodes looks again
 
     def load(self) -> None:
         for n in self.store.all_nodes():
             self.pubkeys[n["id"]] = n["public_key"]
             self.node_caps[n["id"]] = n["capabilities"]
+        for r in self.store.key_rotations():
+            self._retire(r["node_id"], r["successor_id"], r["operator_id"])
+
+    def _retire(self, node_id: str, successor_id: str, operator_id: str) -> None:
+        self.successor[node_id] = successor_id
+        self.operator[node_id] = self.operator[successor_id] = operator_id
+        key = self.pubkeys.pop(node_id, None)
+        if key is not None:
+            self.retired_keys[node_id] = key
+        self.node_caps.pop(node_id, None)
+        self.last_life.pop(node_id, None)
+        self.missed.discard(node_id)
+
+    def _refuse_retired(self, node_id: str) -> None:
+        if node_id in self.successor:
+            raise AuthError(f"node {node_id}'s key was rotated to node {self.successor[node_id]}: sign with the new key (HOME/identity.pem)")
+
+    def _earlier_keys(self, node_id: str) -> list[bytes]:
+        """The first key of the node's chain, if it rotated: an allow-list entry for it admits its successors."""
+        first = self.operator.get(node_id)
+        return [self.retired_keys[first]] if first is not None and first in self.retired_keys else []
+
+    def chain(self, node_id: str) -> list[str]:
+        """Every id of the node's chain of keys (just the node when it never rotated)."""
+        first = self.operator.get(node_id)
+        return [node_id] if first is None else sorted(n for n, op in self.operator.items() if op == first)
 
     # ---- registration --------------------------------------------------------------------------
     def register(self, req: node_pb2.RegisterRequest, source: str = "unknown") -> str:
@@ -80,7 +113,8 @@ class NodeRegistry:
         if req.auth.node_id not in ("", node_id):
             raise AuthError("auth.node_id does not belong to this public key")
         self.admission.check_source(source)  # before the signature: one source cannot spend our CPU faster than its rate
-        self.admission.check_key(req.public_key)
+        self._refuse_retired(node_id)
+        self.admission.check_key(req.public_key, *self._earlier_keys(node_id))
         self.verifier.verify("Register", req, req.public_key)
         caps = {"models": sorted(req.capabilities.models), "datasets": sorted(req.capabilities.datasets), "device": req.capabilities.device[:200], "name": req.name or node_id}
         now = time.monotonic()
@@ -114,12 +148,46 @@ class NodeRegistry:
 
     def authenticate(self, method: str, req: object) -> str:
         node_id = str(req.auth.node_id)  # type: ignore[attr-defined]
+        self._refuse_retired(node_id)
         key = self.pubkeys.get(node_id)
         if key is None:
             raise AuthError(f"node {node_id!r} is not registered; call Register first")
         self.verifier.verify(method, req, key)
+        self.admission.check_key(key, *self._earlier_keys(node_id))  # a key taken off the allow-list is refused at once
         self._alive(node_id)
         return node_id
+
+    def rotate_key(self, req: node_pb2.RotateKeyRequest, busy: set[str]) -> tuple[str, str]:
+        """Retire the signer's key for ``req.new_public_key``: (the new id, the operator). Asked again
+        after a lost reply (the same new key, signed by the retired one), it answers the same."""
+        node_id = str(req.auth.node_id)
+        key = self.pubkeys.get(node_id) or self.retired_keys.get(node_id)
+        if key is None:
+            raise AuthError(f"node {node_id!r} is not registered; call Register first")
+        self.verifier.verify("RotateKey", req, key)
+        new_key = bytes(req.new_public_key)
+        if len(new_key) != 32:
+            raise ProtocolError("new_public_key must be a raw 32-byte Ed25519 key")
+        new_id = node_id_for(new_key)
+        verify_rotation(key, new_key, bytes(req.new_key_signature))
+        if node_id in self.successor:
+            if self.successor[node_id] == new_id:
+                return new_id, self.operator[node_id]
+            self._refuse_retired(node_id)
+        self.admission.check_key(key, *self._earlier_keys(node_id))
+        if new_id == node_id or new_id in self.retired_keys or (new_id in self.pubkeys and new_id not in self.unproven):
+            raise StateError(f"the new key (node {new_id}) is registered already: rotate to a freshly generated key")
+        if node_id in busy:
+            raise StateError(f"node {node_id} has a task in an open round: rotate its key once that round is over")
+        self._alive(node_id)  # stored if it was not yet
+        operator = self.operator.get(node_id, node_id)
+        self.store.rotate_key(node_id, new_id, new_key, operator)
+        self.unproven.pop(new_id, None)
+        self.pubkeys[new_id] = new_key
+        self.node_caps[new_id] = self.node_caps[node_id]
+        self._retire(node_id, new_id, operator)
+        log.info("node %s rotated its key: now node %s (operator %s)", node_id, new_id, operator)
+        return new_id, operator
 
     def _alive(self, node_id: str) -> None:
         self.last_life[node_id] = time.monotonic()

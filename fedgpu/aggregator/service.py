@@ -205,6 +205,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return serde.upload_progress_to_proto(await self.agg.upload(request_iterator))
 
     @_abort_on_error
+    async def RotateKey(self, request: node_pb2.RotateKeyRequest, context: Any) -> node_pb2.RotateKeyReply:
+        node_id, operator = self.agg.rotate_key(request)
+        return node_pb2.RotateKeyReply(node_id=node_id, operator_id=operator)
+
+    @_abort_on_error
     async def UploadStatus(self, request: node_pb2.UploadStatusRequest, context: Any) -> node_pb2.UploadReply:
         node_id = self.agg.authenticate("UploadStatus", request)
         return serde.upload_progress_to_proto(self.agg.upload_status(node_id, request.task_id))

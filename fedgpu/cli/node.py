@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--epsilon-cap", type=float, default=None, help="the data owner's privacy cap: refuse DP tasks that would exceed this epsilon")
     p.add_argument("--max-tasks", type=int, default=None, help="exit after this many tasks (default: run until stopped)")
     p.add_argument("--behaviour", default="honest", help=argparse.SUPPRESS)  # simulated adversaries for the demo
+    p.add_argument("--rotate-key", action="store_true", help="replace HOME/identity.pem by a new key, keeping this node's earnings (the old key stays as HOME/identity.<id>.pem), then exit")
     p.set_defaults(func=run)
 
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.getLogger("fedgpu").setLevel(min(logging.getLogger().level, logging.INFO))
     data = _data_arg(args.data)
-    if not data:
+    if not data and not args.rotate_key:
         raise ConfigError("a node needs data: pass --data NAME=PATH (e.g. --data mnist1d=/data/mine.npz)")
     cfg = NodeConfig(
         aggregator=args.aggregator,
@@ -54,12 +55,17 @@ def run(args: argparse.Namespace) -> int:
     )
     apply_behaviour(cfg, args.behaviour)
     agent = NodeAgent(cfg)
+    if args.rotate_key:
+        old_id = agent.node_id
+        new_id, operator = agent.rotate_key()
+        print(f"identity key rotated: node {old_id} is now node {new_id}; earnings stay with operator {operator} (`fedgpu rewards`)")
+        return 0
     def on_term(*_: object) -> None:
         agent.stop()
         raise SystemExit(0)  # interrupts a long-poll in flight
 
     signal.signal(signal.SIGTERM, on_term)
-    print(f"node {agent.node_id} serving {args.aggregator}", flush=True)
+    print(f"node {agent.node_id} serving {args.aggregator} (public key {agent.identity.public_key.hex()})", flush=True)
     agent.run(max_tasks=args.max_tasks)
     return 0
 

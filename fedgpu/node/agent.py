@@ -80,6 +80,8 @@ class NodeAgent:
         self.tasks_done = 0
         self.privacy: PrivacyGate | None = None  # the owner's privacy gate, opened with the first DP task
         self.receipts_path = cfg.identity_path.with_name("receipts.jsonl")
+        self.chain_path = cfg.identity_path.with_name("identity.chain")  # the ids of the keys this node rotated away from
+        self.former_ids = set(self.chain_path.read_text().split()[::2]) if self.chain_path.exists() else set()
         self.receipts_after, self._held = self._load_receipts()
 
     @property
@@ -99,6 +101,31 @@ class NodeAgent:
         req = node_pb2.RegisterRequest(public_key=self.identity.public_key, name=self.cfg.name or self.node_id, capabilities=caps, protocol_version=PROTOCOL_VERSION)
         self.stub.Register(self._signed("Register", req), timeout=30)
         log.info("registered as %s (public key %s) with %s", self.node_id, self.identity.public_key.hex(), ", ".join(f"{k}({len(v)})" for k, v in self._data.items()))
+
+    def rotate_key(self) -> tuple[str, str]:
+        """Replace the identity key by a new one, keeping the node's earnings with its operator; returns
+        (the new node id, the operator id). The old key stays in HOME as ``identity.<old id>.pem`` and its id
+        in ``identity.chain``. A rotation interrupted at any point is finished by running it again: the
+        new key waits in ``identity.pem.new`` until the aggregator has taken it."""
+        import os
+
+        path = self.cfg.identity_path
+        new = Identity.load_or_create(path.with_name(path.name + ".new"))
+        req = node_pb2.RotateKeyRequest(new_public_key=new.public_key, new_key_signature=new.accept_rotation(self.identity.public_key))
+        reply = self.stub.RotateKey(self._signed("RotateKey", req), timeout=30)
+        old = self.identity
+        backup = path.with_name(f"identity.{old.node_id}.pem")
+        if not backup.exists():
+            old.save(backup)
+        with self.chain_path.open("a") as f:
+            f.write(f"{old.node_id} {old.public_key.hex()}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path.with_name(path.name + ".new"), path)  # identity.pem is the old key or the new one, never missing
+        self.identity = new
+        self.former_ids.add(old.node_id)
+        log.info("identity key rotated: node %s is now node %s (operator %s)", old.node_id, reply.node_id, reply.operator_id)
+        return str(reply.node_id), str(reply.operator_id)
 
     def _device_name(self) -> str:
         if self.device.type == "cuda":
@@ -179,7 +206,7 @@ class NodeAgent:
         with self.receipts_path.open("a") as f:
             for delivered in receipts:
                 r = receipt = delivered.receipt
-                if receipt.node_id != self.node_id or not receipt.verify():
+                if receipt.node_id not in {self.node_id, *self.former_ids} or not receipt.verify():
                     log.warning("ignoring a receipt that does not verify: %s round %d", r.job_id, r.round)
                     continue
                 if (r.job_id, r.round) not in self._held:
