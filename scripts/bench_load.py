@@ -84,8 +84,9 @@ async def swarm(address: str, seeds: list[bytes], seconds: float, out: Path) -> 
     end = time.monotonic() + seconds
 
     async def pulls(i: int) -> None:
+        first = random.randint(1, POLL_S)  # nodes that joined at one moment do not stay in step (the first pull is shorter)
         while (left := end - time.monotonic()) > 1:
-            wait = min(POLL_S, int(left))
+            wait, first = min(first, POLL_S, int(left)), POLL_S
             if not await call("PullTask", i, node_pb2.PullTaskRequest(wait_seconds=wait), wait + 10, over=wait):
                 await asyncio.sleep(1.0)
 
@@ -142,7 +143,7 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=4, help="processes the lightweight nodes are spread over (default %(default)s)")
     ap.add_argument("--seconds", type=float, default=60.0, help="how long the swarm heartbeats and long-polls (default %(default)s)")
     ap.add_argument("--real-nodes", type=int, default=10, help="fedgpu node processes training the job (default %(default)s)")
-    ap.add_argument("--rounds", type=int, default=30, help="rounds of the job, enough to outlast the window (default %(default)s)")
+    ap.add_argument("--rounds", type=int, default=80, help="rounds of the job, enough to outlast the window (default %(default)s)")
     ap.add_argument("--scheme", default="none", help="the job's encryption (default %(default)s: the RPC path, not CKKS, is measured)")
     ap.add_argument("--swarm", nargs=4, metavar=("ADDRESS", "SEEDS", "SECONDS", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()

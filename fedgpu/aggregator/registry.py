@@ -129,6 +129,7 @@ class NodeRegistry:
                         f"retry in {self.admission.policy.unproven_ttl_s:.0f} s with back-off, and pull tasks right after registering"
                     )
                 self.admission.check_new_identity()
+            self.unproven.pop(node_id, None)  # to the end: the dict stays in registration order for _forget_unproven
             self.unproven[node_id] = now  # written to the store at its first signed request
         self.pubkeys[node_id] = req.public_key
         self.node_caps[node_id] = caps
