@@ -75,8 +75,8 @@ def test_rewards_show_node_names_beside_ids(tmp_path: Path, capsys: pytest.Captu
     ledger_db(tmp_path / "a.db", rounds=2)
     assert main(["rewards", "--db", str(tmp_path / "a.db"), "--rounds"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split()[:2] == ["name", "node"]
-    assert "owner-2 n000000000000002" in " ".join(out.split())
+    assert out.splitlines()[0].split()[:4] == ["name", "operator", "node", "now"]
+    assert "owner-2 n000000000000002 n000000000000002" in " ".join(out.split())
     assert main(["rewards", "--db", str(tmp_path / "a.db"), "--export", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["node_name"] for r in rows} == {"owner-0", "owner-1", "owner-2"}

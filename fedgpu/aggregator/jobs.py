@@ -55,9 +55,14 @@ class Jobs:
             self._start_runner(job.id)
 
     async def stop(self) -> None:
-        for t in self.runners.values():
-            t.cancel()
-        await asyncio.gather(*self.runners.values(), return_exceptions=True)
+        # Cancelled until every runner has ended: Python 3.11's wait_for swallows a cancellation that lands
+        # just as the event it waits for is set (a publish at shutdown), and the runner would go on.
+        runners = list(self.runners.values())
+        while not all(t.done() for t in runners):
+            for t in runners:
+                t.cancel()
+            await asyncio.wait(runners, timeout=1.0)
+        await asyncio.gather(*runners, return_exceptions=True)
 
     def _start_runner(self, job_id: str) -> None:
         self.published.setdefault(job_id, asyncio.Event())
@@ -237,7 +242,7 @@ class Jobs:
 
     def _live_caps(self) -> dict[str, dict[str, Any]]:
         """The capabilities of the nodes seen within the liveness timeout."""
-        live = self.registry.live()
+        live = self.registry.live_nodes()
         return {n: c for n, c in self.registry.node_caps.items() if n in live}
 
     def _census(self, job_id: str, spec: JobSpec) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 
+from fedgpu.aggregator.admission import AdmissionPolicy
 from fedgpu.aggregator.core import Aggregator
 from fedgpu.aggregator.metrics import MetricsServer
 from fedgpu.aggregator.service import DriverServicer, NodeServicer, RejectUndecodable
@@ -23,10 +24,13 @@ log = logging.getLogger("fedgpu.aggregator")
 SERVICES = (node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name, driver_pb2.DESCRIPTOR.services_by_name["DriverService"].full_name)
 
 
-async def build_server(listen: str, db_url: str, spool_dir: Path, tls: TLSConfig | None = None) -> tuple[grpc.aio.Server, Aggregator, int]:
+async def build_server(
+    listen: str, db_url: str, spool_dir: Path, tls: TLSConfig | None = None, admission: AdmissionPolicy | None = None
+) -> tuple[grpc.aio.Server, Aggregator, int]:
+    admission = (admission or AdmissionPolicy()).validate()  # a bad policy or allow file fails before anything listens
     server = transport.make_server(interceptors=[RejectUndecodable()])
     port = transport.add_port(server, listen, tls or TLSConfig())  # a bad --listen or TLS file fails before the database opens
-    agg = Aggregator(Store(db_url), spool_dir)
+    agg = Aggregator(Store(db_url), spool_dir, admission)
     node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(agg), server)  # type: ignore[no-untyped-call]
     driver_pb2_grpc.add_DriverServiceServicer_to_server(DriverServicer(agg), server)  # type: ignore[no-untyped-call]
     health = transport.add_health(server)
@@ -38,12 +42,13 @@ async def build_server(listen: str, db_url: str, spool_dir: Path, tls: TLSConfig
 
 
 async def serve(
-    listen: str, db_url: str, spool_dir: Path, ready_file: Path | None = None, tls: TLSConfig | None = None, metrics: str | None = None
+    listen: str, db_url: str, spool_dir: Path, ready_file: Path | None = None, tls: TLSConfig | None = None, metrics: str | None = None,
+    admission: AdmissionPolicy | None = None,
 ) -> None:
     tls = tls or TLSConfig()
     if metrics is not None:
         transport.parse_address(metrics, "--metrics")  # a bad flag fails before anything starts
-    server, agg, port = await build_server(listen, db_url, spool_dir, tls)
+    server, agg, port = await build_server(listen, db_url, spool_dir, tls, admission)
     host = listen.rsplit(":", 1)[0]
     log.info("aggregator listening on %s:%d (%s), database %s", host, port, "TLS" if tls.serving else "cleartext", db_url)
     exporter = None

@@ -73,6 +73,17 @@ nodes = Table(
     Column("last_seen", Float, nullable=False),
 )
 
+# A node's identity key replaced by a new one (RotateKey): the retired id, its successor, and the first id
+# of the chain (the operator), under which balances are shown. The retired id's row in ``nodes`` stays.
+key_rotations = Table(
+    "key_rotations",
+    metadata,
+    Column("node_id", String(32), primary_key=True),
+    Column("successor_id", String(32), nullable=False, unique=True),
+    Column("operator_id", String(32), nullable=False),
+    Column("rotated_at", Float, nullable=False),
+)
+
 jobs = Table(
     "jobs",
     metadata,
@@ -360,6 +371,31 @@ class Store:
         rows = self._run(lambda c: c.execute(select(nodes)).mappings().all())
         return [{**r, "capabilities": json.loads(r["capabilities"])} for r in rows]
 
+    def rotate_key(self, node_id: str, successor_id: str, public_key: bytes, operator_id: str) -> None:
+        """Retire ``node_id``'s key for ``successor_id``'s, in one transaction: the successor inherits its
+        name and capabilities, and the chain of keys that began with ``operator_id`` grows by one."""
+        now = time.time()
+
+        def fn(c: Connection) -> None:
+            old = c.execute(select(nodes).where(nodes.c.id == node_id)).mappings().first()
+            if old is None:
+                raise NotFoundError(f"node {node_id} is not registered; call Register first")
+            c.execute(insert(nodes).values(id=successor_id, public_key=public_key, name=old["name"], capabilities=old["capabilities"], registered_at=now, last_seen=now))
+            c.execute(insert(key_rotations).values(node_id=node_id, successor_id=successor_id, operator_id=operator_id, rotated_at=now))
+
+        self._run(fn)
+
+    def key_rotations(self) -> list[dict[str, Any]]:
+        """Every rotation, oldest first: ``node_id`` (retired), ``successor_id``, ``operator_id``, ``rotated_at``."""
+        return [dict(r) for r in self._run(lambda c: c.execute(select(key_rotations).order_by(key_rotations.c.rotated_at)).mappings().all())]
+
+    def operators(self) -> dict[str, str]:
+        """The operator (first id of its chain of keys) of every node that rotated or was rotated to."""
+        out: dict[str, str] = {}
+        for r in self.key_rotations():
+            out[r["node_id"]] = out[r["successor_id"]] = r["operator_id"]
+        return out
+
     # --- jobs ----------------------------------------------------------------------------------
     def create_job(self, job_id: str, name: str, spec: bytes, token_hash: str) -> None:
         self._run(
@@ -487,7 +523,7 @@ class Store:
             q = q.where(ledger.c.job_id == job_id)
         return [dict(r) for r in self._run(lambda c: c.execute(q).mappings().all())]
 
-    def receipts_for(self, node_id: str, after: int, limit: int = 100) -> list[dict[str, Any]]:
+    def receipts_for(self, node_id: str | list[str], after: int, limit: int = 100) -> list[dict[str, Any]]:
         """A node's ledger rows with id > ``after``, each with its round's signed head: the receipts it lacks.
 
         Receipts are derived from the ledger, never held apart from it, so none is lost while the ledger
@@ -496,7 +532,7 @@ class Store:
         q = (
             select(ledger.c.id, ledger.c.job_id, ledger.c.round, ledger.c.node_id, ledger.c.reward, ledger.c.entry_hash, ledger_heads.c.head_hash, ledger_heads.c.signature)
             .join(ledger_heads, (ledger_heads.c.job_id == ledger.c.job_id) & (ledger_heads.c.round == ledger.c.round))
-            .where(ledger.c.node_id == node_id, ledger.c.id > after)
+            .where(ledger.c.node_id.in_([node_id] if isinstance(node_id, str) else node_id), ledger.c.id > after)
             .order_by(ledger.c.id)
             .limit(limit)
         )
@@ -527,6 +563,7 @@ __all__ = [
     "declines",
     "hide_password_in_logs",
     "jobs",
+    "key_rotations",
     "ledger",
     "ledger_heads",
     "meta_kv",

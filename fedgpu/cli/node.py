@@ -48,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="where to train: auto (CUDA when present), cpu, cuda or cuda:N (default %(default)s)")
     p.add_argument("--threads", type=int, default=default_threads(), metavar="N", help="CPU threads torch may use (default %(default)s: min(2, cores), so a node leaves its machine usable)")
     p.add_argument("--max-tasks", type=int, default=None, help="exit after this many tasks (default: run until stopped)")
+    p.add_argument("--rotate-key", action="store_true", help="replace HOME/identity.pem by a new key, keeping this node's earnings (the old key stays as HOME/identity.<id>.pem), then exit")
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
@@ -55,7 +56,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     from fedgpu.wire.transport import TLSConfig
 
     data = _data_arg(args.data)
-    if not data:
+    if not data and not args.rotate_key:
         raise ConfigError("a node needs data: pass --data NAME=PATH (e.g. --data mnist1d=/data/mine.npz)")
     return NodeConfig(
         aggregator=args.aggregator,
@@ -76,13 +77,17 @@ def serve(cfg: NodeConfig, args: argparse.Namespace) -> int:
 
     logging.getLogger("fedgpu").setLevel(min(logging.getLogger().level, logging.INFO))
     agent = NodeAgent(cfg)
-
+    if args.rotate_key:
+        old_id = agent.node_id
+        new_id, operator = agent.rotate_key()
+        print(f"identity key rotated: node {old_id} is now node {new_id}; earnings stay with operator {operator} (`fedgpu rewards`)")
+        return 0
     def on_term(*_: object) -> None:
         agent.stop()
         raise SystemExit(0)  # interrupts a long-poll in flight
 
     signal.signal(signal.SIGTERM, on_term)
-    print(f"node {agent.node_id}{f' ({args.name})' if args.name else ''} serving {args.aggregator} on {agent.device} with {args.threads} CPU thread(s)", flush=True)
+    print(f"node {agent.node_id}{f' ({args.name})' if args.name else ''} serving {args.aggregator} on {agent.device} with {args.threads} CPU thread(s) (public key {agent.identity.public_key.hex()})", flush=True)
     agent.run(max_tasks=args.max_tasks)
     return 0
 

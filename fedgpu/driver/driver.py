@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -174,7 +175,8 @@ class JobDriver:
 
     def submit(self) -> str:
         spec = job_to_proto(self.job, self._context(), self.num_params)
-        reply = self.stub.SubmitJob(driver_pb2.SubmitJobRequest(spec=spec, protocol_version=PROTOCOL_VERSION), timeout=60)
+        token = os.environ.get("FEDGPU_SUBMIT_TOKEN", "")  # an aggregator with --drivers FILE takes jobs only with one of its tokens
+        reply = self.stub.SubmitJob(driver_pb2.SubmitJobRequest(spec=spec, protocol_version=PROTOCOL_VERSION, submit_token=token), timeout=60)
         self.job_id, self.token = reply.job_id, reply.token
         self._save_keys()
         info = {"job_id": self.job_id, "token": self.token, "job": job_to_dict(self.job), "validation": str(self.validation_path or "")}

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("fedgpu.node")
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
+# The aggregator's admission policy refused (rate limit, allow-list): retried with a back-off up to a minute.
+ADMISSION = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.PERMISSION_DENIED}
 
 # A hook that may replace the honest update (used by the demo's simulated adversaries, see
 # fedgpu/adversaries.py). Arguments: task, global flat weights, honest delta; returns a delta.
@@ -87,6 +89,8 @@ class NodeAgent:
         self.tasks_done = 0
         self.privacy: PrivacyGate | None = None  # the owner's privacy gate, opened with the first DP task
         self.receipts_path = cfg.identity_path.with_name("receipts.jsonl")
+        self.chain_path = cfg.identity_path.with_name("identity.chain")  # the ids of the keys this node rotated away from
+        self.former_ids = set(self.chain_path.read_text().split()[::2]) if self.chain_path.exists() else set()
         self.receipts_after, self._held = self._load_receipts()
 
     @property
@@ -105,7 +109,32 @@ class NodeAgent:
         caps = node_pb2.Capabilities(models=available_models(), datasets=sorted(self._data), device=self._device_name())
         req = node_pb2.RegisterRequest(public_key=self.identity.public_key, name=self.cfg.name or self.node_id, capabilities=caps, protocol_version=PROTOCOL_VERSION, session=self.session)
         self.stub.Register(self._signed("Register", req), timeout=30)
-        log.info("registered as %s with %s", self.node_id, ", ".join(f"{k}({len(v)})" for k, v in self._data.items()))
+        log.info("registered as %s (public key %s) with %s", self.node_id, self.identity.public_key.hex(), ", ".join(f"{k}({len(v)})" for k, v in self._data.items()))
+
+    def rotate_key(self) -> tuple[str, str]:
+        """Replace the identity key by a new one, keeping the node's earnings with its operator; returns
+        (the new node id, the operator id). The old key stays in HOME as ``identity.<old id>.pem`` and its id
+        in ``identity.chain``. A rotation interrupted at any point is finished by running it again: the
+        new key waits in ``identity.pem.new`` until the aggregator has taken it."""
+        import os
+
+        path = self.cfg.identity_path
+        new = Identity.load_or_create(path.with_name(path.name + ".new"))
+        req = node_pb2.RotateKeyRequest(new_public_key=new.public_key, new_key_signature=new.accept_rotation(self.identity.public_key))
+        reply = self.stub.RotateKey(self._signed("RotateKey", req), timeout=30)
+        old = self.identity
+        backup = path.with_name(f"identity.{old.node_id}.pem")
+        if not backup.exists():
+            old.save(backup)
+        with self.chain_path.open("a") as f:
+            f.write(f"{old.node_id} {old.public_key.hex()}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path.with_name(path.name + ".new"), path)  # identity.pem is the old key or the new one, never missing
+        self.identity = new
+        self.former_ids.add(old.node_id)
+        log.info("identity key rotated: node %s is now node %s (operator %s)", old.node_id, reply.node_id, reply.operator_id)
+        return str(reply.node_id), str(reply.operator_id)
 
     def _device_name(self) -> str:
         if self.device.type == "cuda":
@@ -122,7 +151,7 @@ class NodeAgent:
     def run(self, max_tasks: int | None = None) -> None:
         """Serve tasks until stopped; reconnect with exponential back-off when the aggregator is away."""
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
-        backoff = 0.5
+        backoff, admission_backoff = 0.5, 2.0
         registered = False
         last_failure = ""
         duplicate_since: float | None = None
@@ -133,7 +162,7 @@ class NodeAgent:
                     registered = True
                 pull = node_pb2.PullTaskRequest(wait_seconds=self.cfg.poll_seconds, receipts_after=self.receipts_after)
                 reply = self.stub.PullTask(self._signed("PullTask", pull), timeout=self.cfg.poll_seconds + 10)
-                backoff = 0.5
+                backoff, admission_backoff = 0.5, 2.0
                 last_failure = ""
                 self._keep_receipts([receipt_from_proto(r) for r in reply.receipts])
                 if reply.HasField("task"):
@@ -157,10 +186,10 @@ class NodeAgent:
                         ) from exc
                     self._stop.wait(2.0)
                     continue
+                failure = f"{code.name}: {exc.details()}"
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     registered = False  # the aggregator may have lost its database: register again
                 if code in RETRYABLE or code == grpc.StatusCode.UNAUTHENTICATED:
-                    failure = f"{code.name}: {exc.details()}"
                     if code in RETRYABLE and failure != last_failure:  # say why once, where the operator sees it
                         log.warning("aggregator %s unreachable (%s); retrying with back-off", self.cfg.aggregator, failure)
                     last_failure = failure
@@ -168,8 +197,14 @@ class NodeAgent:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
-                log.warning("aggregator refused: %s %s", code.name, exc.details())
-                self._stop.wait(1.0)
+                if code not in ADMISSION or failure != last_failure:
+                    log.warning("aggregator refused: %s %s", code.name, exc.details())
+                last_failure = failure
+                if code in ADMISSION:  # rate-limited or not (yet) on an allow-list: ask again later, not every second
+                    self._stop.wait(admission_backoff)
+                    admission_backoff = min(admission_backoff * 2, 60.0)
+                else:
+                    self._stop.wait(1.0)
 
     def _load_receipts(self) -> tuple[int, set[tuple[str, int]]]:
         """The id of the last receipt held (sent with each pull, so the aggregator sends only later ones)
@@ -196,7 +231,7 @@ class NodeAgent:
         with self.receipts_path.open("a") as f:
             for delivered in receipts:
                 r = receipt = delivered.receipt
-                if receipt.node_id != self.node_id or not receipt.verify():
+                if receipt.node_id not in {self.node_id, *self.former_ids} or not receipt.verify():
                     log.warning("ignoring a receipt that does not verify: %s round %d", r.job_id, r.round)
                     continue
                 if (r.job_id, r.round) not in self._held:
@@ -339,6 +374,7 @@ class NodeAgent:
 
 
 __all__ = [
+    "ADMISSION",
     "NodeAgent",
     "NodeConfig",
     "RETRYABLE",

@@ -31,8 +31,10 @@ from fedgpu.errors import (
     AuthError,
     ConfigError,
     FedgpuError,
+    NotAdmitted,
     NotFoundError,
     ProtocolError,
+    RateLimited,
     StateError,
     TransportError,
 )
@@ -214,10 +216,10 @@ def open_channel(target: str, tls: TLSConfig | None = None) -> grpc.Channel:
 _REFUSED: dict[grpc.StatusCode, type[FedgpuError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: ProtocolError,
     grpc.StatusCode.OUT_OF_RANGE: ProtocolError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ProtocolError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimited,
     grpc.StatusCode.UNIMPLEMENTED: ProtocolError,
     grpc.StatusCode.UNAUTHENTICATED: AuthError,
-    grpc.StatusCode.PERMISSION_DENIED: AuthError,
+    grpc.StatusCode.PERMISSION_DENIED: NotAdmitted,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
     grpc.StatusCode.FAILED_PRECONDITION: StateError,
     grpc.StatusCode.ABORTED: StateError,

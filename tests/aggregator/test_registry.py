@@ -22,14 +22,22 @@ def request(ident: Identity, session: bytes) -> node_pb2.RegisterRequest:
 
 
 def test_one_live_process_per_identity(tmp_path: Path) -> None:
-    registry = NodeRegistry(Store(f"sqlite:///{tmp_path / 'a.db'}"), booted_ms=0, node_timeout=0.5)
+    registry = NodeRegistry(Store(f"sqlite:///{tmp_path / 'a.db'}"), booted_ms=0, live_grace=0.5)
     ident = Identity.load_or_create(tmp_path / "id.pem")
     registry.register(request(ident, b"a" * 16))
+    beat(registry, ident)  # it shows life (registering alone is none)
     registry.register(request(ident, b"a" * 16))  # the same process again (e.g. after an aggregator restart): fine
     with pytest.raises(StateError, match="already live in another process"):
         registry.register(request(ident, b"b" * 16))
     registry.register(request(ident, b""))  # an older node sends no session: not checked
-    time.sleep(0.6)  # the first process went quiet: it is forgotten after the liveness timeout
+    time.sleep(0.6)  # the first process went quiet: it is forgotten after the liveness grace
     registry.register(request(ident, b"b" * 16))
+    beat(registry, ident)
     with pytest.raises(StateError):
         registry.register(request(ident, b"a" * 16))
+
+
+def beat(registry: NodeRegistry, ident: Identity) -> None:
+    hb = node_pb2.HeartbeatRequest()
+    ident.sign("Heartbeat", hb)
+    registry.authenticate("Heartbeat", hb)

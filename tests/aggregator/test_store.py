@@ -365,13 +365,7 @@ class StoreContract:
         assert verify_ledger(store.ledger_rows(), store.heads(), public_key_bytes(key))[0]
         assert store.round("job-1", 2)["state"] == "done"  # type: ignore[index]
 
-    loses_negative_zero = False  # SQLite stores -0.0 as 0.0
-
-    def test_a_ledger_row_worth_negative_zero_still_verifies(self, request: pytest.FixtureRequest) -> None:
-        if self.loses_negative_zero:
-            request.applymarker(pytest.mark.xfail(strict=True, reason=(
-                "SQLite reads -0.0 back as 0.0, so the row's hash no longer matches; the fix belongs in "
-                "fedgpu/rewards/chain.py (_normalised: float(x) + 0.0 makes -0.0 plain 0.0 before hashing)")))
+    def test_a_ledger_row_worth_negative_zero_still_verifies(self) -> None:
         store = self.make_store()
         key = Ed25519PrivateKey.generate()
         store.create_job("job-1", "j", b"", "t")
@@ -431,7 +425,6 @@ class StoreContract:
 
 
 class TestSQLite(StoreContract):
-    loses_negative_zero = True
 
     @pytest.fixture
     def database_url(self, tmp_path: Path) -> str:

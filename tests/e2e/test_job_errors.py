@@ -25,14 +25,29 @@ def digits() -> tuple:
     return public_split("digits", seed=0)
 
 
-def register(address: str, tmp: Path, name: str, models: list[str], datasets: list[str]) -> None:
-    """A node that says what it has, and nothing else: live for the liveness timeout."""
-    with open_channel(address) as channel:
-        ident = Identity.load_or_create(tmp / f"{name}.pem")
-        caps = node_pb2.Capabilities(models=models, datasets=datasets)
-        req = node_pb2.RegisterRequest(public_key=ident.public_key, name=name, capabilities=caps, protocol_version=PROTOCOL_VERSION)
-        ident.sign("Register", req)
-        node_pb2_grpc.NodeServiceStub(channel).Register(req, timeout=10)
+def register(address: str, tmp: Path, name: str, models: list[str], datasets: list[str], stop: threading.Event) -> threading.Thread:
+    """A node that says what it has and then only heartbeats (registering alone is no sign of life), until ``stop``."""
+    channel = open_channel(address)
+    stub = node_pb2_grpc.NodeServiceStub(channel)
+    ident = Identity.load_or_create(tmp / f"{name}.pem")
+    caps = node_pb2.Capabilities(models=models, datasets=datasets)
+    req = node_pb2.RegisterRequest(public_key=ident.public_key, name=name, capabilities=caps, protocol_version=PROTOCOL_VERSION)
+    ident.sign("Register", req)
+    stub.Register(req, timeout=10)
+
+    def beat() -> None:
+        try:
+            while not stop.is_set():
+                hb = node_pb2.HeartbeatRequest()
+                ident.sign("Heartbeat", hb)
+                stub.Heartbeat(hb, timeout=10)
+                stop.wait(1.0)
+        finally:
+            channel.close()
+
+    th = threading.Thread(target=beat, daemon=True)
+    th.start()
+    return th
 
 
 @pytest.mark.parametrize(
@@ -45,12 +60,17 @@ def register(address: str, tmp: Path, name: str, models: list[str], datasets: li
 def test_a_job_no_live_node_can_serve_fails_within_its_first_attempt(  # type: ignore[no-untyped-def]
     aggregator, tmp_path: Path, digits, models: list[str], datasets: list[str], expect: str
 ) -> None:
-    for i in range(2):
-        register(aggregator.address, tmp_path, f"n{i}", models, datasets)
+    stop = threading.Event()
+    beats = [register(aggregator.address, tmp_path, f"n{i}", models, datasets, stop) for i in range(2)]
     out = tmp_path / "out"
     t0 = time.monotonic()
-    with pytest.raises(RoundFailed, match=expect.replace("(", r"\(")):
-        JobDriver(aggregator.address, job(rounds=2, model="mlp", deadline_seconds=2), out, validation=digits[1]).run()
+    try:
+        with pytest.raises(RoundFailed, match=expect.replace("(", r"\(")):
+            JobDriver(aggregator.address, job(rounds=2, model="mlp", deadline_seconds=2), out, validation=digits[1]).run()
+    finally:
+        stop.set()
+        for th in beats:
+            th.join(10)
     assert time.monotonic() - t0 < 20  # one attempt (at most two waits of the deadline), not 20 retries
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "failed" and expect in report["error"]

@@ -76,12 +76,14 @@ class AggregationPlan(_message.Message):
     def __init__(self, rule: _Optional[str] = ..., trim_fraction: _Optional[float] = ..., norm_bound: _Optional[float] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("spec", "protocol_version")
+    __slots__ = ("spec", "protocol_version", "submit_token")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUBMIT_TOKEN_FIELD_NUMBER: _ClassVar[int]
     spec: JobSpec
     protocol_version: int
-    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., protocol_version: _Optional[int] = ...) -> None: ...
+    submit_token: str
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., protocol_version: _Optional[int] = ..., submit_token: _Optional[str] = ...) -> None: ...
 
 class SubmitJobReply(_message.Message):
     __slots__ = ("job_id", "token")

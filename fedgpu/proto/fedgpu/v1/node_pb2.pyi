@@ -198,3 +198,21 @@ class UploadReply(_message.Message):
     received: int
     complete: bool
     def __init__(self, received: _Optional[int] = ..., complete: _Optional[bool] = ...) -> None: ...
+
+class RotateKeyRequest(_message.Message):
+    __slots__ = ("auth", "new_public_key", "new_key_signature")
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    NEW_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    NEW_KEY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    auth: _common_pb2.NodeAuth
+    new_public_key: bytes
+    new_key_signature: bytes
+    def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., new_public_key: _Optional[bytes] = ..., new_key_signature: _Optional[bytes] = ...) -> None: ...
+
+class RotateKeyReply(_message.Message):
+    __slots__ = ("node_id", "operator_id")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    operator_id: str
+    def __init__(self, node_id: _Optional[str] = ..., operator_id: _Optional[str] = ...) -> None: ...
