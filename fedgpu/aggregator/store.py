@@ -5,173 +5,50 @@ SQLAlchemy Core over any URL: a SQLite file by default (WAL, synchronous=FULL), 
 Everything a restart needs lives here; an open round's in-flight uploads do not: a round attempt
 the process did not close is discarded on restart and the round is opened again (docs/protocol.md).
 
-The schema is ``metadata`` below, and it ships as Alembic revisions in ``migrations/versions/``:
-opening a Store runs ``upgrade head`` (:func:`upgrade_schema`), so an existing ledger survives an
-upgrade of fedgpu. A change to a table here needs a new revision there (migrations/env.py says how);
-a test fails until the two agree.
+The tables are in :mod:`fedgpu.aggregator.schema` and ship as Alembic revisions in
+``migrations/versions/``; opening a Store runs ``upgrade head`` (:func:`fedgpu.aggregator.database.upgrade_schema`),
+so an existing ledger survives an upgrade of fedgpu.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import (
-    Column,
-    Float,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
     create_engine,
     delete,
     event,
     func,
     insert,
-    inspect,
     select,
-    text,
     update,
 )
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
+from fedgpu.aggregator.database import normalise_url, redact_url, sqlite_pragmas, upgrade_schema, without_password
+from fedgpu.aggregator.schema import (
+    cohort_sums,
+    declines,
+    jobs,
+    key_rotations,
+    ledger,
+    ledger_heads,
+    meta_kv,
+    models,
+    nodes,
+    rounds,
+)
 from fedgpu.errors import NotFoundError, StorageError
 from fedgpu.faults import crash_point
 from fedgpu.wire.records import RoundRecord
 
-T = TypeVar("T")
-
-log = logging.getLogger("fedgpu.aggregator.store")
-
-metadata = MetaData()
-
-nodes = Table(
-    "nodes",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("public_key", LargeBinary, nullable=False),
-    Column("name", String(200), nullable=False),
-    Column("capabilities", Text, nullable=False),
-    Column("registered_at", Float, nullable=False),
-    Column("last_seen", Float, nullable=False),
-)
-
-# A node's identity key replaced by a new one (RotateKey): the retired id, its successor, and the first id
-# of the chain (the operator), under which balances are shown. The retired id's row in ``nodes`` stays.
-key_rotations = Table(
-    "key_rotations",
-    metadata,
-    Column("node_id", String(32), primary_key=True),
-    Column("successor_id", String(32), nullable=False, unique=True),
-    Column("operator_id", String(32), nullable=False),
-    Column("rotated_at", Float, nullable=False),
-)
-
-jobs = Table(
-    "jobs",
-    metadata,
-    Column("id", String(40), primary_key=True),
-    Column("name", String(200), nullable=False),
-    Column("spec", LargeBinary, nullable=False),  # serialized fedgpu.v1.JobSpec (protobuf, not pickle)
-    Column("token_hash", String(64), nullable=False),
-    Column("state", String(20), nullable=False),  # waiting_model | running | done | failed | cancelled
-    Column("round", Integer, nullable=False),  # last round opened (0 before the first)
-    Column("model_version", Integer, nullable=False),
-    Column("message", Text, nullable=False, default=""),
-    Column("created_at", Float, nullable=False),
-)
-
-models = Table(
-    "models",
-    metadata,
-    Column("job_id", String(40), primary_key=True),
-    Column("version", Integer, primary_key=True),
-    Column("data", LargeBinary, nullable=False),  # safetensors bytes
-    Column("sha256", String(64), nullable=False),
-)
-
-rounds = Table(
-    "rounds",
-    metadata,
-    Column("job_id", String(40), primary_key=True),
-    Column("round", Integer, primary_key=True),
-    Column("state", String(20), nullable=False),  # ready | done
-    Column("attempts", Integer, nullable=False),
-    Column("record", Text, nullable=False),  # RoundRecord as JSON: participants, cohorts, node status, bytes, seconds
-    Column("result", Text, nullable=False, default="{}"),  # JSON: accuracy, loss, cohort values
-    Column("closed_at", Float, nullable=False),
-)
-
-cohort_sums = Table(
-    "cohort_sums",
-    metadata,
-    Column("job_id", String(40), primary_key=True),
-    Column("round", Integer, primary_key=True),
-    Column("cohort", Integer, primary_key=True),
-    Column("chunk", Integer, primary_key=True),
-    Column("data", LargeBinary, nullable=False),
-)
-
-declines = Table(
-    "declines",
-    metadata,
-    Column("job_id", String(40), primary_key=True),
-    Column("node_id", String(32), primary_key=True),
-    Column("reason", String(40), nullable=False),
-    Column("message", Text, nullable=False),
-)
-
-ledger = Table(
-    "reward_ledger",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("job_id", String(40), nullable=False),
-    Column("round", Integer, nullable=False),
-    Column("node_id", String(32), nullable=False),
-    Column("value", Float, nullable=False),
-    Column("reward", Float, nullable=False),
-    Column("cohort", Text, nullable=False),
-    Column("evidence_digest", String(64), nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("entry_hash", String(64), nullable=False),
-    UniqueConstraint("job_id", "round", "node_id", name="one_payment_per_node_and_round"),
-)
-Index("ledger_by_node", ledger.c.node_id, ledger.c.id)  # a node's receipts after the last it holds
-
-ledger_heads = Table(
-    "ledger_heads",
-    metadata,
-    Column("job_id", String(40), primary_key=True),
-    Column("round", Integer, primary_key=True),
-    Column("head_hash", String(64), nullable=False),
-    Column("signature", String(128), nullable=False),
-    Column("evidence", Text, nullable=False),  # per-subset utilities, so anyone can recompute values
-)
-
-meta_kv = Table(
-    "meta",
-    metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", LargeBinary, nullable=False),
-)
-
+_T = TypeVar("_T")
 
 @dataclass(frozen=True)
 class JobRow:
@@ -184,127 +61,6 @@ class JobRow:
     model_version: int
     message: str
 
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-
-
-def normalise_url(url: str) -> str:
-    """Accept a bare path as a SQLite file."""
-    return url if "://" in url else f"sqlite:///{Path(url).expanduser().resolve()}"
-
-
-def redact_url(url: str | URL) -> str:
-    """``url`` as a log line or an error may show it: the password replaced by ``***``."""
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):  # not a URL SQLAlchemy parses: blank whatever sits between "user:" and "@"
-        return re.sub(r"(://[^/@:]*:)[^@]*@", r"\1***@", url)
-
-
-def _without_password(message: str, url: URL) -> str:
-    """``message`` with ``url``'s password, plain or percent-encoded, replaced by ``***``."""
-    if url.password:
-        for form in {str(url.password), quote(str(url.password), safe="")}:
-            message = message.replace(form, "***")
-    return message
-
-
-class _WithoutSecret(logging.Filter):
-    """Blanks one secret in every record a handler writes: its message and any traceback."""
-
-    def __init__(self, secret: str) -> None:
-        super().__init__()
-        self.secret = secret
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self.secret in message:
-            record.msg, record.args = message.replace(self.secret, "***"), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text and self.secret in record.exc_text:
-            record.exc_text = record.exc_text.replace(self.secret, "***")
-        return True
-
-
-def hide_password_in_logs(url: str) -> None:
-    """Keep ``url``'s password, plain or percent-encoded, out of every line the root logger's handlers
-    write, whoever logs the URL (``fedgpu aggregator`` calls this with its --db before it starts)."""
-    try:
-        parsed = make_url(url) if "://" in url else None
-    except (ArgumentError, ValueError):
-        return  # not a URL: Store refuses it, its message masked
-    if parsed is None or not parsed.password:
-        return
-    for secret in {str(parsed.password), quote(str(parsed.password), safe="")}:
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_WithoutSecret(secret))
-
-
-MIGRATIONS = Path(__file__).with_name("migrations")  # Alembic's script folder: env.py, versions/
-BASELINE_REVISION = "0001"  # the schema of every database made before migrations (by metadata.create_all)
-_BASELINE_TABLES = frozenset({"nodes", "jobs", "models", "rounds", "cohort_sums", "declines", "reward_ledger", "ledger_heads", "meta"})
-_PG_SCHEMA_LOCK = 0x66656467707531  # pg_advisory_xact_lock key ("fedgpu1"): one schema upgrade at a time
-_MIGRATING = threading.Lock()
-
-
-def _revisions(conn: Connection) -> tuple[str, ...]:
-    """The revisions in the database's alembic_version (none for an empty database or one made before migrations)."""
-    if not inspect(conn).has_table("alembic_version"):
-        return ()
-    return tuple(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
-
-
-def upgrade_schema(engine: Engine) -> None:
-    """Bring the database to the head revision of ``migrations/``: all of it or, on any error, none.
-
-    Already at head costs one read (no lock, so a read-only role can open the database). An empty
-    database gets every revision; one made before migrations (the tables, no alembic_version) is
-    stamped with the baseline first. A database at a revision this code does not know was written by
-    a newer fedgpu and is refused. Concurrent openers queue on a lock: SQLite's write lock (``BEGIN
-    IMMEDIATE``, which also makes SQLite's DDL transactional), PostgreSQL's advisory lock.
-    """
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
-    script = ScriptDirectory.from_config(config)
-    heads = set(script.get_heads())
-    with engine.connect() as conn:
-        current = _revisions(conn)
-    for rev in current:
-        try:
-            script.get_revision(rev)
-        except CommandError:
-            raise StorageError(
-                f"the database is at schema revision {rev}, which this fedgpu does not know (its head is {', '.join(sorted(heads))}): "
-                "a newer fedgpu wrote it; upgrade fedgpu, or open another database"
-            ) from None
-    if set(current) == heads:
-        return
-    # Alembic's op and context are module-wide proxies: one migration at a time in a process, too.
-    with _MIGRATING, engine.begin() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        elif conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK})
-        current = _revisions(conn)  # again, under the lock: another process may have upgraded meanwhile
-        if set(current) == heads:
-            return
-        config.attributes["connection"] = conn
-        found = set(inspect(conn).get_table_names())
-        if not current and found & _BASELINE_TABLES:
-            if missing := _BASELINE_TABLES - found:
-                raise StorageError(f"the database has some of fedgpu's tables but not {', '.join(sorted(missing))}: it is not an aggregator's database; pass --db another one")
-            command.stamp(config, BASELINE_REVISION)
-            current = (BASELINE_REVISION,)
-        command.upgrade(config, "head")
-    log.info("database %s: schema upgraded from %s to %s", redact_url(engine.url), ", ".join(current) or "empty", ", ".join(sorted(heads)))
 
 
 class Store:
@@ -323,16 +79,16 @@ class Store:
             # pool_pre_ping: a server that restarted or dropped an idle connection costs a reconnect, not an error.
             self.engine: Engine = create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
             if self.engine.dialect.name == "sqlite":
-                event.listen(self.engine, "connect", _sqlite_pragmas)
+                event.listen(self.engine, "connect", sqlite_pragmas)
             upgrade_schema(self.engine)
         except ImportError as exc:  # the URL's driver is not installed
             raise StorageError(f"cannot open database {shown}: its driver is not installed ({exc}); for PostgreSQL: pip install \"fedgpu[postgres]\"") from exc
         except (SQLAlchemyError, CommandError) as exc:
-            message = _without_password(str(exc), parsed)
+            message = without_password(str(exc), parsed)
             # A driver's message that quoted the password is not chained either: a traceback would show it.
             raise StorageError(f"cannot open database {shown}: {message}") from (exc if message == str(exc) else None)
 
-    def _run(self, fn: Callable[[Connection], T]) -> T:
+    def _run(self, fn: Callable[[Connection], _T]) -> _T:
         """Run ``fn`` in one transaction; database errors become a StorageError (nothing written)."""
         try:
             with self.engine.begin() as conn:
@@ -553,25 +309,4 @@ class Store:
         return [dict(r) for r in self._run(lambda c: c.execute(q).mappings().all())]
 
 
-__all__ = [
-    "BASELINE_REVISION",
-    "JobRow",
-    "MIGRATIONS",
-    "Store",
-    "T",
-    "cohort_sums",
-    "declines",
-    "hide_password_in_logs",
-    "jobs",
-    "key_rotations",
-    "ledger",
-    "ledger_heads",
-    "meta_kv",
-    "metadata",
-    "models",
-    "nodes",
-    "normalise_url",
-    "redact_url",
-    "rounds",
-    "upgrade_schema",
-]
+__all__ = ["JobRow", "Store"]

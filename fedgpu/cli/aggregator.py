@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from fedgpu.wire.transport import TLSConfig
 
     logging.getLogger("fedgpu").setLevel(min(logging.getLogger().level, logging.INFO))
-    from fedgpu.aggregator.store import hide_password_in_logs
+    from fedgpu.aggregator.database import hide_password_in_logs
 
     hide_password_in_logs(args.db)  # the server logs its database: never with the password
     tls = TLSConfig(cert=args.tls_cert, key=args.tls_key, insecure=args.insecure)

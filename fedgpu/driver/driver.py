@@ -14,15 +14,12 @@ is re-attached with :meth:`JobDriver.resume` (``fedgpu train --resume DIR``).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +28,17 @@ import numpy as np
 
 from fedgpu import crypto
 from fedgpu.aggregation import get_rule
-from fedgpu.claims import SumTolerance, check_cohort_sum
 from fedgpu.config import JobConfig, job_from_dict, job_to_dict
 from fedgpu.datasets import ArrayDataset, get_schema, load_file, public_split
+from fedgpu.driver.records import round_record, tally_nodes
 from fedgpu.driver.state import DriverState, load_state, save_state
-from fedgpu.driver.valuation import RoundValuation, RoundValuer
+from fedgpu.driver.sums import CohortSum, DroppedCohort, decrypt_sums, with_dropped
+from fedgpu.driver.valuation import RoundValuer
 from fedgpu.errors import ProtocolError, RoundFailed, StorageError
+from fedgpu.evaluation import evaluate
 from fedgpu.faults import crash_point
 from fedgpu.files import write_atomic
 from fedgpu.models import ModelSpec, build_model, count_params, save_trained
-from fedgpu.node.training import evaluate
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc
 from fedgpu.report import write_report
 from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors
@@ -51,34 +49,6 @@ from fedgpu.wire.transport import TLSConfig, handshake_failed, open_channel
 log = logging.getLogger("fedgpu.driver")
 Progress = Callable[[dict[str, Any]], None]
 JOB_FILE = "job.json"
-
-
-@dataclass(frozen=True)
-class CohortSum:
-    members: list[str]
-    weighted: np.ndarray   # per parameter: sum over members of w_i * delta_i
-    weights: np.ndarray    # per parameter: sum over members of w_i (the weight slot of its chunk)
-    cohort: int = 0        # its index among the round's cohorts (JobEvent.cohorts)
-
-    @property
-    def weight(self) -> float:
-        """The cohort's weight as the aggregation rules and valuation take it: its chunks' weight slots
-        averaged (fetch_sums checks they agree)."""
-        return float(self.weights.mean())
-
-
-@dataclass(frozen=True)
-class DroppedCohort:
-    """A cohort whose decrypted sum broke the job's bounded claims (fedgpu.claims): left out of the round."""
-
-    cohort: int
-    members: list[str]
-    weight: float | None   # what its weight slots say (None: not a finite number)
-    rule: str
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"cohort": self.cohort, "members": list(self.members), "rule": self.rule, "reason": self.reason}
 
 
 class JobDriver:
@@ -260,39 +230,12 @@ class JobDriver:
 
     # ---- rounds --------------------------------------------------------------------------------
     def fetch_sums(self, rnd: int) -> tuple[list[CohortSum], list[DroppedCohort]]:
-        """The round's decrypted cohort sums that keep the job's bounded claims, and those that do not.
-
-        A node's garbage (any well-formed ciphertext decrypts to something) or a claim beyond the
-        job's cap or norm bound spoils its cohort's sum; that cohort is dropped from the round, and the
-        job goes on (docs/protocol.md, "Bounded claims"). What the aggregator itself got wrong (a sum
-        of fewer than k, missing chunks) still fails the job.
-        """
+        """The round's decrypted cohort sums that keep the job's bounded claims, and those dropped (fedgpu.driver.sums)."""
         by_cohort: dict[int, tuple[list[str], list[bytes]]] = {}
         for msg in self.stub.FetchCohortSums(driver_pb2.FetchCohortSumsRequest(job_id=self.job_id, token=self.token, round=rnd), timeout=300):
-            members, parts = by_cohort.setdefault(msg.cohort, (list(msg.members), []))
+            _, parts = by_cohort.setdefault(msg.cohort, (list(msg.members), []))
             parts.append(chunks.verify(msg.chunk, expected_index=len(parts)))
-        bounds = self.job.claim_bounds
-        dp = self.job.privacy
-        noise_std = dp.client_noise_multiplier * dp.client_clip / math.sqrt(self.job.cohort_size) if dp.enabled and dp.mode == "client" else 0.0
-        out, dropped = [], []
-        for ci in sorted(by_cohort):
-            members, parts = by_cohort[ci]
-            if len(members) < self.job.cohort_size:
-                raise ProtocolError(f"aggregator sent a sum of {len(members)} nodes, fewer than k = {self.job.cohort_size}")
-            if len(parts) != self.layout.num_chunks:
-                raise ProtocolError(f"cohort {ci} sum has {len(parts)} chunks, expected {self.layout.num_chunks}")
-            values = [self.decryptor.decrypt(p, self.layout.chunk_values(i)) for i, p in enumerate(parts)]
-            weighted, chunk_weights = self.layout.join(values)
-            value_error, weight_error = crypto.sum_error(self.keys.scheme, self.keys.params, len(members))
-            rejected = check_cohort_sum(weighted, chunk_weights, len(members), bounds, SumTolerance(value_error, weight_error, noise_std))
-            if rejected is not None:
-                weight = float(chunk_weights.mean())
-                dropped.append(DroppedCohort(ci, members, weight if math.isfinite(weight) else None, rejected.rule.value, rejected.reason))
-                log.warning("job %s round %d: cohort %d (%s) dropped: %s", self.job_id, rnd, ci, ", ".join(members), rejected.reason)
-                continue
-            weights = np.repeat(chunk_weights, [self.layout.chunk_values(i) - 1 for i in range(self.layout.num_chunks)])
-            out.append(CohortSum(members, weighted, weights, ci))
-        return out, dropped
+        return decrypt_sums(by_cohort, self.decryptor, self.layout, self.keys, self.job, f"job {self.job_id} round {rnd}")
 
     def _client_epsilon(self, rounds: int) -> float | None:
         """Client-level DP: every node's epsilon after ``rounds`` rounds, accounted here by the driver.
@@ -338,11 +281,11 @@ class JobDriver:
             delta = np.zeros_like(start)
             log.warning("job %s round %d: every cohort was dropped; the model stays as it was", self.job_id, ev.round)
             if self.valuer is not None:
-                valuation = self._with_dropped(ev.round, None, sums, dropped, start)
+                valuation = with_dropped(self.valuer, ev.round, None, sums, dropped, start)
         elif self.valuer is not None:
             # The valuer picks the cohorts kept, the server step and the momentum on validation data.
             valuation = self.valuer.value(ev.round, start, [s.members for s in sums], [s.weighted for s in sums], [s.weight for s in sums])
-            valuation = self._with_dropped(ev.round, valuation, sums, dropped, start)
+            valuation = with_dropped(self.valuer, ev.round, valuation, sums, dropped, start)
             delta = valuation.update
         else:
             delta = self.rule(sums)
@@ -355,92 +298,20 @@ class JobDriver:
         acc, loss = evaluate(self.model, self.validation)
         self.state = new
         driver_seconds = time.perf_counter() - t0
-        dropped_at = {d.cohort for d in dropped}
         result = driver_pb2.RoundResult(accuracy=acc, loss=loss)
         if valuation is not None:
             result.cohort_values.update({str(i): v for i, v in enumerate(valuation.cohort_values)})
             result.node_values.update(valuation.node_values)
             result.rewards.update(valuation.rewards)
             result.evidence = valuation.evidence
-        for node_id in ev.participants:
-            info = self.node_info.setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None})
-            info["rounds"] += 1
-        for node_id, eps in ev.epsilon.items():
-            self.node_info.setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None})["epsilon"] = eps
-        for node_id, name in ev.node_names.items():
-            if node_id in self.node_info:
-                self.node_info[node_id]["name"] = name
-        rec = {
-            "round": ev.round,
-            "accuracy": acc,
-            "loss": loss,
-            "participants": list(ev.participants),
-            "cohorts": [list(c) for c in ev.cohorts],
-            "seconds": ev.seconds,
-            "driver_seconds": driver_seconds,
-            "bytes_up": int(ev.bytes_up),
-            "bytes_down": int(ev.bytes_down),
-            "bytes_up_by_node": dict(ev.bytes_up_by_node),
-            "bytes_down_by_node": dict(ev.bytes_down_by_node),
-            "train_seconds": dict(ev.train_seconds),
-            "node_status": dict(ev.node_status),
-            "epsilon": dict(ev.epsilon),
-            "client_epsilon": self._client_epsilon(ev.round),
-            "model_bytes": len(tensors.state_to_bytes(self.state)),
-            "cohort_weights": [w for _, w in sorted([(s.cohort, s.weight) for s in sums] + [(d.cohort, d.weight) for d in dropped])],
-            "excluded_cohorts": [  # not in the round's model: left out by the valuer, or dropped
-                i for i in range(len(sums) + len(dropped)) if i in dropped_at or (valuation is not None and i not in valuation.kept)
-            ],
-            "dropped_cohorts": [d.to_dict() for d in dropped],
-            "server_step": valuation.step if valuation is not None else 1.0,
-            "server_momentum": valuation.momentum if valuation is not None else self.job.training.server_momentum,
-        }
-        rec.update(node_names=dict(ev.node_names), upload_seconds=dict(ev.upload_seconds), aggregation_seconds=ev.aggregation_seconds)
-        if valuation is not None:
-            rec["valuation"] = {
-                "cohort_values": valuation.cohort_values,
-                "node_values": valuation.node_values,
-                "rewards": valuation.rewards,
-                "evaluations": valuation.evaluations,
-                "noise_floor": valuation.floor,
-                "seconds": valuation.seconds,
-            }
-            for node_id, r in valuation.rewards.items():
-                info = self.node_info.setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None})
-                info["reward"] = (info["reward"] or 0.0) + r
+        rec = round_record(
+            ev, acc, loss, driver_seconds, sums, dropped, valuation,
+            client_epsilon=self._client_epsilon(ev.round), model_bytes=len(tensors.state_to_bytes(self.state)),
+            server_momentum=self.job.training.server_momentum,
+        )
+        tally_nodes(self.node_info, ev, valuation)
         self.rounds.append(rec)
         return rec, result
-
-    def _with_dropped(
-        self, rnd: int, valuation: RoundValuation | None, sums: list[CohortSum], dropped: list[DroppedCohort], start: np.ndarray
-    ) -> RoundValuation:
-        """The valuation of the surviving cohorts (None: none survived) told over all the round's cohorts.
-
-        Indices are mapped back to the round's cohorts, a dropped cohort is worth 0 and its members are
-        valued and paid 0 (so that the ledger still records them), and the evidence names the mapping and
-        the dropped cohorts. A round nobody's cohort survived values nothing, and its pool carries over.
-        """
-        if valuation is None:
-            if self.valuer is not None:
-                self.valuer.carried += self.valuer.pool
-            empty = {"round": rnd, "cohorts": [], "kept": [], "step": 0.0, "momentum": 0.0}
-            valuation = RoundValuation([], [], 0.0, 0.0, np.zeros_like(start), {}, {}, 0.0, 0.0, 0.0, json.dumps(empty).encode())
-        if not dropped:
-            return valuation
-        index = [s.cohort for s in sums]
-        values = [0.0] * (len(sums) + len(dropped))
-        for i, v in zip(index, valuation.cohort_values, strict=True):
-            values[i] = v
-        zeros = {m: 0.0 for d in dropped for m in d.members}
-        evidence = {**json.loads(valuation.evidence), "cohort_index": index, "dropped": [d.to_dict() for d in dropped]}
-        return dataclasses.replace(
-            valuation,
-            cohort_values=values,
-            kept=[index[k] for k in valuation.kept],
-            node_values={**zeros, **valuation.node_values},
-            rewards={**zeros, **valuation.rewards},
-            evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode(),
-        )
 
     def run(self) -> dict[str, Any]:
         """Submit (or, resumed, re-attach), drive every round to the end, write model.safetensors and report.json.
@@ -524,8 +395,6 @@ class JobDriver:
 
 
 __all__ = [
-    "CohortSum",
-    "DroppedCohort",
     "JOB_FILE",
     "JobDriver",
     "Progress",

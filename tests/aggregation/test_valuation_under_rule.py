@@ -17,7 +17,8 @@ from fedgpu.aggregation import CohortRecord, CoordinateMedian, FedAvg, NormBound
 from fedgpu.aggregation.interface import Cohort
 from fedgpu.config import AggregationConfig, EncryptionConfig, JobConfig, RewardsConfig
 from fedgpu.datasets import ArrayDataset
-from fedgpu.driver.driver import CohortSum, JobDriver
+from fedgpu.driver.driver import JobDriver
+from fedgpu.driver.sums import CohortSum
 from fedgpu.driver.valuation import RoundValuer
 from fedgpu.models import MLP, ModelSpec
 from fedgpu.rewards.shapley import shapley

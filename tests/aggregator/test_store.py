@@ -27,15 +27,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import MetaData, Table, create_engine, insert, inspect, make_url, text
 
-from fedgpu.aggregator.store import (
-    BASELINE_REVISION,
-    MIGRATIONS,
-    Store,
-    hide_password_in_logs,
-    metadata,
-    normalise_url,
-    redact_url,
-)
+from fedgpu.aggregator.database import BASELINE_REVISION, MIGRATIONS, hide_password_in_logs, normalise_url, redact_url
+from fedgpu.aggregator.schema import metadata
+from fedgpu.aggregator.store import Store
 from fedgpu.cli.rewards import verify
 from fedgpu.errors import NotFoundError, StorageError
 from fedgpu.rewards.chain import GENESIS, LedgerEntry, LedgerRow, build_rows, public_key_bytes, sign_head, verify_ledger

@@ -19,7 +19,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 
-from fedgpu.aggregator.store import metadata
+from fedgpu.aggregator.schema import metadata
 
 
 def run(connection: Connection) -> None:
