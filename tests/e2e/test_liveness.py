@@ -111,7 +111,7 @@ def spawn_node(address: str, home: Path, data: Path, log: Path) -> tuple[subproc
     """``fedgpu node`` as its own process; returns it and its node id (the first line it prints)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fedgpu", "node", "--aggregator", address, "--data", f"digits={data}", "--home", str(home), "--name", home.name],
+        [sys.executable, "-m", "fedgpu", "node", "--aggregator", address, "--data", f"digits={data}", "--home", str(home), "--name", home.name, "--threads", "1"],
         stdout=subprocess.PIPE, stderr=log.open("wb"), env=env,
     )
     assert proc.stdout is not None
