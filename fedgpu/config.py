@@ -22,6 +22,9 @@ A job file looks like ``examples/mnist1d.toml``::
 
     [encryption]      # optional; ckks is the default, bfv8 / bfv8-32 the 8-bit bandwidth modes
     scheme = "ckks"
+
+    [aggregation]     # optional; fedavg is the default, see docs/robust.md
+    rule = "median"   # fedavg | median | trimmed_mean | norm_bounded
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedgpu.aggregation import RuleParams, available_rules
+from fedgpu.claims import DEFAULT_MAX_WEIGHT, MAX_MAX_WEIGHT, ClaimBounds
 from fedgpu.errors import ConfigError
 
 
@@ -60,6 +65,24 @@ class PrivacyConfig:
 @dataclass(frozen=True)
 class EncryptionConfig:
     scheme: str = "ckks"
+
+
+@dataclass(frozen=True)
+class AggregationConfig:
+    """How the driver combines the round's cohort sums (fedgpu.aggregation; docs/robust.md). Valuation
+    values each cohort in the game of this rule."""
+
+    rule: str = "fedavg"  # fedavg | median | trimmed_mean | norm_bounded, or a name given to register_rule
+    # trimmed_mean: the share of the round's cohorts cut from each end per coordinate, int(trim_fraction * n)
+    # of n cohorts: with nodes_per_round // cohort_size = 3 it must be >= 1/3 to cut one. In [0, 0.5).
+    trim_fraction: float = RuleParams.trim_fraction
+    # norm_bounded: the largest L2 norm a cohort's mean update keeps; near an honest cohort's (far above it
+    # the rule is FedAvg). A cohort's influence is then at most norm_bound x its share of the weight.
+    norm_bound: float = RuleParams.norm_bound
+
+    @property
+    def params(self) -> RuleParams:
+        return RuleParams(trim_fraction=self.trim_fraction, norm_bound=self.norm_bound)
 
 
 @dataclass(frozen=True)
@@ -96,10 +119,23 @@ class JobConfig:
     # The aggregator cancels the job when no driver has been attached for this long (nothing is paid
     # for rounds that were never published); `fedgpu train --resume` must come back within it.
     driver_lease_seconds: float = 600.0
+    # Bounded claims (fedgpu.claims, docs/protocol.md): the largest FedAvg weight a node may claim (an
+    # honest node claims 1e-3 per sample, so 10 is 10,000 samples) and the largest L2 norm of its change
+    # (0: privacy.client_clip under client-level DP, else 100; inf: no bound). Honest nodes clamp to
+    # both; the driver drops a cohort whose sum its members could not have sent within them.
+    max_weight: float = DEFAULT_MAX_WEIGHT
+    update_norm_bound: float = 0.0
     training: TrainingConfig = field(default_factory=TrainingConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+
+    @property
+    def claim_bounds(self) -> ClaimBounds:
+        """The cap and B this job enforces, defaults filled in."""
+        p = self.privacy
+        return ClaimBounds.declared(self.max_weight, self.update_norm_bound, p.client_clip if p.enabled and p.mode == "client" else None)
 
     def validate(self, check_registry: bool = True) -> JobConfig:
         """Check every field; ``check_registry=False`` skips the model registry (the aggregator has none)."""
@@ -123,6 +159,14 @@ class JobConfig:
         need(1 <= self.cohort_size <= self.min_nodes, "cohort_size", f"must be in 1..min_nodes ({self.min_nodes}), got {self.cohort_size}")
         need(0 < self.deadline_seconds <= 86_400, "deadline_seconds", f"must be in (0, 86400], got {self.deadline_seconds}")
         need(1 <= self.driver_lease_seconds <= 30 * 86_400, "driver_lease_seconds", f"must be in [1, 2592000], got {self.driver_lease_seconds}")
+        need(
+            math.isfinite(self.max_weight) and 0 < self.max_weight <= MAX_MAX_WEIGHT, "max_weight",
+            f"must be in (0, {MAX_MAX_WEIGHT:g}], got {self.max_weight}",
+        )
+        need(
+            self.update_norm_bound >= 0, "update_norm_bound",
+            f"must be > 0 (inf: no bound), or 0 for the default (privacy.client_clip under client-level DP, else 100); got {self.update_norm_bound}",
+        )
         t = self.training
         need(1 <= t.epochs <= 1000, "training.epochs", f"must be in 1..1000, got {t.epochs}")
         need(1 <= t.batch_size <= 1_000_000, "training.batch_size", f"must be >= 1, got {t.batch_size}")
@@ -159,6 +203,20 @@ class JobConfig:
             )
         need(1 <= self.rewards.budget <= 100_000, "rewards.budget", "must be in 1..100000")
         need(0 <= self.rewards.confidence <= 10, "rewards.confidence", f"must be in [0, 10], got {self.rewards.confidence}")
+        a = self.aggregation
+        if check_registry:
+            need(a.rule in available_rules(), "aggregation.rule", f"allowed values are {', '.join(available_rules())}; got {a.rule!r}")
+        else:
+            need(bool(a.rule) and len(a.rule) <= 200, "aggregation.rule", "must be a rule name")
+        need(math.isfinite(a.trim_fraction) and 0 <= a.trim_fraction < 0.5, "aggregation.trim_fraction", f"must be in [0, 0.5), got {a.trim_fraction}")
+        need(math.isfinite(a.norm_bound) and a.norm_bound > 0, "aggregation.norm_bound", f"must be a finite number > 0, got {a.norm_bound}")
+        if a.rule == "trimmed_mean":
+            most = self.nodes_per_round // self.cohort_size  # the most cohorts a round has
+            need(most >= 3, "aggregation.rule", f"trimmed_mean needs at least 3 cohorts a round, nodes_per_round // cohort_size is {most}; use median or more nodes")
+            need(
+                int(a.trim_fraction * most) >= 1, "aggregation.trim_fraction",
+                f"{a.trim_fraction} of at most {most} cohorts a round cuts none (int({a.trim_fraction} x {most}) = 0): raise it to at least 1/{most}",
+            )
         return self
 
 
@@ -174,7 +232,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     for name, value in data.items():
         f = fields[name]
         fname = f"{where}.{name}" if where else name
-        sub = {"training": TrainingConfig, "privacy": PrivacyConfig, "encryption": EncryptionConfig, "rewards": RewardsConfig}
+        sub = {"training": TrainingConfig, "privacy": PrivacyConfig, "encryption": EncryptionConfig, "rewards": RewardsConfig, "aggregation": AggregationConfig}
         if cls is JobConfig and name in sub:
             value = _build(sub[name], value, name)
             if name == "privacy" and "enabled" not in data[name]:
@@ -217,6 +275,7 @@ def load_job(path: str | Path) -> JobConfig:
 
 
 __all__ = [
+    "AggregationConfig",
     "EncryptionConfig",
     "JobConfig",
     "PrivacyConfig",

@@ -23,6 +23,8 @@ from typing import Any
 from fedgpu.config import EncryptionConfig, JobConfig, PrivacyConfig, TrainingConfig
 from fedgpu.datasets import partition_dirichlet, partition_iid, public_split, save_npz
 from fedgpu.errors import ConfigError, FedgpuError
+from fedgpu.report import FILES as REPORT_FILES
+from fedgpu.report import write_report
 from fedgpu.wire.auth import Identity
 from fedgpu.wire.certs import CertFiles, write_certs
 from fedgpu.wire.transport import TLSConfig
@@ -224,7 +226,7 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
             save_npz(data_file, train.subset(idx))
             # An honest node is the production `fedgpu node`; an adversary is its own entry point.
             entry = ["-m", "fedgpu", "node"] if role == "honest" else ["-m", "fedgpu.adversaries", role]
-            args = [*entry, "--aggregator", address, *cluster.client_args, "--data", f"{cfg.dataset}={data_file}", "--home", str(home), "--name", f"node{i}"]
+            args = [*entry, "--aggregator", address, *cluster.client_args, "--data", f"{cfg.dataset}={data_file}", "--home", str(home), "--name", f"node{i}", "--threads", "1"]
             if cfg.epsilon_cap is not None:
                 args += ["--epsilon-cap", str(cfg.epsilon_cap)]
             cluster.spawn(args, f"node{i}.log")
@@ -238,9 +240,7 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
         for node_id, role in node_roles.items():
             report["nodes"].setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None, "role": role})
         report["demo"] = {"nodes": cfg.nodes, "partition": cfg.partition, "samples": len(train) + len(test), "work": str(work)}
-        import json
-
-        (work / "job" / "report.json").write_text(json.dumps(report, indent=2))
+        write_report(work / "job", report)
         return report
     finally:
         cluster.close()
@@ -250,7 +250,7 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
             # keep the report and model: copy them out before removing the rest
             keep_dir = Path.cwd() / "runs" / "demo"
             keep_dir.mkdir(parents=True, exist_ok=True)
-            for name in ("report.json", "model.safetensors"):
+            for name in (*REPORT_FILES, "model.safetensors"):
                 src = work / "job" / name
                 if src.exists():
                     shutil.copy(src, keep_dir / name)

@@ -12,7 +12,10 @@
     ├── StorageError           the database or a file could not be read or written
     ├── RoundFailed            a round could not gather enough nodes
     ├── TransportError         the aggregator cannot be reached, or TLS does not verify
-    └── RewardsError           valuation, estimates, payout or ledger rows got inputs they cannot use
+    ├── RewardsError           valuation, estimates, payout or ledger rows got inputs they cannot use
+    └── AdmissionError         the aggregator will not take this registration, call or job now
+        ├── NotAdmitted        the key or token is not on the operator's list
+        └── RateLimited        too many requests from this source, identity or overall: retry later
 
 Every branch maps to one gRPC status (``grpc_status``) and one CLI exit code (``exit_code``),
 so a servicer and the CLI translate errors at one boundary each.
@@ -114,15 +117,39 @@ class RewardsError(FedgpuError):
     exit_code = 10
 
 
+class AdmissionError(FedgpuError):
+    """Raised when the aggregator's admission policy refuses a registration, a call or a job submission."""
+
+    grpc_status = grpc.StatusCode.PERMISSION_DENIED
+    exit_code = 11
+
+
+class NotAdmitted(AdmissionError):
+    """Raised when a node's public key is not on the aggregator's allow-list (``--allow``) or a driver's
+    submission token is not on its ``--drivers`` list; the message names what the operator must add."""
+
+    grpc_status = grpc.StatusCode.PERMISSION_DENIED
+
+
+class RateLimited(AdmissionError):
+    """Raised when a source address, an identity or the aggregator as a whole is over its limit
+    (registrations per second, identities not yet live, concurrent calls): retry after a back-off."""
+
+    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 __all__ = [
+    "AdmissionError",
     "AuthError",
     "CapabilityError",
     "ConfigError",
     "CryptoError",
     "FedgpuError",
+    "NotAdmitted",
     "NotFoundError",
     "PrivacyBudgetExceeded",
     "ProtocolError",
+    "RateLimited",
     "RewardsError",
     "RoundFailed",
     "StateError",

@@ -10,11 +10,31 @@ import torch
 from torch import nn
 
 from fedgpu.datasets import ArrayDataset
+from fedgpu.errors import ConfigError
 
 
 def pick_device() -> torch.device:
     """Where models run: CUDA when present, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parse_device(choice: str | None, flag: str = "--device") -> torch.device:
+    """The device an operator chose: ``auto`` (or None: CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
+    text = (choice or "auto").strip().lower()
+    if text == "auto":
+        return pick_device()
+    if text == "cpu":
+        return torch.device("cpu")
+    kind, _, index = text.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise ConfigError(f"{flag} {choice!r}: expected auto, cpu, cuda or cuda:N (e.g. cuda:1)")
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ConfigError(f"{flag} {choice}: torch here ({torch.__version__}, {build}) sees no CUDA device; use --device cpu or install the CUDA build of torch")
+    count = torch.cuda.device_count()
+    if index and int(index) >= count:
+        raise ConfigError(f"{flag} {choice}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1} (CUDA_VISIBLE_DEVICES may hide others)")
+    return torch.device(text)
 
 
 @torch.no_grad()
@@ -35,4 +55,4 @@ def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int = 1024, devic
     return correct / n, total_loss / n
 
 
-__all__ = ["evaluate", "pick_device"]
+__all__ = ["evaluate", "parse_device", "pick_device"]

@@ -29,6 +29,12 @@ BASE = {"model": "cnn1d", "dataset": "mnist1d"}
         ({"training": {"server_momentum": 1.0}}, "training.server_momentum"),
         ({"rewards": {"step_sizes": []}}, "rewards.step_sizes"),
         ({"rewards": {"step_sizes": [0.5, -1]}}, "rewards.step_sizes"),
+        ({"max_weight": 0}, "max_weight"),
+        ({"max_weight": 1e4}, "max_weight"),
+        ({"max_weight": float("inf")}, "max_weight"),
+        ({"update_norm_bound": -1.0}, "update_norm_bound"),
+        ({"update_norm_bound": float("nan")}, "update_norm_bound"),
+        ({"update_norm_bound": "big"}, "update_norm_bound"),
     ],
 )
 def test_errors_name_the_field(patch: dict, field: str) -> None:
@@ -42,6 +48,17 @@ def test_privacy_table_turns_dp_on_and_defaults_hold() -> None:
     assert job.privacy.enabled and job.privacy.epsilon == 3.0 and job.privacy.accountant == "prv"
     assert job.encryption.scheme == "ckks"
     assert not job_from_dict(BASE).privacy.enabled
+
+
+def test_claim_bounds_default_to_the_cap_and_the_clip_or_100() -> None:
+    job = job_from_dict(BASE)
+    assert (job.max_weight, job.update_norm_bound) == (10.0, 0.0)  # 0: the default, resolved below
+    assert (job.claim_bounds.max_weight, job.claim_bounds.update_norm_bound) == (10.0, 100.0)
+    client = job_from_dict({**BASE, "privacy": {"mode": "client", "client_clip": 0.7}})
+    assert client.claim_bounds.update_norm_bound == 0.7
+    explicit = job_from_dict({**BASE, "max_weight": 2, "update_norm_bound": 3, "privacy": {"mode": "client", "client_clip": 0.7}})
+    assert (explicit.claim_bounds.max_weight, explicit.claim_bounds.update_norm_bound) == (2.0, 3.0)
+    assert job_from_dict({**BASE, "update_norm_bound": float("inf")}).claim_bounds.update_norm_bound == float("inf")
 
 
 # What each example in examples/ is meant to show; a new example gets a line here.

@@ -44,6 +44,9 @@ class TaskState:
     train_seconds: float = 0.0
     epsilon: float | None = None
     message: str = ""
+    upload_started: float = 0.0   # monotonic time of the first chunk
+    upload_seconds: float = 0.0   # first chunk received .. update added into its cohort's sum
+    fold_seconds: float = 0.0     # adding the update into its cohort's sum
 
 
 @dataclass

@@ -1,12 +1,13 @@
 """The aggregator apart from gRPC: one façade over the parts, each owning its own state.
 
-    registry   nodes: keys, capabilities, liveness, the Verifier
+    admission  who may register or submit a job, and how fast: rate limits, allow-list, driver tokens
+    registry   nodes: keys, capabilities, liveness, concurrent calls per node, the Verifier
     uploads    tasks in flight, long-polls, declines, chunk checks, the spool, folding into sums
     rounds     opening and closing round attempts, released sums, the cohort history
     jobs       submit and tokens, the state machine with retries, the driver lease, publish, cancel
     events     the watchers of each job
 
-Dependencies run one way: jobs -> rounds -> uploads -> registry, and events below them all.
+Dependencies run one way: jobs -> rounds -> uploads -> registry -> admission, and events below them all.
 
 It holds no key: updates are added with the job's key-free ``Adder`` as they complete, one
 accumulator per (cohort, chunk). An upload is spooled to disk chunk by chunk and added into its
@@ -23,16 +24,20 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from fedgpu.aggregator import ledger
+from fedgpu.aggregator.admission import Admission, AdmissionPolicy
 from fedgpu.aggregator.events import Events
 from fedgpu.aggregator.jobs import Jobs
-from fedgpu.aggregator.registry import NODE_TIMEOUT_S, NodeRegistry
+from fedgpu.aggregator.metrics import Counters, Snapshot
+from fedgpu.aggregator.registry import LIVE_GRACE_S, NodeRegistry
 from fedgpu.aggregator.rounds import Rounds
 from fedgpu.aggregator.store import Store
 from fedgpu.aggregator.uploads import Uploads
+from fedgpu.errors import FedgpuError
 from fedgpu.proto.fedgpu.v1 import node_pb2
 from fedgpu.wire.records import (
     JobEvent,
@@ -48,15 +53,17 @@ from fedgpu.wire.records import (
 class Aggregator:
     """What the servicers call: each method hands its request to the part that owns the state."""
 
-    def __init__(self, store: Store, spool_dir: Path, node_timeout: float = NODE_TIMEOUT_S) -> None:
+    def __init__(self, store: Store, spool_dir: Path, admission: AdmissionPolicy | None = None, live_grace: float = LIVE_GRACE_S) -> None:
         self.store = store
         self.spool = spool_dir
         self.booted_ms = int(time.time() * 1000)
-        self.registry = NodeRegistry(store, self.booted_ms, node_timeout)
+        self.admission = Admission(admission)
+        self.registry = NodeRegistry(store, self.booted_ms, self.admission, live_grace)
         self.uploads = Uploads(store, self.registry, spool_dir)  # wipes the spool: earlier attempts are void
         self.events = Events()
         self.rounds = Rounds(store, self.registry, self.uploads, self.events)
         self.jobs = Jobs(store, self.registry, self.rounds, self.events)
+        self.counters = Counters()  # what --metrics serves, with the gauges of snapshot()
 
     async def start(self) -> None:
         """Load the registered nodes and resume every running job (its open round is redone)."""
@@ -67,14 +74,22 @@ class Aggregator:
         await self.jobs.stop()
 
     # ---- nodes ---------------------------------------------------------------------------------
-    def register(self, req: node_pb2.RegisterRequest) -> str:
-        return self.registry.register(req)
+    def register(self, req: node_pb2.RegisterRequest, source: str) -> str:
+        node_id = self.registry.register(req, source)
+        self.counters.registrations += 1
+        return node_id
 
     def authenticate(self, method: str, req: object) -> str:
         return self.registry.authenticate(method, req)
 
+    def call_slot(self, node_id: str, method: str) -> AbstractContextManager[None]:
+        return self.registry.call_slot(node_id, method)
+
     def receipts(self, node_id: str, after: int) -> list[LedgerReceipt]:
-        return ledger.receipts(self.store, self.jobs.signing_key, node_id, after)
+        return ledger.receipts(self.store, self.jobs.signing_key, self.registry.chain(node_id), after)
+
+    def rotate_key(self, req: node_pb2.RotateKeyRequest) -> tuple[str, str]:
+        return self.registry.rotate_key(req, self.uploads.busy())
 
     async def pull_task(self, node_id: str, wait_seconds: float) -> Task | None:
         return await self.uploads.pull_task(node_id, wait_seconds)
@@ -89,9 +104,24 @@ class Aggregator:
         return self.uploads.upload_status(node_id, task_id)
 
     async def upload(self, stream: AsyncIterator[node_pb2.UpdateChunk]) -> UploadProgress:
-        return await self.uploads.upload(stream)
+        async def counted(messages: AsyncIterable[node_pb2.UpdateChunk]) -> AsyncIterator[node_pb2.UpdateChunk]:
+            async for msg in messages:
+                self.counters.bytes_in += msg.ByteSize()
+                yield msg
+
+        try:
+            progress = await self.uploads.upload(counted(stream))
+        except FedgpuError:
+            self.counters.uploads_refused += 1
+            raise
+        if progress.complete:
+            self.counters.uploads_accepted += 1
+        return progress
 
     # ---- drivers -------------------------------------------------------------------------------
+    def check_submitter(self, submit_token: str) -> None:
+        self.admission.check_driver(submit_token)
+
     def submit_job(self, spec: JobSpec, protocol_version: int) -> tuple[str, str]:
         return self.jobs.submit_job(spec, protocol_version)
 
@@ -118,6 +148,11 @@ class Aggregator:
 
     def cohort_sum(self, job_id: str, rnd: int, cohort: int, chunk: int) -> bytes:
         return self.rounds.cohort_sum(job_id, rnd, cohort, chunk)
+
+    # ---- metrics -------------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """The numbers --metrics serves; call it on the aggregator's event loop."""
+        return Snapshot(len(self.registry.pubkeys), len(self.registry.live_nodes()), self.jobs.rounds_closed, Counters(**vars(self.counters)))
 
     # ---- cohort history ------------------------------------------------------------------------
     def together(self, job_id: str) -> Counter[frozenset[str]]:

@@ -45,6 +45,7 @@ class Jobs:
         self.runners: dict[str, asyncio.Task[None]] = {}
         self.driver_seen: dict[str, float] = {}            # job -> when its driver last called (monotonic)
         self._specs: dict[str, JobSpec] = {}               # job -> its spec, parsed once
+        self.rounds_closed = 0                             # since this process started (--metrics)
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -54,9 +55,14 @@ class Jobs:
             self._start_runner(job.id)
 
     async def stop(self) -> None:
-        for t in self.runners.values():
-            t.cancel()
-        await asyncio.gather(*self.runners.values(), return_exceptions=True)
+        # Cancelled until every runner has ended: Python 3.11's wait_for swallows a cancellation that lands
+        # just as the event it waits for is set (a publish at shutdown), and the runner would go on.
+        runners = list(self.runners.values())
+        while not all(t.done() for t in runners):
+            for t in runners:
+                t.cancel()
+            await asyncio.wait(runners, timeout=1.0)
+        await asyncio.gather(*runners, return_exceptions=True)
 
     def _start_runner(self, job_id: str) -> None:
         self.published.setdefault(job_id, asyncio.Event())
@@ -204,14 +210,17 @@ class Jobs:
                     record = await self.rounds.run(job_id, spec, rnd, job.model_version, attempt)
                     if record is not None:
                         break
-                    hopeless = self._declined_out(job_id, spec)
+                    hopeless = self._declined_out(job_id, spec) or self._unservable(spec)
                     if hopeless:
                         self._fail(job_id, rnd, hopeless)
                         return
-                    self.events.emit(job_id, JobEvent(kind=JobEventKind.ROUND_RETRY, round=rnd, message=f"attempt {attempt} gathered too few nodes"))
+                    waiting = f"attempt {attempt} gathered too few nodes: {self._census(job_id, spec)}"
+                    log.info("job %s round %d: %s", job_id, rnd, waiting)
+                    self.events.emit(job_id, JobEvent(kind=JobEventKind.ROUND_RETRY, round=rnd, message=waiting))
                 else:
                     self._fail(job_id, rnd, f"round {rnd} failed {MAX_ATTEMPTS} times: fewer than min_nodes={spec.min_nodes} nodes reported; start more nodes")
                     return
+                self.rounds_closed += 1
                 self.events.emit(job_id, JobEvent.sums_ready(rnd, record))
             published.clear()
             if self.store.job(job_id).model_version < rnd and not await self._await_driver(job_id, spec, published):
@@ -230,6 +239,48 @@ class Jobs:
                     await self.cancel_job(job_id, f"no driver attached for {idle:.0f} s (lease {lease:g} s): resume it in time with `fedgpu train --resume`")
                     return False
         return True
+
+    def _live_caps(self) -> dict[str, dict[str, Any]]:
+        """The capabilities of the nodes seen within the liveness timeout."""
+        live = self.registry.live_nodes()
+        return {n: c for n, c in self.registry.node_caps.items() if n in live}
+
+    def _census(self, job_id: str, spec: JobSpec) -> str:
+        """Who could take the job's tasks, in counts: what the driver sees while the job waits for nodes."""
+        live = self._live_caps()
+        with_model = {n for n, c in live.items() if spec.model in c.get("models", [])}
+        capable = {n for n in with_model if spec.dataset in live[n].get("datasets", [])}
+        declined = capable & set(self.store.declined(job_id))
+        busy = (capable - declined) & self.rounds.uploads.busy()
+        ready = len(capable) - len(declined) - len(busy)
+        return (
+            f"{ready} ready of the {max(spec.min_nodes, spec.cohort_size)} needed (min_nodes {spec.min_nodes}, k {spec.cohort_size}); "
+            f"{len(live)} live nodes, {len(with_model)} with model {spec.model}, {len(capable)} of them with dataset {spec.dataset}, "
+            f"{len(declined)} declined, {len(busy)} busy"
+        )
+
+    def _unservable(self, spec: JobSpec) -> str | None:
+        """A message when live nodes exist but none could ever take the job: retrying would only wait for minutes.
+
+        With no live node at all the job keeps waiting (nodes may still be starting)."""
+        live = self._live_caps()
+        if not live:
+            return None
+        with_model = {n: c for n, c in live.items() if spec.model in c.get("models", [])}
+        if not with_model:
+            models = sorted({m for c in live.values() for m in c.get("models", [])})
+            return (
+                f"no live node has model `{spec.model}`: the {len(live)} live nodes have {', '.join(models) or 'no models'}. "
+                f"Install it on the nodes (built in to fedgpu, or an entry point in the `fedgpu.models` group), or submit the job with one of those"
+            )
+        if not any(spec.dataset in c.get("datasets", []) for c in with_model.values()):
+            served = sorted({d for c in with_model.values() for d in c.get("datasets", [])})
+            return (
+                f"dataset schema mismatch: the job trains on `{spec.dataset}`, but the {len(with_model)} live nodes with model "
+                f"`{spec.model}` serve only {', '.join(served) or 'no dataset'}. Start nodes with --data {spec.dataset}=PATH, "
+                "or submit the job for a schema they serve"
+            )
+        return None
 
     def _declined_out(self, job_id: str, spec: JobSpec) -> str | None:
         """A message when too few capable nodes are left because the others declined the job for good."""

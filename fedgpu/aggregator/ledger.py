@@ -64,8 +64,9 @@ def round_rows(
     return rows, {"job_id": job_id, "round": rnd, "head_hash": head_hash, "signature": sig, "evidence": result.evidence.decode("utf-8", "replace")}
 
 
-def receipts(store: Store, key: Ed25519PrivateKey, node_id: str, after: int) -> list[LedgerReceipt]:
-    """The node's receipts after the last one it holds (``after``), from the ledger itself."""
+def receipts(store: Store, key: Ed25519PrivateKey, node_id: str | list[str], after: int) -> list[LedgerReceipt]:
+    """The node's receipts after the last one it holds (``after``), from the ledger itself (``node_id``:
+    a list for a node that rotated its key: the rows of its earlier ids reach it too)."""
     aggregator_key = public_key_bytes(key).hex()
     return [
         LedgerReceipt(

@@ -11,13 +11,14 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from fedgpu.aggregator.admission import AdmissionPolicy
 from fedgpu.aggregator.core import Aggregator
 from fedgpu.wire.transport import TLSConfig
 
 
 class LocalAggregator:
-    def __init__(self, db: str, spool: Path, listen: str = "127.0.0.1:0", tls: TLSConfig | None = None) -> None:
-        self.db, self.spool, self.listen, self.tls = db, spool, listen, tls or TLSConfig()
+    def __init__(self, db: str, spool: Path, listen: str = "127.0.0.1:0", tls: TLSConfig | None = None, admission: AdmissionPolicy | None = None) -> None:
+        self.db, self.spool, self.listen, self.tls, self.admission = db, spool, listen, tls or TLSConfig(), admission
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="aggregator", daemon=True)
@@ -32,7 +33,7 @@ class LocalAggregator:
         asyncio.set_event_loop(self.loop)
 
         async def start() -> None:
-            self._server, self.agg, port = await build_server(self.listen, self.db, self.spool, self.tls)
+            self._server, self.agg, port = await build_server(self.listen, self.db, self.spool, self.tls, self.admission)
             self.address = f"127.0.0.1:{port}"
 
         try:

@@ -111,6 +111,7 @@ class Rounds:
         enc = spec.encryption
         adder = crypto.adder(enc.scheme, enc.params)
         layout = crypto.ChunkLayout(int(spec.num_params), int(enc.values_per_chunk))
+        bounds = spec.claim_bounds
         now = time.time()
         attempt_id = uuid.uuid4().hex[:16]  # no restart reuses it, so no attempt ever meets another's spool
         rs = RoundState(
@@ -145,6 +146,8 @@ class Rounds:
                     deadline_ms=int(rs.deadline * 1000),
                     num_params=spec.num_params,
                     num_chunks=layout.num_chunks,
+                    max_weight=bounds.max_weight,
+                    update_norm_bound=bounds.update_norm_bound,
                 )
                 self.uploads.offer(rs, TaskState(task=task, node_id=node_id, cohort=ci, bytes_down=task_wire_size(task)))
         rs.acc_dir.mkdir(parents=True)
@@ -210,6 +213,9 @@ class Rounds:
             seconds=time.time() - rs.opened_at,
             attempt=rs.attempt,
             attempt_id=rs.attempt_id,
+            node_names={ts.node_id: self.registry.name(ts.node_id) for ts in tasks},
+            upload_seconds={ts.node_id: ts.upload_seconds for ts in tasks if ts.status is TaskStatus.COMPLETE},
+            aggregation_seconds=sum(ts.fold_seconds for ts in tasks),
         )
         try:
             self.store.save_round(rs.job_id, rs.round, rs.attempt, record, merged())

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
+from fedgpu.aggregator.admission import source_of
 from fedgpu.aggregator.core import Aggregator
-from fedgpu.errors import FedgpuError, ProtocolError
+from fedgpu.errors import FedgpuError, ProtocolError, RateLimited
 from fedgpu.faults import crash_point
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc, node_pb2, node_pb2_grpc
 from fedgpu.wire import PROTOCOL_VERSION, chunks, serde
@@ -122,7 +124,7 @@ def _abort_on_error(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return await fn(self, request, context)
         except FedgpuError as exc:
-            log.info("%s refused: %s", fn.__name__, exc)
+            log.log(logging.DEBUG if isinstance(exc, RateLimited) else logging.INFO, "%s refused: %s", fn.__name__, exc)  # a flood must not flood the log
             await context.abort(exc.grpc_status, str(exc))
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
@@ -140,7 +142,7 @@ def _abort_on_error_stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..
             async for item in fn(self, request, context):
                 yield item
         except FedgpuError as exc:
-            log.info("%s refused: %s", fn.__name__, exc)
+            log.log(logging.DEBUG if isinstance(exc, RateLimited) else logging.INFO, "%s refused: %s", fn.__name__, exc)
             await context.abort(exc.grpc_status, str(exc))
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
@@ -168,12 +170,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
     @_abort_on_error
     async def Register(self, request: node_pb2.RegisterRequest, context: Any) -> node_pb2.RegisterReply:
-        return node_pb2.RegisterReply(node_id=self.agg.register(request), protocol_version=PROTOCOL_VERSION)
+        node_id = self.agg.register(request, source_of(context.peer()))
+        return node_pb2.RegisterReply(node_id=node_id, protocol_version=PROTOCOL_VERSION)
 
     @_abort_on_error
     async def Heartbeat(self, request: node_pb2.HeartbeatRequest, context: Any) -> node_pb2.HeartbeatReply:
-        import time
-
         self.agg.authenticate("Heartbeat", request)
         return node_pb2.HeartbeatReply(server_time_ms=int(time.time() * 1000))
 
@@ -194,13 +195,19 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     @_abort_on_error_stream
     async def DownloadModel(self, request: node_pb2.DownloadModelRequest, context: Any) -> AsyncIterator[common_pb2.ModelChunk]:
         node_id = self.agg.authenticate("DownloadModel", request)
-        data = self.agg.model_for_node(node_id, request.job_id, request.version)
-        for msg in _model_stream(request.version, data, request.from_chunk):
-            yield msg
+        with self.agg.call_slot(node_id, "DownloadModel"):
+            data = self.agg.model_for_node(node_id, request.job_id, request.version)
+            for msg in _model_stream(request.version, data, request.from_chunk):
+                yield msg
 
     @_abort_on_error
     async def UploadUpdate(self, request_iterator: AsyncIterator[node_pb2.UpdateChunk], context: Any) -> node_pb2.UploadReply:
         return serde.upload_progress_to_proto(await self.agg.upload(request_iterator))
+
+    @_abort_on_error
+    async def RotateKey(self, request: node_pb2.RotateKeyRequest, context: Any) -> node_pb2.RotateKeyReply:
+        node_id, operator = self.agg.rotate_key(request)
+        return node_pb2.RotateKeyReply(node_id=node_id, operator_id=operator)
 
     @_abort_on_error
     async def UploadStatus(self, request: node_pb2.UploadStatusRequest, context: Any) -> node_pb2.UploadReply:
@@ -214,6 +221,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
 
     @_abort_on_error
     async def SubmitJob(self, request: driver_pb2.SubmitJobRequest, context: Any) -> driver_pb2.SubmitJobReply:
+        self.agg.check_submitter(request.submit_token)  # before anything of the spec is read
         job_id, token = self.agg.submit_job(serde.job_spec_from_proto(request.spec), request.protocol_version)
         return driver_pb2.SubmitJobReply(job_id=job_id, token=token)
 

@@ -1,8 +1,13 @@
 """The aggregator's database: nodes, jobs, models, rounds, cohort sums, rewards.
 
-SQLAlchemy Core over any URL: a SQLite file by default (WAL, synchronous=FULL), PostgreSQL the same
-way. Everything a restart needs lives here; an open round's in-flight uploads do not: a round attempt
+SQLAlchemy Core over any URL: a SQLite file by default (WAL, synchronous=FULL), or PostgreSQL
+(``pip install "fedgpu[postgres]"``); tests/aggregator/test_store.py runs one contract suite on both.
+Everything a restart needs lives here; an open round's in-flight uploads do not: a round attempt
 the process did not close is discarded on restart and the round is opened again (docs/protocol.md).
+
+The tables are in :mod:`fedgpu.aggregator.schema` and ship as Alembic revisions in
+``migrations/versions/``; opening a Store runs ``upgrade head`` (:func:`fedgpu.aggregator.database.upgrade_schema`),
+so an existing ledger survives an upgrade of fedgpu.
 """
 
 from __future__ import annotations
@@ -11,20 +16,10 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
+from alembic.util.exc import CommandError
 from sqlalchemy import (
-    Column,
-    Float,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
     create_engine,
     delete,
     event,
@@ -33,116 +28,27 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
+from fedgpu.aggregator.database import normalise_url, redact_url, sqlite_pragmas, upgrade_schema, without_password
+from fedgpu.aggregator.schema import (
+    cohort_sums,
+    declines,
+    jobs,
+    key_rotations,
+    ledger,
+    ledger_heads,
+    meta_kv,
+    models,
+    nodes,
+    rounds,
+)
 from fedgpu.errors import NotFoundError, StorageError
 from fedgpu.faults import crash_point
 from fedgpu.wire.records import RoundRecord
 
-T = TypeVar("T")
-
-metadata = MetaData()
-
-nodes = Table(
-    "nodes",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("public_key", LargeBinary, nullable=False),
-    Column("name", String(200), nullable=False),
-    Column("capabilities", Text, nullable=False),
-    Column("registered_at", Float, nullable=False),
-    Column("last_seen", Float, nullable=False),
-)
-
-jobs = Table(
-    "jobs",
-    metadata,
-    Column("id", String(40), primary_key=True),
-    Column("name", String(200), nullable=False),
-    Column("spec", LargeBinary, nullable=False),  # serialized fedgpu.v1.JobSpec (protobuf, not pickle)
-    Column("token_hash", String(64), nullable=False),
-    Column("state", String(20), nullable=False),  # waiting_model | running | done | failed | cancelled
-    Column("round", Integer, nullable=False),  # last round opened (0 before the first)
-    Column("model_version", Integer, nullable=False),
-    Column("message", Text, nullable=False, default=""),
-    Column("created_at", Float, nullable=False),
-)
-
-models = Table(
-    "models",
-    metadata,
-    Column("job_id", String(40), primary_key=True),
-    Column("version", Integer, primary_key=True),
-    Column("data", LargeBinary, nullable=False),  # safetensors bytes
-    Column("sha256", String(64), nullable=False),
-)
-
-rounds = Table(
-    "rounds",
-    metadata,
-    Column("job_id", String(40), primary_key=True),
-    Column("round", Integer, primary_key=True),
-    Column("state", String(20), nullable=False),  # ready | done
-    Column("attempts", Integer, nullable=False),
-    Column("record", Text, nullable=False),  # RoundRecord as JSON: participants, cohorts, node status, bytes, seconds
-    Column("result", Text, nullable=False, default="{}"),  # JSON: accuracy, loss, cohort values
-    Column("closed_at", Float, nullable=False),
-)
-
-cohort_sums = Table(
-    "cohort_sums",
-    metadata,
-    Column("job_id", String(40), primary_key=True),
-    Column("round", Integer, primary_key=True),
-    Column("cohort", Integer, primary_key=True),
-    Column("chunk", Integer, primary_key=True),
-    Column("data", LargeBinary, nullable=False),
-)
-
-declines = Table(
-    "declines",
-    metadata,
-    Column("job_id", String(40), primary_key=True),
-    Column("node_id", String(32), primary_key=True),
-    Column("reason", String(40), nullable=False),
-    Column("message", Text, nullable=False),
-)
-
-ledger = Table(
-    "reward_ledger",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("job_id", String(40), nullable=False),
-    Column("round", Integer, nullable=False),
-    Column("node_id", String(32), nullable=False),
-    Column("value", Float, nullable=False),
-    Column("reward", Float, nullable=False),
-    Column("cohort", Text, nullable=False),
-    Column("evidence_digest", String(64), nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("entry_hash", String(64), nullable=False),
-    UniqueConstraint("job_id", "round", "node_id", name="one_payment_per_node_and_round"),
-)
-Index("ledger_by_node", ledger.c.node_id, ledger.c.id)  # a node's receipts after the last it holds
-
-ledger_heads = Table(
-    "ledger_heads",
-    metadata,
-    Column("job_id", String(40), primary_key=True),
-    Column("round", Integer, primary_key=True),
-    Column("head_hash", String(64), nullable=False),
-    Column("signature", String(128), nullable=False),
-    Column("evidence", Text, nullable=False),  # per-subset utilities, so anyone can recompute values
-)
-
-meta_kv = Table(
-    "meta",
-    metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", LargeBinary, nullable=False),
-)
-
+_T = TypeVar("_T")
 
 @dataclass(frozen=True)
 class JobRow:
@@ -156,39 +62,41 @@ class JobRow:
     message: str
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-
-
-def normalise_url(url: str) -> str:
-    """Accept a bare path as a SQLite file."""
-    return url if "://" in url else f"sqlite:///{Path(url).expanduser().resolve()}"
-
 
 class Store:
-    def __init__(self, url: str) -> None:
-        url = normalise_url(url)
-        try:
-            self.engine: Engine = create_engine(url, future=True)
-            if self.engine.dialect.name == "sqlite":
-                event.listen(self.engine, "connect", _sqlite_pragmas)
-            metadata.create_all(self.engine)
-        except SQLAlchemyError as exc:
-            raise StorageError(f"cannot open database {url}: {exc}") from exc
+    """The aggregator's database at ``url`` (a SQLAlchemy URL or a SQLite file path), schema upgraded on open.
 
-    def _run(self, fn: Callable[[Connection], T]) -> T:
+    ``self.url`` is the URL without its password: what logs and errors show.
+    """
+
+    def __init__(self, url: str) -> None:
+        try:
+            parsed = make_url(normalise_url(url))
+        except (ArgumentError, ValueError):  # their messages may quote the URL, password and all
+            raise StorageError(f"--db {redact_url(url)} is neither a database URL (postgresql://user:password@host:5432/db) nor a SQLite file path") from None
+        shown = self.url = redact_url(parsed)  # for logs and errors: never the password
+        try:
+            # pool_pre_ping: a server that restarted or dropped an idle connection costs a reconnect, not an error.
+            self.engine: Engine = create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", sqlite_pragmas)
+            upgrade_schema(self.engine)
+        except ImportError as exc:  # the URL's driver is not installed
+            raise StorageError(f"cannot open database {shown}: its driver is not installed ({exc}); for PostgreSQL: pip install \"fedgpu[postgres]\"") from exc
+        except (SQLAlchemyError, CommandError) as exc:
+            message = without_password(str(exc), parsed)
+            # A driver's message that quoted the password is not chained either: a traceback would show it.
+            raise StorageError(f"cannot open database {shown}: {message}") from (exc if message == str(exc) else None)
+
+    def _run(self, fn: Callable[[Connection], _T]) -> _T:
         """Run ``fn`` in one transaction; database errors become a StorageError (nothing written)."""
         try:
             with self.engine.begin() as conn:
                 return fn(conn)
         except IntegrityError as exc:
             raise StorageError(f"refused by the database, nothing written (a duplicate payment or record?): {exc.orig}") from exc
-        except OperationalError as exc:
-            raise StorageError(f"database error, nothing written (disk full or locked?): {exc.orig}") from exc
+        except DBAPIError as exc:
+            raise StorageError(f"database error, nothing written (disk full, locked, or the server unreachable?): {exc.orig}") from exc
 
     # --- key-value -----------------------------------------------------------------------------
     def get_meta(self, key: str) -> bytes | None:
@@ -218,6 +126,31 @@ class Store:
     def all_nodes(self) -> list[dict[str, Any]]:
         rows = self._run(lambda c: c.execute(select(nodes)).mappings().all())
         return [{**r, "capabilities": json.loads(r["capabilities"])} for r in rows]
+
+    def rotate_key(self, node_id: str, successor_id: str, public_key: bytes, operator_id: str) -> None:
+        """Retire ``node_id``'s key for ``successor_id``'s, in one transaction: the successor inherits its
+        name and capabilities, and the chain of keys that began with ``operator_id`` grows by one."""
+        now = time.time()
+
+        def fn(c: Connection) -> None:
+            old = c.execute(select(nodes).where(nodes.c.id == node_id)).mappings().first()
+            if old is None:
+                raise NotFoundError(f"node {node_id} is not registered; call Register first")
+            c.execute(insert(nodes).values(id=successor_id, public_key=public_key, name=old["name"], capabilities=old["capabilities"], registered_at=now, last_seen=now))
+            c.execute(insert(key_rotations).values(node_id=node_id, successor_id=successor_id, operator_id=operator_id, rotated_at=now))
+
+        self._run(fn)
+
+    def key_rotations(self) -> list[dict[str, Any]]:
+        """Every rotation, oldest first: ``node_id`` (retired), ``successor_id``, ``operator_id``, ``rotated_at``."""
+        return [dict(r) for r in self._run(lambda c: c.execute(select(key_rotations).order_by(key_rotations.c.rotated_at)).mappings().all())]
+
+    def operators(self) -> dict[str, str]:
+        """The operator (first id of its chain of keys) of every node that rotated or was rotated to."""
+        out: dict[str, str] = {}
+        for r in self.key_rotations():
+            out[r["node_id"]] = out[r["successor_id"]] = r["operator_id"]
+        return out
 
     # --- jobs ----------------------------------------------------------------------------------
     def create_job(self, job_id: str, name: str, spec: bytes, token_hash: str) -> None:
@@ -346,7 +279,7 @@ class Store:
             q = q.where(ledger.c.job_id == job_id)
         return [dict(r) for r in self._run(lambda c: c.execute(q).mappings().all())]
 
-    def receipts_for(self, node_id: str, after: int, limit: int = 100) -> list[dict[str, Any]]:
+    def receipts_for(self, node_id: str | list[str], after: int, limit: int = 100) -> list[dict[str, Any]]:
         """A node's ledger rows with id > ``after``, each with its round's signed head: the receipts it lacks.
 
         Receipts are derived from the ledger, never held apart from it, so none is lost while the ledger
@@ -355,7 +288,7 @@ class Store:
         q = (
             select(ledger.c.id, ledger.c.job_id, ledger.c.round, ledger.c.node_id, ledger.c.reward, ledger.c.entry_hash, ledger_heads.c.head_hash, ledger_heads.c.signature)
             .join(ledger_heads, (ledger_heads.c.job_id == ledger.c.job_id) & (ledger_heads.c.round == ledger.c.round))
-            .where(ledger.c.node_id == node_id, ledger.c.id > after)
+            .where(ledger.c.node_id.in_([node_id] if isinstance(node_id, str) else node_id), ledger.c.id > after)
             .order_by(ledger.c.id)
             .limit(limit)
         )
@@ -376,19 +309,4 @@ class Store:
         return [dict(r) for r in self._run(lambda c: c.execute(q).mappings().all())]
 
 
-__all__ = [
-    "JobRow",
-    "Store",
-    "T",
-    "cohort_sums",
-    "declines",
-    "jobs",
-    "ledger",
-    "ledger_heads",
-    "meta_kv",
-    "metadata",
-    "models",
-    "nodes",
-    "normalise_url",
-    "rounds",
-]
+__all__ = ["JobRow", "Store"]

@@ -66,19 +66,21 @@ class Uploads:
         return {t.node_id for _, t in self.tasks.values() if t.status.open}
 
     async def pull_task(self, node_id: str, wait_seconds: float) -> Task | None:
+        """The node's task as soon as it has one, or None after ``wait_seconds`` (at most 60). The node
+        is live while this runs (``registry.pulling``: at most ``max_calls_per_node`` at once)."""
         deadline = time.monotonic() + min(max(wait_seconds, 0.0), 60.0)
         ev = self.wakeups.setdefault(node_id, asyncio.Event())
-        while True:
-            self.registry.seen(node_id)
-            task = self.pending.get(node_id)
-            if task is not None:
-                return task
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            ev.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ev.wait(), timeout=min(remaining, 5.0))
+        with self.registry.pulling(node_id):
+            while True:
+                task = self.pending.get(node_id)
+                if task is not None:
+                    return task
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                ev.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ev.wait(), timeout=min(remaining, 5.0))
 
     def decline(self, node_id: str, req: node_pb2.DeclineTaskRequest) -> None:
         rs, ts = self._task(node_id, req.task_id)
@@ -123,20 +125,26 @@ class Uploads:
 
     async def upload(self, stream: AsyncIterator[node_pb2.UpdateChunk]) -> UploadProgress:
         ts: TaskState | None = None
-        async for msg in stream:
-            node_id = self.registry.authenticate("UploadUpdate", msg)
-            rs, ts = self._task(node_id, msg.task_id)
-            try:
-                self._accept_chunk(rs, ts, msg)
-            except (AuthError, StateError):
-                raise
-            except ProtocolError as exc:
-                # The task's own authenticated node sent a malformed update: its task fails, the round goes on.
-                self._fail_task(rs, ts, str(exc))
-                raise
+        with contextlib.ExitStack() as slot:
+            async for msg in stream:
+                node_id = self.registry.authenticate("UploadUpdate", msg)
+                if ts is None:  # the first message says whose upload this is: one of its max_calls_per_node
+                    slot.enter_context(self.registry.call_slot(node_id, "UploadUpdate"))
+                rs, ts = self._task(node_id, msg.task_id)
+                self._take_chunk(rs, ts, msg)
         if ts is None:
             raise ProtocolError("empty upload stream")
         return UploadProgress(received=ts.received, complete=ts.status is TaskStatus.COMPLETE)
+
+    def _take_chunk(self, rs: RoundState, ts: TaskState, msg: node_pb2.UpdateChunk) -> None:
+        try:
+            self._accept_chunk(rs, ts, msg)
+        except (AuthError, StateError):
+            raise
+        except ProtocolError as exc:
+            # The task's own authenticated node sent a malformed update: its task fails, the round goes on.
+            self._fail_task(rs, ts, str(exc))
+            raise
 
     def _accept_chunk(self, rs: RoundState, ts: TaskState, msg: node_pb2.UpdateChunk) -> None:
         if ts.status is TaskStatus.COMPLETE:
@@ -162,6 +170,8 @@ class Uploads:
         if got != expected_values:
             raise ProtocolError(f"chunk {msg.chunk.index} holds {got} values, the model needs {expected_values}: wrong shape")
         path = self.part_path(ts.task.task_id)
+        if ts.received == 0:
+            ts.upload_started = time.monotonic()
         with path.open("ab") as f:
             off = f.tell()
             f.write(data)
@@ -191,11 +201,14 @@ class Uploads:
 
     def _fold(self, rs: RoundState, ts: TaskState, path: Path) -> None:
         """Add a complete upload into its cohort's sum, one chunk in memory at a time, then forget it."""
+        t0 = time.monotonic()
         with path.open("rb") as f:
             for i, (off, size) in enumerate(ts.offsets):
                 f.seek(off)
                 rs.accumulate(ts.cohort, i, f.read(size))
         path.unlink(missing_ok=True)
+        ts.fold_seconds = time.monotonic() - t0
+        ts.upload_seconds = time.monotonic() - ts.upload_started
         ts.offsets.clear()
         ts.status = TaskStatus.COMPLETE
         self.pending.pop(ts.node_id, None)
@@ -214,6 +227,7 @@ class Uploads:
             elif ts.status.open:
                 ts.status, ts.message = TaskStatus.FAILED, "missed the deadline" if ts.status is TaskStatus.ASSIGNED else "upload incomplete at the deadline"
                 self.part_path(tid).unlink(missing_ok=True)
+                self.registry.missed_deadline(ts.node_id)  # no task again until it pulls after this
 
 
 __all__ = [

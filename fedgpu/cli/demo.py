@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
             print_progress(ev)
 
     report = run_demo(cfg, progress)
-    where = (args.out / "job" / "report.json") if args.out else Path("runs/demo/report.json")
-    print(f"final accuracy {report['final_accuracy']:.3f} after {len(report['rounds'])} rounds in {time.perf_counter() - t0:.0f} s ({report['encryption']} encryption); report: {where}")
+    where = (args.out / "job") if args.out else Path("runs/demo")
+    print(f"final accuracy {report['final_accuracy']:.3f} after {len(report['rounds'])} rounds in {time.perf_counter() - t0:.0f} s ({report['encryption']} encryption); report: {where / 'report.html'} (report.json, metrics.csv beside it)")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +25,11 @@ def _data_arg(values: list[str]) -> dict[str, Path]:
     return out
 
 
+def default_threads() -> int:
+    """Torch's CPU threads for a node: at most 2, so that a volunteer's machine stays usable while it trains."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("node", help="run a volunteer node", description="Run a node: registers with the aggregator, pulls tasks, trains on local data, uploads encrypted updates.")
     add_arguments(p)
@@ -39,7 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--home", type=Path, default=Path.home() / ".fedgpu", help="folder for the identity key and privacy ledger (default %(default)s)")
     p.add_argument("--name", default="", help="display name")
     p.add_argument("--epsilon-cap", type=float, default=None, help="the data owner's privacy cap: refuse DP tasks that would exceed this epsilon")
+    p.add_argument("--device", default="auto", help="where to train: auto (CUDA when present), cpu, cuda or cuda:N (default %(default)s)")
+    p.add_argument("--threads", type=int, default=default_threads(), metavar="N", help="CPU threads torch may use (default %(default)s: min(2, cores), so a node leaves its machine usable)")
     p.add_argument("--max-tasks", type=int, default=None, help="exit after this many tasks (default: run until stopped)")
+    p.add_argument("--rotate-key", action="store_true", help="replace HOME/identity.pem by a new key, keeping this node's earnings (the old key stays as HOME/identity.<id>.pem), then exit")
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
@@ -47,7 +56,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     from fedgpu.wire.transport import TLSConfig
 
     data = _data_arg(args.data)
-    if not data:
+    if not data and not args.rotate_key:
         raise ConfigError("a node needs data: pass --data NAME=PATH (e.g. --data mnist1d=/data/mine.npz)")
     return NodeConfig(
         aggregator=args.aggregator,
@@ -57,6 +66,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         epsilon_cap=args.epsilon_cap,
         ledger_path=args.home / "privacy.db",
         tls=TLSConfig(ca=args.tls_ca, insecure=args.insecure),
+        device=args.device,
+        threads=args.threads,
     )
 
 
@@ -66,13 +77,17 @@ def serve(cfg: NodeConfig, args: argparse.Namespace) -> int:
 
     logging.getLogger("fedgpu").setLevel(min(logging.getLogger().level, logging.INFO))
     agent = NodeAgent(cfg)
-
+    if args.rotate_key:
+        old_id = agent.node_id
+        new_id, operator = agent.rotate_key()
+        print(f"identity key rotated: node {old_id} is now node {new_id}; earnings stay with operator {operator} (`fedgpu rewards`)")
+        return 0
     def on_term(*_: object) -> None:
         agent.stop()
         raise SystemExit(0)  # interrupts a long-poll in flight
 
     signal.signal(signal.SIGTERM, on_term)
-    print(f"node {agent.node_id} serving {args.aggregator}", flush=True)
+    print(f"node {agent.node_id}{f' ({args.name})' if args.name else ''} serving {args.aggregator} on {agent.device} with {args.threads} CPU thread(s) (public key {agent.identity.public_key.hex()})", flush=True)
     agent.run(max_tasks=args.max_tasks)
     return 0
 
@@ -81,4 +96,4 @@ def run(args: argparse.Namespace) -> int:
     return serve(config_from_args(args), args)
 
 
-__all__ = ["add_arguments", "config_from_args", "register", "run", "serve"]
+__all__ = ["add_arguments", "config_from_args", "default_threads", "register", "run", "serve"]

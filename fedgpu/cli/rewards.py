@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # the store pulls in SQLAlchemy: only when the command runs, 
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("rewards", help="reward balances and ledger verification", description="Show reward balances per node from the aggregator's ledger, or verify its hash chain and signed heads.")
+    p = sub.add_parser("rewards", help="reward balances and ledger verification", description="Show reward balances per operator (a node and the keys it rotated to) from the aggregator's ledger, or verify its hash chain and signed heads.")
     p.add_argument("action", nargs="?", choices=["show", "verify"], default="show", help="show balances (default) or verify the ledger")
     p.add_argument("--db", default="fedgpu.db", help="the aggregator's database URL or SQLite file (default %(default)s)")
     p.add_argument("--job", default=None, help="only this job")
@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         ok, message = verify(store, args.key)
         print(message)
         return 0 if ok else 1
-    rows = store.ledger_rows(args.job)
+    names = {n["id"]: n["name"] for n in store.all_nodes()}  # --name of each node, beside its id
+    rows = [{**r, "node_name": names.get(r["node_id"], "")} for r in store.ledger_rows(args.job)]
     if args.export == "json":
         json.dump(rows, sys.stdout, indent=2)
         print()
@@ -76,23 +77,28 @@ def run(args: argparse.Namespace) -> int:
             w.writeheader()
             w.writerows(rows)
         return 0
+    # Balances per operator: a node that rotated its key (RotateKey) keeps one balance across its keys.
+    operator_of = store.operators()
+    current = {r["operator_id"]: r["successor_id"] for r in store.key_rotations()}  # oldest first: the last one wins
     balances: dict[str, list[float]] = {}
     for r in rows:
-        b = balances.setdefault(r["node_id"], [0.0, 0.0, 0.0])
+        b = balances.setdefault(operator_of.get(r["node_id"], r["node_id"]), [0.0, 0.0, 0.0])
         b[0] += r["reward"]
         b[1] += r["value"]
         b[2] += 1
     if not balances:
         print("no rewards recorded yet")
         return 0
-    print(f"{'node':<18} {'rounds':>6} {'total value':>12} {'reward':>10}")
+    width = max([4, *(len(names.get(current.get(n, n), names.get(n, ""))) for n in balances)])
+    print(f"{'name':<{width}} {'operator':<18} {'node now':<18} {'rounds':>6} {'total value':>12} {'reward':>10}")
     for node, (reward, value, n) in sorted(balances.items(), key=lambda kv: -kv[1][0]):
-        print(f"{node:<18} {int(n):>6} {value:>12.4f} {reward:>10.2f}")
+        name = names.get(current.get(node, node), names.get(node, ""))
+        print(f"{name:<{width}} {node:<18} {current.get(node, node):<18} {int(n):>6} {value:>12.4f} {reward:>10.2f}")
     if args.rounds:
         print()
-        print(f"{'job':<18} {'round':>5} {'node':<18} {'value':>10} {'reward':>8}")
+        print(f"{'job':<18} {'round':>5} {'name':<{width}} {'node':<18} {'value':>10} {'reward':>8}")
         for r in rows:
-            print(f"{r['job_id']:<18} {r['round']:>5} {r['node_id']:<18} {r['value']:>10.4f} {r['reward']:>8.2f}")
+            print(f"{r['job_id']:<18} {r['round']:>5} {r['node_name']:<{width}} {r['node_id']:<18} {r['value']:>10.4f} {r['reward']:>8.2f}")
     return 0
 
 

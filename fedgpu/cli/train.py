@@ -24,6 +24,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+def _duration(seconds: float) -> str:
+    """12s, 3m05s, 1h02m: how long, at a glance."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 def print_progress(ev: dict[str, Any]) -> None:
     kind = ev["event"]
     if kind == "submitted":
@@ -31,9 +41,13 @@ def print_progress(ev: dict[str, Any]) -> None:
     elif kind == "round":
         eps = [v for v in ev.get("epsilon", {}).values()]
         eps_s = f"  eps {max(eps):.2f}" if eps else ""
+        drop_s = "".join(f"  dropped cohort {d['cohort']}: {d['reason']}" for d in ev.get("dropped_cohorts", []))
+        driver = ev.get("driver_seconds", 0.0) + ev.get("publish_seconds", 0.0)
+        total = f"/{ev['rounds_total']}" if "rounds_total" in ev else ""
+        eta = f"  eta {_duration(ev['eta'])}" if ev.get("eta") is not None and ev.get("rounds_total", 0) > ev["round"] else ""
         print(
-            f"round {ev['round']:>3}  nodes {len(ev['participants']):>3}  acc {ev['accuracy']:.3f}  loss {ev['loss']:.3f}"
-            f"  {ev['seconds']:.1f}s  up {ev['bytes_up'] / 1e6:.2f} MB{eps_s}  elapsed {ev['elapsed']:.0f}s",
+            f"round {ev['round']:>3}{total}  nodes {len(ev['participants']):>3}  acc {ev['accuracy']:.3f}  loss {ev['loss']:.3f}"
+            f"  {ev['seconds']:.1f}s + driver {driver:.1f}s  up {ev['bytes_up'] / 1e6:.2f} MB{eps_s}  elapsed {_duration(ev['elapsed'])}{eta}{drop_s}",
             flush=True,
         )
     elif kind == "resumed":
@@ -45,7 +59,7 @@ def print_progress(ev: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     from fedgpu.config import load_job
     from fedgpu.driver.driver import JobDriver
-    from fedgpu.errors import ConfigError
+    from fedgpu.errors import ConfigError, FedgpuError
     from fedgpu.wire.transport import TLSConfig
 
     if (args.job is None) == (args.resume is None):
@@ -62,7 +76,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"driver stopped; the job waits for it (its lease): `fedgpu train --resume {out}` re-attaches, `fedgpu jobs cancel --out {out}` ends it", file=sys.stderr)
         raise
-    print(f"final accuracy {report['final_accuracy']:.3f}; model and report in {out}")
+    except FedgpuError:
+        if (out / "report.json").exists():
+            print(f"the report says why and what was done: {out / 'report.html'}", file=sys.stderr)
+        raise
+    print(f"final accuracy {report['final_accuracy']:.3f}; model and report in {out} (report.html, report.json, metrics.csv, model.safetensors)")
     return 0
 
 

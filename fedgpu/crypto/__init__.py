@@ -37,6 +37,7 @@ class _Scheme:
     adder: Callable[[bytes], Adder]
     max_summands: Callable[[], int | None]
     load_keys: Callable[[Path], KeyPair]  # what a job's driver saved, to resume it
+    sum_error: Callable[[bytes, int], tuple[float, float]]  # see sum_error below
 
 
 def _ckks_keys() -> KeyPair:
@@ -61,6 +62,13 @@ def _ckks_adder(params: bytes) -> Adder:
     from fedgpu.crypto.ckks_format import CkksAdder
 
     return CkksAdder(params)
+
+
+def _ckks_sum_error(params: bytes, summands: int) -> tuple[float, float]:
+    # 5x the error budget of a 100-update sum (2e-6, fedgpu.crypto.ckks_format), grown linearly beyond
+    # (the noise grows like the square root of the count).
+    error = 1e-5 * max(1.0, summands / 100)
+    return error, error
 
 
 def _bfv8_keys(name: str) -> Callable[[], KeyPair]:
@@ -93,6 +101,14 @@ def _bfv8_adder(params: bytes) -> Adder:
     return Bfv8Adder(params)
 
 
+def _bfv8_sum_error(params: bytes, summands: int) -> tuple[float, float]:
+    from fedgpu.crypto.bfv_format import Bfv8Params
+
+    p = Bfv8Params.from_bytes(params)
+    # each stochastic rounding is off by less than one step; the weight slot is rounded to nearest
+    return summands * p.step, summands * 0.5 / 2**p.weight_bits
+
+
 def _bfv8_max_summands(name: str) -> Callable[[], int | None]:
     def limit() -> int | None:
         from fedgpu.crypto.bfv_format import PRESETS
@@ -103,15 +119,18 @@ def _bfv8_max_summands(name: str) -> Callable[[], int | None]:
 
 
 _REGISTRY: dict[str, _Scheme] = {
-    "ckks": _Scheme(_ckks_keys, _ckks_encryptor, _ckks_adder, lambda: None, _ckks_load),
-    "bfv8": _Scheme(_bfv8_keys("bfv8"), _bfv8_encryptor, _bfv8_adder, _bfv8_max_summands("bfv8"), _bfv8_load("bfv8")),
-    "bfv8-32": _Scheme(_bfv8_keys("bfv8-32"), _bfv8_encryptor, _bfv8_adder, _bfv8_max_summands("bfv8-32"), _bfv8_load("bfv8-32")),
+    "ckks": _Scheme(_ckks_keys, _ckks_encryptor, _ckks_adder, lambda: None, _ckks_load, _ckks_sum_error),
+    "bfv8": _Scheme(_bfv8_keys("bfv8"), _bfv8_encryptor, _bfv8_adder, _bfv8_max_summands("bfv8"), _bfv8_load("bfv8"), _bfv8_sum_error),
+    "bfv8-32": _Scheme(
+        _bfv8_keys("bfv8-32"), _bfv8_encryptor, _bfv8_adder, _bfv8_max_summands("bfv8-32"), _bfv8_load("bfv8-32"), _bfv8_sum_error
+    ),
     "none": _Scheme(
         PlainKeyPair,
         lambda params, public_material, seed: PlainEncryptor(plain_values_per_chunk(params)),
         lambda params: PlainAdder(plain_values_per_chunk(params)),
         lambda: None,
         PlainKeyPair.load,
+        lambda params, summands: (0.0, 0.0),  # float32 rounding is relative: fedgpu.claims.RELATIVE_SLACK
     ),
 }
 
@@ -156,6 +175,12 @@ def max_summands(scheme: str) -> int | None:
     return _get(scheme).max_summands()
 
 
+def sum_error(scheme: str, params: bytes, summands: int) -> tuple[float, float]:
+    """How far a sum of ``summands`` honest payloads may decrypt from the exact sum: (per value, in the
+    weight slot), absolute. The driver allows it when it checks a cohort's claims (fedgpu.claims)."""
+    return _get(scheme).sum_error(params, summands)
+
+
 __all__ = [
     "Adder",
     "ChunkLayout",
@@ -169,4 +194,5 @@ __all__ = [
     "generate_keys",
     "load_keys",
     "max_summands",
+    "sum_error",
 ]

@@ -1,8 +1,9 @@
 """The job driver of an ML team: submit a job, turn cohort sums into models, evaluate, report.
 
 It holds the job's secret key and a held-out set. It sees only sums over cohorts of at least k
-nodes; it decrypts them, combines them with weighted FedAvg, evaluates, values each cohort's
-contribution and publishes the next global model.
+nodes; it decrypts them, combines them with the job's aggregation rule (weighted FedAvg unless the
+job's ``[aggregation]`` picks a robust one; fedgpu.aggregation), evaluates, values each cohort's
+contribution in the game of that rule and publishes the next global model.
 
 Each round is valued and applied exactly once, whatever fails in between: the driver writes its
 state (fedgpu.driver.state) before it publishes a round, and before each watch it reconciles that
@@ -16,27 +17,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
-from safetensors.torch import save_file
 
 from fedgpu import crypto
+from fedgpu.aggregation import get_rule
 from fedgpu.config import JobConfig, job_from_dict, job_to_dict
 from fedgpu.datasets import ArrayDataset, get_schema, load_file, public_split
+from fedgpu.driver.records import round_record, tally_nodes
 from fedgpu.driver.state import DriverState, load_state, save_state
+from fedgpu.driver.sums import CohortSum, DroppedCohort, decrypt_sums, with_dropped
 from fedgpu.driver.valuation import RoundValuer
-from fedgpu.errors import CryptoError, ProtocolError, RoundFailed, StorageError
+from fedgpu.errors import ProtocolError, RoundFailed, StorageError
+from fedgpu.evaluation import evaluate
 from fedgpu.faults import crash_point
 from fedgpu.files import write_atomic
-from fedgpu.models import ModelSpec, build_model, count_params
-from fedgpu.node.training import evaluate
+from fedgpu.models import ModelSpec, build_model, count_params, save_trained
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc
+from fedgpu.report import write_report
 from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors
 from fedgpu.wire.records import JobEvent, JobEventKind
 from fedgpu.wire.serde import job_event_from_proto, job_status_from_proto, job_to_proto
@@ -45,26 +49,6 @@ from fedgpu.wire.transport import TLSConfig, handshake_failed, open_channel
 log = logging.getLogger("fedgpu.driver")
 Progress = Callable[[dict[str, Any]], None]
 JOB_FILE = "job.json"
-
-
-@dataclass(frozen=True)
-class CohortSum:
-    members: list[str]
-    weighted: np.ndarray   # per parameter: sum over members of w_i * delta_i
-    weights: np.ndarray    # per parameter: sum over members of w_i (the weight slot of its chunk)
-
-    @property
-    def weight(self) -> float:
-        return float(self.weights.mean())
-
-
-def fedavg(sums: list[CohortSum]) -> np.ndarray:
-    """Weighted FedAvg over cohort sums: sum of S_c / sum of W_c."""
-    total = np.sum([s.weighted for s in sums], axis=0)
-    weights = np.sum([s.weights for s in sums], axis=0)
-    if np.any(weights <= 0):
-        raise ProtocolError("the round's sum has a non-positive total weight")
-    return np.asarray(total / weights)
 
 
 class JobDriver:
@@ -104,13 +88,16 @@ class JobDriver:
         self.job_id = ""
         self.token = ""
         self._abort: str | None = None
+        self._ended = "stopped"      # how a run that raises ended: failed or cancelled (the aggregator said), or stopped
         self.rounds: list[dict[str, Any]] = []
         self.valuer: RoundValuer | None = None
         self._server_buf: np.ndarray | None = None
+        self.rule = get_rule(job.aggregation.rule, job.aggregation.params)  # the round's update, and the game valued
         if job.rewards.pool_per_round > 0:
             self.valuer = RoundValuer(
                 lambda: build_model(job.model, self.spec), self.validation, job.rewards.budget, job.rewards.pool_per_round, seed=job.seed,
                 step_sizes=tuple(job.rewards.step_sizes), momenta=tuple(job.rewards.momentum_steps), confidence=job.rewards.confidence,
+                rule=self.rule,
             )
         self.node_info: dict[str, dict[str, Any]] = {}
         self.version = -1            # the model version self.state is
@@ -158,7 +145,8 @@ class JobDriver:
 
     def submit(self) -> str:
         spec = job_to_proto(self.job, self._context(), self.num_params)
-        reply = self.stub.SubmitJob(driver_pb2.SubmitJobRequest(spec=spec, protocol_version=PROTOCOL_VERSION), timeout=60)
+        token = os.environ.get("FEDGPU_SUBMIT_TOKEN", "")  # an aggregator with --drivers FILE takes jobs only with one of its tokens
+        reply = self.stub.SubmitJob(driver_pb2.SubmitJobRequest(spec=spec, protocol_version=PROTOCOL_VERSION, submit_token=token), timeout=60)
         self.job_id, self.token = reply.job_id, reply.token
         self._save_keys()
         info = {"job_id": self.job_id, "token": self.token, "job": job_to_dict(self.job), "validation": str(self.validation_path or "")}
@@ -241,27 +229,13 @@ class JobDriver:
         return len(data)
 
     # ---- rounds --------------------------------------------------------------------------------
-    def fetch_sums(self, rnd: int) -> list[CohortSum]:
+    def fetch_sums(self, rnd: int) -> tuple[list[CohortSum], list[DroppedCohort]]:
+        """The round's decrypted cohort sums that keep the job's bounded claims, and those dropped (fedgpu.driver.sums)."""
         by_cohort: dict[int, tuple[list[str], list[bytes]]] = {}
         for msg in self.stub.FetchCohortSums(driver_pb2.FetchCohortSumsRequest(job_id=self.job_id, token=self.token, round=rnd), timeout=300):
-            members, parts = by_cohort.setdefault(msg.cohort, (list(msg.members), []))
+            _, parts = by_cohort.setdefault(msg.cohort, (list(msg.members), []))
             parts.append(chunks.verify(msg.chunk, expected_index=len(parts)))
-        out = []
-        for ci in sorted(by_cohort):
-            members, parts = by_cohort[ci]
-            if len(members) < self.job.cohort_size:
-                raise ProtocolError(f"aggregator sent a sum of {len(members)} nodes, fewer than k = {self.job.cohort_size}")
-            if len(parts) != self.layout.num_chunks:
-                raise ProtocolError(f"cohort {ci} sum has {len(parts)} chunks, expected {self.layout.num_chunks}")
-            values = [self.decryptor.decrypt(p, self.layout.chunk_values(i)) for i, p in enumerate(parts)]
-            weighted, chunk_weights = self.layout.join(values)
-            weights = np.repeat(chunk_weights, [self.layout.chunk_values(i) - 1 for i in range(self.layout.num_chunks)])
-            if not (np.isfinite(weighted).all() and np.isfinite(weights).all()):
-                raise CryptoError(f"cohort {ci} decrypts to non-finite values: wrong key or corrupted sum")
-            if np.ptp(chunk_weights) > 1e-3 * max(1.0, abs(chunk_weights).max()):
-                raise CryptoError(f"cohort {ci}: chunk weights disagree ({chunk_weights.min():.4g}..{chunk_weights.max():.4g}): a member sent inconsistent chunks")
-            out.append(CohortSum(members, weighted, weights))
-        return out
+        return decrypt_sums(by_cohort, self.decryptor, self.layout, self.keys, self.job, f"job {self.job_id} round {rnd}")
 
     def _client_epsilon(self, rounds: int) -> float | None:
         """Client-level DP: every node's epsilon after ``rounds`` rounds, accounted here by the driver.
@@ -288,23 +262,33 @@ class JobDriver:
         self.version, self.published, self.pending = ev.round, False, result
         self._save()
         crash_point("driver_pending")
+        t0 = time.perf_counter()
         self._publish(ev.round, result)
+        rec["publish_seconds"] = time.perf_counter() - t0
         self.published = True
         crash_point("driver_published")
-        self.progress({"event": "round", **rec, "elapsed": self.elapsed_before + time.perf_counter() - started})
+        elapsed = self.elapsed_before + time.perf_counter() - started
+        eta = elapsed / ev.round * (self.job.rounds - ev.round)  # the rounds so far, on average, for each one left
+        self.progress({"event": "round", **rec, "elapsed": elapsed, "eta": eta, "rounds_total": self.job.rounds})
 
     def on_round(self, ev: JobEvent) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
         """Fetch and decrypt the round's sums, aggregate, value, evaluate; the new model is in ``self.state``."""
         t0 = time.perf_counter()
-        sums = self.fetch_sums(ev.round)
+        sums, dropped = self.fetch_sums(ev.round)
         start = tensors.flatten(self.state)
         valuation = None
-        if self.valuer is not None:
+        if not sums:  # every cohort was dropped (bounded claims): the round publishes the model unchanged
+            delta = np.zeros_like(start)
+            log.warning("job %s round %d: every cohort was dropped; the model stays as it was", self.job_id, ev.round)
+            if self.valuer is not None:
+                valuation = with_dropped(self.valuer, ev.round, None, sums, dropped, start)
+        elif self.valuer is not None:
             # The valuer picks the cohorts kept, the server step and the momentum on validation data.
             valuation = self.valuer.value(ev.round, start, [s.members for s in sums], [s.weighted for s in sums], [s.weight for s in sums])
+            valuation = with_dropped(self.valuer, ev.round, valuation, sums, dropped, start)
             delta = valuation.update
         else:
-            delta = fedavg(sums)
+            delta = self.rule(sums)
             beta = self.job.training.server_momentum
             if beta > 0:  # FedAvgM: helps non-IID and DP runs, whose averaged updates are noisy
                 self._server_buf = delta if self._server_buf is None else beta * self._server_buf + delta
@@ -320,51 +304,34 @@ class JobDriver:
             result.node_values.update(valuation.node_values)
             result.rewards.update(valuation.rewards)
             result.evidence = valuation.evidence
-        for node_id in ev.participants:
-            info = self.node_info.setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None})
-            info["rounds"] += 1
-        for node_id, eps in ev.epsilon.items():
-            self.node_info.setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None})["epsilon"] = eps
-        rec = {
-            "round": ev.round,
-            "accuracy": acc,
-            "loss": loss,
-            "participants": list(ev.participants),
-            "cohorts": [list(c) for c in ev.cohorts],
-            "seconds": ev.seconds,
-            "driver_seconds": driver_seconds,
-            "bytes_up": int(ev.bytes_up),
-            "bytes_down": int(ev.bytes_down),
-            "bytes_up_by_node": dict(ev.bytes_up_by_node),
-            "bytes_down_by_node": dict(ev.bytes_down_by_node),
-            "train_seconds": dict(ev.train_seconds),
-            "node_status": dict(ev.node_status),
-            "epsilon": dict(ev.epsilon),
-            "client_epsilon": self._client_epsilon(ev.round),
-            "model_bytes": len(tensors.state_to_bytes(self.state)),
-            "cohort_weights": [s.weight for s in sums],
-            "excluded_cohorts": [i for i in range(len(sums)) if valuation is not None and i not in valuation.kept],
-            "server_step": valuation.step if valuation is not None else 1.0,
-            "server_momentum": valuation.momentum if valuation is not None else self.job.training.server_momentum,
-        }
-        if valuation is not None:
-            rec["valuation"] = {
-                "cohort_values": valuation.cohort_values,
-                "node_values": valuation.node_values,
-                "rewards": valuation.rewards,
-                "evaluations": valuation.evaluations,
-                "noise_floor": valuation.floor,
-                "seconds": valuation.seconds,
-            }
-            for node_id, r in valuation.rewards.items():
-                info = self.node_info.setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None})
-                info["reward"] = (info["reward"] or 0.0) + r
+        rec = round_record(
+            ev, acc, loss, driver_seconds, sums, dropped, valuation,
+            client_epsilon=self._client_epsilon(ev.round), model_bytes=len(tensors.state_to_bytes(self.state)),
+            server_momentum=self.job.training.server_momentum,
+        )
+        tally_nodes(self.node_info, ev, valuation)
         self.rounds.append(rec)
         return rec, result
 
     def run(self) -> dict[str, Any]:
-        """Submit (or, resumed, re-attach), drive every round to the end, write model.safetensors and report.json."""
+        """Submit (or, resumed, re-attach), drive every round to the end, write model.safetensors and report.json.
+
+        A job that ends otherwise still leaves a report.json saying why (``status``: failed, cancelled
+        or stopped, and ``error``), and the model of the last round applied, if any.
+        """
         started = self._started = time.perf_counter()
+        self._ended = "stopped"  # until the aggregator says the job failed or was cancelled
+        try:
+            self._watch(started)
+        except BaseException as exc:
+            try:
+                self.finish(self.elapsed_before + time.perf_counter() - started, status=self._ended, error=str(exc) or type(exc).__name__)
+            except Exception:  # the report is a courtesy: never hide the error that ended the job
+                log.exception("could not write the report of job %s", self.job_id)
+            raise
+        return self.finish(self.elapsed_before + time.perf_counter() - started)
+
+    def _watch(self, started: float) -> None:
         if not self.job_id:
             self.submit()
             self.progress({"event": "submitted", "job": self.job_id, "params": self.num_params})
@@ -388,8 +355,10 @@ class JobDriver:
                         done = True
                         break
                     elif ev.kind is JobEventKind.JOB_FAILED:
+                        self._ended = "failed"
                         raise RoundFailed(f"job {self.job_id} failed: {ev.message}")
                     elif ev.kind is JobEventKind.JOB_CANCELLED:
+                        self._ended = "cancelled"
                         raise RoundFailed(f"job {self.job_id} was cancelled: {ev.message}")
             except (grpc.RpcError, ValueError) as exc:
                 if self._abort is not None:
@@ -398,12 +367,15 @@ class JobDriver:
                     raise
                 self.progress({"event": "reconnect", "message": "aggregator unavailable; reconnecting"})
                 time.sleep(1.0)
-        return self.finish(self.elapsed_before + time.perf_counter() - started)
 
-    def finish(self, seconds: float) -> dict[str, Any]:
-        save_file({k: v.contiguous() for k, v in self.state.items()}, str(self.out / "model.safetensors"))
+    def finish(self, seconds: float, status: str = "done", error: str | None = None) -> dict[str, Any]:
+        """Write report.json, report.html and metrics.csv, and the model when the job is done or a round was applied."""
+        if status == "done" or self.rounds:
+            save_trained(self.out / "model.safetensors", self.state, self.job.model, self.job.dataset, self.spec, job=self.job_id, rounds=len(self.rounds))
         report = {
             "job": self.job_id,
+            "status": status,  # done | failed | cancelled (the aggregator ended the job) | stopped (this driver did)
+            "error": error,
             "name": self.job.name,
             "dataset": self.job.dataset,
             "model": self.job.model,
@@ -417,15 +389,13 @@ class JobDriver:
             "nodes": self.node_info,
             "valuation": self.valuer.summary() if self.valuer else None,
         }
-        (self.out / "report.json").write_text(json.dumps(report, indent=2))
+        write_report(self.out, report)
         return report
 
 
 
 __all__ = [
-    "CohortSum",
     "JOB_FILE",
     "JobDriver",
     "Progress",
-    "fedavg",
 ]

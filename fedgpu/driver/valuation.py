@@ -1,16 +1,17 @@
 """Valuing each round's cohorts on the driver's held-out data, and turning values into rewards.
 
 u(S) = L(w + beta * b) - L(w + g * P(agg(S)) + beta * b), where b is the last global change, beta the
-round's momentum (the server's: the one it shipped last round), agg(S) the round's FedAvg with the
-cohorts outside S sending zeros, P the projection that drops the part along b and g the server's
-learning rate (see fedgpu.rewards.utility): a node that replays b or sends zeros is an exact null
+round's momentum (the server's: the one it shipped last round), agg(S) the job's aggregation rule
+(fedgpu.aggregation: FedAvg by default) over the round's cohorts with those outside S sending zeros,
+P the projection that drops the part along b and g the server's learning rate (see
+fedgpu.rewards.utility): a node that replays b or sends zeros is an exact null
 player, one that sends noise worth 0 or less, not "a bit". g and beta are the server's trust region:
 the learning rate and momentum that worked last round.
 
-The aggregation rule is robust and the game uses the same rule: cohorts are left out of the round's
-model by backward elimination while leaving one out helps (at each set's best step) by more than the
+The game is the game of the rule in force, and the elimination below composes with it (docs/robust.md):
+cohorts are left out of the round's model by backward elimination while leaving one out helps (at each set's best step) by more than the
 paired evaluation noise, and nothing is kept when what is left does clearly worse than the free step (the model then
-takes the best free step, which may be to stay). The round's model is FedAvg over the kept cohorts, and Shapley values (exact up to
+takes the best free step, which may be to stay). The round's model is the rule over the kept cohorts, and Shapley values (exact up to
 8 cohorts, sampled above) are computed in the game over them. Without this, any cohort would earn by
 *outweighing* a poisoner inside coalitions. Values below the evaluation's own noise count 0. A ridge
 estimate across reshuffled cohorts says what each node is worth; a cohort's gain is credited to the
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from fedgpu.aggregation import AggregationRule, FedAvg
 from fedgpu.datasets import ArrayDataset
 from fedgpu.rewards import (
     CohortGame,
@@ -51,7 +53,7 @@ class RoundValuation:
     kept: list[int]          # cohorts the round's model is built from
     step: float              # the shipped model's multiple of the server's learning rate and
     momentum: float          # share of the last change added, tuned together on the validation quarter
-    update: np.ndarray       # the change the round applies: step * g * P(FedAvg(kept)) + momentum * last change
+    update: np.ndarray       # the change the round applies: step * g * P(rule(kept)) + momentum * last change
     node_values: dict[str, float]
     rewards: dict[str, float]
     evaluations: float        # passes over the validation set (a quarter of it counts 1/4)
@@ -71,7 +73,9 @@ class RoundValuer:
         step_sizes: tuple[float, ...] = (1.0,),
         momenta: tuple[float, ...] = (0.0,),
         confidence: float = 1.0,
+        rule: AggregationRule | None = None,
     ) -> None:
+        self.rule: AggregationRule = rule if rule is not None else FedAvg()  # the job's: the update and the game
         self.step_sizes = tuple(step_sizes)
         self.momenta = tuple(momenta)
         self.model_factory = model_factory
@@ -92,12 +96,12 @@ class RoundValuer:
         t0 = time.perf_counter()
         rng = np.random.default_rng(self.seed * 7919 + rnd)
         full = CohortGame(
-            self.model_factory, global_flat, self.baseline, sums, weights, self.validation.x, self.validation.y,
-            step_sizes=self.step_sizes, momenta=self.momenta, server_lr=self.server_lr, momentum=self.momentum,
+            self.model_factory, global_flat, self.baseline, sums, weights, self.validation.x, self.validation.y, self.rule,
+            members=cohorts, step_sizes=self.step_sizes, momenta=self.momenta, server_lr=self.server_lr, momentum=self.momentum,
         )
         singles = [full(frozenset([c])) for c in range(len(sums))]
         kept = self.keep(full)
-        # The round's model is FedAvg over the kept cohorts alone, at the server's learning rate: a cohort
+        # The round's model is the rule over the kept cohorts alone, at the server's learning rate: a cohort
         # left out is not a zero that shortens the step. The Shapley game is played over them.
         game = full if len(kept) in (0, len(sums)) else full.restrict(kept)
         grand = frozenset(range(len(kept)))
@@ -130,6 +134,7 @@ class RoundValuer:
             "noise_floor": floor,
             "exact": res.exact,
             "seed": self.seed * 7919 + rnd,
+            "rule": self.rule.name,  # the game's aggregation rule (the job spec carries its parameters)
         }
         self.baseline = game.update(grand, (step, momentum))
         # A trust region the server keeps for itself: next round's learning rate is the one that worked

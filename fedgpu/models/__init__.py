@@ -2,17 +2,26 @@
 
 Model code never crosses the network. Built-ins are registered here; a node operator may install
 more through the ``fedgpu.models`` entry-point group (``name = "pkg.module:builder"``).
+
+A trained model leaves the driver as ``model.safetensors`` with what it takes to rebuild it in
+its metadata (registry name, input shape, classes, dataset, job, fedgpu version), so that
+``load_trained(path)`` gives back a ready ``nn.Module``: weights only, never pickle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from fedgpu import __version__
 from fedgpu.errors import CapabilityError, ConfigError
 
 
@@ -148,14 +157,78 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# ---- trained models on disk ----------------------------------------------------------------------
+TRAINED_FORMAT = "fedgpu.trained/1"  # metadata["format"] of a model.safetensors written by save_trained
+
+
+@dataclass(frozen=True)
+class TrainedInfo:
+    """What a model.safetensors says about itself (its safetensors metadata)."""
+
+    model: str              # registry name: what load_trained builds
+    spec: ModelSpec
+    dataset: str            # the schema it was trained on
+    job: str                # the job id at the aggregator
+    fedgpu_version: str     # the fedgpu that wrote it
+    rounds: int             # rounds applied to it
+    metadata: Mapping[str, str]
+
+
+def save_trained(
+    path: Path, state: Mapping[str, torch.Tensor], model: str, dataset: str, spec: ModelSpec, *, job: str = "", rounds: int = 0
+) -> None:
+    """Write ``state`` as safetensors with the metadata :func:`load_trained` rebuilds the model from."""
+    metadata = {
+        "format": TRAINED_FORMAT, "model": model, "dataset": dataset, "job": job, "fedgpu_version": __version__,
+        "input_shape": json.dumps(list(spec.input_shape)), "num_classes": str(spec.num_classes), "rounds": str(rounds),
+    }
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(path), metadata=metadata)
+
+
+def trained_info(path: str | Path) -> TrainedInfo:
+    """Read a model.safetensors' metadata (not its weights)."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = dict(f.metadata() or {})
+    except (OSError, SafetensorError) as exc:
+        raise ConfigError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if meta.get("format") != TRAINED_FORMAT:
+        raise ConfigError(f"{path}: no fedgpu metadata (format {meta.get('format')!r}); it was not written by a fedgpu driver")
+    try:
+        spec = ModelSpec(tuple(int(d) for d in json.loads(meta["input_shape"])), int(meta["num_classes"]))
+        return TrainedInfo(meta["model"], spec, meta["dataset"], meta["job"], meta["fedgpu_version"], int(meta["rounds"]), meta)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}: damaged fedgpu metadata ({exc})") from exc
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The trained model in ``path`` (a driver's OUT/model.safetensors), built from the local registry, in eval mode.
+
+    >>> model = load_trained("runs/mnist1d/model.safetensors")
+    >>> logits = model(torch.from_numpy(x))
+    """
+    info = trained_info(path)
+    model = build_model(info.model, info.spec)
+    try:
+        model.load_state_dict(load_file(str(path), device="cpu"), strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(f"{path}: its weights do not fit model {info.model!r} as installed here (fedgpu {__version__}, file from {info.fedgpu_version}): {exc}") from exc
+    return model.to(device).eval()
+
+
 __all__ = [
     "Builder",
     "CNN1D",
     "DigitsCNN",
     "MLP",
     "ModelSpec",
+    "TRAINED_FORMAT",
+    "TrainedInfo",
     "available_models",
     "build_model",
     "count_params",
+    "load_trained",
     "register_model",
+    "save_trained",
+    "trained_info",
 ]

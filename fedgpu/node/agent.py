@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,11 +23,13 @@ import numpy as np
 import torch
 
 from fedgpu import crypto
+from fedgpu.claims import ClaimBounds, clamp_claim
 from fedgpu.datasets import ArrayDataset, get_schema, load_file
-from fedgpu.errors import CapabilityError, ConfigError, FedgpuError, PrivacyBudgetExceeded
+from fedgpu.errors import CapabilityError, ConfigError, FedgpuError, PrivacyBudgetExceeded, StateError
+from fedgpu.evaluation import parse_device
 from fedgpu.files import write_atomic
 from fedgpu.models import ModelSpec, available_models, build_model
-from fedgpu.node.training import LocalTrainConfig, pick_device, train_local
+from fedgpu.node.training import LocalTrainConfig, train_local
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
 from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors, transport
 from fedgpu.wire.auth import Identity
@@ -39,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("fedgpu.node")
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
+# The aggregator's admission policy refused (rate limit, allow-list): retried with a back-off up to a minute.
+ADMISSION = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.PERMISSION_DENIED}
 
 # A hook that may replace the honest update (used by the demo's simulated adversaries, see
 # fedgpu/adversaries.py). Arguments: task, global flat weights, honest delta; returns a delta.
@@ -58,13 +64,21 @@ class NodeConfig:
     weight_scale: float = 1e-3   # FedAvg weight = samples * weight_scale: keeps encrypted sums small
     extra_datasets: dict[str, ArrayDataset] = field(default_factory=dict)
     tls: TLSConfig = field(default_factory=TLSConfig)  # --tls-ca: the CA that signed the aggregator's certificate
+    identity_wait: float = 45.0  # refused because another live process has this identity: wait this long for it to go quiet
+    device: str | None = None    # --device: auto (None), cpu, cuda, cuda:N
+    threads: int | None = None   # --threads: torch's intra-op CPU threads for this process (None: leave torch's default)
 
 
 class NodeAgent:
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
         self.identity = Identity.load_or_create(cfg.identity_path)
-        self.device = pick_device()
+        self.session = os.urandom(16)  # tells this process from another one with the same identity (same --home)
+        self.device = parse_device(cfg.device)
+        if cfg.threads is not None:
+            if cfg.threads < 1:
+                raise ConfigError(f"--threads {cfg.threads}: must be at least 1")
+            torch.set_num_threads(cfg.threads)  # process-wide: a node shares its machine with its owner's other work
         self._data: dict[str, ArrayDataset] = dict(cfg.extra_datasets)
         for name, path in cfg.data.items():
             self._data[name] = load_file(path, get_schema(name))  # fail early on a bad file
@@ -75,6 +89,8 @@ class NodeAgent:
         self.tasks_done = 0
         self.privacy: PrivacyGate | None = None  # the owner's privacy gate, opened with the first DP task
         self.receipts_path = cfg.identity_path.with_name("receipts.jsonl")
+        self.chain_path = cfg.identity_path.with_name("identity.chain")  # the ids of the keys this node rotated away from
+        self.former_ids = set(self.chain_path.read_text().split()[::2]) if self.chain_path.exists() else set()
         self.receipts_after, self._held = self._load_receipts()
 
     @property
@@ -91,9 +107,34 @@ class NodeAgent:
 
     def register(self) -> None:
         caps = node_pb2.Capabilities(models=available_models(), datasets=sorted(self._data), device=self._device_name())
-        req = node_pb2.RegisterRequest(public_key=self.identity.public_key, name=self.cfg.name or self.node_id, capabilities=caps, protocol_version=PROTOCOL_VERSION)
+        req = node_pb2.RegisterRequest(public_key=self.identity.public_key, name=self.cfg.name or self.node_id, capabilities=caps, protocol_version=PROTOCOL_VERSION, session=self.session)
         self.stub.Register(self._signed("Register", req), timeout=30)
-        log.info("registered as %s with %s", self.node_id, ", ".join(f"{k}({len(v)})" for k, v in self._data.items()))
+        log.info("registered as %s (public key %s) with %s", self.node_id, self.identity.public_key.hex(), ", ".join(f"{k}({len(v)})" for k, v in self._data.items()))
+
+    def rotate_key(self) -> tuple[str, str]:
+        """Replace the identity key by a new one, keeping the node's earnings with its operator; returns
+        (the new node id, the operator id). The old key stays in HOME as ``identity.<old id>.pem`` and its id
+        in ``identity.chain``. A rotation interrupted at any point is finished by running it again: the
+        new key waits in ``identity.pem.new`` until the aggregator has taken it."""
+        import os
+
+        path = self.cfg.identity_path
+        new = Identity.load_or_create(path.with_name(path.name + ".new"))
+        req = node_pb2.RotateKeyRequest(new_public_key=new.public_key, new_key_signature=new.accept_rotation(self.identity.public_key))
+        reply = self.stub.RotateKey(self._signed("RotateKey", req), timeout=30)
+        old = self.identity
+        backup = path.with_name(f"identity.{old.node_id}.pem")
+        if not backup.exists():
+            old.save(backup)
+        with self.chain_path.open("a") as f:
+            f.write(f"{old.node_id} {old.public_key.hex()}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path.with_name(path.name + ".new"), path)  # identity.pem is the old key or the new one, never missing
+        self.identity = new
+        self.former_ids.add(old.node_id)
+        log.info("identity key rotated: node %s is now node %s (operator %s)", old.node_id, reply.node_id, reply.operator_id)
+        return str(reply.node_id), str(reply.operator_id)
 
     def _device_name(self) -> str:
         if self.device.type == "cuda":
@@ -110,9 +151,10 @@ class NodeAgent:
     def run(self, max_tasks: int | None = None) -> None:
         """Serve tasks until stopped; reconnect with exponential back-off when the aggregator is away."""
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
-        backoff = 0.5
+        backoff, admission_backoff = 0.5, 2.0
         registered = False
         last_failure = ""
+        duplicate_since: float | None = None
         while not self._stop.is_set() and (max_tasks is None or self.tasks_done < max_tasks):
             try:
                 if not registered:
@@ -120,7 +162,7 @@ class NodeAgent:
                     registered = True
                 pull = node_pb2.PullTaskRequest(wait_seconds=self.cfg.poll_seconds, receipts_after=self.receipts_after)
                 reply = self.stub.PullTask(self._signed("PullTask", pull), timeout=self.cfg.poll_seconds + 10)
-                backoff = 0.5
+                backoff, admission_backoff = 0.5, 2.0
                 last_failure = ""
                 self._keep_receipts([receipt_from_proto(r) for r in reply.receipts])
                 if reply.HasField("task"):
@@ -129,10 +171,25 @@ class NodeAgent:
                 if transport.handshake_failed(exc):  # a CA or certificate problem: retrying cannot fix it
                     raise transport.error_from_rpc(exc, self.cfg.aggregator) from exc
                 code = exc.code()
+                if not registered and code == grpc.StatusCode.FAILED_PRECONDITION:
+                    # Another live process has this identity. One that has just stopped is forgotten after the
+                    # aggregator's liveness timeout: wait that long, then give up naming the --home to change.
+                    now = time.monotonic()
+                    if duplicate_since is None:
+                        duplicate_since = now
+                        log.warning("registration refused: %s; waiting up to %.0f s for it to go quiet", exc.details(), self.cfg.identity_wait)
+                    if now - duplicate_since >= self.cfg.identity_wait:
+                        home = self.cfg.identity_path.parent
+                        raise StateError(
+                            f"{exc.details()}. This process uses --home {home} (identity {self.cfg.identity_path}): stop the other "
+                            f"`fedgpu node --home {home}`, or start this one with another --home"
+                        ) from exc
+                    self._stop.wait(2.0)
+                    continue
+                failure = f"{code.name}: {exc.details()}"
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     registered = False  # the aggregator may have lost its database: register again
                 if code in RETRYABLE or code == grpc.StatusCode.UNAUTHENTICATED:
-                    failure = f"{code.name}: {exc.details()}"
                     if code in RETRYABLE and failure != last_failure:  # say why once, where the operator sees it
                         log.warning("aggregator %s unreachable (%s); retrying with back-off", self.cfg.aggregator, failure)
                     last_failure = failure
@@ -140,8 +197,14 @@ class NodeAgent:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
-                log.warning("aggregator refused: %s %s", code.name, exc.details())
-                self._stop.wait(1.0)
+                if code not in ADMISSION or failure != last_failure:
+                    log.warning("aggregator refused: %s %s", code.name, exc.details())
+                last_failure = failure
+                if code in ADMISSION:  # rate-limited or not (yet) on an allow-list: ask again later, not every second
+                    self._stop.wait(admission_backoff)
+                    admission_backoff = min(admission_backoff * 2, 60.0)
+                else:
+                    self._stop.wait(1.0)
 
     def _load_receipts(self) -> tuple[int, set[tuple[str, int]]]:
         """The id of the last receipt held (sent with each pull, so the aggregator sends only later ones)
@@ -168,7 +231,7 @@ class NodeAgent:
         with self.receipts_path.open("a") as f:
             for delivered in receipts:
                 r = receipt = delivered.receipt
-                if receipt.node_id != self.node_id or not receipt.verify():
+                if receipt.node_id not in {self.node_id, *self.former_ids} or not receipt.verify():
                     log.warning("ignoring a receipt that does not verify: %s round %d", r.job_id, r.round)
                     continue
                 if (r.job_id, r.round) not in self._held:
@@ -182,6 +245,7 @@ class NodeAgent:
     def handle(self, task: Task) -> None:
         try:
             self._check_capable(task)
+            self._admit(task)
             delta, weight, seconds, epsilon = self._train(task)
             self._upload(task, delta, weight, seconds, epsilon)
             self.tasks_done += 1
@@ -206,6 +270,19 @@ class NodeAgent:
             raise CapabilityError(f"model {task.model!r} is not installed on this node")
         if task.dataset not in self._data:
             raise CapabilityError(f"dataset {task.dataset!r} is not mapped on this node (use --data {task.dataset}=PATH)")
+
+    def _privacy_gate(self) -> PrivacyGate:
+        """The owner's privacy gate, opened with the first DP task (it loads Opacus)."""
+        if self.privacy is None:
+            from fedgpu.node.privacy_gate import PrivacyGate
+
+            self.privacy = PrivacyGate(self.cfg.ledger_path or self.cfg.identity_path.with_name("privacy.db"), self.cfg.epsilon_cap, self.node_id)
+        return self.privacy
+
+    def _admit(self, task: Task) -> None:
+        """A DP job is served only if all its planned rounds fit under the owner's cap (else declined up front)."""
+        if task.privacy.enabled and task.privacy.mode == "sample":
+            self._privacy_gate().admit(task, self._data[task.dataset])
 
     # ---- work ----------------------------------------------------------------------------------
     def _global_state(self, task: Task, model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -234,25 +311,35 @@ class NodeAgent:
         t0 = time.perf_counter()
         epsilon = 0.0
         if task.privacy.enabled and task.privacy.mode == "sample":
-            if self.privacy is None:
-                from fedgpu.node.privacy_gate import PrivacyGate
-
-                self.privacy = PrivacyGate(self.cfg.ledger_path or self.cfg.identity_path.with_name("privacy.db"), self.cfg.epsilon_cap, self.node_id)
-            epsilon = self.privacy.train(task, model, data, cfg, self.device)  # charges the ledger first
+            epsilon = self._privacy_gate().train(task, model, data, cfg, self.device)  # charges the ledger first
         else:
             train_local(model, data, cfg, self.device)
         seconds = time.perf_counter() - t0
         delta = tensors.flatten(model.state_dict()) - start
-        if task.privacy.enabled and task.privacy.mode == "client":
+        bounds = ClaimBounds.from_wire(task.max_weight, task.update_norm_bound)
+        client_dp = task.privacy.enabled and task.privacy.mode == "client"
+        if client_dp:
             from fedgpu.privacy.client_dp import add_share_of_noise, clip_update
 
-            delta, _ = clip_update(delta, task.privacy.client_clip)
+            # the job's bound on the change is applied with the clip, before the noise share (which the driver allows for)
+            delta, _ = clip_update(delta, min(task.privacy.client_clip, bounds.update_norm_bound))
             delta = add_share_of_noise(delta, task.privacy.client_clip, task.privacy.client_noise_multiplier, max(task.privacy.cohort_size, 1), np.random.default_rng())
         if self.cfg.update_hook is not None:
             delta = self.cfg.update_hook(task, start, delta)
         if not np.isfinite(delta).all():
             raise FedgpuError("training diverged (NaN or infinite weights); lower the learning rate")
-        return delta, len(data) * self.cfg.weight_scale, seconds, epsilon
+        delta, weight = self._bound(delta, len(data) * self.cfg.weight_scale, bounds if not client_dp else ClaimBounds(bounds.max_weight, math.inf))
+        return delta, weight, seconds, epsilon
+
+    def _bound(self, delta: np.ndarray, weight: float, bounds: ClaimBounds) -> tuple[np.ndarray, float]:
+        """Clamp the claim to the job's bounds (fedgpu.claims): a cohort whose sum exceeds them is dropped."""
+        bounded, capped, clamped = clamp_claim(delta, weight, bounds)
+        if clamped:
+            log.info(
+                "claim clamped to the job's bounds: weight %.4g -> %.4g, norm of the change %.4g -> %.4g",
+                weight, capped, float(np.linalg.norm(delta)), float(np.linalg.norm(bounded)),
+            )
+        return bounded, capped
 
     def _upload(self, task: Task, delta: np.ndarray, weight: float, seconds: float, epsilon: float = 0.0) -> None:
         enc = task.encryption
@@ -287,6 +374,7 @@ class NodeAgent:
 
 
 __all__ = [
+    "ADMISSION",
     "NodeAgent",
     "NodeConfig",
     "RETRYABLE",

@@ -1,10 +1,16 @@
 """The data owner's guard on a node: plan the noise, charge the owner's ledger, then train with DP-SGD.
 
-The charge is committed (fsync) *before* any training: a crash during or after training counts as
-spent, and a task that would push the owner past their cap is refused with nothing trained. Plans
-are kept next to the ledger (``privacy.plans.json``), so a restarted node does not search again.
-Training uses book-keeping clipping where the model allows it (``auto``): same clipped sum, same
-noise and accounting as Opacus's ``ew``, at a fraction of its cost (docs/privacy.md).
+Two checks guard the owner's cap. Before the first task of a job (``admit``), the node projects the
+*whole* rest of the job, every planned round from this one to ``privacy.rounds``, onto the owner's
+history, and declines the job up front if that would pass the cap: a job that could only be
+served for a few rounds would spend the owner's epsilon on a model that never gets finished. Then
+each round is charged on its own (``train``), committed (fsync) *before* any training: a crash
+during or after training counts as spent, and a task that would still push the owner past their cap
+(another job spent in between) is refused with nothing trained.
+
+Plans are kept next to the ledger (``privacy.plans.json``), so a restarted node does not search
+again. Training uses book-keeping clipping where the model allows it (``auto``): same clipped sum,
+same noise and accounting as Opacus's ``ew``, at a fraction of its cost (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import torch
 from torch import nn
 
 from fedgpu.datasets import ArrayDataset
+from fedgpu.errors import PrivacyBudgetExceeded
 from fedgpu.node.training import LocalTrainConfig, train_local_dp
 from fedgpu.privacy.dp import GradSampleMode, noise_for_job
 from fedgpu.privacy.ledger import OwnerLedger, PrivacyEvent, dataset_fingerprint
@@ -37,7 +44,8 @@ class PrivacyGate:
         self.last_epsilon: float | None = None
         self.last_plan_seconds: float | None = None  # planning sigma, apart from training
         self._fingerprints: dict[int, str] = {}
-        self._planned: set[str] = set()
+        self._admitted: set[tuple[str, str]] = set()  # (job, dataset) whose whole plan fit under the cap
+        self._planned: set[str] = set()  # jobs whose plan was logged
 
     def _fingerprint(self, data: ArrayDataset) -> str:
         key = id(data)
@@ -45,17 +53,48 @@ class PrivacyGate:
             self._fingerprints[key] = dataset_fingerprint(data)
         return self._fingerprints[key]
 
-    def train(self, task: Task, model: nn.Module, data: ArrayDataset, cfg: LocalTrainConfig, device: torch.device) -> float:
-        """Charge, then train ``model`` in place; returns the owner's epsilon on this dataset afterwards."""
+    def _plan(self, task: Task, data: ArrayDataset, batch_size: int, epochs: int) -> tuple[float, float, int]:
+        """(noise multiplier, sample rate, steps per round) this node runs for ``task``'s job; from the cache when planned before."""
         p = task.privacy
         t0 = time.perf_counter()
         sigma, sample_rate, steps = noise_for_job(
-            p.epsilon, p.delta, len(data), cfg.batch_size, cfg.epochs, int(p.rounds), p.accountant or "prv", cache=self.plans
+            p.epsilon, p.delta, len(data), batch_size, epochs, int(p.rounds), p.accountant or "prv", cache=self.plans
         )
         self.last_plan_seconds = time.perf_counter() - t0
         if task.job_id not in self._planned:
             self._planned.add(task.job_id)
             log.info("DP plan for job %s: sigma %.4f, q %.4g, %d steps a round, in %.3f s", task.job_id, sigma, sample_rate, steps, self.last_plan_seconds)
+        return sigma, sample_rate, steps
+
+    def admit(self, task: Task, data: ArrayDataset) -> None:
+        """Decline a job whose planned rounds, from ``task.round`` to the last, would take the owner past the cap.
+
+        Checked once per job and dataset in this process (so again after a restart, for the rounds
+        left). Raises ``PrivacyBudgetExceeded`` with nothing trained or recorded.
+        """
+        fp = self._fingerprint(data)
+        if (task.job_id, fp) in self._admitted:
+            return
+        p = task.privacy
+        sigma, sample_rate, steps = self._plan(task, data, task.training.batch_size, task.training.epochs)
+        left = max(1, int(p.rounds) - int(task.round) + 1)
+        plan = PrivacyEvent(self.owner, fp, task.job_id, int(task.round), sigma, sample_rate, steps * left, p.delta)
+        projected = self.ledger.project(plan)
+        if projected > self.cap:
+            spent = self.ledger.epsilon(p.delta, dataset_fp=fp)
+            rounds = f"round {task.round}" if left == 1 else f"rounds {task.round}..{p.rounds}"
+            raise PrivacyBudgetExceeded(
+                f"owner {self.owner!r}, dataset {fp[:19]}: job {task.job_id!r} plans {left} more round(s) of DP-SGD ({rounds}, "
+                f"epsilon {p.epsilon:g} for the job) that would raise this data's epsilon from {spent:.4f} to {projected:.4f} "
+                f"(delta {p.delta:g}), above the cap {self.cap:g}. Declined before training anything, so nothing was spent. "
+                "Raise the cap (--epsilon-cap), ask for a job with a smaller epsilon, or stop serving this dataset"
+            )
+        self._admitted.add((task.job_id, fp))
+
+    def train(self, task: Task, model: nn.Module, data: ArrayDataset, cfg: LocalTrainConfig, device: torch.device) -> float:
+        """Charge, then train ``model`` in place; returns the owner's epsilon on this dataset afterwards."""
+        p = task.privacy
+        sigma, sample_rate, steps = self._plan(task, data, cfg.batch_size, cfg.epochs)
         event = PrivacyEvent(self.owner, self._fingerprint(data), task.job_id, int(task.round), sigma, sample_rate, steps, p.delta)
         epsilon = self.ledger.charge(event, self.cap)  # raises PrivacyBudgetExceeded: nothing trained
         train_local_dp(model, data, cfg, sigma, p.max_grad_norm, device, grad_sample_mode=GradSampleMode.AUTO)

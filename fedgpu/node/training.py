@@ -21,10 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fedgpu.datasets import ArrayDataset
 from fedgpu.errors import ConfigError
-
-# Re-exported: driver.py (TEMPORARY, until it imports fedgpu.evaluation) and agent.py import them from here.
-from fedgpu.evaluation import evaluate as evaluate
-from fedgpu.evaluation import pick_device as pick_device
+from fedgpu.evaluation import pick_device
 
 if TYPE_CHECKING:  # Opacus is imported only when a DP task runs: the plain path stays light
     from fedgpu.privacy.dp import GradSampleMode

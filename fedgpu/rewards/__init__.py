@@ -1,6 +1,7 @@
 """Rewards by measured utility: Shapley over cohorts, per-node estimates, payouts and the ledger's rules.
 
-A leaf package: it imports torch, numpy and cryptography, never a role (aggregator, node, driver).
+A leaf package: it imports torch, numpy, cryptography and the other leaves (the aggregation rules, the
+flat-vector order of fedgpu.models), never a role (aggregator, node, driver).
 
 * :mod:`~fedgpu.rewards.shapley` — exact and sampled Shapley values of a small game;
 * :mod:`~fedgpu.rewards.utility` — the round's game: cohort sums valued on the driver's validation set;
@@ -42,9 +43,9 @@ from fedgpu.rewards.shapley import (
 )
 
 # The game needs torch; the ledger rules (used by the aggregator, which never imports torch) do not.
-_LAZY = {"CohortGame", "fedavg", "flatten_params", "load_flat", "noise_floor", "zero_below_floor"}
+_LAZY = {"CohortGame", "flatten_params", "load_flat", "noise_floor", "zero_below_floor"}
 if TYPE_CHECKING:  # what __getattr__ hands out, for the type checker
-    from fedgpu.rewards.utility import CohortGame, fedavg, flatten_params, load_flat, noise_floor, zero_below_floor
+    from fedgpu.rewards.utility import CohortGame, flatten_params, load_flat, noise_floor, zero_below_floor
 
 
 def __getattr__(name: str) -> object:
@@ -71,7 +72,6 @@ __all__ = [
     "digest",
     "encode_utilities",
     "entry_hash",
-    "fedavg",
     "flatten_params",
     "head_of",
     "issue_receipt",

@@ -117,8 +117,8 @@ def _normalised(entry: LedgerEntry) -> LedgerEntry:
         job_id=str(entry.job_id),
         round=int(entry.round),
         node_id=str(entry.node_id),
-        value=float(entry.value),
-        reward=float(entry.reward),
+        value=float(entry.value) + 0.0,  # + 0.0: -0.0 hashes as 0.0, which is what SQLite gives back
+        reward=float(entry.reward) + 0.0,
         cohort=tuple(str(m) for m in entry.cohort),
         evidence_digest=entry.evidence_digest,
     )

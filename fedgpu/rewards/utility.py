@@ -2,12 +2,14 @@
 
 Players are cohorts, never single nodes: the driver only holds decrypted sums ``S_c = sum w_i delta_i``
 and weights ``W_c = sum w_i``. A coalition's model is built with the *same* rule as the real update
-(weighted FedAvg by default), so a cohort is valued for what it does to the model actually shipped.
+(the job's :mod:`fedgpu.aggregation` rule: weighted FedAvg by default, or a robust one), so a cohort is
+valued for what it does to the model actually shipped under the rule in force.
 
 Utility is measured against the free step. With ``w`` the global weights and ``b`` the last global
 change, every model the driver may build is ``w + eta * g * P(agg(S)) + beta * b``: ``agg(S)`` is the
-round's aggregate with the cohorts outside ``S`` sending zeros (FedAvg: the sum of S's cohort sums over
-the round's total weight), ``P`` removes the component along ``b``, and ``g`` is the server's learning
+round's aggregate with the cohorts outside ``S`` sending zeros (their weight kept: FedAvg's is then the
+sum of S's cohort sums over the round's total weight, the median's the median of S's cohort means and
+as many zeros as cohorts left out), ``P`` removes the component along ``b``, and ``g`` is the server's learning
 rate, a trust region it keeps for itself (1 in round 1, then the multiple that worked last round).
 The round's momentum ``beta*`` is the server's too: the one its shipped model took last round (in the
 first round, the empty coalition's best of ``momenta``). Every coalition takes the server's step
@@ -30,7 +32,9 @@ tuning adds is the server's own choice, credited to nobody, as the free step is.
 :meth:`CohortGame.best` whether a cohort harms the direction, at each set's best step.
 
 So what the server gets for nothing is worth nothing. A node that sends zeros adds nothing to any
-step (its claimed weight shrinks every coalition's step alike): an exact null player. A node that
+step (its claimed weight shrinks every coalition's step alike): an exact null player. A whole cohort
+that sends zeros is one under every rule, since leaving it out of a coalition changes nothing the rule
+sees; that holds only because absent cohorts are zeros and not missing. A node that
 replays ``b`` sends a vector that ``P`` maps to zero: the same. Validation *loss* is used, not
 accuracy: it moves smoothly under DP noise where accuracy moves in steps of 1/n.
 
@@ -50,10 +54,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedgpu.aggregation import AggregationRule, CohortRecord, FedAvg
 from fedgpu.errors import ConfigError, ProtocolError, RewardsError
+from fedgpu.models.flat import flatten, float_keys, num_values
 from fedgpu.rewards.shapley import Coalition
-
-Aggregate = Callable[[Sequence[np.ndarray], Sequence[float]], np.ndarray]
 
 # Per-sample cross-entropy is capped here: above it the true class has probability < e^-100, which says
 # nothing more about usefulness, and the cap keeps a diverged (NaN/inf) coalition model finite so that
@@ -61,28 +65,31 @@ Aggregate = Callable[[Sequence[np.ndarray], Sequence[float]], np.ndarray]
 DEFAULT_MAX_SAMPLE_LOSS = 100.0
 # Validation sets smaller than this choose steps on all their samples, not on a quarter.
 SMALL_VALIDATION = 400
-
-
-def fedavg(sums: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """Weighted FedAvg over cohorts: (sum of S_c) / (sum of W_c); zeros when the total weight is 0."""
-    total = float(sum(weights))
-    out = np.add.reduce([np.asarray(s, dtype=np.float64) for s in sums]) if sums else np.zeros(0)
-    if total <= 0.0:
-        return np.zeros_like(out)
-    return out / total
+_FEDAVG: AggregationRule = FedAvg()
 
 
 def flatten_params(model: nn.Module) -> np.ndarray:
-    """The model's parameters as one float64 vector, in ``model.parameters()`` order."""
-    return torch.nn.utils.parameters_to_vector([p.detach() for p in model.parameters()]).cpu().double().numpy()
+    """The model's values as one float64 vector, in the one flat order (:mod:`fedgpu.models.flat`): the
+    order of what nodes send and of the global model the driver passes in."""
+    return flatten(model.state_dict())
 
 
 def load_flat(model: nn.Module, flat: np.ndarray) -> None:
-    """Write a flat vector (``flatten_params`` order) into the model's parameters in place."""
-    first = next(model.parameters())
-    vec = torch.as_tensor(np.asarray(flat), dtype=first.dtype, device=first.device)
+    """Write a flat vector (``flatten_params`` order) into the model's floating-point entries in place."""
+    state = model.state_dict()  # detached tensors that share the model's storage
+    vec = np.asarray(flat)
+    if vec.shape != (num_values(state),):
+        raise RewardsError(f"flat vector has shape {vec.shape}, the model has {num_values(state)} values")
+    keys = float_keys(state)
+    if not keys:
+        return
+    src = torch.from_numpy(np.ascontiguousarray(vec)).to(state[keys[0]].device)  # one transfer
+    pos = 0
     with torch.no_grad():
-        torch.nn.utils.vector_to_parameters(vec, model.parameters())
+        for key in keys:
+            t = state[key]
+            t.copy_(src[pos : pos + t.numel()].view(t.shape))  # rounded to the entry's dtype, as torch.as_tensor would
+            pos += t.numel()
 
 
 class CohortGame:
@@ -90,8 +97,10 @@ class CohortGame:
 
     Call the instance with a ``frozenset`` of cohort indices; it is a ready ``Utility`` for
     :func:`fedgpu.rewards.shapley.shapley`. ``global_params`` and ``baseline_delta`` are flat vectors
-    in ``flatten_params`` order. Models with floating-point buffers (BatchNorm statistics) are refused:
-    a flat parameter vector would silently leave those at their initial values.
+    in ``flatten_params`` order (:mod:`fedgpu.models.flat`). ``aggregate`` is the job's rule and
+    ``members`` the cohorts' member lists it is given (empty when not passed). Models with
+    floating-point buffers (BatchNorm statistics) are refused: their running statistics would be
+    averaged and valued as if they were weights.
     """
 
     def __init__(
@@ -103,8 +112,9 @@ class CohortGame:
         cohort_weights: Sequence[float],
         val_x: np.ndarray,
         val_y: np.ndarray,
-        aggregate: Aggregate = fedavg,
+        aggregate: AggregationRule = _FEDAVG,
         *,
+        members: Sequence[Sequence[str]] | None = None,
         batch_size: int = 4096,
         max_sample_loss: float = DEFAULT_MAX_SAMPLE_LOSS,
         step_sizes: Sequence[float] = (1.0,),
@@ -117,13 +127,16 @@ class CohortGame:
         self.model = model_factory().to(self.device).eval()
         if any(b.is_floating_point() for b in self.model.buffers()):
             raise ConfigError("CohortGame needs a model without floating-point buffers (use GroupNorm, not BatchNorm)")
-        num_params = sum(p.numel() for p in self.model.parameters())
+        num_params = num_values(self.model.state_dict())
         self.global_params = _flat(global_params, num_params, "global_params")
         self.baseline_delta = np.zeros(num_params) if baseline_delta is None else _flat(baseline_delta, num_params, "baseline_delta")
         if len(cohort_sums) != len(cohort_weights):
             raise RewardsError(f"{len(cohort_sums)} cohort sums but {len(cohort_weights)} cohort weights")
         self.cohort_sums = [_cohort_sum(s, num_params, c) for c, s in enumerate(cohort_sums)]
         self.cohort_weights = [_cohort_weight(w, c) for c, w in enumerate(cohort_weights)]
+        if members is not None and len(members) != len(cohort_sums):
+            raise RewardsError(f"{len(cohort_sums)} cohort sums but {len(members)} member lists")
+        self.cohort_members: list[tuple[str, ...]] = [tuple(m) for m in members] if members is not None else [() for _ in cohort_sums]
         if len(val_x) != len(val_y) or len(val_y) == 0:
             raise RewardsError(f"validation set needs matching, non-empty x and y; got {len(val_x)} and {len(val_y)}")
         self.aggregate = aggregate
@@ -191,11 +204,15 @@ class CohortGame:
         return step
 
     def _direction(self, coalition: Coalition) -> np.ndarray:
-        """P(agg(S)): the round's aggregate with non-members sending zeros, without its part along the last change."""
+        """P(agg(S)): the rule over the round's cohorts with non-members sending zeros (their weights and
+        members kept), without its part along the last change."""
         if not coalition:
             return np.zeros_like(self.global_params)
-        sums = [self.cohort_sums[c] if c in coalition else self._zeros for c in range(self.num_cohorts)]
-        delta = np.asarray(self.aggregate(sums, self.cohort_weights), dtype=np.float64)
+        cohorts = [
+            CohortRecord(self.cohort_sums[c] if c in coalition else self._zeros, self.cohort_weights[c], self.cohort_members[c])
+            for c in range(self.num_cohorts)
+        ]
+        delta = np.asarray(self.aggregate(cohorts), dtype=np.float64)
         if delta.shape != self.global_params.shape:
             raise RewardsError(f"aggregate returned shape {delta.shape}, expected {self.global_params.shape}")
         if self._along is not None:
@@ -206,11 +223,12 @@ class CohortGame:
         return delta
 
     def restrict(self, cohorts: Sequence[int]) -> CohortGame:
-        """The same round's game over some of its cohorts (the kept ones: their FedAvg is the round's
+        """The same round's game over some of its cohorts (the kept ones: the rule over them is the round's
         model). The free step does not depend on the cohorts, so its evaluation is shared, not repeated."""
         sub = copy.copy(self)
         sub.cohort_sums = [self.cohort_sums[c] for c in cohorts]
         sub.cohort_weights = [self.cohort_weights[c] for c in cohorts]
+        sub.cohort_members = [self.cohort_members[c] for c in cohorts]
         empty: Coalition = frozenset()
         sub._losses = {k: v for k, v in self._losses.items() if k == empty}
         sub._steps = {k: v for k, v in self._steps.items() if k == empty}
@@ -374,11 +392,9 @@ def _cohort_weight(weight: float, cohort: int) -> float:
 
 
 __all__ = [
-    "Aggregate",
     "CohortGame",
     "DEFAULT_MAX_SAMPLE_LOSS",
     "SMALL_VALIDATION",
-    "fedavg",
     "flatten_params",
     "load_flat",
     "noise_floor",

@@ -39,6 +39,19 @@ def _signed_bytes(method: str, request: object, timestamp_ms: int, nonce: bytes)
     return b"fedgpu.v1|" + method.encode() + b"|" + bytes(body) + b"|" + timestamp_ms.to_bytes(8, "little") + nonce
 
 
+def rotation_bytes(old_public_key: bytes, new_public_key: bytes) -> bytes:
+    """What the new key signs to accept a rotation: the two keys, in order (RotateKey)."""
+    return b"fedgpu.v1|RotateKey|" + old_public_key + b"|" + new_public_key
+
+
+def verify_rotation(old_public_key: bytes, new_public_key: bytes, signature: bytes) -> None:
+    """Refuse a rotation the new key did not sign (AuthError): nobody can rotate onto a key they do not hold."""
+    try:
+        Ed25519PublicKey.from_public_bytes(new_public_key).verify(signature, rotation_bytes(old_public_key, new_public_key))
+    except (InvalidSignature, ValueError) as exc:
+        raise AuthError("new_key_signature does not verify: sign rotation_bytes(old key, new key) with the new key") from exc
+
+
 class Identity:
     """A node's key pair, kept in a file with owner-only permissions."""
 
@@ -64,11 +77,21 @@ class Identity:
             return cls(key)
         ident = cls.generate()
         p.parent.mkdir(parents=True, exist_ok=True)
-        pem = ident._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        ident.save(p)
+        return ident
+
+    def accept_rotation(self, old_public_key: bytes) -> bytes:
+        """This (new) key's signature accepting the rotation from ``old_public_key``."""
+        return self._key.sign(rotation_bytes(old_public_key, self.public_key))
+
+    def save(self, path: str | Path) -> None:
+        """Write the key to a new file, owner-only (refuses to overwrite)."""
+        pem = self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        fd = os.open(Path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(pem)
-        return ident
+            f.flush()
+            os.fsync(f.fileno())
 
     def sign(self, method: str, request: object) -> None:
         """Fill ``request.auth`` in place."""
@@ -120,4 +143,4 @@ class Verifier:
             self._seen.popitem(last=False)
 
 
-__all__ = ["CLOCK_SKEW_MS", "Identity", "Verifier", "node_id_for"]
+__all__ = ["CLOCK_SKEW_MS", "Identity", "Verifier", "node_id_for", "rotation_bytes", "verify_rotation"]

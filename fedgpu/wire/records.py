@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedgpu.claims import ClaimBounds
 from fedgpu.rewards.chain import Receipt
 
 
@@ -58,6 +59,16 @@ class EncryptionContext:
 
 
 @dataclass(frozen=True)
+class AggregationPlan:
+    """The job's aggregation rule and its parameters (mirrors ``fedgpu.v1.AggregationPlan``; an empty
+    ``rule`` is a spec from a driver that sent none: fedavg)."""
+
+    rule: str = ""
+    trim_fraction: float = 0.0
+    norm_bound: float = 0.0
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """A job as its driver submitted it, field for field (the store keeps its protobuf bytes).
 
@@ -79,6 +90,15 @@ class JobSpec:
     num_params: int = 0
     reward_pool: float = 0.0
     driver_lease_seconds: float = 0.0
+    max_weight: float = 0.0         # as declared; 0: the default (see claim_bounds)
+    update_norm_bound: float = 0.0
+    aggregation: AggregationPlan = field(default_factory=AggregationPlan)
+
+    @property
+    def claim_bounds(self) -> ClaimBounds:
+        """The cap and B the job enforces, its defaults filled in (what its tasks carry)."""
+        p = self.privacy
+        return ClaimBounds.declared(self.max_weight, self.update_norm_bound, p.client_clip if p.enabled and p.mode == "client" else None)
 
 
 @dataclass(frozen=True)
@@ -97,6 +117,8 @@ class Task:
     deadline_ms: int  # unix ms; an update after it is refused
     num_params: int
     num_chunks: int  # number of chunks the update must have
+    max_weight: float = 0.0  # the largest weight the node may claim; 0: none given
+    update_norm_bound: float = 0.0  # the largest norm of its change; 0: none given
 
 
 @dataclass(frozen=True)
@@ -123,6 +145,9 @@ class RoundRecord:
     seconds: float
     attempt: int = 0
     attempt_id: str = ""
+    node_names: Mapping[str, str] = field(default_factory=dict)  # node id -> its registered name, for people
+    upload_seconds: Mapping[str, float] = field(default_factory=dict)  # node id -> first chunk in .. update added
+    aggregation_seconds: float = 0.0  # the aggregator adding the round's updates into its cohort sums
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +163,9 @@ class RoundRecord:
             "seconds": self.seconds,
             "attempt": self.attempt,
             "attempt_id": self.attempt_id,
+            "node_names": dict(self.node_names),
+            "upload_seconds": dict(self.upload_seconds),
+            "aggregation_seconds": self.aggregation_seconds,
         }
 
     def to_json(self) -> str:
@@ -159,6 +187,9 @@ class RoundRecord:
             seconds=float(d["seconds"]),
             attempt=int(d.get("attempt", 0)),
             attempt_id=str(d.get("attempt_id", "")),
+            node_names=dict(d.get("node_names", {})),
+            upload_seconds=dict(d.get("upload_seconds", {})),
+            aggregation_seconds=float(d.get("aggregation_seconds", 0.0)),
         )
 
     @classmethod
@@ -199,6 +230,9 @@ class JobEvent:
     train_seconds: Mapping[str, float] = field(default_factory=dict)
     bytes_up_by_node: Mapping[str, int] = field(default_factory=dict)
     bytes_down_by_node: Mapping[str, int] = field(default_factory=dict)
+    node_names: Mapping[str, str] = field(default_factory=dict)
+    upload_seconds: Mapping[str, float] = field(default_factory=dict)
+    aggregation_seconds: float = 0.0
 
     @classmethod
     def sums_ready(cls, rnd: int, record: RoundRecord) -> JobEvent:
@@ -215,6 +249,9 @@ class JobEvent:
             train_seconds=record.train_seconds,
             bytes_up_by_node=record.bytes_up_by_node,
             bytes_down_by_node=record.bytes_down_by_node,
+            node_names=record.node_names,
+            upload_seconds=record.upload_seconds,
+            aggregation_seconds=record.aggregation_seconds,
         )
 
 
@@ -253,6 +290,7 @@ class LedgerReceipt:
 
 
 __all__ = [
+    "AggregationPlan",
     "EncryptionContext",
     "JobEvent",
     "JobEventKind",

@@ -6,10 +6,11 @@ The domain objects are the dataclasses of :mod:`fedgpu.wire.records` and the job
 
 from __future__ import annotations
 
-from fedgpu.config import JobConfig, PrivacyConfig, TrainingConfig, job_from_dict
+from fedgpu.config import AggregationConfig, JobConfig, PrivacyConfig, TrainingConfig, job_from_dict
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, node_pb2
 from fedgpu.rewards.chain import Receipt
 from fedgpu.wire.records import (
+    AggregationPlan,
     EncryptionContext,
     JobEvent,
     JobEventKind,
@@ -43,6 +44,10 @@ def privacy_to_proto(p: PrivacyConfig, rounds: int, cohort_size: int) -> common_
     )
 
 
+def aggregation_to_proto(a: AggregationConfig) -> driver_pb2.AggregationPlan:
+    return driver_pb2.AggregationPlan(rule=a.rule, trim_fraction=a.trim_fraction, norm_bound=a.norm_bound)
+
+
 def job_to_proto(job: JobConfig, encryption: common_pb2.EncryptionContext, num_params: int) -> driver_pb2.JobSpec:
     return driver_pb2.JobSpec(
         name=job.name,
@@ -60,6 +65,9 @@ def job_to_proto(job: JobConfig, encryption: common_pb2.EncryptionContext, num_p
         num_params=num_params,
         reward_pool=job.rewards.pool_per_round,
         driver_lease_seconds=job.driver_lease_seconds,
+        max_weight=job.max_weight,
+        update_norm_bound=job.update_norm_bound,
+        aggregation=aggregation_to_proto(job.aggregation),
     )
 
 
@@ -82,10 +90,15 @@ def job_config(spec: JobSpec, check_registry: bool = True) -> JobConfig:
         "cohort_size": spec.cohort_size,
         "seed": spec.seed,
         "driver_lease_seconds": spec.driver_lease_seconds or JobConfig.driver_lease_seconds,
+        "max_weight": spec.max_weight or JobConfig.max_weight,
+        "update_norm_bound": spec.update_norm_bound,
         "training": {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "momentum": t.momentum},
         "encryption": {"scheme": spec.encryption.scheme},
         "rewards": {"pool_per_round": spec.reward_pool},
     }
+    a = spec.aggregation
+    if a.rule:  # a spec without a plan keeps the defaults (fedavg)
+        data["aggregation"] = {"rule": a.rule, "trim_fraction": a.trim_fraction, "norm_bound": a.norm_bound}
     if p.enabled:
         data["privacy"] = {
             "enabled": True,
@@ -139,6 +152,14 @@ def privacy_plan_from_proto(m: common_pb2.PrivacyPlan) -> PrivacyPlan:
     )
 
 
+def aggregation_plan_to_proto(p: AggregationPlan) -> driver_pb2.AggregationPlan:
+    return driver_pb2.AggregationPlan(rule=p.rule, trim_fraction=p.trim_fraction, norm_bound=p.norm_bound)
+
+
+def aggregation_plan_from_proto(m: driver_pb2.AggregationPlan) -> AggregationPlan:
+    return AggregationPlan(rule=m.rule, trim_fraction=m.trim_fraction, norm_bound=m.norm_bound)
+
+
 def encryption_to_proto(e: EncryptionContext) -> common_pb2.EncryptionContext:
     return common_pb2.EncryptionContext(
         scheme=e.scheme, params=e.params, public_material=e.public_material, fingerprint=e.fingerprint, values_per_chunk=e.values_per_chunk
@@ -169,6 +190,9 @@ def job_spec_to_proto(s: JobSpec) -> driver_pb2.JobSpec:
         num_params=s.num_params,
         reward_pool=s.reward_pool,
         driver_lease_seconds=s.driver_lease_seconds,
+        max_weight=s.max_weight,
+        update_norm_bound=s.update_norm_bound,
+        aggregation=aggregation_plan_to_proto(s.aggregation),
     )
 
 
@@ -189,6 +213,9 @@ def job_spec_from_proto(m: driver_pb2.JobSpec) -> JobSpec:
         num_params=m.num_params,
         reward_pool=m.reward_pool,
         driver_lease_seconds=m.driver_lease_seconds,
+        max_weight=m.max_weight,
+        update_norm_bound=m.update_norm_bound,
+        aggregation=aggregation_plan_from_proto(m.aggregation),
     )
 
 
@@ -236,6 +263,9 @@ def job_event_to_proto(e: JobEvent) -> driver_pb2.JobEvent:
         train_seconds=e.train_seconds,
         bytes_up_by_node=e.bytes_up_by_node,
         bytes_down_by_node=e.bytes_down_by_node,
+        node_names=e.node_names,
+        upload_seconds=e.upload_seconds,
+        aggregation_seconds=e.aggregation_seconds,
     )
 
 
@@ -254,6 +284,9 @@ def job_event_from_proto(m: driver_pb2.JobEvent) -> JobEvent:
         train_seconds=dict(m.train_seconds),
         bytes_up_by_node=dict(m.bytes_up_by_node),
         bytes_down_by_node=dict(m.bytes_down_by_node),
+        node_names=dict(m.node_names),
+        upload_seconds=dict(m.upload_seconds),
+        aggregation_seconds=m.aggregation_seconds,
     )
 
 
@@ -289,6 +322,8 @@ def task_to_proto(t: Task) -> node_pb2.Task:
         deadline_ms=t.deadline_ms,
         num_params=t.num_params,
         num_chunks=t.num_chunks,
+        max_weight=t.max_weight,
+        update_norm_bound=t.update_norm_bound,
     )
 
 
@@ -306,6 +341,8 @@ def task_from_proto(m: node_pb2.Task) -> Task:
         deadline_ms=m.deadline_ms,
         num_params=m.num_params,
         num_chunks=m.num_chunks,
+        max_weight=m.max_weight,
+        update_norm_bound=m.update_norm_bound,
     )
 
 
@@ -342,6 +379,9 @@ def upload_progress_from_proto(m: node_pb2.UploadReply) -> UploadProgress:
 
 
 __all__ = [
+    "aggregation_plan_from_proto",
+    "aggregation_plan_to_proto",
+    "aggregation_to_proto",
     "encryption_from_proto",
     "encryption_to_proto",
     "job_config",

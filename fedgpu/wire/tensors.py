@@ -1,4 +1,5 @@
-"""Models and updates as bytes: safetensors for state dicts, flat float64 vectors for updates.
+"""Models and updates as bytes: safetensors for state dicts, flat float64 vectors for updates
+(in the one order of :mod:`fedgpu.models.flat`).
 
 Never pickle: ``safetensors`` stores dtype, shape and raw bytes only, and loading a file checks
 each tensor against the model the receiver built from its own code.
@@ -8,13 +9,19 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from fedgpu.errors import ProtocolError
+
+# The flat-vector order is defined once, in fedgpu.models.flat (a leaf valuation imports too); the
+# wire's callers keep reaching it here.
+from fedgpu.models.flat import flatten as flatten
+from fedgpu.models.flat import float_keys as float_keys
+from fedgpu.models.flat import num_values as num_values
+from fedgpu.models.flat import unflatten as unflatten
 
 
 def state_to_bytes(state: dict[str, torch.Tensor]) -> bytes:
@@ -41,37 +48,4 @@ def state_from_bytes(data: bytes, reference: dict[str, torch.Tensor]) -> Ordered
     return out
 
 
-def float_keys(state: dict[str, torch.Tensor]) -> list[str]:
-    """The entries an update covers: floating-point tensors, in the model's own order."""
-    return [k for k, v in state.items() if v.is_floating_point()]
-
-
-def flatten(state: dict[str, torch.Tensor]) -> np.ndarray:
-    keys = float_keys(state)
-    if not keys:
-        return np.zeros(0)
-    return torch.cat([state[k].detach().reshape(-1).to(torch.float64) for k in keys]).numpy()
-
-
-def num_values(state: dict[str, torch.Tensor]) -> int:
-    return sum(state[k].numel() for k in float_keys(state))
-
-
-def unflatten(vec: np.ndarray, reference: dict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
-    """Inverse of ``flatten`` over the float entries of ``reference``; other entries are copied."""
-    n = num_values(reference)
-    if vec.shape != (n,):
-        raise ProtocolError(f"flat vector has shape {vec.shape}, the model has {n} values")
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    pos = 0
-    for k, ref in reference.items():
-        if ref.is_floating_point():
-            m = ref.numel()
-            out[k] = torch.from_numpy(np.ascontiguousarray(vec[pos : pos + m])).reshape(ref.shape).to(ref.dtype)
-            pos += m
-        else:
-            out[k] = ref.clone()
-    return out
-
-
-__all__ = ["flatten", "float_keys", "num_values", "state_from_bytes", "state_to_bytes", "unflatten"]
+__all__ = ["state_from_bytes", "state_to_bytes"]

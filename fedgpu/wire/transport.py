@@ -25,13 +25,16 @@ from pathlib import Path
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fedgpu.errors import (
     AuthError,
     ConfigError,
     FedgpuError,
+    NotAdmitted,
     NotFoundError,
     ProtocolError,
+    RateLimited,
     StateError,
     TransportError,
 )
@@ -45,7 +48,9 @@ _LIMITS = (
 )
 # The server pings idle connections every 20 s and lets clients ping every 10 s even with no call
 # in flight (a node between long-polls); gRPC's default (5 min) would answer them with GOAWAY.
-SERVER_OPTIONS = (*_LIMITS, ("grpc.keepalive_time_ms", 20000), ("grpc.keepalive_timeout_ms", 10000), ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0), ("grpc.http2.min_ping_interval_without_data_ms", 10000))
+# gRPC sets SO_REUSEPORT by default: a second aggregator on a busy port would bind it too and share
+# its connections without a word, so it is turned off and a busy port is refused (``add_port``).
+SERVER_OPTIONS = (*_LIMITS, ("grpc.so_reuseport", 0), ("grpc.keepalive_time_ms", 20000), ("grpc.keepalive_timeout_ms", 10000), ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0), ("grpc.http2.min_ping_interval_without_data_ms", 10000))
 # Clients ping every 30 s, so a driver watching a job or a node in a long-poll notices within
 # 40 s that the aggregator's machine vanished (no RST) instead of waiting forever.
 CHANNEL_OPTIONS = (*_LIMITS, ("grpc.keepalive_time_ms", 30000), ("grpc.keepalive_timeout_ms", 10000), ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0))
@@ -169,6 +174,21 @@ def add_port(server: grpc.aio.Server, listen: str, tls: TLSConfig) -> int:
     return port
 
 
+def add_health(server: grpc.aio.Server) -> health.aio.HealthServicer:
+    """Serve the standard ``grpc.health.v1.Health`` service (what load balancers and
+    ``grpc_health_probe`` ask); :func:`set_serving` says what it answers."""
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    return servicer
+
+
+async def set_serving(servicer: health.aio.HealthServicer, services: Sequence[str], serving: bool) -> None:
+    """Report the server (``""``) and each of ``services`` as SERVING or NOT_SERVING."""
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", *services):
+        await servicer.set(name, status)
+
+
 # ---- client ------------------------------------------------------------------------------------
 def channel_credentials(target: str, tls: TLSConfig) -> grpc.ChannelCredentials | None:
     """What a client channel to ``target`` uses; None means cleartext (see the table at the top)."""
@@ -196,10 +216,10 @@ def open_channel(target: str, tls: TLSConfig | None = None) -> grpc.Channel:
 _REFUSED: dict[grpc.StatusCode, type[FedgpuError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: ProtocolError,
     grpc.StatusCode.OUT_OF_RANGE: ProtocolError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ProtocolError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimited,
     grpc.StatusCode.UNIMPLEMENTED: ProtocolError,
     grpc.StatusCode.UNAUTHENTICATED: AuthError,
-    grpc.StatusCode.PERMISSION_DENIED: AuthError,
+    grpc.StatusCode.PERMISSION_DENIED: NotAdmitted,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
     grpc.StatusCode.FAILED_PRECONDITION: StateError,
     grpc.StatusCode.ABORTED: StateError,
@@ -259,6 +279,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "SERVER_OPTIONS",
     "TLSConfig",
+    "add_health",
     "add_port",
     "channel_credentials",
     "check_listen",
@@ -271,4 +292,5 @@ __all__ = [
     "rpc_errors",
     "server_credentials",
     "server_pair",
+    "set_serving",
 ]

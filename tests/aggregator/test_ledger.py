@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import update
 
 from fedgpu.aggregator.ledger import round_rows
-from fedgpu.aggregator.store import Store, ledger
+from fedgpu.aggregator.schema import ledger
+from fedgpu.aggregator.store import Store
 from fedgpu.errors import ProtocolError, StorageError
 from fedgpu.rewards.chain import GENESIS, LedgerEntry, build_rows, public_key_bytes, sign_head, verify_ledger
 from fedgpu.wire.records import JobSpec, RoundRecord, RoundResult

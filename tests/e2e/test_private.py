@@ -92,3 +92,32 @@ def test_job_asking_more_than_the_caps_fails_fast_and_trains_nothing(aggregator,
     assert seen == []  # no node got as far as an update
     for i in range(2):
         assert OwnerLedger(tmp_path / f"node{i}" / "privacy.db").events() == []
+
+
+def test_a_job_that_cannot_finish_under_the_caps_is_declined_up_front_with_a_report(aggregator, tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
+    """Issue #17: each node's first round fits under its cap, the whole job does not. The nodes decline it
+    before training anything, and the driver still writes report.json saying why."""
+    import json
+
+    from fedgpu.privacy.dp import noise_for_job
+
+    train, test = digits
+    cap = TARGET * 0.9
+    n = len(partition_iid(len(train), 2, seed=1)[0])
+    sigma, q, steps = noise_for_job(TARGET, 1e-5, n, 64, 1, 3, "prv")
+    assert epsilon_of([(sigma, q, steps)], 1e-5, "prv") < cap  # a per-round check would have let round 1 train
+    seen: list = []
+    nodes = dp_nodes(aggregator.address, tmp_path, train, 2, cap=cap, seen=seen)
+    out = tmp_path / "out"
+    try:
+        with pytest.raises(RoundFailed, match="privacy_budget"):
+            run_driver(aggregator.address, dp_job(rounds=3), out, test)
+    finally:
+        stop_nodes(nodes)
+    assert seen == []
+    for i in range(2):
+        assert OwnerLedger(tmp_path / f"node{i}" / "privacy.db").events() == []
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "failed" and report["rounds"] == []
+    assert "privacy_budget" in report["error"] and "Declined before training anything" in report["error"]
+    assert not (out / "model.safetensors").exists()  # no round was applied

@@ -15,7 +15,7 @@ from fedgpu.models import ModelSpec, build_model
 from fedgpu.node.privacy_gate import PrivacyGate
 from fedgpu.node.training import DPTrainResult, LocalTrainConfig, train_local, train_local_dp
 from fedgpu.privacy.dp import Accountant, noise_for_job, plan_key, planned_steps
-from fedgpu.privacy.ledger import OwnerLedger
+from fedgpu.privacy.ledger import OwnerLedger, PrivacyEvent
 from fedgpu.privacy.plan_cache import PlanCache
 from fedgpu.proto.fedgpu.v1 import common_pb2, node_pb2
 
@@ -95,3 +95,33 @@ def test_over_budget_round_is_refused_before_any_training(tmp_path: Path) -> Non
     assert gate.last_plan_seconds is not None
     plans = tmp_path / "privacy.plans.json"  # next to the ledger: a restarted node reads its plan
     assert PlanCache(plans).get(plan_key(3.0, 1e-5, 1 / 4, 4, Accountant.RDP, 3e-3)) is not None
+
+
+def test_a_job_that_cannot_finish_under_the_cap_is_declined_before_its_first_round(tmp_path: Path) -> None:
+    """Issue #17: a second job whose first rounds fit but whose whole plan does not is refused up front,
+    so the owner does not spend epsilon on a job that would fail half-way."""
+    gate = PrivacyGate(tmp_path / "privacy.db", cap=100.0, owner="o")
+    gate.ledger = OwnerLedger(tmp_path / "privacy.db", accountant="rdp")  # RDP: PRV is too slow for a unit test
+    owner_data = data(200)
+    cfg = LocalTrainConfig(epochs=1, batch_size=50, lr=0.1)
+
+    def task(job: str, rnd: int, epsilon: float) -> node_pb2.Task:
+        plan = common_pb2.PrivacyPlan(enabled=True, epsilon=epsilon, delta=1e-5, max_grad_norm=1.0, rounds=4, accountant="rdp")
+        return node_pb2.Task(job_id=job, round=rnd, privacy=plan, training=common_pb2.TrainingPlan(epochs=1, batch_size=50))
+
+    for rnd in range(1, 5):  # an earlier job spent epsilon 6 on this data
+        gate.train(task("first", rnd, 6.0), build_model("mlp", SPEC, seed=0), owner_data, cfg, torch.device("cpu"))
+    fp = gate.ledger.datasets()[0]
+    sigma, q, steps = noise_for_job(6.0, 1e-5, 200, 50, 1, 4, "rdp")
+    one_round = gate.ledger.project(PrivacyEvent("o", fp, "second", 1, sigma, q, steps, 1e-5))
+    whole_job = gate.ledger.project(PrivacyEvent("o", fp, "second", 1, sigma, q, 4 * steps, 1e-5))
+    gate.cap = (one_round + whole_job) / 2  # its first round fits (the old check let it start), the job does not
+    with pytest.raises(PrivacyBudgetExceeded, match=r"plans 4 more round\(s\).*rounds 1\.\.4.*Declined before training anything"):
+        gate.admit(task("second", 1, 6.0), owner_data)
+    assert [e.event.job_id for e in gate.ledger.events()] == ["first"] * 4  # nothing of the second job recorded
+    gate.cap = whole_job + 0.01
+    gate.admit(task("second", 1, 6.0), owner_data)
+    for rnd in range(1, 5):  # admitted: every planned round then fits
+        gate.admit(task("second", rnd, 6.0), owner_data)
+        gate.train(task("second", rnd, 6.0), build_model("mlp", SPEC, seed=0), owner_data, cfg, torch.device("cpu"))
+    assert gate.ledger.epsilon(1e-5) == pytest.approx(whole_job, abs=1e-6)

@@ -7,11 +7,12 @@ import pytest
 import torch
 from torch import nn
 
+from fedgpu.aggregation import CohortRecord, fedavg
 from fedgpu.errors import ConfigError, ProtocolError, RewardsError
 from fedgpu.models import MLP, ModelSpec
 from fedgpu.rewards.payout import payout
 from fedgpu.rewards.shapley import shapley
-from fedgpu.rewards.utility import CohortGame, fedavg, flatten_params, load_flat, noise_floor, zero_below_floor
+from fedgpu.rewards.utility import CohortGame, flatten_params, load_flat, noise_floor, zero_below_floor
 
 SPEC = ModelSpec((8,), 3)
 CENTERS = np.random.default_rng(99).normal(size=(3, 8)) * 1.5
@@ -79,7 +80,7 @@ def test_utility_is_the_loss_drop_of_the_real_fedavg_model(setup: dict[str, np.n
     base = 0.2 * setup["old"]
     # one candidate per coalition (the server's step, momentum 1); the empty coalition may take w or w + base
     game = CohortGame(factory, w, base, [3 * a, 2 * b], [3.0, 2.0], setup["vx"], setup["vy"], momenta=(1.0,), server_lr=1.5)
-    avg = fedavg([3 * a, 2 * b], [3.0, 2.0])
+    avg = fedavg([CohortRecord(3 * a, 3.0), CohortRecord(2 * b, 2.0)])
     np.testing.assert_allclose(avg, (3 * a + 2 * b) / 5)
     along = base / np.linalg.norm(base)
     proj = lambda v: v - (v @ along) * along  # noqa: E731  the part along the last change is the server's
@@ -220,9 +221,9 @@ def test_custom_aggregation_rule_is_used(setup: dict[str, np.ndarray]) -> None:
     w, a, b = setup["w"], setup["a"], setup["b"]
     seen: list[int] = []
 
-    def first_cohort_only(sums, weights):  # a stand-in for a robust rule over cohort means
-        seen.append(len(sums))
-        return np.asarray(sums[0]) / weights[0]
+    def first_cohort_only(cohorts):  # a stand-in for a robust rule over cohort means
+        seen.append(len(cohorts))
+        return np.asarray(cohorts[0].weighted) / cohorts[0].weight
 
     game = CohortGame(factory, w, None, [a, b], [1.0, 1.0], setup["vx"], setup["vy"], aggregate=first_cohort_only)
     assert math.isclose(game(frozenset({0, 1})), game(frozenset({0})), abs_tol=1e-12)

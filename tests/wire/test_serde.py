@@ -27,7 +27,7 @@ from fedgpu.wire.records import (
 TRAINING = TrainingPlan(epochs=2, batch_size=32, lr=0.05, momentum=0.9, seed=2**62 + 7)
 PRIVACY = PrivacyPlan(True, 3.0, 1e-5, 1.2, 10, "rdp", "client", 1.1, 0.5, 4)
 ENCRYPTION = EncryptionContext("ckks", b"\x01\x02params", b"public key", "ab" * 32, 4096)
-SPEC = JobSpec("j", "mlp", "digits", 3, 8, 4, 60.0, TRAINING, 2, 11, PRIVACY, ENCRYPTION, 12345, 100.0, 30.0)
+SPEC = JobSpec("j", "mlp", "digits", 3, 8, 4, 60.0, TRAINING, 2, 11, PRIVACY, ENCRYPTION, 12345, 100.0, 30.0, 2.5, 7.0)
 RECORD = RoundRecord(
     participants=("a", "b", "c", "d"),
     cohorts=(("a", "b"), ("c", "d")),
@@ -58,13 +58,24 @@ def test_job_spec_round_trips_through_proto_and_bytes() -> None:
 
 def test_job_config_through_the_wire_is_the_same_job() -> None:
     cfg = JobConfig(model="mlp", dataset="digits", rounds=3, nodes_per_round=4, min_nodes=2, cohort_size=2, seed=5)
-    spec = serde.job_to_proto(cfg, serde.encryption_to_proto(ENCRYPTION), 100)
-    assert serde.job_from_proto(spec, check_registry=False) == cfg
-    assert serde.job_config(serde.job_spec_from_proto(spec), check_registry=False) == cfg
+    for job in (cfg, JobConfig(model="mlp", dataset="digits", max_weight=2.5, update_norm_bound=float("inf"))):
+        spec = serde.job_to_proto(job, serde.encryption_to_proto(ENCRYPTION), 100)
+        assert serde.job_from_proto(spec, check_registry=False) == job
+        assert serde.job_config(serde.job_spec_from_proto(spec), check_registry=False) == job
+        assert serde.job_spec_from_proto(spec).claim_bounds == job.claim_bounds  # what the aggregator puts in tasks
+
+
+def test_a_spec_without_claim_bounds_gets_the_defaults() -> None:
+    """A spec of a driver that predates the fields (0 on the wire) reads as the default bounds."""
+    spec = serde.job_to_proto(JobConfig(model="mlp", dataset="digits"), serde.encryption_to_proto(ENCRYPTION), 100)
+    spec.ClearField("max_weight")
+    spec.ClearField("update_norm_bound")
+    assert serde.job_from_proto(spec, check_registry=False) == JobConfig(model="mlp", dataset="digits")
+    assert serde.job_spec_from_proto(spec).claim_bounds.update_norm_bound == 100.0
 
 
 def test_task_round_trips_and_its_wire_size_is_its_serialized_length() -> None:
-    task = Task("t1", "job-1", 3, 2, "mlp", "digits", TRAINING, PRIVACY, ENCRYPTION, 1_700_000_000_000, 12345, 4)
+    task = Task("t1", "job-1", 3, 2, "mlp", "digits", TRAINING, PRIVACY, ENCRYPTION, 1_700_000_000_000, 12345, 4, 2.5, float("inf"))
     assert serde.task_from_proto(serde.task_to_proto(task)) == task
     assert serde.task_wire_size(task) == len(serde.task_to_proto(task).SerializeToString())
     m = node_pb2.Task()

@@ -26,7 +26,7 @@ JOB_EVENT_KIND_JOB_FAILED: JobEventKind
 JOB_EVENT_KIND_JOB_CANCELLED: JobEventKind
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "model", "dataset", "rounds", "nodes_per_round", "min_nodes", "deadline_seconds", "training", "cohort_size", "seed", "privacy", "encryption", "num_params", "reward_pool", "driver_lease_seconds")
+    __slots__ = ("name", "model", "dataset", "rounds", "nodes_per_round", "min_nodes", "deadline_seconds", "training", "cohort_size", "seed", "privacy", "encryption", "num_params", "reward_pool", "driver_lease_seconds", "max_weight", "update_norm_bound", "aggregation")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,9 @@ class JobSpec(_message.Message):
     NUM_PARAMS_FIELD_NUMBER: _ClassVar[int]
     REWARD_POOL_FIELD_NUMBER: _ClassVar[int]
     DRIVER_LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_NORM_BOUND_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     dataset: str
@@ -57,15 +60,30 @@ class JobSpec(_message.Message):
     num_params: int
     reward_pool: float
     driver_lease_seconds: float
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., rounds: _Optional[int] = ..., nodes_per_round: _Optional[int] = ..., min_nodes: _Optional[int] = ..., deadline_seconds: _Optional[float] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., cohort_size: _Optional[int] = ..., seed: _Optional[int] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., num_params: _Optional[int] = ..., reward_pool: _Optional[float] = ..., driver_lease_seconds: _Optional[float] = ...) -> None: ...
+    max_weight: float
+    update_norm_bound: float
+    aggregation: AggregationPlan
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., rounds: _Optional[int] = ..., nodes_per_round: _Optional[int] = ..., min_nodes: _Optional[int] = ..., deadline_seconds: _Optional[float] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., cohort_size: _Optional[int] = ..., seed: _Optional[int] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., num_params: _Optional[int] = ..., reward_pool: _Optional[float] = ..., driver_lease_seconds: _Optional[float] = ..., max_weight: _Optional[float] = ..., update_norm_bound: _Optional[float] = ..., aggregation: _Optional[_Union[AggregationPlan, _Mapping]] = ...) -> None: ...
+
+class AggregationPlan(_message.Message):
+    __slots__ = ("rule", "trim_fraction", "norm_bound")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    TRIM_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    NORM_BOUND_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    trim_fraction: float
+    norm_bound: float
+    def __init__(self, rule: _Optional[str] = ..., trim_fraction: _Optional[float] = ..., norm_bound: _Optional[float] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("spec", "protocol_version")
+    __slots__ = ("spec", "protocol_version", "submit_token")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUBMIT_TOKEN_FIELD_NUMBER: _ClassVar[int]
     spec: JobSpec
     protocol_version: int
-    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., protocol_version: _Optional[int] = ...) -> None: ...
+    submit_token: str
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., protocol_version: _Optional[int] = ..., submit_token: _Optional[str] = ...) -> None: ...
 
 class SubmitJobReply(_message.Message):
     __slots__ = ("job_id", "token")
@@ -147,7 +165,7 @@ class Cohort(_message.Message):
     def __init__(self, members: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("kind", "round", "participants", "cohorts", "message", "bytes_up", "bytes_down", "seconds", "node_status", "epsilon", "train_seconds", "bytes_up_by_node", "bytes_down_by_node")
+    __slots__ = ("kind", "round", "participants", "cohorts", "message", "bytes_up", "bytes_down", "seconds", "node_status", "epsilon", "train_seconds", "bytes_up_by_node", "bytes_down_by_node", "node_names", "upload_seconds", "aggregation_seconds")
     class NodeStatusEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +201,20 @@ class JobEvent(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class NodeNamesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class UploadSecondsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +228,9 @@ class JobEvent(_message.Message):
     TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BYTES_UP_BY_NODE_FIELD_NUMBER: _ClassVar[int]
     BYTES_DOWN_BY_NODE_FIELD_NUMBER: _ClassVar[int]
+    NODE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     kind: JobEventKind
     round: int
     participants: _containers.RepeatedScalarFieldContainer[str]
@@ -209,7 +244,10 @@ class JobEvent(_message.Message):
     train_seconds: _containers.ScalarMap[str, float]
     bytes_up_by_node: _containers.ScalarMap[str, int]
     bytes_down_by_node: _containers.ScalarMap[str, int]
-    def __init__(self, kind: _Optional[_Union[JobEventKind, str]] = ..., round: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., cohorts: _Optional[_Iterable[_Union[Cohort, _Mapping]]] = ..., message: _Optional[str] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., node_status: _Optional[_Mapping[str, str]] = ..., epsilon: _Optional[_Mapping[str, float]] = ..., train_seconds: _Optional[_Mapping[str, float]] = ..., bytes_up_by_node: _Optional[_Mapping[str, int]] = ..., bytes_down_by_node: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    node_names: _containers.ScalarMap[str, str]
+    upload_seconds: _containers.ScalarMap[str, float]
+    aggregation_seconds: float
+    def __init__(self, kind: _Optional[_Union[JobEventKind, str]] = ..., round: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., cohorts: _Optional[_Iterable[_Union[Cohort, _Mapping]]] = ..., message: _Optional[str] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., node_status: _Optional[_Mapping[str, str]] = ..., epsilon: _Optional[_Mapping[str, float]] = ..., train_seconds: _Optional[_Mapping[str, float]] = ..., bytes_up_by_node: _Optional[_Mapping[str, int]] = ..., bytes_down_by_node: _Optional[_Mapping[str, int]] = ..., node_names: _Optional[_Mapping[str, str]] = ..., upload_seconds: _Optional[_Mapping[str, float]] = ..., aggregation_seconds: _Optional[float] = ...) -> None: ...
 
 class FetchCohortSumsRequest(_message.Message):
     __slots__ = ("job_id", "token", "round")

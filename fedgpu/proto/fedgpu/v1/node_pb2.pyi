@@ -32,18 +32,20 @@ class Capabilities(_message.Message):
     def __init__(self, models: _Optional[_Iterable[str]] = ..., datasets: _Optional[_Iterable[str]] = ..., device: _Optional[str] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("public_key", "name", "capabilities", "auth", "protocol_version")
+    __slots__ = ("public_key", "name", "capabilities", "auth", "protocol_version", "session")
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     AUTH_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     public_key: bytes
     name: str
     capabilities: Capabilities
     auth: _common_pb2.NodeAuth
     protocol_version: int
-    def __init__(self, public_key: _Optional[bytes] = ..., name: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., protocol_version: _Optional[int] = ...) -> None: ...
+    session: bytes
+    def __init__(self, public_key: _Optional[bytes] = ..., name: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., protocol_version: _Optional[int] = ..., session: _Optional[bytes] = ...) -> None: ...
 
 class RegisterReply(_message.Message):
     __slots__ = ("node_id", "protocol_version")
@@ -76,7 +78,7 @@ class PullTaskRequest(_message.Message):
     def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., wait_seconds: _Optional[int] = ..., receipts_after: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "job_id", "round", "model_version", "model", "dataset", "training", "privacy", "encryption", "deadline_ms", "num_params", "num_chunks")
+    __slots__ = ("task_id", "job_id", "round", "model_version", "model", "dataset", "training", "privacy", "encryption", "deadline_ms", "num_params", "num_chunks", "max_weight", "update_norm_bound")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +91,8 @@ class Task(_message.Message):
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     NUM_PARAMS_FIELD_NUMBER: _ClassVar[int]
     NUM_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_NORM_BOUND_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     job_id: str
     round: int
@@ -101,7 +105,9 @@ class Task(_message.Message):
     deadline_ms: int
     num_params: int
     num_chunks: int
-    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., deadline_ms: _Optional[int] = ..., num_params: _Optional[int] = ..., num_chunks: _Optional[int] = ...) -> None: ...
+    max_weight: float
+    update_norm_bound: float
+    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., deadline_ms: _Optional[int] = ..., num_params: _Optional[int] = ..., num_chunks: _Optional[int] = ..., max_weight: _Optional[float] = ..., update_norm_bound: _Optional[float] = ...) -> None: ...
 
 class PullTaskReply(_message.Message):
     __slots__ = ("task", "receipts")
@@ -192,3 +198,21 @@ class UploadReply(_message.Message):
     received: int
     complete: bool
     def __init__(self, received: _Optional[int] = ..., complete: _Optional[bool] = ...) -> None: ...
+
+class RotateKeyRequest(_message.Message):
+    __slots__ = ("auth", "new_public_key", "new_key_signature")
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    NEW_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    NEW_KEY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    auth: _common_pb2.NodeAuth
+    new_public_key: bytes
+    new_key_signature: bytes
+    def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., new_public_key: _Optional[bytes] = ..., new_key_signature: _Optional[bytes] = ...) -> None: ...
+
+class RotateKeyReply(_message.Message):
+    __slots__ = ("node_id", "operator_id")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    operator_id: str
+    def __init__(self, node_id: _Optional[str] = ..., operator_id: _Optional[str] = ...) -> None: ...

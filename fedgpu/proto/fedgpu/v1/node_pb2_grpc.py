@@ -70,6 +70,11 @@ class NodeServiceStub:
                 request_serializer=fedgpu_dot_v1_dot_node__pb2.UploadStatusRequest.SerializeToString,
                 response_deserializer=fedgpu_dot_v1_dot_node__pb2.UploadReply.FromString,
                 _registered_method=True)
+        self.RotateKey = channel.unary_unary(
+                '/fedgpu.v1.NodeService/RotateKey',
+                request_serializer=fedgpu_dot_v1_dot_node__pb2.RotateKeyRequest.SerializeToString,
+                response_deserializer=fedgpu_dot_v1_dot_node__pb2.RotateKeyReply.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -122,6 +127,14 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateKey(self, request, context):
+        """Replace the node's identity key by a new one (signed by both): its earnings stay with its operator,
+        the chain of keys that began with its first one. The old key is refused from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +172,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.UploadStatus,
                     request_deserializer=fedgpu_dot_v1_dot_node__pb2.UploadStatusRequest.FromString,
                     response_serializer=fedgpu_dot_v1_dot_node__pb2.UploadReply.SerializeToString,
+            ),
+            'RotateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKey,
+                    request_deserializer=fedgpu_dot_v1_dot_node__pb2.RotateKeyRequest.FromString,
+                    response_serializer=fedgpu_dot_v1_dot_node__pb2.RotateKeyReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +368,33 @@ class NodeService:
             '/fedgpu.v1.NodeService/UploadStatus',
             fedgpu_dot_v1_dot_node__pb2.UploadStatusRequest.SerializeToString,
             fedgpu_dot_v1_dot_node__pb2.UploadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgpu.v1.NodeService/RotateKey',
+            fedgpu_dot_v1_dot_node__pb2.RotateKeyRequest.SerializeToString,
+            fedgpu_dot_v1_dot_node__pb2.RotateKeyReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,137 @@
+"""The aggregator's schema: its tables as SQLAlchemy Core metadata.
+
+This is what the Alembic revisions in ``migrations/versions/`` must build: a change to a table here
+needs a new revision there (migrations/env.py says how), and tests/aggregator/test_store.py fails
+until the two agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint
+
+metadata = MetaData()
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("capabilities", Text, nullable=False),
+    Column("registered_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+)
+
+# A node's identity key replaced by a new one (RotateKey): the retired id, its successor, and the first id
+# of the chain (the operator), under which balances are shown. The retired id's row in ``nodes`` stays.
+key_rotations = Table(
+    "key_rotations",
+    metadata,
+    Column("node_id", String(32), primary_key=True),
+    Column("successor_id", String(32), nullable=False, unique=True),
+    Column("operator_id", String(32), nullable=False),
+    Column("rotated_at", Float, nullable=False),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("spec", LargeBinary, nullable=False),  # serialized fedgpu.v1.JobSpec (protobuf, not pickle)
+    Column("token_hash", String(64), nullable=False),
+    Column("state", String(20), nullable=False),  # waiting_model | running | done | failed | cancelled
+    Column("round", Integer, nullable=False),  # last round opened (0 before the first)
+    Column("model_version", Integer, nullable=False),
+    Column("message", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),  # safetensors bytes
+    Column("sha256", String(64), nullable=False),
+)
+
+rounds = Table(
+    "rounds",
+    metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("state", String(20), nullable=False),  # ready | done
+    Column("attempts", Integer, nullable=False),
+    Column("record", Text, nullable=False),  # RoundRecord as JSON: participants, cohorts, node status, bytes, seconds
+    Column("result", Text, nullable=False, default="{}"),  # JSON: accuracy, loss, cohort values
+    Column("closed_at", Float, nullable=False),
+)
+
+cohort_sums = Table(
+    "cohort_sums",
+    metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("cohort", Integer, primary_key=True),
+    Column("chunk", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
+declines = Table(
+    "declines",
+    metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("node_id", String(32), primary_key=True),
+    Column("reason", String(40), nullable=False),
+    Column("message", Text, nullable=False),
+)
+
+ledger = Table(
+    "reward_ledger",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(40), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("node_id", String(32), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("reward", Float, nullable=False),
+    Column("cohort", Text, nullable=False),
+    Column("evidence_digest", String(64), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    UniqueConstraint("job_id", "round", "node_id", name="one_payment_per_node_and_round"),
+)
+Index("ledger_by_node", ledger.c.node_id, ledger.c.id)  # a node's receipts after the last it holds
+
+ledger_heads = Table(
+    "ledger_heads",
+    metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("head_hash", String(64), nullable=False),
+    Column("signature", String(128), nullable=False),
+    Column("evidence", Text, nullable=False),  # per-subset utilities, so anyone can recompute values
+)
+
+meta_kv = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+)
+
+
+__all__ = [
+    "cohort_sums",
+    "declines",
+    "jobs",
+    "key_rotations",
+    "ledger",
+    "ledger_heads",
+    "meta_kv",
+    "metadata",
+    "models",
+    "nodes",
+    "rounds",
+]

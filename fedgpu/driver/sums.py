@@ -1,0 +1,117 @@
+"""A round's cohort sums as the driver sees them: decrypted, checked against the job's bounded claims,
+and the valuation of the survivors told over all the round's cohorts (docs/protocol.md, "Bounded claims").
+
+A node's garbage (any well-formed ciphertext decrypts to something) or a claim beyond the job's cap
+or norm bound spoils its cohort's sum; that cohort is dropped from the round and the job goes on.
+What the aggregator itself got wrong (a sum of fewer than k, missing chunks) still fails the job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedgpu import crypto
+from fedgpu.claims import SumTolerance, check_cohort_sum
+from fedgpu.config import JobConfig
+from fedgpu.driver.valuation import RoundValuation, RoundValuer
+from fedgpu.errors import ProtocolError
+
+log = logging.getLogger("fedgpu.driver")
+
+
+@dataclass(frozen=True)
+class CohortSum:
+    members: list[str]
+    weighted: np.ndarray   # per parameter: sum over members of w_i * delta_i
+    weights: np.ndarray    # per parameter: sum over members of w_i (the weight slot of its chunk)
+    cohort: int = 0        # its index among the round's cohorts (JobEvent.cohorts)
+
+    @property
+    def weight(self) -> float:
+        """The cohort's weight as the aggregation rules and valuation take it: its chunks' weight slots
+        averaged (fetch_sums checks they agree)."""
+        return float(self.weights.mean())
+
+
+@dataclass(frozen=True)
+class DroppedCohort:
+    """A cohort whose decrypted sum broke the job's bounded claims (fedgpu.claims): left out of the round."""
+
+    cohort: int
+    members: list[str]
+    weight: float | None   # what its weight slots say (None: not a finite number)
+    rule: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cohort": self.cohort, "members": list(self.members), "rule": self.rule, "reason": self.reason}
+
+
+def decrypt_sums(
+    by_cohort: dict[int, tuple[list[str], list[bytes]]], decryptor: crypto.Decryptor, layout: crypto.ChunkLayout, keys: crypto.KeyPair, job: JobConfig, where: str
+) -> tuple[list[CohortSum], list[DroppedCohort]]:
+    """Each cohort's chunks (as fetched, in order) decrypted: the sums that keep the job's bounded claims, and those dropped."""
+    bounds = job.claim_bounds
+    dp = job.privacy
+    noise_std = dp.client_noise_multiplier * dp.client_clip / math.sqrt(job.cohort_size) if dp.enabled and dp.mode == "client" else 0.0
+    out, dropped = [], []
+    for ci in sorted(by_cohort):
+        members, parts = by_cohort[ci]
+        if len(members) < job.cohort_size:
+            raise ProtocolError(f"aggregator sent a sum of {len(members)} nodes, fewer than k = {job.cohort_size}")
+        if len(parts) != layout.num_chunks:
+            raise ProtocolError(f"cohort {ci} sum has {len(parts)} chunks, expected {layout.num_chunks}")
+        values = [decryptor.decrypt(p, layout.chunk_values(i)) for i, p in enumerate(parts)]
+        weighted, chunk_weights = layout.join(values)
+        value_error, weight_error = crypto.sum_error(keys.scheme, keys.params, len(members))
+        rejected = check_cohort_sum(weighted, chunk_weights, len(members), bounds, SumTolerance(value_error, weight_error, noise_std))
+        if rejected is not None:
+            weight = float(chunk_weights.mean())
+            dropped.append(DroppedCohort(ci, members, weight if math.isfinite(weight) else None, rejected.rule.value, rejected.reason))
+            log.warning("%s: cohort %d (%s) dropped: %s", where, ci, ", ".join(members), rejected.reason)
+            continue
+        weights = np.repeat(chunk_weights, [layout.chunk_values(i) - 1 for i in range(layout.num_chunks)])
+        out.append(CohortSum(members, weighted, weights, ci))
+    return out, dropped
+
+
+def with_dropped(
+    valuer: RoundValuer | None, rnd: int, valuation: RoundValuation | None, sums: list[CohortSum], dropped: list[DroppedCohort], start: np.ndarray
+) -> RoundValuation:
+    """The valuation of the surviving cohorts (None: none survived) told over all the round's cohorts.
+
+    Indices are mapped back to the round's cohorts, a dropped cohort is worth 0 and its members are
+    valued and paid 0 (so that the ledger still records them), and the evidence names the mapping and
+    the dropped cohorts. A round nobody's cohort survived values nothing, and its pool carries over.
+    """
+    if valuation is None:
+        if valuer is not None:
+            valuer.carried += valuer.pool
+        empty = {"round": rnd, "cohorts": [], "kept": [], "step": 0.0, "momentum": 0.0}
+        valuation = RoundValuation([], [], 0.0, 0.0, np.zeros_like(start), {}, {}, 0.0, 0.0, 0.0, json.dumps(empty).encode())
+    if not dropped:
+        return valuation
+    index = [s.cohort for s in sums]
+    values = [0.0] * (len(sums) + len(dropped))
+    for i, v in zip(index, valuation.cohort_values, strict=True):
+        values[i] = v
+    zeros = {m: 0.0 for d in dropped for m in d.members}
+    evidence = {**json.loads(valuation.evidence), "cohort_index": index, "dropped": [d.to_dict() for d in dropped]}
+    return dataclasses.replace(
+        valuation,
+        cohort_values=values,
+        kept=[index[k] for k in valuation.kept],
+        node_values={**zeros, **valuation.node_values},
+        rewards={**zeros, **valuation.rewards},
+        evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode(),
+    )
+
+
+__all__ = ["CohortSum", "DroppedCohort", "decrypt_sums", "with_dropped"]
