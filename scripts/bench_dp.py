@@ -47,7 +47,8 @@ from fedgpu.datasets import ArrayDataset, partition_dirichlet, partition_iid, pu
 from fedgpu.evaluation import evaluate
 from fedgpu.models import CNN1D, ModelSpec
 from fedgpu.node.training import LocalTrainConfig, train_local, train_local_dp
-from fedgpu.privacy.dp import epsilon_of, noise_for_job
+from fedgpu.privacy.dp import epsilon_of
+from fedgpu.privacy.planning import noise_for_job
 
 SPEC = ModelSpec((40,), 10)
 

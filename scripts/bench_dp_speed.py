@@ -54,7 +54,8 @@ _PLAN = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import torch, opacus  # what a DP node has loaded before it plans
-from fedgpu.privacy.dp import noise_for_job, planned_steps
+from fedgpu.privacy.dp import planned_steps
+from fedgpu.privacy.planning import noise_for_job
 from fedgpu.privacy.plan_cache import PlanCache
 t1 = time.perf_counter()
 kind, eps, delta, n, batch, epochs, rounds, cache = sys.argv[1], *map(float, sys.argv[2:4]), *map(int, sys.argv[4:8]), sys.argv[8]

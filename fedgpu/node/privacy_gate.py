@@ -25,9 +25,10 @@ from torch import nn
 from fedgpu.datasets import ArrayDataset
 from fedgpu.errors import PrivacyBudgetExceeded
 from fedgpu.node.training import LocalTrainConfig, train_local_dp
-from fedgpu.privacy.dp import GradSampleMode, noise_for_job
+from fedgpu.privacy.dp import GradSampleMode
 from fedgpu.privacy.ledger import OwnerLedger, PrivacyEvent, dataset_fingerprint
 from fedgpu.privacy.plan_cache import PlanCache
+from fedgpu.privacy.planning import noise_for_job
 from fedgpu.wire.records import Task
 
 NO_CAP = 1e6  # an owner who set no cap still has every task recorded

@@ -99,7 +99,7 @@ def test_a_job_that_cannot_finish_under_the_caps_is_declined_up_front_with_a_rep
     before training anything, and the driver still writes report.json saying why."""
     import json
 
-    from fedgpu.privacy.dp import noise_for_job
+    from fedgpu.privacy.planning import noise_for_job
 
     train, test = digits
     cap = TARGET * 0.9

@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fedgpu.privacy.dp as dp
+import fedgpu.privacy.planning as dp
 from fedgpu.errors import ConfigError
-from fedgpu.privacy.dp import Accountant, DPConfig, epsilon_of, noise_for_job, noise_plan, plan_noise, planned_steps
+from fedgpu.privacy.dp import Accountant, DPConfig, epsilon_of, planned_steps
+from fedgpu.privacy.planning import noise_for_job, noise_plan, plan_noise
 
 
 @pytest.mark.parametrize(

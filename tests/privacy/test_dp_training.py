@@ -14,9 +14,10 @@ from fedgpu.errors import ConfigError, PrivacyBudgetExceeded
 from fedgpu.models import ModelSpec, build_model
 from fedgpu.node.privacy_gate import PrivacyGate
 from fedgpu.node.training import DPTrainResult, LocalTrainConfig, train_local, train_local_dp
-from fedgpu.privacy.dp import Accountant, noise_for_job, plan_key, planned_steps
+from fedgpu.privacy.dp import Accountant, planned_steps
 from fedgpu.privacy.ledger import OwnerLedger, PrivacyEvent
 from fedgpu.privacy.plan_cache import PlanCache
+from fedgpu.privacy.planning import noise_for_job, plan_key
 from fedgpu.proto.fedgpu.v1 import common_pb2, node_pb2
 
 SPEC = ModelSpec((40,), 10)

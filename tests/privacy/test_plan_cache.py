@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import fedgpu.privacy.dp as dp
-from fedgpu.privacy.dp import Accountant, epsilon_of, noise_plan, plan_key
+import fedgpu.privacy.planning as dp
+from fedgpu.privacy.dp import Accountant, epsilon_of
 from fedgpu.privacy.plan_cache import MAX_ENTRIES, NoisePlan, PlanCache, PlanKey, _digest
+from fedgpu.privacy.planning import noise_plan, plan_key
 
 ARGS = (8.0, 1e-5, 0.1, 200)  # epsilon, delta, q, steps
 TOL = 0.008
