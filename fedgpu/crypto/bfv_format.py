@@ -43,10 +43,10 @@ import numpy as np
 from fedgpu.crypto.ckks_format import DEFAULT_MODULUS, MAX_PAYLOAD_BYTES
 from fedgpu.crypto.coefficients import (
     MAX_BITS,
-    MAX_GAP,
     MIN_BITS,
     add_packed,
     by_phase,
+    check_ring,
     natural_order,
     pack,
     packed_bytes,
@@ -100,14 +100,8 @@ class Bfv8Params:
     ciphertexts_per_chunk: int = 17
 
     def __post_init__(self) -> None:
-        n, q = self.poly_modulus_degree, self.modulus
-        if n < 2048 or n > 32768 or n & (n - 1):
-            raise CryptoError(f"bfv8 poly_modulus_degree {n}: must be a power of two in 2048..32768")
-        k = q.bit_length()
-        if not 40 <= k <= 61 or q % (2 * n) != 1:
-            raise CryptoError(f"bfv8 modulus {q}: must be a 40..61-bit prime equal to 1 mod {2 * n}")
-        if (1 << k) - q >= MAX_GAP:
-            raise CryptoError(f"bfv8 modulus {q}: must lie within 2**32 below a power of two")
+        check_ring("bfv8", self.poly_modulus_degree, self.modulus)
+        k = self.modulus.bit_length()
         if not 2 <= self.quant_bits <= 16:
             raise CryptoError(f"bfv8 quant_bits {self.quant_bits}: must be in 2..16")
         if not (math.isfinite(self.clip) and self.clip > 0):

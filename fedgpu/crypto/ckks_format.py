@@ -39,6 +39,7 @@ from fedgpu.crypto.coefficients import (
     MIN_BITS,
     add_packed,
     by_phase,
+    check_ring,
     natural_order,
     pack,
     packed_bytes,
@@ -88,14 +89,8 @@ class CkksParams:
     ciphertexts_per_chunk: int = 18
 
     def __post_init__(self) -> None:
-        n, q = self.poly_modulus_degree, self.modulus
-        if n < 2048 or n > 32768 or n & (n - 1):
-            raise CryptoError(f"ckks poly_modulus_degree {n}: must be a power of two in 2048..32768")
-        k = q.bit_length()
-        if not 40 <= k <= 61 or q % (2 * n) != 1:
-            raise CryptoError(f"ckks modulus {q}: must be a 40..61-bit prime equal to 1 mod {2 * n}")
-        if (1 << k) - q >= _MAX_GAP:
-            raise CryptoError(f"ckks modulus {q}: must lie within 2**32 below a power of two")
+        check_ring("ckks", self.poly_modulus_degree, self.modulus)
+        k = self.modulus.bit_length()
         if not 20 <= self.scale_bits <= k - 4:
             raise CryptoError(f"ckks scale_bits {self.scale_bits}: must be in 20..{k - 4}")
         for name, bits in (("c0_bits", self.c0_bits), ("c1_bits", self.c1_bits)):

@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from fedgpu.errors import CryptoError
+
 # Bit widths a payload may use: >= 33 for the exact decompression below, <= 57 so that one value
 # plus its bit offset (< 8) fits the 8-byte window the packer reads and writes.
 MIN_BITS, MAX_BITS = 33, 57
@@ -150,12 +152,25 @@ def natural_order(by_phase_sums: np.ndarray, bits: int) -> np.ndarray:
     return by_phase_sums.T.reshape(-1) & _U64((1 << bits) - 1)
 
 
+
+def check_ring(scheme: str, n: int, q: int) -> None:
+    """The ring every SEAL scheme here uses: degree n a power of two in 2048..32768, one 40..61-bit
+    prime q = 1 mod 2n within MAX_GAP below a power of two (what modulus switching by shifts needs)."""
+    if n < 2048 or n > 32768 or n & (n - 1):
+        raise CryptoError(f"{scheme} poly_modulus_degree {n}: must be a power of two in 2048..32768")
+    k = q.bit_length()
+    if not 40 <= k <= 61 or q % (2 * n) != 1:
+        raise CryptoError(f"{scheme} modulus {q}: must be a 40..61-bit prime equal to 1 mod {2 * n}")
+    if (1 << k) - q >= MAX_GAP:
+        raise CryptoError(f"{scheme} modulus {q}: must lie within 2**32 below a power of two")
+
 __all__ = [
     "MAX_BITS",
     "MAX_GAP",
     "MIN_BITS",
     "add_packed",
     "by_phase",
+    "check_ring",
     "compress",
     "decompress",
     "group",

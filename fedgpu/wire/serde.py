@@ -6,7 +6,7 @@ The domain objects are the dataclasses of :mod:`fedgpu.wire.records` and the job
 
 from __future__ import annotations
 
-from fedgpu.config import AggregationConfig, JobConfig, PrivacyConfig, TrainingConfig, job_from_dict
+from fedgpu.config import JobConfig, job_from_dict
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, node_pb2
 from fedgpu.rewards.chain import Receipt
 from fedgpu.wire.records import (
@@ -25,31 +25,10 @@ from fedgpu.wire.records import (
 )
 
 
-def training_to_proto(t: TrainingConfig, seed: int) -> common_pb2.TrainingPlan:
-    return common_pb2.TrainingPlan(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, momentum=t.momentum, seed=seed)
-
-
-def privacy_to_proto(p: PrivacyConfig, rounds: int, cohort_size: int) -> common_pb2.PrivacyPlan:
-    return common_pb2.PrivacyPlan(
-        enabled=p.enabled,
-        epsilon=p.epsilon,
-        delta=p.delta,
-        max_grad_norm=p.max_grad_norm,
-        rounds=rounds,
-        accountant=p.accountant,
-        mode=p.mode,
-        client_noise_multiplier=p.client_noise_multiplier,
-        client_clip=p.client_clip,
-        cohort_size=cohort_size,
-    )
-
-
-def aggregation_to_proto(a: AggregationConfig) -> driver_pb2.AggregationPlan:
-    return driver_pb2.AggregationPlan(rule=a.rule, trim_fraction=a.trim_fraction, norm_bound=a.norm_bound)
-
-
-def job_to_proto(job: JobConfig, encryption: common_pb2.EncryptionContext, num_params: int) -> driver_pb2.JobSpec:
-    return driver_pb2.JobSpec(
+def job_spec_of(job: JobConfig, encryption: EncryptionContext, num_params: int) -> JobSpec:
+    """The spec a driver submits for its job file: what every role reads of the job from then on."""
+    p, a = job.privacy, job.aggregation
+    return JobSpec(
         name=job.name,
         model=job.model,
         dataset=job.dataset,
@@ -57,18 +36,25 @@ def job_to_proto(job: JobConfig, encryption: common_pb2.EncryptionContext, num_p
         nodes_per_round=job.nodes_per_round,
         min_nodes=job.min_nodes,
         deadline_seconds=job.deadline_seconds,
-        training=training_to_proto(job.training, job.seed),
+        training=TrainingPlan(epochs=job.training.epochs, batch_size=job.training.batch_size, lr=job.training.lr, momentum=job.training.momentum, seed=job.seed),
         cohort_size=job.cohort_size,
         seed=job.seed,
-        privacy=privacy_to_proto(job.privacy, job.rounds, job.cohort_size),
+        privacy=PrivacyPlan(
+            enabled=p.enabled, epsilon=p.epsilon, delta=p.delta, max_grad_norm=p.max_grad_norm, rounds=job.rounds, accountant=p.accountant,
+            mode=p.mode, client_noise_multiplier=p.client_noise_multiplier, client_clip=p.client_clip, cohort_size=job.cohort_size,
+        ),
         encryption=encryption,
         num_params=num_params,
         reward_pool=job.rewards.pool_per_round,
         driver_lease_seconds=job.driver_lease_seconds,
         max_weight=job.max_weight,
         update_norm_bound=job.update_norm_bound,
-        aggregation=aggregation_to_proto(job.aggregation),
+        aggregation=AggregationPlan(rule=a.rule, trim_fraction=a.trim_fraction, norm_bound=a.norm_bound),
     )
+
+
+def job_to_proto(job: JobConfig, encryption: common_pb2.EncryptionContext, num_params: int) -> driver_pb2.JobSpec:
+    return job_spec_to_proto(job_spec_of(job, encryption_from_proto(encryption), num_params))
 
 
 def job_from_proto(spec: driver_pb2.JobSpec, check_registry: bool = True) -> JobConfig:
@@ -381,7 +367,6 @@ def upload_progress_from_proto(m: node_pb2.UploadReply) -> UploadProgress:
 __all__ = [
     "aggregation_plan_from_proto",
     "aggregation_plan_to_proto",
-    "aggregation_to_proto",
     "encryption_from_proto",
     "encryption_to_proto",
     "job_config",
@@ -392,6 +377,7 @@ __all__ = [
     "job_from_proto",
     "job_spec_from_bytes",
     "job_spec_from_proto",
+    "job_spec_of",
     "job_spec_to_bytes",
     "job_spec_to_proto",
     "job_status_from_proto",
@@ -399,7 +385,6 @@ __all__ = [
     "job_to_proto",
     "privacy_plan_from_proto",
     "privacy_plan_to_proto",
-    "privacy_to_proto",
     "receipt_from_proto",
     "receipt_to_proto",
     "round_result_from_proto",
@@ -409,7 +394,6 @@ __all__ = [
     "task_wire_size",
     "training_plan_from_proto",
     "training_plan_to_proto",
-    "training_to_proto",
     "upload_progress_from_proto",
     "upload_progress_to_proto",
 ]
