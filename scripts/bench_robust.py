@@ -3,8 +3,9 @@
 Everything is the real loop in one process, as in scripts/bench_valuation.py: a LocalAggregator
 (grpc.aio on 127.0.0.1), NodeAgent threads, a JobDriver. MNIST-1D, 10 nodes with 400 samples each
 (disjoint slices of one generated train split), all of them in every round (nodes_per_round =
-min_nodes = 10), cohorts of k = 3 (so 3 cohorts a round, of 3, 3 and 4 nodes). For each rule, three
-jobs on the same data and seed:
+min_nodes = 10), cohorts of k = 3 (so 3 cohorts a round, of 3, 3 and 4 nodes). For each rule and
+each seed (``--seeds``; the seed draws the data, the split and the training), up to three jobs on the
+same data (``--runs``, default clean and poisoned):
 
   clean     10 honest nodes, rewards on: the accuracy the rule reaches when nobody attacks.
   poisoned  9 honest nodes + 1 poisoner (``signflip``: it sends -10 x its honest update, through
@@ -12,8 +13,8 @@ jobs on the same data and seed:
             (RoundValuer.keep) composes with the rule, and the game valued is the rule's.
   alone     the poisoned nodes with rewards off: the rule by itself, nothing left out by valuation.
 
-Reported per rule: the final model's accuracy in each job on 2,000 held-out samples the driver never
-sees (``*_accuracy``; beside it the driver's own on its 500-sample validation set, which valuation and
+Reported per rule, as the mean over the seeds (each seed's own figures under ``seeds``): the final
+model's accuracy in each job on 2,000 held-out samples the driver never sees (``*_accuracy``; beside it the driver's own on its 500-sample validation set, which valuation and
 the elimination also use), the drop from clean to poisoned in points, the poisoner's total reward
 (target 0) and its share of all rewards, and the rounds in which the poisoner's cohort was in the
 round's model. A job whose model the poisoner makes diverge (nodes' training then fails and rounds
@@ -22,8 +23,8 @@ the rules see only decrypted cohort sums, which are the same under CKKS up to it
 
 Prints ONE JSON object (stdout); progress goes to stderr.
 
-    .venv/bin/python scripts/bench_robust.py            # 15 rounds, 12 jobs: ~6 min on 2 shared cores
-    .venv/bin/python scripts/bench_robust.py --quick    # 3 rounds: a smoke run, numbers mean little
+    .venv/bin/python scripts/bench_robust.py            # 30 rounds, 3 seeds x 4 rules x (clean, poisoned)
+    .venv/bin/python scripts/bench_robust.py --quick    # 3 rounds, one seed: a smoke run, numbers mean little
 """
 
 from __future__ import annotations
@@ -173,47 +174,29 @@ def poisoner_figures(report: dict[str, Any], roles: dict[str, str]) -> dict[str,
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--quick", action="store_true", help="3 rounds: a smoke run")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", default="cnn1d")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--validation", type=int, default=500, help="held-out samples the driver evaluates and values on")
-    ap.add_argument("--test", type=int, default=2000, help="other held-out samples the final models are scored on (the driver never sees them)")
-    ap.add_argument("--trim-fraction", type=float, default=0.34, help="trimmed_mean: with 3 cohorts, >= 1/3 cuts one from each end")
-    ap.add_argument("--norm-bound", type=float, default=1.5, help="norm_bounded: about an honest cohort's mean update early on (1.2-1.8 measured)")
-    ap.add_argument("--rules", default="fedavg,median,trimmed_mean,norm_bounded")
-    ap.add_argument("--runs", default="clean,poisoned,alone", help="a subset of clean,poisoned,alone")
-    args = ap.parse_args()
-    if args.quick:
-        args.rounds = 3
-    torch.set_num_threads(1)
-    t_start = time.perf_counter()
+def one_seed(seed: int, chosen: list[str], runs: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Every chosen rule's jobs on one seed's data: rule -> figures of this seed."""
     plans = rules(args.trim_fraction, args.norm_bound)
-    chosen = [r for r in args.rules.split(",") if r]
-    runs = [r for r in args.runs.split(",") if r]
     total = max(math.ceil((NODES * SAMPLES + 10) / 0.8), math.ceil((args.validation + args.test) / 0.2))  # public_split keeps 20 % for test
-    log(f"generating MNIST-1D ({total} samples) ...")
-    train, held_out = public_split(DATASET, num_samples=total, seed=args.seed)
+    log(f"seed {seed}: generating MNIST-1D ({total} samples) ...")
+    train, held_out = public_split(DATASET, num_samples=total, seed=seed)
     validation = held_out.subset(np.arange(args.validation))
     test = held_out.subset(np.arange(args.validation, min(args.validation + args.test, len(held_out))))
     clean = ["honest"] * NODES
     poisoned = ["honest"] * (NODES - 1) + ["signflip"]
     jobs = {"clean": (clean, POOL), "poisoned": (poisoned, POOL), "alone": (poisoned, 0.0)}
-    out: dict[str, Any] = {"benchmark": "robust", "rules": {}}
+    seed_args = argparse.Namespace(**{**vars(args), "seed": seed})
+    out: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="fedgpu-bench-robust-") as tmp:
         work = Path(tmp)
-        files = write_node_files(train, work, args.seed)
+        files = write_node_files(train, work, seed)
         for name in chosen:
-            plan = plans[name]
-            fig: dict[str, Any] = {"plan": {"rule": plan.rule, **({"trim_fraction": plan.trim_fraction} if name == "trimmed_mean" else {}), **({"norm_bound": plan.norm_bound} if name == "norm_bounded" else {})}}
+            fig: dict[str, Any] = {}
             for run in runs:
                 behaviours, pool = jobs[run]
-                log(f"{name} / {run}: {NODES} nodes ({behaviours.count('signflip')} poisoner), k = {K}, rewards {'on' if pool else 'off'}, {args.rounds} rounds")
-                report, roles, wall, test_accuracy = run_job(f"{name}-{run}", behaviours, files, plans[name], pool, args, validation, test, work)
-                log(f"{name} / {run} done in {wall:.0f}s, final accuracy {test_accuracy:.3f} on the test set, {report['final_accuracy']:.3f} on the driver's validation set")
+                log(f"seed {seed} {name} / {run}: {NODES} nodes ({behaviours.count('signflip')} poisoner), k = {K}, rewards {'on' if pool else 'off'}, {args.rounds} rounds")
+                report, roles, wall, test_accuracy = run_job(f"{name}-{run}", behaviours, files, plans[name], pool, seed_args, validation, test, work)
+                log(f"seed {seed} {name} / {run} done in {wall:.0f}s, final accuracy {test_accuracy:.3f} on the test set, {report['final_accuracy']:.3f} on the driver's validation set")
                 fig[f"{run}_accuracy"] = test_accuracy
                 fig[f"{run}_validation_accuracy"] = report["final_accuracy"]
                 if "failed" in report:
@@ -227,10 +210,60 @@ def main() -> None:
                         fig["alone_rounds_poisoner_cohort_in_model"] = figures["rounds_poisoner_cohort_in_model"]
             if "clean_accuracy" in fig and "poisoned_accuracy" in fig:
                 fig["drop_points"] = round(100 * (fig["clean_accuracy"] - fig["poisoned_accuracy"]), 2)
-                fig["within_2_points"] = fig["drop_points"] <= 2.0
             if "alone_accuracy" in fig and "clean_accuracy" in fig:
                 fig["alone_drop_points"] = round(100 * (fig["clean_accuracy"] - fig["alone_accuracy"]), 2)
-            out["rules"][name] = fig
+            out[name] = fig
+    return out
+
+
+def summary(by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One rule's figures over the seeds: means of the accuracies and the drop, the poisoner's reward summed."""
+    figs = list(by_seed.values())
+    out: dict[str, Any] = {}
+    for key in ("clean_accuracy", "poisoned_accuracy", "alone_accuracy", "drop_points", "alone_drop_points"):
+        vals = [f[key] for f in figs if key in f]
+        if vals:
+            out[key] = round(statistics.fmean(vals), 4)
+    if "drop_points" in out:
+        out["drop_points_max"] = max(f["drop_points"] for f in figs)
+        out["within_2_points"] = out["drop_points"] <= 2.0
+    if any("poisoner_reward" in f for f in figs):
+        out["poisoner_reward"] = math.fsum(f.get("poisoner_reward", 0.0) for f in figs)
+        out["poisoner_reward_share_max"] = max(f.get("poisoner_reward_share", 0.0) for f in figs)
+    out["seeds"] = {str(s): f for s, f in by_seed.items()}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--quick", action="store_true", help="3 rounds, one seed: a smoke run")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated: every rule runs on each seed's data; the drop is the mean over seeds")
+    ap.add_argument("--model", default="cnn1d")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--validation", type=int, default=500, help="held-out samples the driver evaluates and values on")
+    ap.add_argument("--test", type=int, default=2000, help="other held-out samples the final models are scored on (the driver never sees them)")
+    ap.add_argument("--trim-fraction", type=float, default=0.34, help="trimmed_mean: with 3 cohorts, >= 1/3 cuts one from each end")
+    ap.add_argument("--norm-bound", type=float, default=1.5, help="norm_bounded: about an honest cohort's mean update early on (1.2-1.8 measured)")
+    ap.add_argument("--rules", default="fedavg,median,trimmed_mean,norm_bounded")
+    ap.add_argument("--runs", default="clean,poisoned", help="a subset of clean,poisoned,alone (alone: the rule with rewards off)")
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    if args.quick:
+        args.rounds, seeds = 3, seeds[:1]
+    torch.set_num_threads(1)
+    t_start = time.perf_counter()
+    chosen = [r for r in args.rules.split(",") if r]
+    runs = [r for r in args.runs.split(",") if r]
+    per_seed = {seed: one_seed(seed, chosen, runs, args) for seed in seeds}
+    plans = rules(args.trim_fraction, args.norm_bound)
+    out: dict[str, Any] = {"benchmark": "robust", "rules": {}}
+    for name in chosen:
+        plan = plans[name]
+        out["rules"][name] = {
+            "plan": {"rule": plan.rule, **({"trim_fraction": plan.trim_fraction} if name == "trimmed_mean" else {}), **({"norm_bound": plan.norm_bound} if name == "norm_bounded" else {})},
+            **summary({seed: per_seed[seed][name] for seed in seeds}),
+        }
     out["wall_s"] = round(time.perf_counter() - t_start, 1)
     out["settings"] = {
         "dataset": DATASET,
@@ -243,8 +276,8 @@ def main() -> None:
         "model": args.model,
         "epochs": args.epochs,
         "validation_samples": args.validation,
-        "test_samples": len(test),
-        "seed": args.seed,
+        "test_samples": args.test,
+        "seeds": seeds,
         "pool_per_round": POOL,
         "encryption": "none",
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count()},
