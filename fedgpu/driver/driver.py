@@ -84,6 +84,7 @@ class JobDriver:
                 raise ConfigError(
                     f"data.standardize: model {job.model!r} has no feature scaler (buffers feature_mean and feature_std of {f} values); use model tab_mlp"
                 )
+        self._fixed = self._fixed_positions()
         self.progress = progress or (lambda ev: None)
         self.channel = open_channel(target, tls)
         self.stub = driver_pb2_grpc.DriverServiceStub(self.channel)  # type: ignore[no-untyped-call]
@@ -116,6 +117,17 @@ class JobDriver:
         self.pending: driver_pb2.RoundResult | None = None  # the result published with self.version
         self.elapsed_before = 0.0    # seconds this job ran in earlier driver processes
         self._started = time.perf_counter()
+
+    def _fixed_positions(self) -> np.ndarray:
+        """Where the model's ``fixed_buffers`` (tab_mlp's scaler) lie in the flat vector."""
+        fixed = set(getattr(self.model, "fixed_buffers", ()))
+        out, pos = [], 0
+        for k in tensors.float_keys(self.state):
+            n = self.state[k].numel()
+            if k in fixed:
+                out.append(np.arange(pos, pos + n))
+            pos += n
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
     @classmethod
     def resume(
@@ -323,6 +335,8 @@ class JobDriver:
             return self.on_statistics(ev)
         t0 = time.perf_counter()
         sums, dropped = self.fetch_sums(ev.round)
+        for s in sums:  # the scaler is the statistics round's: no update (nor a client-DP noise share) moves it
+            s.weighted[self._fixed] = 0.0
         start = tensors.flatten(self.state)
         valuation = None
         if not sums:  # every cohort was dropped (bounded claims): the round publishes the model unchanged
@@ -342,9 +356,6 @@ class JobDriver:
                 self._server_buf = delta if self._server_buf is None else beta * self._server_buf + delta
                 delta = self._server_buf
         new = tensors.unflatten(start + delta, self.state)
-        for k in SCALER:  # the scaler is the statistics round's: no update (nor a client-DP noise share) moves it
-            if k in new:
-                new[k] = self.state[k].clone()
         self.model.load_state_dict(new)
         acc, loss = evaluate(self.model, self.validation)
         self.state = new

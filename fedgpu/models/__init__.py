@@ -105,6 +105,8 @@ class TabularMLP(nn.Module):
     the flat vector; the driver keeps them fixed after the statistics round.
     """
 
+    fixed_buffers = ("feature_mean", "feature_std")  # set by the statistics round; no update moves them
+
     def __init__(self, spec: ModelSpec, hidden: int = 64, depth: int = 1) -> None:
         super().__init__()
         d_in = 1
