@@ -25,6 +25,13 @@ A job file looks like ``examples/mnist1d.toml``::
 
     [aggregation]     # optional; fedavg is the default, see docs/robust.md
     rule = "median"   # fedavg | median | trimmed_mean | norm_bounded
+
+    [schema]          # optional: the dataset's schema as data (examples/breast_cancer.toml), else a named default
+    columns = ["mean radius", "mean texture"]   # or features = 30, or shape = [8, 8]
+    classes = 2
+
+    [data]            # optional
+    standardize = true  # round 1 gathers encrypted per-feature sums; the model standardises with them
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from typing import Any
 
 from fedgpu.aggregation import RuleParams, available_rules
 from fedgpu.claims import DEFAULT_MAX_WEIGHT, MAX_MAX_WEIGHT, ClaimBounds
+from fedgpu.datasets import Schema, get_schema, schema_from_dict, schema_to_dict
 from fedgpu.errors import ConfigError
 
 
@@ -86,6 +94,16 @@ class AggregationConfig:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    """What happens to the features before training (docs/tabular.md)."""
+
+    # Federated standardisation: round 1 is a statistics round in which each node sends its per-feature
+    # mean and mean of squares (weighted by its sample count) through the encrypted cohort sums; the
+    # driver sets the model's feature_mean / feature_std from the totals and training starts in round 2.
+    standardize: bool = False
+
+
+@dataclass(frozen=True)
 class RewardsConfig:
     pool_per_round: float = 100.0   # abstract credits shared by positive contributions each round
     budget: int = 256               # utility evaluations per round for the Shapley estimate
@@ -130,6 +148,13 @@ class JobConfig:
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     rewards: RewardsConfig = field(default_factory=RewardsConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    schema: Schema | None = None  # declared in the job file's [schema]; None: the named default `dataset`
+
+    @property
+    def dataset_schema(self) -> Schema:
+        """The schema the job's data must fit: the declared one, else the named default (ConfigError if none)."""
+        return get_schema(self.dataset, self.schema)
 
     @property
     def claim_bounds(self) -> ClaimBounds:
@@ -140,7 +165,7 @@ class JobConfig:
     def validate(self, check_registry: bool = True) -> JobConfig:
         """Check every field; ``check_registry=False`` skips the model registry (the aggregator has none)."""
         from fedgpu.crypto import SCHEMES, max_summands
-        from fedgpu.datasets import SCHEMAS
+        from fedgpu.datasets import SCHEMAS, available_schemas
 
         def need(cond: bool, fld: str, msg: str) -> None:
             if not cond:
@@ -152,7 +177,23 @@ class JobConfig:
             need(self.model in available_models(), "model", f"{self.model!r} is unknown; allowed: {', '.join(available_models())}")
         else:
             need(bool(self.model) and len(self.model) <= 200, "model", "must be a model name")
-        need(self.dataset in SCHEMAS, "dataset", f"{self.dataset!r} is unknown; allowed: {', '.join(sorted(SCHEMAS))}")
+        if self.schema is not None:
+            need(self.schema.name == self.dataset, "schema.name", f"{self.schema.name!r} must be the job's dataset {self.dataset!r}")
+        elif check_registry:
+            known = available_schemas()
+            need(self.dataset in known, "dataset", f"{self.dataset!r} is unknown; allowed: {', '.join(sorted(known))}, or declare it in a [schema] table")
+        else:
+            need(self.dataset in SCHEMAS, "dataset", f"{self.dataset!r} is not a built-in schema; the job spec must carry its schema")
+        if self.data.standardize:
+            need(
+                not self.privacy.enabled, "data.standardize",
+                "federated standardisation is not yet noised for DP jobs; standardise the features before the job, or turn [privacy] off",
+            )
+            need(self.rounds >= 2, "data.standardize", f"round 1 is the statistics round: rounds must be >= 2, got {self.rounds}")
+            need(
+                self.encryption.scheme in ("ckks", "none"), "data.standardize",
+                f"encryption.scheme = {self.encryption.scheme!r} clips values to its 8-bit range, which would spoil the feature statistics; use ckks",
+            )
         need(1 <= self.rounds <= 100_000, "rounds", f"must be in 1..100000, got {self.rounds}")
         need(1 <= self.nodes_per_round <= 100_000, "nodes_per_round", f"must be >= 1, got {self.nodes_per_round}")
         need(1 <= self.min_nodes <= self.nodes_per_round, "min_nodes", f"must be in 1..nodes_per_round ({self.nodes_per_round}), got {self.min_nodes}")
@@ -232,8 +273,13 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     for name, value in data.items():
         f = fields[name]
         fname = f"{where}.{name}" if where else name
-        sub = {"training": TrainingConfig, "privacy": PrivacyConfig, "encryption": EncryptionConfig, "rewards": RewardsConfig, "aggregation": AggregationConfig}
-        if cls is JobConfig and name in sub:
+        sub = {
+            "training": TrainingConfig, "privacy": PrivacyConfig, "encryption": EncryptionConfig, "rewards": RewardsConfig,
+            "aggregation": AggregationConfig, "data": DataConfig,
+        }
+        if cls is JobConfig and name == "schema":
+            value = schema_from_dict(value, str(data.get("dataset", "")))
+        elif cls is JobConfig and name in sub:
             value = _build(sub[name], value, name)
             if name == "privacy" and "enabled" not in data[name]:
                 value = dataclasses.replace(value, enabled=True)  # a [privacy] table turns DP on
@@ -260,7 +306,12 @@ def job_from_dict(data: dict[str, Any], check_registry: bool = True) -> JobConfi
 
 def job_to_dict(job: JobConfig) -> dict[str, Any]:
     """The plain-data form ``job_from_dict`` reads back (what a driver keeps to resume its job)."""
-    return dataclasses.asdict(job)
+    out = dataclasses.asdict(job)
+    if job.schema is None:
+        del out["schema"]
+    else:
+        out["schema"] = schema_to_dict(job.schema)
+    return out
 
 
 def load_job(path: str | Path) -> JobConfig:
@@ -276,6 +327,7 @@ def load_job(path: str | Path) -> JobConfig:
 
 __all__ = [
     "AggregationConfig",
+    "DataConfig",
     "EncryptionConfig",
     "JobConfig",
     "PrivacyConfig",

@@ -72,6 +72,12 @@ class CapabilityError(FedgpuError):
     exit_code = 4
 
 
+class SchemaMismatch(ConfigError):
+    """Raised when a data owner's file does not fit the job's dataset schema (columns, shape, classes, ranges)."""
+
+    exit_code = 2
+
+
 class PrivacyBudgetExceeded(FedgpuError):
     """Raised when a task would push a data owner's epsilon past their cap; the node trains nothing."""
 
@@ -84,6 +90,10 @@ class CryptoError(FedgpuError):
 
     grpc_status = grpc.StatusCode.INVALID_ARGUMENT
     exit_code = 6
+
+
+class HeadroomExceeded(CryptoError):
+    """Raised when a value is too large for the encryption scheme's headroom; standardise the features or declare ranges."""
 
 
 class StorageError(FedgpuError):
@@ -145,6 +155,7 @@ __all__ = [
     "ConfigError",
     "CryptoError",
     "FedgpuError",
+    "HeadroomExceeded",
     "NotAdmitted",
     "NotFoundError",
     "PrivacyBudgetExceeded",
@@ -152,6 +163,7 @@ __all__ = [
     "RateLimited",
     "RewardsError",
     "RoundFailed",
+    "SchemaMismatch",
     "StateError",
     "StorageError",
     "TransportError",

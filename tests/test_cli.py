@@ -71,6 +71,17 @@ def test_datasets_lists_schemas_and_checks_files(tmp_path: Path, capsys: pytest.
     assert "schema 'mnist1d' needs 40" in capsys.readouterr().err
 
 
+def test_datasets_exports_csvs_that_fit_the_examples_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["datasets", "--export", "wine", "--out", str(tmp_path), "--nodes", "2", "--json"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert [f["samples"] for f in written["nodes"]] == [63, 62] and written["test"]["samples"] == 53
+    example = Path(__file__).resolve().parents[1] / "examples" / "wine.toml"
+    assert main(["datasets", "--check", f"wine={written['nodes'][0]['path']}", "--job", str(example)]) == 0
+    assert "63 samples of schema wine" in capsys.readouterr().out
+    assert main(["datasets", "--check", f"wine={written['nodes'][0]['path']}"]) == ConfigError.exit_code  # no job: no schema of that name
+    assert "declare it in the job's [schema] table" in capsys.readouterr().err
+
+
 def test_rewards_show_node_names_beside_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ledger_db(tmp_path / "a.db", rounds=2)
     assert main(["rewards", "--db", str(tmp_path / "a.db"), "--rounds"]) == 0

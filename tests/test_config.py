@@ -65,6 +65,8 @@ def test_claim_bounds_default_to_the_cap_and_the_clip_or_100() -> None:
 EXAMPLES = {
     "mnist1d.toml": {"name": "mnist1d", "model": "cnn1d", "rounds": 12, "cohort_size": 1, "dp": False},
     "mnist1d_private.toml": {"name": "mnist1d-private", "model": "cnn1d_dp", "rounds": 15, "cohort_size": 3, "dp": True},
+    "breast_cancer.toml": {"name": "breast-cancer", "model": "tab_mlp", "rounds": 12, "cohort_size": 1, "dp": False},
+    "wine.toml": {"name": "wine", "model": "tab_mlp", "rounds": 12, "cohort_size": 1, "dp": False},
 }
 
 
@@ -78,10 +80,10 @@ def test_examples_load(file: str) -> None:
     want = EXAMPLES[file]
     job = load_job(Path(__file__).resolve().parent.parent / "examples" / file)
     assert (job.name, job.model, job.rounds, job.cohort_size) == (want["name"], want["model"], want["rounds"], want["cohort_size"])
-    assert job.model in available_models() and job.dataset in SCHEMAS and job.encryption.scheme in SCHEMES
+    assert job.model in available_models() and (job.dataset in SCHEMAS or job.schema is not None) and job.encryption.scheme in SCHEMES
     assert job.encryption.scheme == "ckks" and job.rewards.pool_per_round > 0
     assert 1 <= job.cohort_size <= job.min_nodes <= job.nodes_per_round
-    schema = get_schema(job.dataset)
+    schema = get_schema(job.dataset, job.schema)
     model = build_model(job.model, ModelSpec(schema.input_shape, schema.num_classes), seed=job.seed)
     assert model(torch.zeros(2, *schema.input_shape)).shape == (2, schema.num_classes)
     assert job.privacy.enabled is want["dp"]

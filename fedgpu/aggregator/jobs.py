@@ -207,7 +207,7 @@ class Jobs:
             rec = self.store.round(job_id, rnd)
             if rec is None or rec["state"] != "ready":
                 for attempt in range(1, MAX_ATTEMPTS + 1):
-                    record = await self.rounds.run(job_id, spec, rnd, job.model_version, attempt)
+                    record = await self.rounds.run(job_id, spec, rnd, job.model_version, attempt, lambda: self._unservable(spec))
                     if record is not None:
                         break
                     hopeless = self._declined_out(job_id, spec) or self._unservable(spec)
@@ -292,6 +292,10 @@ class Jobs:
             return None
         reasons = sorted({r.split(":")[0] for r in declined.values()})
         example = next(iter(declined.values()))
+        for reason, what in (("schema_mismatch", "dataset schema mismatch"), ("value_range", "values beyond the encryption's headroom")):
+            hits = sorted(r.split(": ", 1)[1] for r in declined.values() if r.startswith(reason + ":"))
+            if hits:  # the cause the ML team can act on, first
+                return f"{what} on {len(hits)} node{'s' if len(hits) != 1 else ''}: {hits[0]}"
         return (
             f"too few nodes left: {len(declined)} of {len(capable)} capable nodes declined the job ({', '.join(reasons)}), "
             f"min_nodes is {spec.min_nodes}. First reason: {example}"

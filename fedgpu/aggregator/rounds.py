@@ -20,7 +20,7 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -85,22 +85,27 @@ class Rounds:
         return self.store.cohort_sum(job_id, rnd, cohort, chunk)
 
     # ---- one attempt ---------------------------------------------------------------------------
-    async def _wait_for_nodes(self, job_id: str, spec: JobSpec, timeout: float) -> list[str]:
+    async def _wait_for_nodes(self, job_id: str, spec: JobSpec, timeout: float, hopeless: Callable[[], str | None] | None = None) -> list[str]:
+        """The eligible nodes, once nodes_per_round are there or, after ``timeout``, min_nodes; after twice
+        that, whoever is there. ``hopeless`` says when no live node could ever serve the job: then the wait
+        ends after ``timeout`` (within one deadline), not twice it."""
         end = time.monotonic() + timeout
         while True:
             nodes = self.registry.eligible(spec.model, spec.dataset, set(self.store.declined(job_id)) | self.uploads.busy())
             if len(nodes) >= spec.nodes_per_round or (time.monotonic() >= end and len(nodes) >= max(spec.min_nodes, 1)):
                 return nodes
-            if time.monotonic() >= end + timeout:
+            if time.monotonic() >= end + timeout or (time.monotonic() >= end and hopeless is not None and hopeless()):
                 return nodes
             self.registry.node_available.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.registry.node_available.wait(), timeout=0.5)
 
-    async def run(self, job_id: str, spec: JobSpec, rnd: int, version: int, attempt: int) -> RoundRecord | None:
+    async def run(
+        self, job_id: str, spec: JobSpec, rnd: int, version: int, attempt: int, hopeless: Callable[[], str | None] | None = None
+    ) -> RoundRecord | None:
         """Open attempt ``attempt`` of round ``rnd``, wait for its uploads or its deadline, close it.
-        None: too few nodes reported (the caller retries)."""
-        nodes = await self._wait_for_nodes(job_id, spec, timeout=min(spec.deadline_seconds, 30.0))
+        None: too few nodes reported (the caller retries, or fails the job when ``hopeless`` says why)."""
+        nodes = await self._wait_for_nodes(job_id, spec, min(spec.deadline_seconds, 30.0), hopeless)
         if len(nodes) < max(spec.min_nodes, spec.cohort_size):
             log.info("job %s round %d: %d eligible nodes, need %d", job_id, rnd, len(nodes), spec.min_nodes)
             return None
@@ -148,6 +153,9 @@ class Rounds:
                     num_chunks=layout.num_chunks,
                     max_weight=bounds.max_weight,
                     update_norm_bound=bounds.update_norm_bound,
+                    schema=spec.schema,
+                    statistics=spec.standardize and rnd == 1,
+                    nodes_per_round=spec.nodes_per_round,
                 )
                 self.uploads.offer(rs, TaskState(task=task, node_id=node_id, cohort=ci, bytes_down=task_wire_size(task)))
         rs.acc_dir.mkdir(parents=True)

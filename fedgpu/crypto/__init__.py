@@ -175,6 +175,16 @@ def max_summands(scheme: str) -> int | None:
     return _get(scheme).max_summands()
 
 
+def headroom(scheme: str, params: bytes) -> float | None:
+    """The largest |value| a sum of ``scheme`` holds (ckks: ``CkksParams.max_abs_sum``); None: no magnitude
+    limit (none, or bfv8, which clips to its range instead)."""
+    if scheme != "ckks":
+        return None
+    from fedgpu.crypto.ckks_format import CkksParams
+
+    return float(CkksParams.from_bytes(params).max_abs_sum)
+
+
 def sum_error(scheme: str, params: bytes, summands: int) -> tuple[float, float]:
     """How far a sum of ``summands`` honest payloads may decrypt from the exact sum: (per value, in the
     weight slot), absolute. The driver allows it when it checks a cohort's claims (fedgpu.claims)."""
@@ -192,6 +202,7 @@ __all__ = [
     "context_fingerprint",
     "encryptor",
     "generate_keys",
+    "headroom",
     "load_keys",
     "max_summands",
     "sum_error",

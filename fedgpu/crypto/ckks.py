@@ -20,7 +20,7 @@ from fedgpu.crypto.ckks_encoding import SlotEncoder
 from fedgpu.crypto.ckks_format import CkksParams, decode_payload, encode_payload
 from fedgpu.crypto.coefficients import compress, decompress
 from fedgpu.crypto.key_files import load_key_files, save_key_files
-from fedgpu.errors import CryptoError, ProtocolError
+from fedgpu.errors import CryptoError, HeadroomExceeded, ProtocolError
 
 if TYPE_CHECKING:
     from fedgpu.crypto.ckks_seal import SealContext
@@ -57,7 +57,7 @@ class CkksEncryptor:
         peak = float(np.abs(flat).max())
         if peak > p.max_abs_sum:
             # Beyond this even a single payload wraps modulo q and decrypts to garbage.
-            raise CryptoError(f"|value| {peak:.3g} exceeds the ckks headroom {p.max_abs_sum:.3g}")
+            raise HeadroomExceeded(f"|value| {peak:.3g} exceeds the ckks headroom {p.max_abs_sum:.3g}")
         n = p.poly_modulus_degree
         num_ct = -(-flat.size // n)
         padded = np.zeros((num_ct, n), dtype=np.float64)

@@ -25,16 +25,17 @@ from typing import Any
 
 import grpc
 import numpy as np
+import torch
 
 from fedgpu import crypto
 from fedgpu.aggregation import get_rule
 from fedgpu.config import JobConfig, job_from_dict, job_to_dict
-from fedgpu.datasets import ArrayDataset, get_schema, load_file, public_split
+from fedgpu.datasets import SCHEMAS, ArrayDataset, load_file, public_split
 from fedgpu.driver.records import round_record, tally_nodes
 from fedgpu.driver.state import DriverState, load_state, save_state
 from fedgpu.driver.sums import CohortSum, DroppedCohort, decrypt_sums, with_dropped
 from fedgpu.driver.valuation import RoundValuer
-from fedgpu.errors import ProtocolError, RoundFailed, StorageError
+from fedgpu.errors import ConfigError, ProtocolError, RoundFailed, StorageError
 from fedgpu.evaluation import evaluate
 from fedgpu.faults import crash_point
 from fedgpu.files import write_atomic
@@ -49,6 +50,7 @@ from fedgpu.wire.transport import TLSConfig, handshake_failed, open_channel
 log = logging.getLogger("fedgpu.driver")
 Progress = Callable[[dict[str, Any]], None]
 JOB_FILE = "job.json"
+SCALER = ("feature_mean", "feature_std")  # a model's standardisation buffers: set by the statistics round, then fixed
 
 
 class JobDriver:
@@ -67,15 +69,25 @@ class JobDriver:
         self.out = out_dir
         self.out.mkdir(parents=True, exist_ok=True)
         self.validation_path = validation_path
+        self.schema = schema = job.dataset_schema
         if validation is None and validation_path is not None:
-            validation = load_file(validation_path, get_schema(job.dataset))
-        self.progress = progress or (lambda ev: None)
-        self.channel = open_channel(target, tls)
-        self.stub = driver_pb2_grpc.DriverServiceStub(self.channel)  # type: ignore[no-untyped-call]
-        schema = get_schema(job.dataset)
+            validation = load_file(validation_path, schema)
+        if validation is None and (job.schema is not None or job.dataset not in SCHEMAS):
+            raise ConfigError(f"dataset {job.dataset!r} has no public held-out set: pass --validation PATH (a file of its schema, as the nodes hold)")
         self.spec = ModelSpec(schema.input_shape, schema.num_classes)
         self.model = build_model(job.model, self.spec, seed=job.seed)
         self.state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        if job.data.standardize:
+            f = schema.num_features
+            have = {k: tuple(v.shape) for k, v in self.state.items() if k in SCALER}
+            if have != dict.fromkeys(SCALER, (f,)):
+                raise ConfigError(
+                    f"data.standardize: model {job.model!r} has no feature scaler (buffers feature_mean and feature_std of {f} values); use model tab_mlp"
+                )
+        self._fixed = self._fixed_positions()
+        self.progress = progress or (lambda ev: None)
+        self.channel = open_channel(target, tls)
+        self.stub = driver_pb2_grpc.DriverServiceStub(self.channel)  # type: ignore[no-untyped-call]
         if validation is None:
             _, validation = public_split(job.dataset, seed=job.seed)
             if job.validation_samples:
@@ -105,6 +117,17 @@ class JobDriver:
         self.pending: driver_pb2.RoundResult | None = None  # the result published with self.version
         self.elapsed_before = 0.0    # seconds this job ran in earlier driver processes
         self._started = time.perf_counter()
+
+    def _fixed_positions(self) -> np.ndarray:
+        """Where the model's ``fixed_buffers`` (tab_mlp's scaler) lie in the flat vector."""
+        fixed = set(getattr(self.model, "fixed_buffers", ()))
+        out, pos = [], 0
+        for k in tensors.float_keys(self.state):
+            n = self.state[k].numel()
+            if k in fixed:
+                out.append(np.arange(pos, pos + n))
+            pos += n
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
     @classmethod
     def resume(
@@ -229,13 +252,14 @@ class JobDriver:
         return len(data)
 
     # ---- rounds --------------------------------------------------------------------------------
-    def fetch_sums(self, rnd: int) -> tuple[list[CohortSum], list[DroppedCohort]]:
-        """The round's decrypted cohort sums that keep the job's bounded claims, and those dropped (fedgpu.driver.sums)."""
+    def fetch_sums(self, rnd: int, statistics: bool = False) -> tuple[list[CohortSum], list[DroppedCohort]]:
+        """The round's decrypted cohort sums that keep the job's bounded claims, and those dropped (fedgpu.driver.sums).
+        A statistics round's sums are feature moments: only the weight cap applies to them."""
         by_cohort: dict[int, tuple[list[str], list[bytes]]] = {}
         for msg in self.stub.FetchCohortSums(driver_pb2.FetchCohortSumsRequest(job_id=self.job_id, token=self.token, round=rnd), timeout=300):
             _, parts = by_cohort.setdefault(msg.cohort, (list(msg.members), []))
             parts.append(chunks.verify(msg.chunk, expected_index=len(parts)))
-        return decrypt_sums(by_cohort, self.decryptor, self.layout, self.keys, self.job, f"job {self.job_id} round {rnd}")
+        return decrypt_sums(by_cohort, self.decryptor, self.layout, self.keys, self.job, f"job {self.job_id} round {rnd}", statistics=statistics)
 
     def _client_epsilon(self, rounds: int) -> float | None:
         """Client-level DP: every node's epsilon after ``rounds`` rounds, accounted here by the driver.
@@ -271,10 +295,48 @@ class JobDriver:
         eta = elapsed / ev.round * (self.job.rounds - ev.round)  # the rounds so far, on average, for each one left
         self.progress({"event": "round", **rec, "elapsed": elapsed, "eta": eta, "rounds_total": self.job.rounds})
 
+    def on_statistics(self, ev: JobEvent) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
+        """Round 1 of a job with standardize: the cohort sums of feature moments give the global mean and
+        std, set into the model's scaler (published as the model round 2 trains). Nothing is valued or paid."""
+        from fedgpu.datasets.statistics import stats_from_sums
+
+        t0 = time.perf_counter()
+        sums, dropped = self.fetch_sums(ev.round, statistics=True)
+        if not sums:
+            raise RoundFailed(f"job {self.job_id}: every cohort of the statistics round was dropped ({dropped[0].reason if dropped else 'none reported'})")
+        weighted = np.sum([s.weighted for s in sums], axis=0)
+        weight = float(sum(s.weight for s in sums))
+        value_error = sum(crypto.sum_error(self.keys.scheme, self.keys.params, len(s.members))[0] for s in sums)
+        stats = stats_from_sums(weighted, weight, self.schema, value_error)
+        if stats.imprecise:
+            log.warning(
+                "job %s: %d features vary too little for their encrypted statistics (first #%d); their std is floored. Declare ranges in [schema]",
+                self.job_id, len(stats.imprecise), stats.imprecise[0],
+            )
+        new = dict(self.state)
+        new["feature_mean"] = torch.from_numpy(stats.mean).to(self.state["feature_mean"].dtype)
+        new["feature_std"] = torch.from_numpy(stats.std).to(self.state["feature_std"].dtype)
+        self.model.load_state_dict(new)
+        acc, loss = evaluate(self.model, self.validation)
+        self.state = new
+        rec = round_record(
+            ev, acc, loss, time.perf_counter() - t0, sums, dropped, None,
+            client_epsilon=None, model_bytes=len(tensors.state_to_bytes(self.state)), server_momentum=0.0,
+        )
+        rec["statistics"] = {"samples": stats.samples, "imprecise_features": list(stats.imprecise)}
+        tally_nodes(self.node_info, ev, None)
+        self.rounds.append(rec)
+        log.info("job %s: federated standardisation over %.0f samples", self.job_id, stats.samples)
+        return rec, driver_pb2.RoundResult(accuracy=acc, loss=loss)
+
     def on_round(self, ev: JobEvent) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
         """Fetch and decrypt the round's sums, aggregate, value, evaluate; the new model is in ``self.state``."""
+        if self.job.data.standardize and ev.round == 1:
+            return self.on_statistics(ev)
         t0 = time.perf_counter()
         sums, dropped = self.fetch_sums(ev.round)
+        for s in sums:  # the scaler is the statistics round's: no update (nor a client-DP noise share) moves it
+            s.weighted[self._fixed] = 0.0
         start = tensors.flatten(self.state)
         valuation = None
         if not sums:  # every cohort was dropped (bounded claims): the round publishes the model unchanged
@@ -398,4 +460,5 @@ __all__ = [
     "JOB_FILE",
     "JobDriver",
     "Progress",
+    "SCALER",
 ]

@@ -55,10 +55,14 @@ class DroppedCohort:
 
 
 def decrypt_sums(
-    by_cohort: dict[int, tuple[list[str], list[bytes]]], decryptor: crypto.Decryptor, layout: crypto.ChunkLayout, keys: crypto.KeyPair, job: JobConfig, where: str
+    by_cohort: dict[int, tuple[list[str], list[bytes]]], decryptor: crypto.Decryptor, layout: crypto.ChunkLayout, keys: crypto.KeyPair, job: JobConfig, where: str,
+    *, statistics: bool = False,
 ) -> tuple[list[CohortSum], list[DroppedCohort]]:
-    """Each cohort's chunks (as fetched, in order) decrypted: the sums that keep the job's bounded claims, and those dropped."""
+    """Each cohort's chunks (as fetched, in order) decrypted: the sums that keep the job's bounded claims, and those dropped.
+    ``statistics``: a statistics round's feature moments, held to the weight cap only (no norm bound)."""
     bounds = job.claim_bounds
+    if statistics:
+        bounds = dataclasses.replace(bounds, update_norm_bound=math.inf)
     dp = job.privacy
     noise_std = dp.client_noise_multiplier * dp.client_clip / math.sqrt(job.cohort_size) if dp.enabled and dp.mode == "client" else 0.0
     out, dropped = [], []

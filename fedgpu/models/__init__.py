@@ -96,6 +96,39 @@ class MLP(nn.Module):
         return logits
 
 
+class TabularMLP(nn.Module):
+    """The generic model of a tabular job: inputs = the schema's features, outputs = its classes.
+
+    It standardises its input with the buffers ``feature_mean`` / ``feature_std`` (0 and 1 until a job
+    with ``[data] standardize = true`` sets them from its federated statistics round), so the scaler
+    travels with the weights to the nodes and into model.safetensors. They are the first values of
+    the flat vector; the driver keeps them fixed after the statistics round.
+    """
+
+    fixed_buffers = ("feature_mean", "feature_std")  # set by the statistics round; no update moves them
+
+    def __init__(self, spec: ModelSpec, hidden: int = 64, depth: int = 1) -> None:
+        super().__init__()
+        d_in = 1
+        for s in spec.input_shape:
+            d_in *= s
+        self.register_buffer("feature_mean", torch.zeros(d_in))
+        self.register_buffer("feature_std", torch.ones(d_in))
+        layers: list[nn.Module] = []
+        width = d_in
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, spec.num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self.get_buffer("feature_mean"), self.get_buffer("feature_std")
+        z = (x.flatten(1) - mean) / std
+        logits: torch.Tensor = self.net(z)
+        return logits
+
+
 class DigitsCNN(nn.Module):
     """Small 2D CNN for scikit-learn's 8x8 digits."""
 
@@ -125,6 +158,7 @@ register_model("cnn1d_dp", lambda s: CNN1D(s, width=64, standardize=True))
 register_model("mlp", lambda s: MLP(s))
 register_model("mlp_1m", lambda s: MLP(s, hidden=1000, depth=2))
 register_model("digits_cnn", lambda s: DigitsCNN(s))
+register_model("tab_mlp", lambda s: TabularMLP(s))
 
 
 def _load_entry_points() -> None:
@@ -223,6 +257,7 @@ __all__ = [
     "MLP",
     "ModelSpec",
     "TRAINED_FORMAT",
+    "TabularMLP",
     "TrainedInfo",
     "available_models",
     "build_model",

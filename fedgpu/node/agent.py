@@ -24,8 +24,16 @@ import torch
 
 from fedgpu import crypto
 from fedgpu.claims import ClaimBounds, clamp_claim
-from fedgpu.datasets import ArrayDataset, get_schema, load_file
-from fedgpu.errors import CapabilityError, ConfigError, FedgpuError, PrivacyBudgetExceeded, StateError
+from fedgpu.datasets import ArrayDataset, Schema, available_schemas, get_schema, load_file, validate
+from fedgpu.errors import (
+    CapabilityError,
+    ConfigError,
+    FedgpuError,
+    HeadroomExceeded,
+    PrivacyBudgetExceeded,
+    SchemaMismatch,
+    StateError,
+)
 from fedgpu.evaluation import parse_device
 from fedgpu.files import write_atomic
 from fedgpu.models import ModelSpec, available_models, build_model
@@ -80,8 +88,14 @@ class NodeAgent:
                 raise ConfigError(f"--threads {cfg.threads}: must be at least 1")
             torch.set_num_threads(cfg.threads)  # process-wide: a node shares its machine with its owner's other work
         self._data: dict[str, ArrayDataset] = dict(cfg.extra_datasets)
+        self._checked: dict[tuple[str, Schema], ArrayDataset] = {}  # (name, the job's schema) -> the file, checked against it
+        named = available_schemas()
         for name, path in cfg.data.items():
-            self._data[name] = load_file(path, get_schema(name))  # fail early on a bad file
+            if name in named:
+                self._data[name] = load_file(path, named[name])  # a named schema: fail early on a bad file
+            elif not Path(path).exists():
+                raise ConfigError(f"--data {name}={path}: the file does not exist")
+            # a schema only jobs declare: the file is checked against the job's schema when a task arrives
         self._models: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
         self._stop = threading.Event()
         self.channel = transport.open_channel(cfg.aggregator, cfg.tls)
@@ -106,10 +120,11 @@ class NodeAgent:
         return req
 
     def register(self) -> None:
-        caps = node_pb2.Capabilities(models=available_models(), datasets=sorted(self._data), device=self._device_name())
+        caps = node_pb2.Capabilities(models=available_models(), datasets=sorted({*self._data, *self.cfg.data}), device=self._device_name())
         req = node_pb2.RegisterRequest(public_key=self.identity.public_key, name=self.cfg.name or self.node_id, capabilities=caps, protocol_version=PROTOCOL_VERSION, session=self.session)
         self.stub.Register(self._signed("Register", req), timeout=30)
-        log.info("registered as %s (public key %s) with %s", self.node_id, self.identity.public_key.hex(), ", ".join(f"{k}({len(v)})" for k, v in self._data.items()))
+        held = [f"{k}({len(v)})" for k, v in self._data.items()] + [f"{k}(checked per job)" for k in self.cfg.data if k not in self._data]
+        log.info("registered as %s (public key %s) with %s", self.node_id, self.identity.public_key.hex(), ", ".join(held))
 
     def rotate_key(self) -> tuple[str, str]:
         """Replace the identity key by a new one, keeping the node's earnings with its operator; returns
@@ -252,6 +267,10 @@ class NodeAgent:
         except CapabilityError as exc:
             reason = node_pb2.DECLINE_REASON_MISSING_MODEL if "model" in str(exc) else node_pb2.DECLINE_REASON_MISSING_DATASET
             self._decline(task, reason, str(exc))
+        except SchemaMismatch as exc:
+            self._decline(task, node_pb2.DECLINE_REASON_SCHEMA_MISMATCH, str(exc))
+        except HeadroomExceeded as exc:
+            self._decline(task, node_pb2.DECLINE_REASON_VALUE_RANGE, str(exc))
         except PrivacyBudgetExceeded as exc:
             self._decline(task, node_pb2.DECLINE_REASON_PRIVACY_BUDGET, str(exc))
         except grpc.RpcError:
@@ -268,8 +287,26 @@ class NodeAgent:
     def _check_capable(self, task: Task) -> None:
         if task.model not in available_models():
             raise CapabilityError(f"model {task.model!r} is not installed on this node")
-        if task.dataset not in self._data:
+        if task.dataset not in self._data and task.dataset not in self.cfg.data:
             raise CapabilityError(f"dataset {task.dataset!r} is not mapped on this node (use --data {task.dataset}=PATH)")
+        self._dataset(task)  # SchemaMismatch: declined before any work
+
+    def _dataset(self, task: Task) -> ArrayDataset:
+        """The owner's data for the task, checked against the schema the job carries (the named default if none)."""
+        schema = task.schema or get_schema(task.dataset)
+        key = (task.dataset, schema)
+        if key not in self._checked:
+            if task.dataset in self.cfg.data:
+                path = self.cfg.data[task.dataset]
+                try:
+                    ds = load_file(path, schema)
+                except SchemaMismatch as exc:  # the operator's path stays on the node: the driver sees the schema's words
+                    raise SchemaMismatch(str(exc).replace(str(path), f"--data {task.dataset}")) from exc
+            else:
+                ds = validate(self._data[task.dataset], schema, f"dataset {task.dataset!r}")
+            self._checked = {k: v for k, v in self._checked.items() if k[0] != task.dataset}
+            self._checked[key] = ds
+        return self._checked[key]
 
     def _privacy_gate(self) -> PrivacyGate:
         """The owner's privacy gate, opened with the first DP task (it loads Opacus)."""
@@ -282,7 +319,7 @@ class NodeAgent:
     def _admit(self, task: Task) -> None:
         """A DP job is served only if all its planned rounds fit under the owner's cap (else declined up front)."""
         if task.privacy.enabled and task.privacy.mode == "sample":
-            self._privacy_gate().admit(task, self._data[task.dataset])
+            self._privacy_gate().admit(task, self._dataset(task))
 
     # ---- work ----------------------------------------------------------------------------------
     def _global_state(self, task: Task, model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -297,9 +334,23 @@ class NodeAgent:
             self._models[key] = state
         return self._models[key]
 
+    def _statistics(self, task: Task) -> tuple[np.ndarray, float, float, float]:
+        """A statistics task (federated standardisation): the local feature moments as the upload, weighted by the sample count."""
+        from fedgpu.datasets.statistics import statistics_update
+
+        t0 = time.perf_counter()
+        data = self._dataset(task)
+        enc = task.encryption
+        headroom = crypto.headroom(enc.scheme, enc.params)
+        vec, weight = statistics_update(data, task.schema or get_schema(task.dataset), int(task.num_params), task.max_weight, headroom, task.nodes_per_round)
+        log.info("job %s round %d: feature statistics of %d samples", task.job_id, task.round, len(data))
+        return vec, weight, time.perf_counter() - t0, 0.0
+
     def _train(self, task: Task) -> tuple[np.ndarray, float, float, float]:
-        schema = get_schema(task.dataset)
-        data = self._data[task.dataset]
+        if task.statistics:
+            return self._statistics(task)
+        schema = task.schema or get_schema(task.dataset)
+        data = self._dataset(task)
         model = build_model(task.model, ModelSpec(schema.input_shape, schema.num_classes))
         state = self._global_state(task, model)
         model.load_state_dict(state)

@@ -100,7 +100,8 @@ class CohortGame:
     in ``flatten_params`` order (:mod:`fedgpu.models.flat`). ``aggregate`` is the job's rule and
     ``members`` the cohorts' member lists it is given (empty when not passed). Models with
     floating-point buffers (BatchNorm statistics) are refused: their running statistics would be
-    averaged and valued as if they were weights.
+    averaged and valued as if they were weights. Buffers a model lists in ``fixed_buffers`` (tab_mlp's
+    feature scaler) are allowed: the driver zeroes every sum there, so they never move.
     """
 
     def __init__(
@@ -125,7 +126,8 @@ class CohortGame:
     ) -> None:
         self.device = torch.device(device)
         self.model = model_factory().to(self.device).eval()
-        if any(b.is_floating_point() for b in self.model.buffers()):
+        fixed = set(getattr(self.model, "fixed_buffers", ()))  # set once (tab_mlp's scaler): no update moves them
+        if any(b.is_floating_point() and name not in fixed for name, b in self.model.named_buffers()):
             raise ConfigError("CohortGame needs a model without floating-point buffers (use GroupNorm, not BatchNorm)")
         num_params = num_values(self.model.state_dict())
         self.global_params = _flat(global_params, num_params, "global_params")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedgpu.claims import ClaimBounds
+from fedgpu.datasets import Schema
 from fedgpu.rewards.chain import Receipt
 
 
@@ -93,6 +94,8 @@ class JobSpec:
     max_weight: float = 0.0         # as declared; 0: the default (see claim_bounds)
     update_norm_bound: float = 0.0
     aggregation: AggregationPlan = field(default_factory=AggregationPlan)
+    schema: Schema | None = None    # the dataset schema the nodes check their files against; None: the named default
+    standardize: bool = False       # round 1 is the statistics round
 
     @property
     def claim_bounds(self) -> ClaimBounds:
@@ -119,6 +122,9 @@ class Task:
     num_chunks: int  # number of chunks the update must have
     max_weight: float = 0.0  # the largest weight the node may claim; 0: none given
     update_norm_bound: float = 0.0  # the largest norm of its change; 0: none given
+    schema: Schema | None = None  # the job's dataset schema; None: the named default of ``dataset``
+    statistics: bool = False  # upload the feature statistics (federated standardisation), not a model change
+    nodes_per_round: int = 0  # the most updates one cohort sum adds; 0: not given
 
 
 @dataclass(frozen=True)

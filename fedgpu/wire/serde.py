@@ -7,6 +7,7 @@ The domain objects are the dataclasses of :mod:`fedgpu.wire.records` and the job
 from __future__ import annotations
 
 from fedgpu.config import JobConfig, job_from_dict
+from fedgpu.datasets import SCHEMAS, Schema, schema_to_dict
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, node_pb2
 from fedgpu.rewards.chain import Receipt
 from fedgpu.wire.records import (
@@ -50,6 +51,8 @@ def job_spec_of(job: JobConfig, encryption: EncryptionContext, num_params: int) 
         max_weight=job.max_weight,
         update_norm_bound=job.update_norm_bound,
         aggregation=AggregationPlan(rule=a.rule, trim_fraction=a.trim_fraction, norm_bound=a.norm_bound),
+        schema=job.dataset_schema,
+        standardize=job.data.standardize,
     )
 
 
@@ -85,6 +88,10 @@ def job_config(spec: JobSpec, check_registry: bool = True) -> JobConfig:
     a = spec.aggregation
     if a.rule:  # a spec without a plan keeps the defaults (fedavg)
         data["aggregation"] = {"rule": a.rule, "trim_fraction": a.trim_fraction, "norm_bound": a.norm_bound}
+    if spec.schema is not None and spec.schema != SCHEMAS.get(spec.dataset):  # a named default travels too; it reads back as the name
+        data["schema"] = schema_to_dict(spec.schema)
+    if spec.standardize:
+        data["data"] = {"standardize": True}
     if p.enabled:
         data["privacy"] = {
             "enabled": True,
@@ -100,6 +107,23 @@ def job_config(spec: JobSpec, check_registry: bool = True) -> JobConfig:
 
 
 # ---- plans and contexts --------------------------------------------------------------------------
+def schema_to_proto(s: Schema | None) -> common_pb2.DatasetSchema | None:
+    if s is None:
+        return None
+    return common_pb2.DatasetSchema(
+        name=s.name, input_shape=list(s.input_shape), num_classes=s.num_classes, columns=list(s.columns), label=s.label, dtype=s.dtype,
+        range_low=[r[0] for r in s.ranges], range_high=[r[1] for r in s.ranges],
+    )
+
+
+def schema_from_proto(m: common_pb2.DatasetSchema) -> Schema | None:
+    """None for an unset message (a spec or task from before schemas travelled)."""
+    if not m.name:
+        return None
+    ranges = tuple(zip(m.range_low, m.range_high, strict=False))
+    return Schema(m.name, tuple(int(d) for d in m.input_shape), m.num_classes, tuple(m.columns), m.label or "label", m.dtype or "float32", ranges)
+
+
 def training_plan_to_proto(t: TrainingPlan) -> common_pb2.TrainingPlan:
     return common_pb2.TrainingPlan(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, momentum=t.momentum, seed=t.seed)
 
@@ -179,6 +203,8 @@ def job_spec_to_proto(s: JobSpec) -> driver_pb2.JobSpec:
         max_weight=s.max_weight,
         update_norm_bound=s.update_norm_bound,
         aggregation=aggregation_plan_to_proto(s.aggregation),
+        schema=schema_to_proto(s.schema),
+        standardize=s.standardize,
     )
 
 
@@ -202,6 +228,8 @@ def job_spec_from_proto(m: driver_pb2.JobSpec) -> JobSpec:
         max_weight=m.max_weight,
         update_norm_bound=m.update_norm_bound,
         aggregation=aggregation_plan_from_proto(m.aggregation),
+        schema=schema_from_proto(m.schema),
+        standardize=m.standardize,
     )
 
 
@@ -310,6 +338,9 @@ def task_to_proto(t: Task) -> node_pb2.Task:
         num_chunks=t.num_chunks,
         max_weight=t.max_weight,
         update_norm_bound=t.update_norm_bound,
+        schema=schema_to_proto(t.schema),
+        statistics=t.statistics,
+        nodes_per_round=t.nodes_per_round,
     )
 
 
@@ -329,6 +360,9 @@ def task_from_proto(m: node_pb2.Task) -> Task:
         num_chunks=m.num_chunks,
         max_weight=m.max_weight,
         update_norm_bound=m.update_norm_bound,
+        schema=schema_from_proto(m.schema),
+        statistics=m.statistics,
+        nodes_per_round=m.nodes_per_round,
     )
 
 
@@ -389,6 +423,8 @@ __all__ = [
     "receipt_to_proto",
     "round_result_from_proto",
     "round_result_to_proto",
+    "schema_from_proto",
+    "schema_to_proto",
     "task_from_proto",
     "task_to_proto",
     "task_wire_size",

@@ -27,8 +27,12 @@ def test_a_state_dict_flattened_by_each_matches(name: str) -> None:
     sent = tensors.flatten(model.state_dict())  # what a node uploads
     valued = flatten_params(model)  # what valuation reads and writes
     np.testing.assert_array_equal(sent, valued)
-    # and, for these models (no floating-point buffers, nothing shared), model.parameters() order too
-    np.testing.assert_array_equal(sent, torch.nn.utils.parameters_to_vector(model.parameters()).detach().double().numpy())
+    # and, for models without floating-point buffers (nothing shared), model.parameters() order too;
+    # tab_mlp's scaler buffers (feature_mean, feature_std) come first, its parameters after them
+    params = torch.nn.utils.parameters_to_vector(model.parameters()).detach().double().numpy()
+    buffered = sum(b.numel() for b in model.buffers() if b.is_floating_point())
+    np.testing.assert_array_equal(sent[buffered:], params)
+    assert sent.size == buffered + params.size
     assert tensors.num_values(model.state_dict()) == sent.size
     assert tensors.flatten is model_flat.flatten  # one function, not two that agree
 

@@ -57,7 +57,7 @@ def register(address: str, tmp: Path, name: str, models: list[str], datasets: li
         (["mlp"], ["mnist1d"], "dataset schema mismatch: the job trains on `digits`, but the 2 live nodes with model `mlp` serve only mnist1d"),
     ],
 )
-def test_a_job_no_live_node_can_serve_fails_within_its_first_attempt(  # type: ignore[no-untyped-def]
+def test_a_job_no_live_node_can_serve_fails_within_one_deadline(  # type: ignore[no-untyped-def]
     aggregator, tmp_path: Path, digits, models: list[str], datasets: list[str], expect: str
 ) -> None:
     stop = threading.Event()
@@ -66,12 +66,13 @@ def test_a_job_no_live_node_can_serve_fails_within_its_first_attempt(  # type: i
     t0 = time.monotonic()
     try:
         with pytest.raises(RoundFailed, match=expect.replace("(", r"\(")):
-            JobDriver(aggregator.address, job(rounds=2, model="mlp", deadline_seconds=2), out, validation=digits[1]).run()
+            JobDriver(aggregator.address, job(rounds=2, model="mlp", deadline_seconds=6), out, validation=digits[1]).run()
+        elapsed = time.monotonic() - t0
     finally:
         stop.set()
         for th in beats:
             th.join(10)
-    assert time.monotonic() - t0 < 20  # one attempt (at most two waits of the deadline), not 20 retries
+    assert elapsed < 6 + 4  # one wait of the deadline (plus setup under load), not the two (12 s) of a full attempt, nor retries
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "failed" and expect in report["error"]
 

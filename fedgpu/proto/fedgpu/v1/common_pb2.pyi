@@ -1,6 +1,7 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -88,3 +89,23 @@ class EncryptionContext(_message.Message):
     fingerprint: str
     values_per_chunk: int
     def __init__(self, scheme: _Optional[str] = ..., params: _Optional[bytes] = ..., public_material: _Optional[bytes] = ..., fingerprint: _Optional[str] = ..., values_per_chunk: _Optional[int] = ...) -> None: ...
+
+class DatasetSchema(_message.Message):
+    __slots__ = ("name", "input_shape", "num_classes", "columns", "label", "dtype", "range_low", "range_high")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    RANGE_LOW_FIELD_NUMBER: _ClassVar[int]
+    RANGE_HIGH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    num_classes: int
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    label: str
+    dtype: str
+    range_low: _containers.RepeatedScalarFieldContainer[float]
+    range_high: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., columns: _Optional[_Iterable[str]] = ..., label: _Optional[str] = ..., dtype: _Optional[str] = ..., range_low: _Optional[_Iterable[float]] = ..., range_high: _Optional[_Iterable[float]] = ...) -> None: ...

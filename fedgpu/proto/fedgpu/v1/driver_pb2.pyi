@@ -26,7 +26,7 @@ JOB_EVENT_KIND_JOB_FAILED: JobEventKind
 JOB_EVENT_KIND_JOB_CANCELLED: JobEventKind
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "model", "dataset", "rounds", "nodes_per_round", "min_nodes", "deadline_seconds", "training", "cohort_size", "seed", "privacy", "encryption", "num_params", "reward_pool", "driver_lease_seconds", "max_weight", "update_norm_bound", "aggregation")
+    __slots__ = ("name", "model", "dataset", "rounds", "nodes_per_round", "min_nodes", "deadline_seconds", "training", "cohort_size", "seed", "privacy", "encryption", "num_params", "reward_pool", "driver_lease_seconds", "max_weight", "update_norm_bound", "aggregation", "schema", "standardize")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,8 @@ class JobSpec(_message.Message):
     MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     UPDATE_NORM_BOUND_FIELD_NUMBER: _ClassVar[int]
     AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    STANDARDIZE_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     dataset: str
@@ -63,7 +65,9 @@ class JobSpec(_message.Message):
     max_weight: float
     update_norm_bound: float
     aggregation: AggregationPlan
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., rounds: _Optional[int] = ..., nodes_per_round: _Optional[int] = ..., min_nodes: _Optional[int] = ..., deadline_seconds: _Optional[float] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., cohort_size: _Optional[int] = ..., seed: _Optional[int] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., num_params: _Optional[int] = ..., reward_pool: _Optional[float] = ..., driver_lease_seconds: _Optional[float] = ..., max_weight: _Optional[float] = ..., update_norm_bound: _Optional[float] = ..., aggregation: _Optional[_Union[AggregationPlan, _Mapping]] = ...) -> None: ...
+    schema: _common_pb2.DatasetSchema
+    standardize: bool
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., rounds: _Optional[int] = ..., nodes_per_round: _Optional[int] = ..., min_nodes: _Optional[int] = ..., deadline_seconds: _Optional[float] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., cohort_size: _Optional[int] = ..., seed: _Optional[int] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., num_params: _Optional[int] = ..., reward_pool: _Optional[float] = ..., driver_lease_seconds: _Optional[float] = ..., max_weight: _Optional[float] = ..., update_norm_bound: _Optional[float] = ..., aggregation: _Optional[_Union[AggregationPlan, _Mapping]] = ..., schema: _Optional[_Union[_common_pb2.DatasetSchema, _Mapping]] = ..., standardize: _Optional[bool] = ...) -> None: ...
 
 class AggregationPlan(_message.Message):
     __slots__ = ("rule", "trim_fraction", "norm_bound")

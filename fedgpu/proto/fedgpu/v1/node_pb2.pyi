@@ -15,11 +15,15 @@ class DeclineReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DECLINE_REASON_MISSING_DATASET: _ClassVar[DeclineReason]
     DECLINE_REASON_PRIVACY_BUDGET: _ClassVar[DeclineReason]
     DECLINE_REASON_FAILED: _ClassVar[DeclineReason]
+    DECLINE_REASON_SCHEMA_MISMATCH: _ClassVar[DeclineReason]
+    DECLINE_REASON_VALUE_RANGE: _ClassVar[DeclineReason]
 DECLINE_REASON_UNSPECIFIED: DeclineReason
 DECLINE_REASON_MISSING_MODEL: DeclineReason
 DECLINE_REASON_MISSING_DATASET: DeclineReason
 DECLINE_REASON_PRIVACY_BUDGET: DeclineReason
 DECLINE_REASON_FAILED: DeclineReason
+DECLINE_REASON_SCHEMA_MISMATCH: DeclineReason
+DECLINE_REASON_VALUE_RANGE: DeclineReason
 
 class Capabilities(_message.Message):
     __slots__ = ("models", "datasets", "device")
@@ -78,7 +82,7 @@ class PullTaskRequest(_message.Message):
     def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., wait_seconds: _Optional[int] = ..., receipts_after: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "job_id", "round", "model_version", "model", "dataset", "training", "privacy", "encryption", "deadline_ms", "num_params", "num_chunks", "max_weight", "update_norm_bound")
+    __slots__ = ("task_id", "job_id", "round", "model_version", "model", "dataset", "training", "privacy", "encryption", "deadline_ms", "num_params", "num_chunks", "max_weight", "update_norm_bound", "schema", "statistics", "nodes_per_round")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +97,9 @@ class Task(_message.Message):
     NUM_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     UPDATE_NORM_BOUND_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    NODES_PER_ROUND_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     job_id: str
     round: int
@@ -107,7 +114,10 @@ class Task(_message.Message):
     num_chunks: int
     max_weight: float
     update_norm_bound: float
-    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., deadline_ms: _Optional[int] = ..., num_params: _Optional[int] = ..., num_chunks: _Optional[int] = ..., max_weight: _Optional[float] = ..., update_norm_bound: _Optional[float] = ...) -> None: ...
+    schema: _common_pb2.DatasetSchema
+    statistics: bool
+    nodes_per_round: int
+    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., deadline_ms: _Optional[int] = ..., num_params: _Optional[int] = ..., num_chunks: _Optional[int] = ..., max_weight: _Optional[float] = ..., update_norm_bound: _Optional[float] = ..., schema: _Optional[_Union[_common_pb2.DatasetSchema, _Mapping]] = ..., statistics: _Optional[bool] = ..., nodes_per_round: _Optional[int] = ...) -> None: ...
 
 class PullTaskReply(_message.Message):
     __slots__ = ("task", "receipts")
