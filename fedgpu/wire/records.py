@@ -148,6 +148,7 @@ class RoundRecord:
     node_names: Mapping[str, str] = field(default_factory=dict)  # node id -> its registered name, for people
     upload_seconds: Mapping[str, float] = field(default_factory=dict)  # node id -> first chunk in .. update added
     aggregation_seconds: float = 0.0  # the aggregator adding the round's updates into its cohort sums
+    encrypt_seconds: Mapping[str, float] = field(default_factory=dict)  # reported by the nodes: informative, never trusted
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -166,6 +167,7 @@ class RoundRecord:
             "node_names": dict(self.node_names),
             "upload_seconds": dict(self.upload_seconds),
             "aggregation_seconds": self.aggregation_seconds,
+            "encrypt_seconds": dict(self.encrypt_seconds),
         }
 
     def to_json(self) -> str:
@@ -190,6 +192,7 @@ class RoundRecord:
             node_names=dict(d.get("node_names", {})),
             upload_seconds=dict(d.get("upload_seconds", {})),
             aggregation_seconds=float(d.get("aggregation_seconds", 0.0)),
+            encrypt_seconds=dict(d.get("encrypt_seconds", {})),
         )
 
     @classmethod
@@ -233,6 +236,7 @@ class JobEvent:
     node_names: Mapping[str, str] = field(default_factory=dict)
     upload_seconds: Mapping[str, float] = field(default_factory=dict)
     aggregation_seconds: float = 0.0
+    encrypt_seconds: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def sums_ready(cls, rnd: int, record: RoundRecord) -> JobEvent:
@@ -252,6 +256,7 @@ class JobEvent:
             node_names=record.node_names,
             upload_seconds=record.upload_seconds,
             aggregation_seconds=record.aggregation_seconds,
+            encrypt_seconds=record.encrypt_seconds,
         )
 
 

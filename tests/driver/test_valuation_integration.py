@@ -21,7 +21,7 @@ from fedgpu.datasets import ArrayDataset, partition_iid, public_split, save_npz
 from fedgpu.driver.driver import JobDriver
 from fedgpu.driver.valuation import RoundValuer
 from fedgpu.node.agent import NodeAgent, NodeConfig
-from fedgpu.rewards import flatten_params
+from fedgpu.rewards import flatten_params, shapley_exact
 from fedgpu.rewards.utility import SMALL_VALIDATION, CohortGame
 
 POOL = 100.0
@@ -244,3 +244,29 @@ def test_the_momentum_is_the_one_the_server_shipped_last_round() -> None:
     # the robust rule the cohort's three steps on the quarter (0.75) and the shipped model the six
     # other (step, momentum) pairs (1.5)
     assert second.evaluations == pytest.approx(4.25)
+
+
+def test_many_cohorts_are_valued_from_one_gradient_close_to_exact_and_the_poisoner_still_goes() -> None:
+    # Past the exact limit (FedAvg) the values are the game's second-order ones: at 8 cohorts they rank
+    # as exact Shapley does; at 20 and 40 cohorts a sign-flipped x10 update is left out and the round
+    # costs about the same number of passes however many cohorts there are.
+    x, y, factory, w = linear_problem(1000, 0.3)
+    g = np.array([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    rng = np.random.default_rng(1)
+    honest = [(0.2 + 0.1 * i) * g + 0.05 * rng.normal(size=6) for i in range(40)]
+    game = CohortGame(factory, w, None, honest[:8], [1.0] * 8, x, y)
+    exact = shapley_exact(8, game)
+    linear = game.linear_values()
+    assert np.argsort(linear).tolist() == np.argsort(exact.values).tolist()
+    assert linear.sum() == pytest.approx(exact.values.sum(), rel=0.1)
+    passes = {}
+    for count in (20, 40):
+        valuer = RoundValuer(factory, ArrayDataset(x, y), budget=256, pool=POOL)
+        sums = [*honest[: count - 1], -10.0 * g]
+        res = valuer.value(1, w, [[f"h{i}"] for i in range(count - 1)] + [["p"]], sums, [1.0] * count)
+        assert res.kept == list(range(count - 1))
+        assert json.loads(res.evidence)["estimator"] == "linear"
+        assert res.rewards["p"] == 0.0 and res.cohort_values[-1] < 0
+        assert res.cohort_values[count - 2] > max(res.cohort_values[0], 0.0)  # the larger honest update is worth more
+        passes[count] = res.evaluations
+    assert passes[40] <= 1.5 * passes[20]
