@@ -48,9 +48,8 @@ from fedgpu.rewards import (
 )
 from fedgpu.rewards.shapley import EXACT_HARD_MAX_PLAYERS
 
-# Above this many cohorts (under FedAvg) the elimination tries only the SCREENED cohorts of lowest
-# linearised value at each step, and solo values are measured only for the cohorts left out.
-SCREEN_ABOVE = 16
+# When the cohorts are valued from the gradient (FedAvg, more cohorts than exact Shapley fits in the
+# budget), the elimination tries only the SCREENED cohorts of lowest linearised value at each step.
 SCREENED = 3
 
 
@@ -106,9 +105,9 @@ class RoundValuer:
             self.model_factory, global_flat, self.baseline, sums, weights, self.validation.x, self.validation.y, self.rule,
             members=cohorts, step_sizes=self.step_sizes, momenta=self.momenta, server_lr=self.server_lr, momentum=self.momentum,
         )
-        large = len(sums) > SCREEN_ABOVE and full.linear
-        # Above SCREEN_ABOVE cohorts (FedAvg) a cohort's solo value is measured only when it is left out:
-        # the kept ones' values come from the game over the kept cohorts, so the round costs no pass per cohort.
+        large = full.linear and not self.exact_fits(len(sums))
+        # Valued from the gradient, a cohort's solo value is measured only when it is left out: the kept
+        # ones' values come from the game over the kept cohorts, so the round costs no pass per cohort.
         singles: list[float | None] = [None] * len(sums) if large else [full(frozenset([c])) for c in range(len(sums))]
         kept = self.keep(full, screen=full.linear_values() if large else None)
         for c in range(len(sums)):
@@ -170,13 +169,17 @@ class RoundValuer:
             evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode(),
         )
 
+    def exact_fits(self, cohorts: int) -> bool:
+        """Whether exact Shapley over this many cohorts fits the evaluation budget (2^n subsets)."""
+        return cohorts <= EXACT_HARD_MAX_PLAYERS and (1 << cohorts) <= self.budget
+
     def shapley(self, game: CohortGame, rng: np.random.Generator) -> ShapleyResult:
         """The kept cohorts' Shapley values: exact while all 2^n subsets fit the budget; past that, under
         FedAvg, the game's second-order values from one gradient (:meth:`CohortGame.linear_values`,
         scaled to add up to u(all) when they agree with it in sign), whose cost does not grow with the
         cohorts; under other rules the sampled estimate within the budget."""
         n = game.num_cohorts
-        if (n <= EXACT_HARD_MAX_PLAYERS and (1 << n) <= self.budget) or not game.linear:
+        if self.exact_fits(n) or not game.linear:
             return shapley(n, lambda S: game(frozenset(S)), budget=self.budget, rng=rng)
         grand = frozenset(range(n))
         values = game.linear_values()
@@ -224,7 +227,7 @@ class RoundValuer:
         proof of a gain before shipping anything would stall the model, since late in training an
         honest round gains less than the held-out set resolves (docs/protocol.md, "Measured").
 
-        With ``screen`` (each cohort's linearised value, above SCREEN_ABOVE cohorts) only the
+        With ``screen`` (each cohort's linearised value, when those value the round) only the
         SCREENED cohorts of lowest value are tried at each step, so a step costs a fixed number of
         evaluations however many cohorts there are; the test that decides a drop is the same.
         """
@@ -277,4 +280,4 @@ class RoundValuer:
         }
 
 
-__all__ = ["RoundValuation", "RoundValuer", "SCREENED", "SCREEN_ABOVE"]
+__all__ = ["RoundValuation", "RoundValuer", "SCREENED"]
