@@ -8,6 +8,13 @@ Prints one JSON object: {"runs": [{"params", "nodes", "round_s", "train_s", "rou
   train_s           median over rounds of the median node's local training time
   round_overhead_s  median over rounds of (round_s - the slowest node's training time that round)
   aggregator_peak_rss_mb  VmHWM of the aggregator process at the end of the run
+  aggregator_cpu_s_per_update  the aggregator process's CPU seconds per round (utime + stime from
+                    /proc, between consecutive round ends) over the nodes: receiving, checking, adding,
+                    closing the round, serving the sums, the model downloads and the publish
+  driver_cpu_s      this process's CPU seconds per round (the driver runs in it); driver_wall_s its wall
+                    time per round, driver_phases_s that time's fetch, decrypt, evaluate and publish
+  node              per node process and round: cpu_s (its whole process), train_s, encrypt_s (the node's
+                    own timings), upload_s (first chunk in .. update added, at the aggregator)
 
 Valuation is switched off (reward pool 0) so the figure is the loop itself; see bench_valuation.py.
 Usage: python scripts/bench_round.py [--nodes 10] [--rounds 6] [--quick]
@@ -121,6 +128,7 @@ def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: 
         "aggregator_cpu_s_per_update": round(agg_cpu / nodes, 4),
         "driver_cpu_s": round(statistics.median(r["driver"] for r in per_round), 4),
         "driver_wall_s": round(driver_wall, 4),
+        "driver_phases_s": {k: round(statistics.median(r.get(f"{k}_seconds", 0.0) for r in rounds_[1:]), 4) for k in ("fetch", "decrypt", "evaluate", "publish")},
         "aggregation_s": statistics.median(r.get("aggregation_seconds", 0.0) for r in rounds_[1:]),
         "node": {  # per node process and round: medians over nodes of their per-round medians
             "cpu_s": round(statistics.median(node_cpu), 4),

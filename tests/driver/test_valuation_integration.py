@@ -83,6 +83,9 @@ def test_single_node_cohorts_are_valued_exactly_and_paid_the_pool(aggregator, tm
     for rec in report["rounds"]:
         v = rec["valuation"]
         assert len(rec["cohorts"]) == 3 and all(len(c) == 1 for c in rec["cohorts"])
+        # where the round's time went: each node's own encryption, the driver's fetch, decrypt and evaluation
+        assert set(rec["encrypt_seconds"]) == set(rec["participants"]) and all(t > 0 for t in rec["encrypt_seconds"].values())
+        assert all(rec[f"{phase}_seconds"] > 0 for phase in ("fetch", "decrypt", "evaluate", "publish"))
         # every non-empty subset once and the free reference
         assert v["evaluations"] <= most_passes(3, len(digits[1]))
         for members, value in zip(rec["cohorts"], v["cohort_values"], strict=True):
