@@ -118,7 +118,7 @@ class RoundValuer:
         game = full if len(kept) in (0, len(sums)) else full.restrict(kept)
         grand = frozenset(range(len(kept)))
         step, momentum = game.tune(grand)  # the shipped model: the kept cohorts' best step and momentum
-        res = self.shapley(game, rng)
+        res = self.shapley(game, len(kept), rng)
         floor = noise_floor(game, coalition=grand)
         values = np.array([min(v or 0.0, 0.0) for v in singles])  # left-out cohorts keep their (negative) solo value
         values[kept] = res.values
@@ -173,12 +173,12 @@ class RoundValuer:
         """Whether exact Shapley over this many cohorts fits the evaluation budget (2^n subsets)."""
         return cohorts <= EXACT_HARD_MAX_PLAYERS and (1 << cohorts) <= self.budget
 
-    def shapley(self, game: CohortGame, rng: np.random.Generator) -> ShapleyResult:
+    def shapley(self, game: CohortGame, n: int, rng: np.random.Generator) -> ShapleyResult:
         """The kept cohorts' Shapley values: exact while all 2^n subsets fit the budget; past that, under
         FedAvg, the game's second-order values from one gradient (:meth:`CohortGame.linear_values`,
         scaled to add up to u(all) when they agree with it in sign), whose cost does not grow with the
-        cohorts; under other rules the sampled estimate within the budget."""
-        n = game.num_cohorts
+        cohorts; under other rules the sampled estimate within the budget. ``n``: the players, the
+        game's cohorts or none (nothing kept: the game is then the full one, and nobody is valued in it)."""
         if self.exact_fits(n) or not game.linear:
             return shapley(n, lambda S: game(frozenset(S)), budget=self.budget, rng=rng)
         grand = frozenset(range(n))

@@ -177,6 +177,7 @@ class CohortGame:
         self._losses: dict[Coalition, np.ndarray] = {}  # 8 bytes x samples x coalitions evaluated
         self._quarter: dict[tuple[Coalition, tuple[float, float]], np.ndarray] = {}  # candidates' losses on the choice quarter
         self._last_step: tuple[Coalition, np.ndarray] | None = None
+        self._linear: np.ndarray | None = None  # linear_values, once computed
         self.forward_passes = 0.0  # in passes over the whole validation set (a quarter counts 1/4)
 
     @property
@@ -234,6 +235,7 @@ class CohortGame:
         sub._steps = {k: v for k, v in self._steps.items() if k == empty}
         sub._quarter = {k: v for k, v in self._quarter.items() if k[0] == empty}
         sub._last_step = None
+        sub._linear = None
         sub.forward_passes = 0.0
         return sub
 
@@ -353,11 +355,12 @@ class CohortGame:
         sampled estimator needs hundreds of passes and still grows noisier with the players. The values
         add up to u(all) up to third order. FedAvg only (:attr:`linear`).
         """
-        parts = self.parts()
-        beta = self.step(frozenset())[1]
-        mid = self.global_params + beta * self.baseline_delta + 0.5 * parts.sum(axis=0)
-        values: np.ndarray = -(parts @ self._gradient(mid))
-        return values
+        if self._linear is None:
+            parts = self.parts()
+            beta = self.step(frozenset())[1]
+            mid = self.global_params + beta * self.baseline_delta + 0.5 * parts.sum(axis=0)
+            self._linear = -(parts @ self._gradient(mid))
+        return self._linear.copy()
 
     def _gradient(self, params: np.ndarray) -> np.ndarray:
         """Gradient of the mean capped per-sample validation loss at ``params``, in the flat order."""

@@ -273,3 +273,11 @@ def test_many_cohorts_are_valued_from_one_gradient_close_to_exact_and_the_poison
         assert res.cohort_values[count - 2] > max(res.cohort_values[0], 0.0)  # the larger honest update is worth more
         passes[count] = res.evaluations
     assert passes[40] <= 1.5 * passes[20]
+
+
+def test_a_round_that_keeps_no_cohort_is_valued_and_ships_the_free_step() -> None:
+    x, _, factory, w = linear_problem(400, 0.3)
+    y = (x[:, 0] > 0.5).astype(np.int64)
+    away = np.array([0.0, 0.0, 0.0, 0.0, -0.3, 0.3])  # every cohort moves the boundary the wrong way
+    res = RoundValuer(factory, ArrayDataset(x, y), budget=256, pool=POOL).value(1, w, [["a"], ["b"], ["c"]], [away] * 3, [1.0] * 3)
+    assert res.kept == [] and all(v <= 0 for v in res.cohort_values) and sum(res.rewards.values()) == 0.0
