@@ -48,8 +48,9 @@ from fedgpu.rewards import (
 )
 from fedgpu.rewards.shapley import EXACT_HARD_MAX_PLAYERS
 
-# When the cohorts are valued from the gradient (FedAvg, more cohorts than exact Shapley fits in the
-# budget), the elimination tries only the SCREENED cohorts of lowest linearised value at each step.
+# Above SCREEN_ABOVE cohorts (FedAvg) the elimination tries only the SCREENED cohorts of lowest
+# linearised value at each step, and a solo value is measured only for a cohort it leaves out.
+SCREEN_ABOVE = 16
 SCREENED = 3
 
 
@@ -105,9 +106,9 @@ class RoundValuer:
             self.model_factory, global_flat, self.baseline, sums, weights, self.validation.x, self.validation.y, self.rule,
             members=cohorts, step_sizes=self.step_sizes, momenta=self.momenta, server_lr=self.server_lr, momentum=self.momentum,
         )
-        large = full.linear and not self.exact_fits(len(sums))
-        # Valued from the gradient, a cohort's solo value is measured only when it is left out: the kept
-        # ones' values come from the game over the kept cohorts, so the round costs no pass per cohort.
+        large = full.linear and len(sums) > SCREEN_ABOVE
+        # Past SCREEN_ABOVE cohorts a solo value is measured only for a cohort left out: the kept ones'
+        # values come from the game over the kept cohorts, so the round costs no pass per cohort.
         singles: list[float | None] = [None] * len(sums) if large else [full(frozenset([c])) for c in range(len(sums))]
         kept = self.keep(full, screen=full.linear_values() if large else None)
         for c in range(len(sums)):
@@ -227,7 +228,7 @@ class RoundValuer:
         proof of a gain before shipping anything would stall the model, since late in training an
         honest round gains less than the held-out set resolves (docs/protocol.md, "Measured").
 
-        With ``screen`` (each cohort's linearised value, when those value the round) only the
+        With ``screen`` (each cohort's linearised value, above SCREEN_ABOVE cohorts) only the
         SCREENED cohorts of lowest value are tried at each step, so a step costs a fixed number of
         evaluations however many cohorts there are; the test that decides a drop is the same.
         """
@@ -280,4 +281,4 @@ class RoundValuer:
         }
 
 
-__all__ = ["RoundValuation", "RoundValuer", "SCREENED"]
+__all__ = ["RoundValuation", "RoundValuer", "SCREENED", "SCREEN_ABOVE"]
