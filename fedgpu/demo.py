@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgpu.config import EncryptionConfig, JobConfig, PrivacyConfig, TrainingConfig
+from fedgpu.config import EncryptionConfig, JobConfig, PrivacyConfig, RewardsConfig, TrainingConfig
 from fedgpu.datasets import partition_dirichlet, partition_iid, public_split, save_npz
 from fedgpu.errors import ConfigError, FedgpuError
 from fedgpu.report import FILES as REPORT_FILES
@@ -30,6 +30,9 @@ from fedgpu.wire.certs import CertFiles, write_certs
 from fedgpu.wire.transport import TLSConfig
 
 # Embedded defaults per dataset: chosen so the demo reaches its accuracy target in well under 3 min on 2 CPU cores.
+# Exact Shapley up to 4 cohorts; past that the cohorts are valued from one gradient (second-order
+# Shapley, fedgpu.driver.valuation), so that the driver's round costs no more than the nodes' training.
+DEMO_SHAPLEY_BUDGET = 16
 DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist1d": {"model": "cnn1d", "samples": 10_000, "rounds": 12, "training": TrainingConfig(epochs=2, batch_size=32, lr=0.05)},
     "digits": {"model": "digits_cnn", "samples": 0, "rounds": 10, "training": TrainingConfig(epochs=2, batch_size=16, lr=0.05)},
@@ -102,6 +105,7 @@ def build_job(cfg: DemoConfig) -> JobConfig:
         training=training,
         privacy=privacy,
         encryption=EncryptionConfig(scheme=cfg.encryption),
+        rewards=RewardsConfig(budget=DEMO_SHAPLEY_BUDGET),
     ).validate()
 
 
@@ -257,4 +261,4 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
             shutil.rmtree(work, ignore_errors=True)
 
 
-__all__ = ["Cluster", "DEFAULTS", "DP_DEFAULTS", "DemoConfig", "build_job", "defaults", "run_demo"]
+__all__ = ["Cluster", "DEFAULTS", "DEMO_SHAPLEY_BUDGET", "DP_DEFAULTS", "DemoConfig", "build_job", "defaults", "run_demo"]

@@ -6,6 +6,9 @@ object: final accuracy, wall time and median round time of each, and the CKKS / 
 
   round_s = aggregator round time + the driver's work (fetch, decrypt, value, evaluate, publish),
             median over rounds 2.. (round 1 includes the nodes' start-up)
+  driver_s_per_round         the driver's work of a round (fetch, decrypt, value, evaluate, then publish), median
+  slowest_train_s_per_round  the slowest node's training time in that round (what it reported), median
+  driver_within_train_rounds rounds whose driver time was at most that round's slowest training
 Usage: python scripts/bench_demo.py [--only default,none,dirichlet,digits]
 """
 
@@ -30,6 +33,10 @@ VARIANTS = {
 }
 
 
+def driver_s(rec: dict) -> float:
+    return float(rec["driver_seconds"] + rec.get("publish_seconds", 0.0))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default=",".join(VARIANTS))
@@ -48,6 +55,9 @@ def main() -> None:
             "round_s": statistics.median(r["seconds"] + r["driver_seconds"] for r in rounds),
             "aggregator_round_s": statistics.median(r["seconds"] for r in rounds),
             "valuation_s": statistics.median(r.get("valuation", {}).get("seconds", 0.0) for r in rounds),
+            "driver_s_per_round": statistics.median(driver_s(r) for r in rounds),
+            "slowest_train_s_per_round": statistics.median(max(r["train_seconds"].values()) for r in rounds),
+            "driver_within_train_rounds": f"{sum(driver_s(r) <= max(r['train_seconds'].values()) for r in rounds)}/{len(rounds)}",
             "bytes_up_per_node_round": statistics.median(b for r in rounds for b in r["bytes_up_by_node"].values()),
             "params": report["params"],
             "rounds": len(report["rounds"]),

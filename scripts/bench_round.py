@@ -8,6 +8,13 @@ Prints one JSON object: {"runs": [{"params", "nodes", "round_s", "train_s", "rou
   train_s           median over rounds of the median node's local training time
   round_overhead_s  median over rounds of (round_s - the slowest node's training time that round)
   aggregator_peak_rss_mb  VmHWM of the aggregator process at the end of the run
+  aggregator_cpu_s_per_update  the aggregator process's CPU seconds per round (utime + stime from
+                    /proc, between consecutive round ends) over the nodes: receiving, checking, adding,
+                    closing the round, serving the sums, the model downloads and the publish
+  driver_cpu_s      this process's CPU seconds per round (the driver runs in it); driver_wall_s its wall
+                    time per round, driver_phases_s that time's fetch, decrypt, evaluate and publish
+  node              per node process and round: cpu_s (its whole process), train_s, encrypt_s (the node's
+                    own timings), upload_s (first chunk in .. update added, at the aggregator)
 
 Valuation is switched off (reward pool 0) so the figure is the loop itself; see bench_valuation.py.
 Usage: python scripts/bench_round.py [--nodes 10] [--rounds 6] [--quick]
@@ -16,6 +23,7 @@ Usage: python scripts/bench_round.py [--nodes 10] [--rounds 6] [--quick]
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -39,6 +47,17 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_s(pid: int) -> float:
+    """utime + stime of a live process (children excluded), in seconds: what it spent, whoever waited."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_s() -> float:
+    """CPU seconds of this process: the driver (and its gRPC threads) runs in it."""
+    return time.process_time()
+
+
 def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: int, work: Path) -> dict:
     work.mkdir(parents=True)
     train, test = public_split("mnist1d", num_samples=int(samples_per_node * nodes / 0.8) + 10, seed=0)
@@ -57,6 +76,7 @@ def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: 
         rewards=RewardsConfig(pool_per_round=0.0),
     ).validate()
     times: list[float] = []
+    cpu: list[dict[str, float]] = []  # at each round's end: CPU seconds so far of the aggregator, the driver, each node
     try:
         address = cluster.start_aggregator()
         for i, idx in enumerate(partition_iid(len(train), nodes, 0)):
@@ -68,6 +88,8 @@ def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: 
         def progress(ev: dict) -> None:
             if ev["event"] == "round":
                 times.append(time.perf_counter())
+                cpu.append({"aggregator": cpu_s(cluster.procs[0].pid), "driver": self_cpu_s(),
+                            **{f"node{i}": cpu_s(p.pid) for i, p in enumerate(cluster.procs[1:])}})
                 print(f"  {model}/{scheme} round {ev['round']}: {ev['seconds']:.2f}s in aggregator", file=sys.stderr, flush=True)
 
         driver = JobDriver(address, job, work / "job", validation=test.subset(np.arange(min(1000, len(test)))), progress=progress, tls=cluster.tls)
@@ -82,6 +104,13 @@ def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: 
     overhead = [r - max(t.values()) for r, t in zip(round_s, per_round_train, strict=False)]
     up = [b for r in rounds_[1:] for b in r["bytes_up_by_node"].values()]
     down = [b for r in rounds_[1:] for b in r["bytes_down_by_node"].values()]
+    # CPU seconds per round, per process, between consecutive round ends (round 1 skipped as above).
+    per_round = [{k: b[k] - a[k] for k in b} for a, b in itertools.pairwise(cpu)]
+    agg_cpu = statistics.median(r["aggregator"] for r in per_round)
+    node_cpu = [statistics.median(r[f"node{i}"] for r in per_round) for i in range(nodes)]
+    encrypt = [s for r in rounds_[1:] for s in r.get("encrypt_seconds", {}).values()]
+    upload = [s for r in rounds_[1:] for s in r.get("upload_seconds", {}).values()]
+    driver_wall = statistics.median(r["driver_seconds"] + r.get("publish_seconds", 0.0) for r in rounds_[1:])
     return {
         "model": model,
         "encryption": scheme,
@@ -95,6 +124,19 @@ def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: 
         "bytes_down_per_node": int(statistics.median(down)),
         "bytes_up_per_param": statistics.median(up) / report["params"],
         "aggregator_peak_rss_mb": round(rss, 1),
+        "aggregator_cpu_s_per_round": round(agg_cpu, 4),
+        "aggregator_cpu_s_per_update": round(agg_cpu / nodes, 4),
+        "driver_cpu_s": round(statistics.median(r["driver"] for r in per_round), 4),
+        "driver_wall_s": round(driver_wall, 4),
+        "driver_phases_s": {k: round(statistics.median(r.get(f"{k}_seconds", 0.0) for r in rounds_[1:]), 4) for k in ("fetch", "decrypt", "evaluate", "publish")},
+        "aggregation_s": statistics.median(r.get("aggregation_seconds", 0.0) for r in rounds_[1:]),
+        "node": {  # per node process and round: medians over nodes of their per-round medians
+            "cpu_s": round(statistics.median(node_cpu), 4),
+            "cpu_s_max": round(max(node_cpu), 4),
+            "train_s": round(statistics.median(s for r in per_round_train for s in r.values()), 4),
+            "encrypt_s": round(statistics.median(encrypt), 4) if encrypt else None,
+            "upload_s": round(statistics.median(upload), 4) if upload else None,
+        },
         "final_accuracy": report["final_accuracy"],
     }
 

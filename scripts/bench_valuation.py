@@ -28,6 +28,15 @@ Prints ONE JSON object (stdout); progress goes to stderr.
     .venv/bin/python scripts/bench_valuation.py              # 20 rounds, one seed: ~4 min on 2 shared cores
     .venv/bin/python scripts/bench_valuation.py --seeds 0,1,2,3  # medians over four seeds: ~16 min
     .venv/bin/python scripts/bench_valuation.py --quick      # 6 rounds, under a minute: a smoke run, numbers mean little
+    .venv/bin/python scripts/bench_valuation.py --scaling 10,30,100   # the driver's valuation time per round by cohort count
+
+``--scaling`` runs only the cost study: for each cohort count C, C nodes of 500 samples each train one
+local epoch from the same global model (k = 1, so C cohorts), and the driver's RoundValuer values the
+round (its job defaults: budget 256, the step and momentum grids) for three rounds, each starting where
+the last one's update left the model. It reports the valuation's seconds per round (rounds 2.., where
+the server's momentum is set), its forward passes, one node's training time for scale, and the
+estimator's fidelity: Spearman of the values against exact Shapley at 8 cohorts (the sampled estimator
+forced) and against a 4x-budget estimate at C.
 """
 
 from __future__ import annotations
@@ -53,7 +62,8 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not os.environ.get("PYTHONPATH"):  # this checkout, unless PYTHONPATH names a tree to measure (a baseline)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fedgpu.adversaries import apply_behaviour
 from fedgpu.aggregator.cohorts import assign_cohorts, co_membership
@@ -465,6 +475,134 @@ HEADLINE = (
 )
 
 
+def _cohort_updates(model_name: str, start: np.ndarray, shards: list[ArrayDataset], seed: int) -> tuple[list[np.ndarray], list[float], float]:
+    """One local epoch per shard from ``start``: each shard's weighted change (what its cohort sum
+    decrypts to at k = 1), its weight, and the median seconds one node's training took."""
+    from fedgpu.datasets import get_schema
+    from fedgpu.models import ModelSpec, build_model
+    from fedgpu.models.flat import flatten
+    from fedgpu.node.training import LocalTrainConfig, train_local
+    from fedgpu.rewards.utility import load_flat
+
+    schema = get_schema(DATASET)
+    spec = ModelSpec(schema.input_shape, schema.num_classes)
+    sums, weights, secs = [], [], []
+    for i, shard in enumerate(shards):
+        model = build_model(model_name, spec, seed=seed)
+        load_flat(model, start)
+        t0 = time.perf_counter()
+        train_local(model, shard, LocalTrainConfig(epochs=1, batch_size=32, lr=0.05, seed=seed + i), torch.device("cpu"))
+        secs.append(time.perf_counter() - t0)
+        w = len(shard) * 1e-3
+        sums.append((flatten(model.state_dict()) - start) * w)
+        weights.append(w)
+    return sums, weights, statistics.median(secs)
+
+
+def scaling(args: argparse.Namespace) -> dict[str, Any]:
+    """The driver's valuation cost per round at each cohort count, and the estimator's fidelity."""
+    from fedgpu.datasets import get_schema
+    from fedgpu.driver.valuation import RoundValuer
+    from fedgpu.models import ModelSpec, build_model
+    from fedgpu.models.flat import flatten
+
+    counts = [int(c) for c in args.scaling.split(",")]
+    seed = int(args.seeds.split(",")[0])
+    schema = get_schema(DATASET)
+    spec = ModelSpec(schema.input_shape, schema.num_classes)
+    rc = RewardsConfig()
+    train, test = public_split(DATASET, num_samples=int(500 * max(counts) / 0.8) + 10, seed=seed)
+    validation = test.subset(np.arange(min(args.validation, len(test))))
+
+    def valuer(budget: int = rc.budget) -> RoundValuer:
+        return RoundValuer(lambda: build_model(args.model, spec), validation, budget, POOL, seed=seed,
+                           step_sizes=tuple(rc.step_sizes), momenta=tuple(rc.momentum_steps), confidence=rc.confidence)
+
+    out: dict[str, Any] = {"benchmark": "valuation_scaling", "model": args.model, "validation_samples": len(validation), "budget": rc.budget, "runs": []}
+    rng = np.random.default_rng(seed)
+    for count in counts:
+        log(f"scaling: {count} cohorts")
+        order = rng.permutation(len(train))
+        shards = [train.subset(np.sort(order[i * 500 : (i + 1) * 500])) for i in range(count)]
+        v = valuer()
+        flat = flatten(build_model(args.model, spec, seed=seed).state_dict())
+        secs, passes, train_s = [], [], []
+        members = [[f"n{i}"] for i in range(count)]
+        for rnd in range(1, 4):
+            sums, weights, t = _cohort_updates(args.model, flat, shards, seed + rnd)
+            train_s.append(t)
+            snapshot = v.state()
+            res = v.value(rnd, flat, members, sums, weights)
+            secs.append(res.seconds)
+            passes.append(res.evaluations)
+            last, flat = flat, flat + res.update
+        ref = _sampled_reference(args.model, spec, v, snapshot, last, sums, weights, validation, rc, res, seed) if count <= 30 else None
+        out["runs"].append({
+            "cohorts": count,
+            "valuation_s_per_round": round(statistics.median(secs[1:]), 3),
+            "valuation_s_by_round": [round(x, 3) for x in secs],
+            "forward_passes_per_round": statistics.median(passes[1:]),
+            "train_s_one_node": round(statistics.median(train_s), 3),
+            "estimator": json.loads(res.evidence).get("estimator", "exact" if json.loads(res.evidence)["exact"] else "sampled"),
+            "kept": len(res.kept),
+            **({} if ref is None else ref),
+        })
+        if count >= 8 and "fidelity" not in out:
+            out.setdefault("fidelity", {})[str(count)] = _fidelity_exact(args.model, spec, last, sums, weights, validation, rc, seed)
+    base = out["runs"][0]["valuation_s_per_round"]
+    for r in out["runs"]:
+        r["over_first"] = round(r["valuation_s_per_round"] / base, 2)
+    return out
+
+
+def _sampled_reference(model_name: str, spec: Any, v: Any, snapshot: tuple[dict[str, Any], dict[str, np.ndarray]], start: np.ndarray,
+                       sums: list[np.ndarray], weights: list[float], validation: ArrayDataset, rc: RewardsConfig, res: Any, seed: int) -> dict[str, Any]:
+    """The last round's game over its kept cohorts, valued by the sampled estimator at 2048 evaluations:
+    Spearman of the round's own Shapley values (before the noise floor) against it."""
+    from fedgpu.models import build_model
+    from fedgpu.rewards import CohortGame, shapley_sampled
+
+    meta, arrays = snapshot
+    game = CohortGame(lambda: build_model(model_name, spec), start, arrays.get("baseline"), sums, weights, validation.x, validation.y,
+                      step_sizes=rc.step_sizes, momenta=rc.momentum_steps, server_lr=meta["server_lr"], momentum=meta["momentum"])
+    kept = res.kept
+    if len(kept) < 2:
+        return {}
+    sub = game if len(kept) == len(sums) else game.restrict(kept)
+    t0 = time.perf_counter()
+    ref = shapley_sampled(len(kept), sub, 2048, np.random.default_rng(seed))
+    own = json.loads(res.evidence)["shapley"]
+    return {"spearman_vs_sampled_2048": round(spearman(list(own), list(ref.values)), 3), "reference_s": round(time.perf_counter() - t0, 1)}
+
+
+def _fidelity_exact(model_name: str, spec: Any, start: np.ndarray, sums: list[np.ndarray], weights: list[float], validation: ArrayDataset, rc: RewardsConfig, seed: int) -> dict[str, Any]:
+    """Spearman of the sampled estimator against exact Shapley on the first 8 cohorts' game (2^8 subsets)."""
+    from fedgpu.models import build_model
+    from fedgpu.rewards import CohortGame, shapley_exact, shapley_sampled
+
+    def game() -> CohortGame:
+        return CohortGame(lambda: build_model(model_name, spec), start, None, sums[:8], weights[:8], validation.x, validation.y,
+                          step_sizes=rc.step_sizes, momenta=rc.momentum_steps)
+
+    exact = shapley_exact(8, game())
+    out: dict[str, Any] = {"players": 8, "exact_values": [round(float(v), 6) for v in exact.values]}
+    if not hasattr(CohortGame, "linear_values"):  # an older tree: only the sampled estimator
+        linear = None
+    else:
+        t0 = time.perf_counter()
+        linear = game().linear_values()
+        out["linear_seconds"] = round(time.perf_counter() - t0, 3)
+    for budget in (32, 64, 128):
+        est = shapley_sampled(8, game(), budget, np.random.default_rng(seed))
+        out[f"spearman_budget_{budget}"] = round(spearman(list(est.values), list(exact.values)), 3)
+    if linear is None:
+        return out
+    out["linear_values"] = [round(float(v), 6) for v in linear]
+    out["spearman_linear"] = round(spearman(list(linear), list(exact.values)), 3)
+    out["linear_sum_over_exact_sum"] = round(float(linear.sum() / exact.values.sum()), 3) if exact.values.sum() else None
+    return out
+
+
 def median_or_none(values: list[Any]) -> float | None:
     """Median of the seeds that have a figure (a 0/0 ratio has none); None when no seed has one."""
     known = [float(v) for v in values if v is not None]
@@ -486,10 +624,18 @@ def main() -> None:
     )
     ap.add_argument("--runs", default="k1,k3,adv,adv1,plain", help="jobs to run, a subset of k1,k3,adv,adv1,plain (adv1: the adversary run's nodes at k = 1, exact per-node values; plain: the k3 run with rewards off, plain FedAvg)")
     ap.add_argument("--reports", type=Path, default=None, help="also copy each run's report.json (with node names) into this folder")
+    ap.add_argument("--scaling", default="", help="only the cost study: comma-separated cohort counts, e.g. 10,30,100")
     args = ap.parse_args()
     if args.quick:
         args.rounds = 6
     torch.set_num_threads(1)
+    if args.scaling:
+        t0 = time.perf_counter()
+        result = scaling(args)
+        result["machine"] = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, load {os.getloadavg()[0]:.1f}"
+        result["wall_s"] = round(time.perf_counter() - t0, 1)
+        print(json.dumps(result, indent=2, default=float))
+        return
     seeds = [int(x) for x in args.seeds.split(",")]
     t_start = time.perf_counter()
     per_seed = [run_seed(seed, args) for seed in seeds]

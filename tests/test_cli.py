@@ -47,7 +47,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0
-    assert capsys.readouterr().out.startswith(f"fedgpu {__version__} (protocol 1")
+    assert capsys.readouterr().out.startswith(f"fedgpu {__version__} (protocol 2")
 
 
 def test_models_lists_what_is_installed(capsys: pytest.CaptureFixture[str]) -> None:

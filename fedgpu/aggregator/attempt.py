@@ -42,6 +42,7 @@ class TaskState:
     bytes_up: int = 0
     bytes_down: int = 0
     train_seconds: float = 0.0
+    encrypt_seconds: float = 0.0
     epsilon: float | None = None
     message: str = ""
     upload_started: float = 0.0   # monotonic time of the first chunk
@@ -69,13 +70,25 @@ class RoundState:
         return self.acc_dir / f"c{cohort}-{chunk}.npy"
 
     def accumulate(self, cohort: int, chunk: int, payload: bytes) -> None:
-        """Add one verified chunk into its cohort's running sum on disk (atomic replace)."""
+        """Add one verified chunk into its cohort's running sum on disk.
+
+        The first update writes the file (atomic replace); later ones add into it in place through a
+        memory map, so an update costs its own bytes and not a load and a save of the whole sum. No
+        crash safety is lost: a restart redoes the attempt from nothing.
+        """
         p = self.acc_path(cohort, chunk)
-        acc = np.load(p, allow_pickle=False) if p.exists() else self.adder.zero()
-        acc = self.adder.add(acc, payload)
-        tmp = p.with_suffix(".tmp.npy")
-        np.save(tmp, acc, allow_pickle=False)
-        tmp.replace(p)
+        if not p.exists():
+            tmp = p.with_suffix(".tmp.npy")
+            np.save(tmp, self.adder.add(self.adder.zero(), payload), allow_pickle=False)
+            tmp.replace(p)
+            return
+        acc = np.load(p, mmap_mode="r+", allow_pickle=False)
+        try:
+            out = self.adder.add(acc, payload)
+            if out is not acc:  # a scheme that returns a new array: write it back
+                acc[...] = out
+        finally:
+            del acc  # unmapped: what it wrote is in the page cache, which the next reader sees
 
     def check_done(self) -> None:
         if not any(t.status.open for t in self.tasks.values()):

@@ -224,6 +224,7 @@ class Rounds:
             node_names={ts.node_id: self.registry.name(ts.node_id) for ts in tasks},
             upload_seconds={ts.node_id: ts.upload_seconds for ts in tasks if ts.status is TaskStatus.COMPLETE},
             aggregation_seconds=sum(ts.fold_seconds for ts in tasks),
+            encrypt_seconds={ts.node_id: ts.encrypt_seconds for ts in tasks if ts.status is TaskStatus.COMPLETE},
         )
         try:
             self.store.save_round(rs.job_id, rs.round, rs.attempt, record, merged())

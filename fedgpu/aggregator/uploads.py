@@ -177,9 +177,10 @@ class Uploads:
             f.write(data)
         ts.offsets.append((off, len(data)))
         ts.received += 1
-        ts.bytes_up += len(msg.SerializeToString())
+        ts.bytes_up += msg.ByteSize()  # not a re-serialisation: a 1 MiB copy per chunk for a length
         ts.status = TaskStatus.UPLOADING
         ts.train_seconds = max(ts.train_seconds, msg.train_seconds)
+        ts.encrypt_seconds = max(ts.encrypt_seconds, msg.encrypt_seconds)
         if msg.epsilon > 0:
             ts.epsilon = msg.epsilon
         if ts.received == ts.task.num_chunks:

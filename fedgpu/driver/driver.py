@@ -104,6 +104,7 @@ class JobDriver:
         self.rounds: list[dict[str, Any]] = []
         self.valuer: RoundValuer | None = None
         self._server_buf: np.ndarray | None = None
+        self._phases: dict[str, float] = {}
         self.rule = get_rule(job.aggregation.rule, job.aggregation.params)  # the round's update, and the game valued
         if job.rewards.pool_per_round > 0:
             self.valuer = RoundValuer(
@@ -256,10 +257,14 @@ class JobDriver:
         """The round's decrypted cohort sums that keep the job's bounded claims, and those dropped (fedgpu.driver.sums).
         A statistics round's sums are feature moments: only the weight cap applies to them."""
         by_cohort: dict[int, tuple[list[str], list[bytes]]] = {}
+        t0 = time.perf_counter()
         for msg in self.stub.FetchCohortSums(driver_pb2.FetchCohortSumsRequest(job_id=self.job_id, token=self.token, round=rnd), timeout=300):
             _, parts = by_cohort.setdefault(msg.cohort, (list(msg.members), []))
             parts.append(chunks.verify(msg.chunk, expected_index=len(parts)))
-        return decrypt_sums(by_cohort, self.decryptor, self.layout, self.keys, self.job, f"job {self.job_id} round {rnd}", statistics=statistics)
+        t1 = time.perf_counter()
+        out = decrypt_sums(by_cohort, self.decryptor, self.layout, self.keys, self.job, f"job {self.job_id} round {rnd}", statistics=statistics)
+        self._phases = {"fetch_seconds": t1 - t0, "decrypt_seconds": time.perf_counter() - t1}
+        return out
 
     def _client_epsilon(self, rounds: int) -> float | None:
         """Client-level DP: every node's epsilon after ``rounds`` rounds, accounted here by the driver.
@@ -357,7 +362,9 @@ class JobDriver:
                 delta = self._server_buf
         new = tensors.unflatten(start + delta, self.state)
         self.model.load_state_dict(new)
+        t_eval = time.perf_counter()
         acc, loss = evaluate(self.model, self.validation)
+        self._phases["evaluate_seconds"] = time.perf_counter() - t_eval
         self.state = new
         driver_seconds = time.perf_counter() - t0
         result = driver_pb2.RoundResult(accuracy=acc, loss=loss)
@@ -371,6 +378,7 @@ class JobDriver:
             client_epsilon=self._client_epsilon(ev.round), model_bytes=len(tensors.state_to_bytes(self.state)),
             server_momentum=self.job.training.server_momentum,
         )
+        rec.update(self._phases)  # where the driver's time went: fetch, decrypt, evaluate (valuation: rec["valuation"])
         tally_nodes(self.node_info, ev, valuation)
         self.rounds.append(rec)
         return rec, result

@@ -43,6 +43,7 @@ def round_record(
         "node_names": dict(ev.node_names),
         "upload_seconds": dict(ev.upload_seconds),
         "aggregation_seconds": ev.aggregation_seconds,
+        "encrypt_seconds": dict(ev.encrypt_seconds),
     }
     if valuation is not None:
         rec["valuation"] = {

@@ -37,6 +37,7 @@ from fedgpu.rewards import (
     CohortGame,
     NodeValueEstimator,
     Reputation,
+    ShapleyResult,
     encode_utilities,
     noise_floor,
     payout,
@@ -45,6 +46,12 @@ from fedgpu.rewards import (
     split_cohort_value,
     zero_below_floor,
 )
+from fedgpu.rewards.shapley import EXACT_HARD_MAX_PLAYERS
+
+# Above SCREEN_ABOVE cohorts (FedAvg) the elimination tries only the SCREENED cohorts of lowest
+# linearised value at each step, and a solo value is measured only for a cohort it leaves out.
+SCREEN_ABOVE = 16
+SCREENED = 3
 
 
 @dataclass(frozen=True)
@@ -99,16 +106,22 @@ class RoundValuer:
             self.model_factory, global_flat, self.baseline, sums, weights, self.validation.x, self.validation.y, self.rule,
             members=cohorts, step_sizes=self.step_sizes, momenta=self.momenta, server_lr=self.server_lr, momentum=self.momentum,
         )
-        singles = [full(frozenset([c])) for c in range(len(sums))]
-        kept = self.keep(full)
+        large = full.linear and len(sums) > SCREEN_ABOVE
+        # Past SCREEN_ABOVE cohorts a solo value is measured only for a cohort left out: the kept ones'
+        # values come from the game over the kept cohorts, so the round costs no pass per cohort.
+        singles: list[float | None] = [None] * len(sums) if large else [full(frozenset([c])) for c in range(len(sums))]
+        kept = self.keep(full, screen=full.linear_values() if large else None)
+        for c in range(len(sums)):
+            if singles[c] is None and c not in kept:
+                singles[c] = full(frozenset([c]))
         # The round's model is the rule over the kept cohorts alone, at the server's learning rate: a cohort
         # left out is not a zero that shortens the step. The Shapley game is played over them.
         game = full if len(kept) in (0, len(sums)) else full.restrict(kept)
         grand = frozenset(range(len(kept)))
         step, momentum = game.tune(grand)  # the shipped model: the kept cohorts' best step and momentum
-        res = shapley(len(kept), lambda S: game(frozenset(S)), budget=self.budget, rng=rng)
+        res = self.shapley(game, len(kept), rng)
         floor = noise_floor(game, coalition=grand)
-        values = np.array([min(v, 0.0) for v in singles])  # left-out cohorts keep their (negative) solo value
+        values = np.array([min(v or 0.0, 0.0) for v in singles])  # left-out cohorts keep their (negative) solo value
         values[kept] = res.values
         values = zero_below_floor(values, floor)
         scale = max([abs(float(values[i])) for i in kept] + [floor, 1e-12])
@@ -133,6 +146,7 @@ class RoundValuer:
             "singles": singles,
             "noise_floor": floor,
             "exact": res.exact,
+            "estimator": "exact" if res.exact else ("linear" if res.permutations == 0 and len(kept) > 0 else "sampled"),
             "seed": self.seed * 7919 + rnd,
             "rule": self.rule.name,  # the game's aggregation rule (the job spec carries its parameters)
         }
@@ -155,6 +169,25 @@ class RoundValuer:
             seconds=time.perf_counter() - t0,
             evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode(),
         )
+
+    def exact_fits(self, cohorts: int) -> bool:
+        """Whether exact Shapley over this many cohorts fits the evaluation budget (2^n subsets)."""
+        return cohorts <= EXACT_HARD_MAX_PLAYERS and (1 << cohorts) <= self.budget
+
+    def shapley(self, game: CohortGame, n: int, rng: np.random.Generator) -> ShapleyResult:
+        """The kept cohorts' Shapley values: exact while all 2^n subsets fit the budget; past that, under
+        FedAvg, the game's second-order values from one gradient (:meth:`CohortGame.linear_values`,
+        scaled to add up to u(all) when they agree with it in sign), whose cost does not grow with the
+        cohorts; under other rules the sampled estimate within the budget. ``n``: the players, the
+        game's cohorts or none (nothing kept: the game is then the full one, and nobody is valued in it)."""
+        if self.exact_fits(n) or not game.linear:
+            return shapley(n, lambda S: game(frozenset(S)), budget=self.budget, rng=rng)
+        grand = frozenset(range(n))
+        values = game.linear_values()
+        total, u_all = float(values.sum()), game(grand)
+        if total != 0.0 and u_all / total > 0.0:
+            values = values * (u_all / total)
+        return ShapleyResult(values=values, evaluations=2, utilities={frozenset(): 0.0, grand: u_all}, exact=False)
 
     def credit(self, cohorts: list[list[str]], values: np.ndarray) -> dict[str, float]:
         """Each node's share of its cohort's value this round.
@@ -179,7 +212,7 @@ class RoundValuer:
         return out
 
     @staticmethod
-    def keep(game: CohortGame, z_drop: float = 1.0, z: float = 2.0) -> list[int]:
+    def keep(game: CohortGame, z_drop: float = 1.0, z: float = 2.0, screen: np.ndarray | None = None) -> list[int]:
         """Cohorts the real update uses: backward elimination from all of them.
 
         While leaving one cohort out makes the update better, sample by sample on the choice quarter,
@@ -194,6 +227,10 @@ class RoundValuer:
         the poisoner's own harm and keep it in late rounds, where every step is small; and wanting
         proof of a gain before shipping anything would stall the model, since late in training an
         honest round gains less than the held-out set resolves (docs/protocol.md, "Measured").
+
+        With ``screen`` (each cohort's linearised value, above SCREEN_ABOVE cohorts) only the
+        SCREENED cohorts of lowest value are tried at each step, so a step costs a fixed number of
+        evaluations however many cohorts there are; the test that decides a drop is the same.
         """
 
         def worse(a: frozenset[int], b: frozenset[int], z: float = z) -> bool:
@@ -202,7 +239,8 @@ class RoundValuer:
 
         kept = frozenset(range(game.num_cohorts))
         while len(kept) > 1:
-            drop = max(sorted(kept), key=lambda c: game.best(kept - {c}))
+            tried = sorted(kept) if screen is None else sorted(sorted(kept, key=lambda c: (screen[c], c))[:SCREENED])
+            drop = max(tried, key=lambda c: game.best(kept - {c}))
             if not worse(kept, kept - {drop}, z_drop):
                 break
             kept = kept - {drop}
@@ -243,4 +281,4 @@ class RoundValuer:
         }
 
 
-__all__ = ["RoundValuation", "RoundValuer"]
+__all__ = ["RoundValuation", "RoundValuer", "SCREENED", "SCREEN_ABOVE"]

@@ -398,12 +398,14 @@ class NodeAgent:
         if crypto.context_fingerprint(enc.scheme, enc.params, enc.public_material) != enc.fingerprint:
             raise FedgpuError("the task's encryption context does not match its fingerprint; refusing to encrypt")
         layout = crypto.ChunkLayout(int(task.num_params), int(enc.values_per_chunk))
+        t0 = time.perf_counter()
         payloads = [encryptor.encrypt(v) for v in layout.split(delta, weight)]
+        encrypt_seconds = time.perf_counter() - t0
         count = len(payloads)
 
         def messages(start: int) -> Iterator[node_pb2.UpdateChunk]:
             for i in range(start, count):
-                msg = node_pb2.UpdateChunk(task_id=task.task_id, fingerprint=enc.fingerprint, chunk=chunks.make_chunk(i, count, payloads[i]), train_seconds=seconds, epsilon=epsilon)
+                msg = node_pb2.UpdateChunk(task_id=task.task_id, fingerprint=enc.fingerprint, chunk=chunks.make_chunk(i, count, payloads[i]), train_seconds=seconds, epsilon=epsilon, encrypt_seconds=encrypt_seconds)
                 yield self._signed("UploadUpdate", msg)
 
         start = 0

@@ -2,7 +2,10 @@
 
 The node id is derived from the public key, so nobody can register under another node's id, and
 every request proves possession of the key. The signed bytes are the method name, the request
-serialized deterministically with its ``auth`` field cleared, the timestamp and a nonce.
+serialized deterministically with its ``auth`` field cleared, the timestamp and a nonce. A request
+carrying a chunk (an update's) is signed without the chunk's data: its SHA-256, which the receiver
+checks against the data before using it (``fedgpu.wire.chunks.verify``), stands for it, so a 1 MiB
+chunk is hashed once and not serialised, copied and hashed again by Ed25519 on both sides.
 """
 
 from __future__ import annotations
@@ -32,10 +35,16 @@ def _signed_bytes(method: str, request: object, timestamp_ms: int, nonce: bytes)
     saved = pb.NodeAuth()
     saved.CopyFrom(auth)
     request.ClearField("auth")  # type: ignore[attr-defined]
+    data = None
+    if "chunk" in request.DESCRIPTOR.fields_by_name and request.HasField("chunk"):  # type: ignore[attr-defined]
+        data = request.chunk.data  # type: ignore[attr-defined]
+        request.chunk.ClearField("data")  # type: ignore[attr-defined]
     try:
         body = request.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
     finally:
         request.auth.CopyFrom(saved)  # type: ignore[attr-defined]
+        if data:
+            request.chunk.data = data  # type: ignore[attr-defined]
     return b"fedgpu.v1|" + method.encode() + b"|" + bytes(body) + b"|" + timestamp_ms.to_bytes(8, "little") + nonce
 
 

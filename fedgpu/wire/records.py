@@ -154,6 +154,7 @@ class RoundRecord:
     node_names: Mapping[str, str] = field(default_factory=dict)  # node id -> its registered name, for people
     upload_seconds: Mapping[str, float] = field(default_factory=dict)  # node id -> first chunk in .. update added
     aggregation_seconds: float = 0.0  # the aggregator adding the round's updates into its cohort sums
+    encrypt_seconds: Mapping[str, float] = field(default_factory=dict)  # reported by the nodes: informative, never trusted
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -172,6 +173,7 @@ class RoundRecord:
             "node_names": dict(self.node_names),
             "upload_seconds": dict(self.upload_seconds),
             "aggregation_seconds": self.aggregation_seconds,
+            "encrypt_seconds": dict(self.encrypt_seconds),
         }
 
     def to_json(self) -> str:
@@ -196,6 +198,7 @@ class RoundRecord:
             node_names=dict(d.get("node_names", {})),
             upload_seconds=dict(d.get("upload_seconds", {})),
             aggregation_seconds=float(d.get("aggregation_seconds", 0.0)),
+            encrypt_seconds=dict(d.get("encrypt_seconds", {})),
         )
 
     @classmethod
@@ -239,6 +242,7 @@ class JobEvent:
     node_names: Mapping[str, str] = field(default_factory=dict)
     upload_seconds: Mapping[str, float] = field(default_factory=dict)
     aggregation_seconds: float = 0.0
+    encrypt_seconds: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def sums_ready(cls, rnd: int, record: RoundRecord) -> JobEvent:
@@ -258,6 +262,7 @@ class JobEvent:
             node_names=record.node_names,
             upload_seconds=record.upload_seconds,
             aggregation_seconds=record.aggregation_seconds,
+            encrypt_seconds=record.encrypt_seconds,
         )
 
 

@@ -280,6 +280,7 @@ def job_event_to_proto(e: JobEvent) -> driver_pb2.JobEvent:
         node_names=e.node_names,
         upload_seconds=e.upload_seconds,
         aggregation_seconds=e.aggregation_seconds,
+        encrypt_seconds=e.encrypt_seconds,
     )
 
 
@@ -301,6 +302,7 @@ def job_event_from_proto(m: driver_pb2.JobEvent) -> JobEvent:
         node_names=dict(m.node_names),
         upload_seconds=dict(m.upload_seconds),
         aggregation_seconds=m.aggregation_seconds,
+        encrypt_seconds=dict(m.encrypt_seconds),
     )
 
 

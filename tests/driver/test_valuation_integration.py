@@ -21,7 +21,7 @@ from fedgpu.datasets import ArrayDataset, partition_iid, public_split, save_npz
 from fedgpu.driver.driver import JobDriver
 from fedgpu.driver.valuation import RoundValuer
 from fedgpu.node.agent import NodeAgent, NodeConfig
-from fedgpu.rewards import flatten_params
+from fedgpu.rewards import flatten_params, shapley_exact
 from fedgpu.rewards.utility import SMALL_VALIDATION, CohortGame
 
 POOL = 100.0
@@ -83,6 +83,9 @@ def test_single_node_cohorts_are_valued_exactly_and_paid_the_pool(aggregator, tm
     for rec in report["rounds"]:
         v = rec["valuation"]
         assert len(rec["cohorts"]) == 3 and all(len(c) == 1 for c in rec["cohorts"])
+        # where the round's time went: each node's own encryption, the driver's fetch, decrypt and evaluation
+        assert set(rec["encrypt_seconds"]) == set(rec["participants"]) and all(t > 0 for t in rec["encrypt_seconds"].values())
+        assert all(rec[f"{phase}_seconds"] > 0 for phase in ("fetch", "decrypt", "evaluate", "publish"))
         # every non-empty subset once and the free reference
         assert v["evaluations"] <= most_passes(3, len(digits[1]))
         for members, value in zip(rec["cohorts"], v["cohort_values"], strict=True):
@@ -244,3 +247,37 @@ def test_the_momentum_is_the_one_the_server_shipped_last_round() -> None:
     # the robust rule the cohort's three steps on the quarter (0.75) and the shipped model the six
     # other (step, momentum) pairs (1.5)
     assert second.evaluations == pytest.approx(4.25)
+
+
+def test_many_cohorts_are_valued_from_one_gradient_close_to_exact_and_the_poisoner_still_goes() -> None:
+    # Past the exact limit (FedAvg) the values are the game's second-order ones: at 8 cohorts they rank
+    # as exact Shapley does; at 20 and 40 cohorts a sign-flipped x10 update is left out and the round
+    # costs about the same number of passes however many cohorts there are.
+    x, y, factory, w = linear_problem(1000, 0.3)
+    g = np.array([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    rng = np.random.default_rng(1)
+    honest = [(0.2 + 0.1 * i) * g + 0.05 * rng.normal(size=6) for i in range(40)]
+    game = CohortGame(factory, w, None, honest[:8], [1.0] * 8, x, y)
+    exact = shapley_exact(8, game)
+    linear = game.linear_values()
+    assert np.argsort(linear).tolist() == np.argsort(exact.values).tolist()
+    assert linear.sum() == pytest.approx(exact.values.sum(), rel=0.1)
+    passes = {}
+    for count in (20, 40):
+        valuer = RoundValuer(factory, ArrayDataset(x, y), budget=256, pool=POOL)
+        sums = [*honest[: count - 1], -10.0 * g]
+        res = valuer.value(1, w, [[f"h{i}"] for i in range(count - 1)] + [["p"]], sums, [1.0] * count)
+        assert res.kept == list(range(count - 1))
+        assert json.loads(res.evidence)["estimator"] == "linear"
+        assert res.rewards["p"] == 0.0 and res.cohort_values[-1] < 0
+        assert res.cohort_values[count - 2] > max(res.cohort_values[0], 0.0)  # the larger honest update is worth more
+        passes[count] = res.evaluations
+    assert passes[40] <= 1.5 * passes[20]
+
+
+def test_a_round_that_keeps_no_cohort_is_valued_and_ships_the_free_step() -> None:
+    x, _, factory, w = linear_problem(400, 0.3)
+    y = (x[:, 0] > 0.5).astype(np.int64)
+    away = np.array([0.0, 0.0, 0.0, 0.0, -0.3, 0.3])  # every cohort moves the boundary the wrong way
+    res = RoundValuer(factory, ArrayDataset(x, y), budget=256, pool=POOL).value(1, w, [["a"], ["b"], ["c"]], [away] * 3, [1.0] * 3)
+    assert res.kept == [] and all(v <= 0 for v in res.cohort_values) and sum(res.rewards.values()) == 0.0

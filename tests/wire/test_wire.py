@@ -68,6 +68,25 @@ def test_signatures_forgery_and_replay(tmp_path) -> None:  # type: ignore[no-unt
         v.verify("PullTask", req5, me.public_key)
 
 
+def test_an_update_chunk_is_signed_by_its_digest_which_binds_its_data() -> None:
+    me, v = Identity.generate(), Verifier()
+    msg = node_pb2.UpdateChunk(task_id="t", fingerprint="f", chunk=chunks.make_chunk(0, 1, b"x" * 4096))
+    me.sign("UploadUpdate", msg)
+    assert msg.chunk.data == b"x" * 4096  # signing leaves the message whole
+    v.verify("UploadUpdate", node_pb2.UpdateChunk.FromString(msg.SerializeToString()), me.public_key)
+    assert msg.chunk.data == b"x" * 4096
+    forged = node_pb2.UpdateChunk.FromString(msg.SerializeToString())
+    forged.chunk.data = b"y" * 4096  # other data under the signed digest: the signature holds, the digest does not
+    v2 = Verifier()
+    v2.verify("UploadUpdate", forged, me.public_key)
+    with pytest.raises(ProtocolError, match="SHA-256"):
+        chunks.verify(forged.chunk)
+    redigested = node_pb2.UpdateChunk.FromString(msg.SerializeToString())
+    redigested.chunk.CopyFrom(chunks.make_chunk(0, 1, b"y" * 4096))  # a new digest to match: the signature fails
+    with pytest.raises(AuthError, match="does not verify"):
+        Verifier().verify("UploadUpdate", redigested, me.public_key)
+
+
 def test_state_bytes_are_checked_against_the_architecture() -> None:
     ref = {"w": torch.zeros(3, 2), "b": torch.zeros(2)}
     good = tensors.state_to_bytes({"w": torch.ones(3, 2), "b": torch.ones(2)})

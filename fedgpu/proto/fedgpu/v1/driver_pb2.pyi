@@ -169,7 +169,7 @@ class Cohort(_message.Message):
     def __init__(self, members: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("kind", "round", "participants", "cohorts", "message", "bytes_up", "bytes_down", "seconds", "node_status", "epsilon", "train_seconds", "bytes_up_by_node", "bytes_down_by_node", "node_names", "upload_seconds", "aggregation_seconds")
+    __slots__ = ("kind", "round", "participants", "cohorts", "message", "bytes_up", "bytes_down", "seconds", "node_status", "epsilon", "train_seconds", "bytes_up_by_node", "bytes_down_by_node", "node_names", "upload_seconds", "aggregation_seconds", "encrypt_seconds")
     class NodeStatusEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +219,13 @@ class JobEvent(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class EncryptSecondsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +242,7 @@ class JobEvent(_message.Message):
     NODE_NAMES_FIELD_NUMBER: _ClassVar[int]
     UPLOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     AGGREGATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     kind: JobEventKind
     round: int
     participants: _containers.RepeatedScalarFieldContainer[str]
@@ -251,7 +259,8 @@ class JobEvent(_message.Message):
     node_names: _containers.ScalarMap[str, str]
     upload_seconds: _containers.ScalarMap[str, float]
     aggregation_seconds: float
-    def __init__(self, kind: _Optional[_Union[JobEventKind, str]] = ..., round: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., cohorts: _Optional[_Iterable[_Union[Cohort, _Mapping]]] = ..., message: _Optional[str] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., node_status: _Optional[_Mapping[str, str]] = ..., epsilon: _Optional[_Mapping[str, float]] = ..., train_seconds: _Optional[_Mapping[str, float]] = ..., bytes_up_by_node: _Optional[_Mapping[str, int]] = ..., bytes_down_by_node: _Optional[_Mapping[str, int]] = ..., node_names: _Optional[_Mapping[str, str]] = ..., upload_seconds: _Optional[_Mapping[str, float]] = ..., aggregation_seconds: _Optional[float] = ...) -> None: ...
+    encrypt_seconds: _containers.ScalarMap[str, float]
+    def __init__(self, kind: _Optional[_Union[JobEventKind, str]] = ..., round: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., cohorts: _Optional[_Iterable[_Union[Cohort, _Mapping]]] = ..., message: _Optional[str] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., node_status: _Optional[_Mapping[str, str]] = ..., epsilon: _Optional[_Mapping[str, float]] = ..., train_seconds: _Optional[_Mapping[str, float]] = ..., bytes_up_by_node: _Optional[_Mapping[str, int]] = ..., bytes_down_by_node: _Optional[_Mapping[str, int]] = ..., node_names: _Optional[_Mapping[str, str]] = ..., upload_seconds: _Optional[_Mapping[str, float]] = ..., aggregation_seconds: _Optional[float] = ..., encrypt_seconds: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class FetchCohortSumsRequest(_message.Message):
     __slots__ = ("job_id", "token", "round")

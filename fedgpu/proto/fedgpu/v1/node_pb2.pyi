@@ -178,20 +178,22 @@ class DownloadModelRequest(_message.Message):
     def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., job_id: _Optional[str] = ..., version: _Optional[int] = ..., from_chunk: _Optional[int] = ...) -> None: ...
 
 class UpdateChunk(_message.Message):
-    __slots__ = ("auth", "task_id", "fingerprint", "chunk", "train_seconds", "epsilon")
+    __slots__ = ("auth", "task_id", "fingerprint", "chunk", "train_seconds", "epsilon", "encrypt_seconds")
     AUTH_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     auth: _common_pb2.NodeAuth
     task_id: str
     fingerprint: str
     chunk: _common_pb2.Chunk
     train_seconds: float
     epsilon: float
-    def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., task_id: _Optional[str] = ..., fingerprint: _Optional[str] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ..., train_seconds: _Optional[float] = ..., epsilon: _Optional[float] = ...) -> None: ...
+    encrypt_seconds: float
+    def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., task_id: _Optional[str] = ..., fingerprint: _Optional[str] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ..., train_seconds: _Optional[float] = ..., epsilon: _Optional[float] = ..., encrypt_seconds: _Optional[float] = ...) -> None: ...
 
 class UploadStatusRequest(_message.Message):
     __slots__ = ("auth", "task_id")
