@@ -2,13 +2,15 @@
 
 A job names a *schema* (``mnist1d``, ``digits``): the input shape and the classes. Each data owner
 maps that name to files on their own disk (``fedgpu node --data mnist1d=/data/mine.npz``); the data
-never leaves the node. ``public_split`` generates the published benchmarks locally (no download).
+never leaves the node. ``public_split`` generates the published benchmarks locally (no download),
+and ``public_shard`` the shard of one a public-data task names (alike on every node).
 """
 
 from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +137,30 @@ def public_split(name: str, num_samples: int | None = None, seed: int = 0) -> tu
     return validate(train, schema, name), validate(test, schema, name)
 
 
+PUBLIC_PREFIX = "public:"  # a node registers "public:mnist1d": it builds that dataset itself for public-data jobs
+
+
+def public_capability(name: str) -> str:
+    """The capability a node registers when it can take public-data tasks on ``name`` without files of its own."""
+    return PUBLIC_PREFIX + name
+
+
+@lru_cache(maxsize=4)
+def _public_train(name: str, samples: int, seed: int) -> ArrayDataset:
+    return public_split(name, num_samples=samples or None, seed=seed)[0]
+
+
+def public_shard(name: str, samples: int, data_seed: int, shard: int, shards: int) -> ArrayDataset:
+    """Shard ``shard`` of ``shards`` of the training part of the public dataset ``name`` generated with
+    (``samples``, ``data_seed``): the same arrays on every node, so a task on it can be re-executed."""
+    if not 0 <= shard < shards:
+        raise ConfigError(f"public-data shard {shard} of {shards}: the shard must be in 0..{shards - 1}")
+    train = _public_train(name, samples, data_seed)
+    if shards > len(train):
+        raise ConfigError(f"public_data.shards = {shards} is more than the {len(train)} training samples of {name}: lower it")
+    return train.subset(partition_iid(len(train), shards, data_seed)[shard])
+
+
 def partition_iid(num_samples: int, num_parts: int, seed: int) -> list[np.ndarray]:
     """Shuffle and cut into ``num_parts`` near-equal parts."""
     perm = np.random.default_rng(seed).permutation(num_samples)
@@ -165,12 +191,15 @@ def partition_dirichlet(labels: np.ndarray, num_parts: int, alpha: float, seed: 
 
 __all__ = [
     "ArrayDataset",
+    "PUBLIC_PREFIX",
     "SCHEMAS",
     "Schema",
     "get_schema",
     "load_file",
     "partition_dirichlet",
     "partition_iid",
+    "public_capability",
+    "public_shard",
     "public_split",
     "save_npz",
     "validate",

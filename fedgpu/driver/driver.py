@@ -10,6 +10,9 @@ state (fedgpu.driver.state) before it publishes a round, and before each watch i
 state with the aggregator (:meth:`JobDriver._sync`): a publish the aggregator already holds is
 recognised by its version and model hash, one it lacks is sent again, and a driver killed outright
 is re-attached with :meth:`JobDriver.resume` (``fedgpu train --resume DIR``).
+
+On a public-data job the driver also compares the round's replicated tasks before it values the round
+(fedgpu.driver.verification): matched replicas enter the model once, disputed ones go to a third node.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from fedgpu.driver.records import round_record, tally_nodes
 from fedgpu.driver.state import DriverState, load_state, save_state
 from fedgpu.driver.sums import CohortSum, DroppedCohort, decrypt_sums, with_dropped
 from fedgpu.driver.valuation import RoundValuer
+from fedgpu.driver.verification import ReplicaChecks, Screen
 from fedgpu.errors import ProtocolError, RoundFailed, StorageError
 from fedgpu.evaluation import evaluate
 from fedgpu.faults import crash_point
@@ -43,7 +47,7 @@ from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc
 from fedgpu.report import write_report
 from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors
 from fedgpu.wire.records import JobEvent, JobEventKind
-from fedgpu.wire.serde import job_event_from_proto, job_status_from_proto, job_to_proto
+from fedgpu.wire.serde import job_event_from_proto, job_status_from_proto, job_to_proto, replica_dispute_to_proto
 from fedgpu.wire.transport import TLSConfig, handshake_failed, open_channel
 
 log = logging.getLogger("fedgpu.driver")
@@ -76,6 +80,9 @@ class JobDriver:
         self.spec = ModelSpec(schema.input_shape, schema.num_classes)
         self.model = build_model(job.model, self.spec, seed=job.seed)
         self.state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        pd = job.public_data
+        if validation is None and pd.enabled:  # the held-out part of the very dataset the nodes shard
+            _, validation = public_split(job.dataset, num_samples=pd.samples or None, seed=pd.data_seed)
         if validation is None:
             _, validation = public_split(job.dataset, seed=job.seed)
             if job.validation_samples:
@@ -99,6 +106,7 @@ class JobDriver:
                 step_sizes=tuple(job.rewards.step_sizes), momenta=tuple(job.rewards.momentum_steps), confidence=job.rewards.confidence,
                 rule=self.rule,
             )
+        self.checks = ReplicaChecks(pd.tolerance, pd.pay_after_check) if pd.enabled else None
         self.node_info: dict[str, dict[str, Any]] = {}
         self.version = -1            # the model version self.state is
         self.published = False       # whether the aggregator is known to hold it
@@ -165,10 +173,15 @@ class JobDriver:
             valuer, arrays = self.valuer.state()
         if self._server_buf is not None:
             arrays = {**arrays, "server_buf": self._server_buf}
+        checks: dict[str, Any] | None = None
+        if self.checks is not None:
+            checks, more = self.checks.state()
+            arrays = {**arrays, **more}
         meta = {
             "rounds": self.rounds,
             "nodes": self.node_info,
             "valuer": valuer,
+            "checks": checks,
             "pending": self.pending.SerializeToString().hex() if self.pending is not None else None,
             "elapsed": self.elapsed_before + time.perf_counter() - self._started,
         }
@@ -186,6 +199,8 @@ class JobDriver:
         self._server_buf = st.arrays.get("server_buf")
         if self.valuer is not None and st.meta["valuer"] is not None:
             self.valuer.load_state(st.meta["valuer"], st.arrays)
+        if self.checks is not None and st.meta.get("checks") is not None:
+            self.checks.load_state(st.meta["checks"], st.arrays)
         self.pending = None
         if st.meta["pending"] is not None:
             self.pending = driver_pb2.RoundResult()
@@ -275,6 +290,10 @@ class JobDriver:
         """Fetch and decrypt the round's sums, aggregate, value, evaluate; the new model is in ``self.state``."""
         t0 = time.perf_counter()
         sums, dropped = self.fetch_sums(ev.round)
+        screen: Screen | None = None
+        if self.checks is not None:  # replicated tasks compared; duplicates, disputed and flagged updates left out
+            screen = self.checks.screen(ev, sums)
+            sums, dropped = screen.kept, sorted([*dropped, *screen.dropped], key=lambda d: d.cohort)
         start = tensors.flatten(self.state)
         valuation = None
         if not sums:  # every cohort was dropped (bounded claims): the round publishes the model unchanged
@@ -287,6 +306,8 @@ class JobDriver:
             valuation = self.valuer.value(ev.round, start, [s.members for s in sums], [s.weighted for s in sums], [s.weight for s in sums])
             valuation = with_dropped(self.valuer, ev.round, valuation, sums, dropped, start)
             delta = valuation.update
+        if screen is not None and valuation is not None and self.valuer is not None:
+            valuation = self.checks.pay(ev, screen, valuation, self.valuer)  # type: ignore[union-attr]
         else:
             delta = self.rule(sums)
             beta = self.job.training.server_momentum
@@ -304,12 +325,20 @@ class JobDriver:
             result.node_values.update(valuation.node_values)
             result.rewards.update(valuation.rewards)
             result.evidence = valuation.evidence
+        if screen is not None:
+            result.disputes.extend(replica_dispute_to_proto(d) for d in screen.disputes)
         rec = round_record(
             ev, acc, loss, driver_seconds, sums, dropped, valuation,
             client_epsilon=self._client_epsilon(ev.round), model_bytes=len(tensors.state_to_bytes(self.state)),
             server_momentum=self.job.training.server_momentum,
         )
+        if screen is not None:
+            rec["replicas"] = screen.checks
+            rec["flagged"] = screen.flagged_now
         tally_nodes(self.node_info, ev, valuation)
+        if self.checks is not None:
+            for node_id, why in self.checks.flagged.items():
+                self.node_info.setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None})["flagged"] = why
         self.rounds.append(rec)
         return rec, result
 
@@ -388,6 +417,7 @@ class JobDriver:
             "rounds": self.rounds,
             "nodes": self.node_info,
             "valuation": self.valuer.summary() if self.valuer else None,
+            "verification": self.checks.summary() if self.checks is not None else None,
         }
         write_report(self.out, report)
         return report

@@ -18,6 +18,10 @@ from fedgpu.wire.records import (
     JobStatus,
     LedgerReceipt,
     PrivacyPlan,
+    PublicDataPlan,
+    PublicDataShard,
+    ReplicaDispute,
+    ReplicaSet,
     RoundResult,
     Task,
     TrainingPlan,
@@ -50,7 +54,16 @@ def job_spec_of(job: JobConfig, encryption: EncryptionContext, num_params: int) 
         max_weight=job.max_weight,
         update_norm_bound=job.update_norm_bound,
         aggregation=AggregationPlan(rule=a.rule, trim_fraction=a.trim_fraction, norm_bound=a.norm_bound),
+        public_data=public_data_plan_of(job),
     )
+
+
+def public_data_plan_of(job: JobConfig) -> PublicDataPlan | None:
+    """The job's [public_data] table with its defaults filled in (None: a private-data job)."""
+    d = job.public_data
+    if not d.enabled:
+        return None
+    return PublicDataPlan(samples=d.samples, data_seed=d.data_seed, shards=d.shards or job.nodes_per_round, replication=d.replication, tolerance=d.tolerance)
 
 
 def job_to_proto(job: JobConfig, encryption: common_pb2.EncryptionContext, num_params: int) -> driver_pb2.JobSpec:
@@ -85,6 +98,9 @@ def job_config(spec: JobSpec, check_registry: bool = True) -> JobConfig:
     a = spec.aggregation
     if a.rule:  # a spec without a plan keeps the defaults (fedavg)
         data["aggregation"] = {"rule": a.rule, "trim_fraction": a.trim_fraction, "norm_bound": a.norm_bound}
+    if spec.public_data is not None:
+        d = spec.public_data
+        data["public_data"] = {"samples": d.samples, "data_seed": d.data_seed, "shards": d.shards, "replication": d.replication, "tolerance": d.tolerance}
     if p.enabled:
         data["privacy"] = {
             "enabled": True,
@@ -146,6 +162,38 @@ def aggregation_plan_from_proto(m: driver_pb2.AggregationPlan) -> AggregationPla
     return AggregationPlan(rule=m.rule, trim_fraction=m.trim_fraction, norm_bound=m.norm_bound)
 
 
+def public_data_plan_to_proto(p: PublicDataPlan) -> driver_pb2.PublicDataPlan:
+    return driver_pb2.PublicDataPlan(samples=p.samples, data_seed=p.data_seed, shards=p.shards, replication=p.replication, tolerance=p.tolerance)
+
+
+def public_data_plan_from_proto(m: driver_pb2.PublicDataPlan) -> PublicDataPlan:
+    return PublicDataPlan(samples=m.samples, data_seed=m.data_seed, shards=m.shards, replication=m.replication, tolerance=m.tolerance)
+
+
+def public_data_shard_to_proto(p: PublicDataShard) -> node_pb2.PublicDataShard:
+    return node_pb2.PublicDataShard(samples=p.samples, data_seed=p.data_seed, shard=p.shard, shards=p.shards)
+
+
+def public_data_shard_from_proto(m: node_pb2.PublicDataShard) -> PublicDataShard:
+    return PublicDataShard(samples=m.samples, data_seed=m.data_seed, shard=m.shard, shards=m.shards)
+
+
+def replica_set_to_proto(r: ReplicaSet) -> driver_pb2.ReplicaSet:
+    return driver_pb2.ReplicaSet(members=r.members, shard=r.shard, seed=r.seed, settles=r.settles)
+
+
+def replica_set_from_proto(m: driver_pb2.ReplicaSet) -> ReplicaSet:
+    return ReplicaSet(members=tuple(m.members), shard=m.shard, seed=m.seed, settles=m.settles)
+
+
+def replica_dispute_to_proto(d: ReplicaDispute) -> driver_pb2.ReplicaDispute:
+    return driver_pb2.ReplicaDispute(round=d.round, shard=d.shard, seed=d.seed, model_version=d.model_version, members=d.members)
+
+
+def replica_dispute_from_proto(m: driver_pb2.ReplicaDispute) -> ReplicaDispute:
+    return ReplicaDispute(round=m.round, shard=m.shard, seed=m.seed, model_version=m.model_version, members=tuple(m.members))
+
+
 def encryption_to_proto(e: EncryptionContext) -> common_pb2.EncryptionContext:
     return common_pb2.EncryptionContext(
         scheme=e.scheme, params=e.params, public_material=e.public_material, fingerprint=e.fingerprint, values_per_chunk=e.values_per_chunk
@@ -179,6 +227,7 @@ def job_spec_to_proto(s: JobSpec) -> driver_pb2.JobSpec:
         max_weight=s.max_weight,
         update_norm_bound=s.update_norm_bound,
         aggregation=aggregation_plan_to_proto(s.aggregation),
+        public_data=public_data_plan_to_proto(s.public_data) if s.public_data is not None else None,
     )
 
 
@@ -202,6 +251,7 @@ def job_spec_from_proto(m: driver_pb2.JobSpec) -> JobSpec:
         max_weight=m.max_weight,
         update_norm_bound=m.update_norm_bound,
         aggregation=aggregation_plan_from_proto(m.aggregation),
+        public_data=public_data_plan_from_proto(m.public_data) if m.HasField("public_data") else None,
     )
 
 
@@ -252,6 +302,7 @@ def job_event_to_proto(e: JobEvent) -> driver_pb2.JobEvent:
         node_names=e.node_names,
         upload_seconds=e.upload_seconds,
         aggregation_seconds=e.aggregation_seconds,
+        replicas=[replica_set_to_proto(r) for r in e.replicas],
     )
 
 
@@ -273,12 +324,14 @@ def job_event_from_proto(m: driver_pb2.JobEvent) -> JobEvent:
         node_names=dict(m.node_names),
         upload_seconds=dict(m.upload_seconds),
         aggregation_seconds=m.aggregation_seconds,
+        replicas=tuple(replica_set_from_proto(r) for r in m.replicas),
     )
 
 
 def round_result_to_proto(r: RoundResult) -> driver_pb2.RoundResult:
     return driver_pb2.RoundResult(
-        accuracy=r.accuracy, loss=r.loss, cohort_values=r.cohort_values, evidence=r.evidence, node_values=r.node_values, rewards=r.rewards
+        accuracy=r.accuracy, loss=r.loss, cohort_values=r.cohort_values, evidence=r.evidence, node_values=r.node_values, rewards=r.rewards,
+        disputes=[replica_dispute_to_proto(d) for d in r.disputes],
     )
 
 
@@ -290,6 +343,7 @@ def round_result_from_proto(m: driver_pb2.RoundResult) -> RoundResult:
         evidence=m.evidence,
         node_values=dict(m.node_values),
         rewards=dict(m.rewards),
+        disputes=tuple(replica_dispute_from_proto(d) for d in m.disputes),
     )
 
 
@@ -310,6 +364,7 @@ def task_to_proto(t: Task) -> node_pb2.Task:
         num_chunks=t.num_chunks,
         max_weight=t.max_weight,
         update_norm_bound=t.update_norm_bound,
+        public_data=public_data_shard_to_proto(t.public_data) if t.public_data is not None else None,
     )
 
 
@@ -329,6 +384,7 @@ def task_from_proto(m: node_pb2.Task) -> Task:
         num_chunks=m.num_chunks,
         max_weight=m.max_weight,
         update_norm_bound=m.update_norm_bound,
+        public_data=public_data_shard_from_proto(m.public_data) if m.HasField("public_data") else None,
     )
 
 
@@ -385,8 +441,17 @@ __all__ = [
     "job_to_proto",
     "privacy_plan_from_proto",
     "privacy_plan_to_proto",
+    "public_data_plan_from_proto",
+    "public_data_plan_of",
+    "public_data_plan_to_proto",
+    "public_data_shard_from_proto",
+    "public_data_shard_to_proto",
     "receipt_from_proto",
     "receipt_to_proto",
+    "replica_dispute_from_proto",
+    "replica_dispute_to_proto",
+    "replica_set_from_proto",
+    "replica_set_to_proto",
     "round_result_from_proto",
     "round_result_to_proto",
     "task_from_proto",
