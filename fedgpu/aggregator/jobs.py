@@ -10,6 +10,7 @@ round is redone (``rounds``). Events go out through ``events``; the state machin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import secrets
@@ -146,7 +147,7 @@ class Jobs:
         for d in result.disputes:
             if len(set(d.members)) != 2 or not set(d.members) <= ran or d.round != version or d.model_version != version - 1:
                 raise ProtocolError(f"a dispute of round {version} names two of its participants and model version {version - 1}")
-        return list(result.disputes)[: max(spec.nodes_per_round // 2, 1)]
+        return [dataclasses.replace(d, prefer=d.prefer[:1000]) for d in result.disputes[: max(spec.nodes_per_round // 2, 1)]]
 
     def job_status(self, job_id: str) -> JobStatus:
         job = self.store.job(job_id)

@@ -4,7 +4,8 @@ Once a round's members are chosen, each gets a task: a shard of the public datas
 model version to start from. A random share of the tasks (the job's ``public_data.replication``) is
 given to a second member as well, with the same shard and seed, so the driver can compare the two
 updates; a task disputed in the round before (its two updates differed) is given to a third node,
-which is neither of the two, from the model version they started from. Every member runs exactly one
+which is neither of the two (and, when one is in the round, a node whose own checks matched), from the
+model version they started from. Every member runs exactly one
 task and the tasks look alike: a node cannot tell a checked task from an unchecked one, nor does a
 check cost a round more time. docs/verification.md.
 """
@@ -60,8 +61,9 @@ def plan_round(
     order = list(chosen)
     rng.shuffle(order)
     out = ReplicaPlan()
-    for d in disputes:  # a third node for each dispute, never one of its two
-        third = next((n for n in order if n not in d.members), None)
+    for d in disputes:  # a third node for each dispute, never one of its two; one the driver trusts when it can
+        others = [n for n in order if n not in d.members]
+        third = next((n for n in others if n in d.prefer), others[0] if others else None)
         if third is None:
             continue
         order.remove(third)

@@ -6,9 +6,11 @@ tasks that ran twice (fedgpu.aggregator.replication). Before valuation the drive
 - two replicas within the job's tolerance *match*: one of them enters the model (the other is left
   out as a duplicate) and both are verified; what the task earns is split between them;
 - two that differ are *disputed*: neither enters the model nor earns, and the task goes to a third node
-  in the next round; the majority of the three settles it: the agreeing nodes are paid the task (a
-  round's mean pay, from the pool nobody earned) and the outvoted one is flagged; if no two agree,
-  nobody is paid for it and all three are flagged;
+  in the next round; the majority of the three settles it: the agreeing nodes share the task's pay
+  (held back from its round as if it were one more paid task) and the outvoted one is flagged; if no
+  two agree, nobody is paid for it (its pay returns to the pool) and all three lose reputation (none
+  is flagged: nothing proves which one cheated). The third is a node whose own checks matched when
+  the round has one, so an honest disputant is rarely left without an honest majority;
 - a flagged node loses reputation (the valuer's), forfeits what it holds, earns nothing more in the
   job and its later updates are left out of the model.
 
@@ -40,7 +42,7 @@ class _Dispute:
     shard: int
     seed: int
     updates: dict[str, np.ndarray]
-    pay: float = 0.0  # what one task of its round earned on average: paid to the majority once settled
+    pay: float = 0.0  # its share of its round's pool, held back: paid to the majority once settled
 
 
 @dataclass
@@ -53,6 +55,8 @@ class Screen:
     disputes: list[ReplicaDispute] = field(default_factory=list)
     settled: list[tuple[list[str], float]] = field(default_factory=list)  # (majority, the task's pay)
     flagged_now: list[str] = field(default_factory=list)
+    unsettled_now: list[str] = field(default_factory=list)  # three replicas of which no two agree: all lose reputation
+    returned: float = 0.0  # pay held back for disputes that ended unsettled
     checks: list[dict[str, Any]] = field(default_factory=list)  # report.json: each comparison and its outcome
 
 
@@ -97,7 +101,8 @@ class ReplicaChecks:
             else:  # two replicas that differ (three are only ever a dispute's re-run)
                 self.counts["disputed"] += 1
                 self.open[(ev.round, rs.shard)] = _Dispute(ev.round, rs.shard, rs.seed, {m: by_node[m].weighted for m in present[:2]})
-                sc.disputes.append(ReplicaDispute(ev.round, rs.shard, rs.seed, ev.round - 1, tuple(present[:2])))
+                trusted = tuple(sorted(self.verified - set(self.flagged) - set(present)))
+                sc.disputes.append(ReplicaDispute(ev.round, rs.shard, rs.seed, ev.round - 1, tuple(present[:2]), trusted))
                 for m in present:
                     out[m] = "differs from its replica: left out and unpaid until a third node re-runs the task"
                 check["outcome"] = "disputed"
@@ -122,16 +127,15 @@ class ReplicaChecks:
             self.counts["settled"] += 1
             self.verified.update(verdict.agreed)
             sc.settled.append((list(verdict.agreed), d.pay))
-            losers, why = list(verdict.outvoted), f"outvoted by two of three replicas of its task of round {disputed}"
-            check["outcome"] = "settled"
-        else:
+            for n in verdict.outvoted:
+                self.flagged.setdefault(n, f"outvoted by two of three replicas of its task of round {disputed}")
+                sc.flagged_now.append(n)
+            check["outcome"], check["flagged"] = "settled", list(verdict.outvoted)
+        else:  # nobody is proven right: nobody is paid the task, all three lose reputation, none is flagged
             self.counts["unsettled"] += 1
-            losers, why = sorted([*d.updates, third]), f"no two of three replicas of the task of round {disputed} agree"
-            check["outcome"] = "unsettled"
-        for n in losers:
-            self.flagged.setdefault(n, why)
-            sc.flagged_now.append(n)
-        check["flagged"] = losers
+            sc.unsettled_now.extend(sorted([*d.updates, third]))
+            sc.returned += d.pay
+            check["outcome"], check["flagged"] = "unsettled", []
         sc.checks.append(check)
 
     # ---- after valuation -----------------------------------------------------------------------
@@ -140,22 +144,28 @@ class ReplicaChecks:
         rewards = dict(valuation.rewards)
         values = dict(valuation.node_values)
         before = dict(rewards)
+        # A disputed task's share of the round (as if it were one more paid task) is held back with the dispute
+        # (not in the valuer's pool, which the next round pays out): the other tasks of its round get the rest.
         paid = [r for r in rewards.values() if r > 0]
-        task_pay = math.fsum(paid) / len(paid) if paid else 0.0
-        for key in [(r.round, r.shard) for r in sc.disputes]:
-            if key in self.open:
-                self.open[key].pay = task_pay
+        new = [key for key in ((d.round, d.shard) for d in sc.disputes) if key in self.open]
+        total = math.fsum(paid)
+        if new and total > 0:
+            reserve = total * len(new) / (len(paid) + len(new))
+            for key in new:
+                self.open[key].pay = reserve / len(new)
+            rewards = {n: r * (1 - reserve / total) for n, r in rewards.items()}
         for first, rest in sc.twins.items():
             share = rewards.get(first, 0.0) / (1 + len(rest))
             for n in (first, *rest):
                 rewards[n] = share
                 values[n] = values.get(first, 0.0)
-        for agreed, pay in sc.settled:  # the disputed task, from the pool nobody earned
-            amount = min(pay, valuer.carried)
-            valuer.carried -= amount
+        for agreed, pay in sc.settled:  # the disputed task's pay, held back since its round
             for n in agreed:
-                self.held[n] = self.held.get(n, 0.0) + amount / len(agreed)
+                self.held[n] = self.held.get(n, 0.0) + pay / len(agreed)
+        valuer.carried += sc.returned  # the pay of tasks nobody was proven right on goes back to the pool
         scale = max([abs(v) for v in values.values()] + [1e-12])
+        for n in sc.unsettled_now:
+            valuer.reputation.update(n, -scale)
         for n in sc.flagged_now:
             valuer.reputation.update(n, -scale)
             self.forfeited += self.held.get(n, 0.0)

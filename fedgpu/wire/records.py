@@ -116,6 +116,7 @@ class ReplicaDispute:
     seed: int
     model_version: int
     members: tuple[str, ...]
+    prefer: tuple[str, ...] = ()  # verified nodes the driver trusts: the third is one of them when one is in the round
 
 
 @dataclass(frozen=True)

@@ -187,11 +187,11 @@ def replica_set_from_proto(m: driver_pb2.ReplicaSet) -> ReplicaSet:
 
 
 def replica_dispute_to_proto(d: ReplicaDispute) -> driver_pb2.ReplicaDispute:
-    return driver_pb2.ReplicaDispute(round=d.round, shard=d.shard, seed=d.seed, model_version=d.model_version, members=d.members)
+    return driver_pb2.ReplicaDispute(round=d.round, shard=d.shard, seed=d.seed, model_version=d.model_version, members=d.members, prefer=d.prefer)
 
 
 def replica_dispute_from_proto(m: driver_pb2.ReplicaDispute) -> ReplicaDispute:
-    return ReplicaDispute(round=m.round, shard=m.shard, seed=m.seed, model_version=m.model_version, members=tuple(m.members))
+    return ReplicaDispute(round=m.round, shard=m.shard, seed=m.seed, model_version=m.model_version, members=tuple(m.members), prefer=tuple(m.prefer))
 
 
 def encryption_to_proto(e: EncryptionContext) -> common_pb2.EncryptionContext:

@@ -71,6 +71,28 @@ def test_a_dispute_goes_to_a_third_node_from_its_model_version() -> None:
         assert p.replica_sets({"a", "b", "c", "d"}) == (ReplicaSet(settle[0].members, 1, 77, 3),)
 
 
+def test_the_third_is_a_trusted_node_when_the_round_has_one() -> None:
+    d = ReplicaDispute(round=3, shard=1, seed=77, model_version=2, members=("a", "b"), prefer=("e",))
+    for seed in range(20):
+        p = plan_round(PublicDataPlan(shards=4, replication=0.0), 0, 4, 3, ["a", "b", "c", "d", "e"], random.Random(seed), [d])
+        assert next(t for t in p.tasks if t.settles).members == ("e",)
+
+
+def test_three_that_all_differ_lose_reputation_and_nobody_is_paid_or_flagged() -> None:
+    checks = ReplicaChecks(TOL, pay_after_check=False)
+    valuer = _Valuer()
+    ev = JobEvent(JobEventKind.SUMS_READY, 1, ("a", "b", "c"), replicas=(ReplicaSet(("a", "b"), 0, 5),))
+    sc = checks.screen(ev, [_sum("a", 0, HONEST), _sum("b", 1, np.zeros_like(HONEST)), _sum("c", 2, -HONEST)])
+    checks.pay(ev, sc, _valuation({"a": 0.0, "b": 0.0, "c": 6.0}), valuer)  # type: ignore[arg-type]
+    assert checks.open[(1, 0)].pay == 3.0  # the disputed task's half of the round waits
+    ev2 = JobEvent(JobEventKind.SUMS_READY, 2, ("a", "b", "c"), replicas=(ReplicaSet(("c",), 0, 5, settles=1),))
+    sc2 = checks.screen(ev2, [_sum("a", 0, HONEST), _sum("b", 1, HONEST), _sum("c", 2, 0.5 * HONEST)])
+    paid = checks.pay(ev2, sc2, _valuation({"a": 1.0, "b": 1.0, "c": 0.0}), valuer)  # type: ignore[arg-type]
+    assert checks.flagged == {} and checks.counts["unsettled"] == 1
+    assert paid.rewards == {"a": 1.0, "b": 1.0, "c": 0.0} and valuer.carried == 3.0
+    assert all(valuer.reputation.get(n) < 0 for n in "abc")
+
+
 def _sum(node: str, cohort: int, update: np.ndarray) -> CohortSum:
     return CohortSum([node], update, np.ones_like(update), cohort)
 
@@ -95,12 +117,12 @@ def test_screen_and_pay_over_a_dispute_and_its_settlement() -> None:
     sc = checks.screen(ev, sums)
     assert [s.members for s in sc.kept] == [["h1"]]
     assert {d.members[0]: d.rule for d in sc.dropped} == {"h2": RULE, "h3": RULE, "lazy": RULE}
-    assert sc.disputes == [ReplicaDispute(1, 1, 6, 0, ("h3", "lazy"))]
+    assert sc.disputes == [ReplicaDispute(1, 1, 6, 0, ("h3", "lazy"), prefer=("h1", "h2"))]  # a verified node settles it
     paid = checks.pay(ev, sc, _valuation({"h1": 10.0, "h2": 0.0, "h3": 0.0, "lazy": 0.0}), valuer)  # type: ignore[arg-type]
-    assert paid.rewards == {"h1": 5.0, "h2": 5.0, "h3": 0.0, "lazy": 0.0}  # the twins share the task
-    assert checks.flagged == {}
+    # half of the round waits for the disputed task (two tasks, one disputed); the twins share the other half
+    assert paid.rewards == {"h1": 2.5, "h2": 2.5, "h3": 0.0, "lazy": 0.0}
+    assert checks.open[(1, 1)].pay == 5.0 and valuer.carried == 0.0 and checks.flagged == {}
     # round 2: h1 re-runs the disputed task and agrees with h3; lazy is outvoted
-    valuer.carried = 20.0
     ev2 = JobEvent(JobEventKind.SUMS_READY, 2, ("h1", "h2", "h3", "lazy"), replicas=(ReplicaSet(("h1",), 1, 6, settles=1),))
     sums2 = [_sum("h1", 0, -HONEST - NOISE), _sum("h2", 1, HONEST), _sum("h3", 2, HONEST), _sum("lazy", 3, 0.3 * HONEST)]
     sc2 = checks.screen(ev2, sums2)
@@ -108,8 +130,9 @@ def test_screen_and_pay_over_a_dispute_and_its_settlement() -> None:
     assert sc2.flagged_now == ["lazy"] and "outvoted" in checks.flagged["lazy"]
     paid2 = checks.pay(ev2, sc2, _valuation({"h1": 0.0, "h2": 4.0, "h3": 4.0, "lazy": 4.0}), valuer)  # type: ignore[arg-type]
     assert paid2.rewards["lazy"] == 0.0
-    assert paid2.rewards["h3"] == pytest.approx(4.0 + 5.0)  # its round, and its share of the disputed task (half of round 1's 10)
-    assert paid2.rewards["h2"] == 4.0 and paid2.rewards["h1"] == pytest.approx(5.0)
+    assert paid2.rewards["h3"] == pytest.approx(4.0 + 2.5)  # its round, and its half of the disputed task's 5
+    assert paid2.rewards["h2"] == 4.0 and paid2.rewards["h1"] == pytest.approx(2.5)
+    assert valuer.carried == pytest.approx(4.0)  # lazy's 4 of this round
     assert valuer.reputation.get("lazy") < 0 and valuer.reputation.get("h3") == 0.0
     # round 3: the flagged node's update is left out and it earns nothing
     ev3 = JobEvent(JobEventKind.SUMS_READY, 3, ("h1", "lazy"))

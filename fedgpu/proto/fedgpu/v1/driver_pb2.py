@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedgpu.proto.fedgpu.v1 import common_pb2 as fedgpu_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64gpu/v1/driver.proto\x12\tfedgpu.v1\x1a\x16\x66\x65\x64gpu/v1/common.proto\"\x8d\x04\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0e\n\x06rounds\x18\x04 \x01(\r\x12\x17\n\x0fnodes_per_round\x18\x05 \x01(\r\x12\x11\n\tmin_nodes\x18\x06 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x07 \x01(\x01\x12)\n\x08training\x18\x08 \x01(\x0b\x32\x17.fedgpu.v1.TrainingPlan\x12\x13\n\x0b\x63ohort_size\x18\t \x01(\r\x12\x0c\n\x04seed\x18\n \x01(\x04\x12\'\n\x07privacy\x18\x0b \x01(\x0b\x32\x16.fedgpu.v1.PrivacyPlan\x12\x30\n\nencryption\x18\x0c \x01(\x0b\x32\x1c.fedgpu.v1.EncryptionContext\x12\x12\n\nnum_params\x18\r \x01(\x04\x12\x13\n\x0breward_pool\x18\x0e \x01(\x01\x12\x1c\n\x14\x64river_lease_seconds\x18\x0f \x01(\x01\x12\x12\n\nmax_weight\x18\x11 \x01(\x01\x12\x19\n\x11update_norm_bound\x18\x12 \x01(\x01\x12/\n\x0b\x61ggregation\x18\x10 \x01(\x0b\x32\x1a.fedgpu.v1.AggregationPlan\x12.\n\x0bpublic_data\x18\x17 \x01(\x0b\x32\x19.fedgpu.v1.PublicDataPlan\"l\n\x0ePublicDataPlan\x12\x0f\n\x07samples\x18\x01 \x01(\x04\x12\x11\n\tdata_seed\x18\x02 \x01(\x04\x12\x0e\n\x06shards\x18\x03 \x01(\r\x12\x13\n\x0breplication\x18\x04 \x01(\x01\x12\x11\n\ttolerance\x18\x05 \x01(\x01\"J\n\x0f\x41ggregationPlan\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x15\n\rtrim_fraction\x18\x02 \x01(\x01\x12\x12\n\nnorm_bound\x18\x03 \x01(\x01\"d\n\x10SubmitJobRequest\x12 \n\x04spec\x18\x01 \x01(\x0b\x32\x12.fedgpu.v1.JobSpec\x12\x18\n\x10protocol_version\x18\x02 \x01(\r\x12\x14\n\x0csubmit_token\x18\x03 \x01(\t\"/\n\x0eSubmitJobReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"\x87\x01\n\x0cPublishChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x1f\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x10.fedgpu.v1.Chunk\x12&\n\x06result\x18\x05 \x01(\x0b\x32\x16.fedgpu.v1.RoundResult\"\xb8\x03\n\x0bRoundResult\x12\x10\n\x08\x61\x63\x63uracy\x18\x01 \x01(\x01\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12?\n\rcohort_values\x18\x03 \x03(\x0b\x32(.fedgpu.v1.RoundResult.CohortValuesEntry\x12\x10\n\x08\x65vidence\x18\x04 \x01(\x0c\x12;\n\x0bnode_values\x18\x05 \x03(\x0b\x32&.fedgpu.v1.RoundResult.NodeValuesEntry\x12\x34\n\x07rewards\x18\x06 \x03(\x0b\x32#.fedgpu.v1.RoundResult.RewardsEntry\x12+\n\x08\x64isputes\x18\x07 \x03(\x0b\x32\x19.fedgpu.v1.ReplicaDispute\x1a\x33\n\x11\x43ohortValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0fNodeValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0cRewardsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"d\n\x0eReplicaDispute\x12\r\n\x05round\x18\x01 \x01(\r\x12\r\n\x05shard\x18\x02 \x01(\r\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x15\n\rmodel_version\x18\x04 \x01(\r\x12\x0f\n\x07members\x18\x05 \x03(\t\"\x1f\n\x0cPublishReply\x12\x0f\n\x07version\x18\x01 \x01(\r\"0\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"\x19\n\x06\x43ohort\x12\x0f\n\x07members\x18\x01 \x03(\t\"\xa1\x08\n\x08JobEvent\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.fedgpu.v1.JobEventKind\x12\r\n\x05round\x18\x02 \x01(\r\x12\x14\n\x0cparticipants\x18\x03 \x03(\t\x12\"\n\x07\x63ohorts\x18\x04 \x03(\x0b\x32\x11.fedgpu.v1.Cohort\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x10\n\x08\x62ytes_up\x18\x06 \x01(\x04\x12\x12\n\nbytes_down\x18\x07 \x01(\x04\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\x38\n\x0bnode_status\x18\t \x03(\x0b\x32#.fedgpu.v1.JobEvent.NodeStatusEntry\x12\x31\n\x07\x65psilon\x18\n \x03(\x0b\x32 .fedgpu.v1.JobEvent.EpsilonEntry\x12<\n\rtrain_seconds\x18\x0b \x03(\x0b\x32%.fedgpu.v1.JobEvent.TrainSecondsEntry\x12@\n\x10\x62ytes_up_by_node\x18\x0c \x03(\x0b\x32&.fedgpu.v1.JobEvent.BytesUpByNodeEntry\x12\x44\n\x12\x62ytes_down_by_node\x18\r \x03(\x0b\x32(.fedgpu.v1.JobEvent.BytesDownByNodeEntry\x12\x36\n\nnode_names\x18\x1e \x03(\x0b\x32\".fedgpu.v1.JobEvent.NodeNamesEntry\x12>\n\x0eupload_seconds\x18\x1f \x03(\x0b\x32&.fedgpu.v1.JobEvent.UploadSecondsEntry\x12\x1b\n\x13\x61ggregation_seconds\x18  \x01(\x01\x12\'\n\x08replicas\x18! \x03(\x0b\x32\x15.fedgpu.v1.ReplicaSet\x1a\x31\n\x0fNodeStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0c\x45psilonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x33\n\x11TrainSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12\x42ytesUpByNodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x36\n\x14\x42ytesDownByNodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x30\n\x0eNodeNamesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x34\n\x12UploadSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"K\n\nReplicaSet\x12\x0f\n\x07members\x18\x01 \x03(\t\x12\r\n\x05shard\x18\x02 \x01(\r\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x0f\n\x07settles\x18\x04 \x01(\r\"F\n\x16\x46\x65tchCohortSumsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\"R\n\x0e\x43ohortSumChunk\x12\x0e\n\x06\x63ohort\x18\x01 \x01(\r\x12\x0f\n\x07members\x18\x02 \x03(\t\x12\x1f\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x10.fedgpu.v1.Chunk\"I\n\x17\x44ownloadJobModelRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\".\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"w\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x15\n\rmodel_version\x18\x04 \x01(\r\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x06 \x01(\t\"A\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xec\x01\n\x0cJobEventKind\x12\x1e\n\x1aJOB_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bJOB_EVENT_KIND_ROUND_OPENED\x10\x01\x12\x1d\n\x19JOB_EVENT_KIND_SUMS_READY\x10\x02\x12\x1e\n\x1aJOB_EVENT_KIND_ROUND_RETRY\x10\x03\x12\x1b\n\x17JOB_EVENT_KIND_JOB_DONE\x10\x04\x12\x1d\n\x19JOB_EVENT_KIND_JOB_FAILED\x10\x05\x12 \n\x1cJOB_EVENT_KIND_JOB_CANCELLED\x10\x06\x32\xf5\x03\n\rDriverService\x12\x43\n\tSubmitJob\x12\x1b.fedgpu.v1.SubmitJobRequest\x1a\x19.fedgpu.v1.SubmitJobReply\x12\x42\n\x0cPublishModel\x12\x17.fedgpu.v1.PublishChunk\x1a\x17.fedgpu.v1.PublishReply(\x01\x12=\n\x08WatchJob\x12\x1a.fedgpu.v1.WatchJobRequest\x1a\x13.fedgpu.v1.JobEvent0\x01\x12Q\n\x0f\x46\x65tchCohortSums\x12!.fedgpu.v1.FetchCohortSumsRequest\x1a\x19.fedgpu.v1.CohortSumChunk0\x01\x12O\n\x10\x44ownloadJobModel\x12\".fedgpu.v1.DownloadJobModelRequest\x1a\x15.fedgpu.v1.ModelChunk0\x01\x12\x38\n\x06GetJob\x12\x18.fedgpu.v1.GetJobRequest\x1a\x14.fedgpu.v1.JobStatus\x12>\n\tCancelJob\x12\x1b.fedgpu.v1.CancelJobRequest\x1a\x14.fedgpu.v1.JobStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64gpu/v1/driver.proto\x12\tfedgpu.v1\x1a\x16\x66\x65\x64gpu/v1/common.proto\"\x8d\x04\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0e\n\x06rounds\x18\x04 \x01(\r\x12\x17\n\x0fnodes_per_round\x18\x05 \x01(\r\x12\x11\n\tmin_nodes\x18\x06 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x07 \x01(\x01\x12)\n\x08training\x18\x08 \x01(\x0b\x32\x17.fedgpu.v1.TrainingPlan\x12\x13\n\x0b\x63ohort_size\x18\t \x01(\r\x12\x0c\n\x04seed\x18\n \x01(\x04\x12\'\n\x07privacy\x18\x0b \x01(\x0b\x32\x16.fedgpu.v1.PrivacyPlan\x12\x30\n\nencryption\x18\x0c \x01(\x0b\x32\x1c.fedgpu.v1.EncryptionContext\x12\x12\n\nnum_params\x18\r \x01(\x04\x12\x13\n\x0breward_pool\x18\x0e \x01(\x01\x12\x1c\n\x14\x64river_lease_seconds\x18\x0f \x01(\x01\x12\x12\n\nmax_weight\x18\x11 \x01(\x01\x12\x19\n\x11update_norm_bound\x18\x12 \x01(\x01\x12/\n\x0b\x61ggregation\x18\x10 \x01(\x0b\x32\x1a.fedgpu.v1.AggregationPlan\x12.\n\x0bpublic_data\x18\x17 \x01(\x0b\x32\x19.fedgpu.v1.PublicDataPlan\"l\n\x0ePublicDataPlan\x12\x0f\n\x07samples\x18\x01 \x01(\x04\x12\x11\n\tdata_seed\x18\x02 \x01(\x04\x12\x0e\n\x06shards\x18\x03 \x01(\r\x12\x13\n\x0breplication\x18\x04 \x01(\x01\x12\x11\n\ttolerance\x18\x05 \x01(\x01\"J\n\x0f\x41ggregationPlan\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x15\n\rtrim_fraction\x18\x02 \x01(\x01\x12\x12\n\nnorm_bound\x18\x03 \x01(\x01\"d\n\x10SubmitJobRequest\x12 \n\x04spec\x18\x01 \x01(\x0b\x32\x12.fedgpu.v1.JobSpec\x12\x18\n\x10protocol_version\x18\x02 \x01(\r\x12\x14\n\x0csubmit_token\x18\x03 \x01(\t\"/\n\x0eSubmitJobReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"\x87\x01\n\x0cPublishChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x1f\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x10.fedgpu.v1.Chunk\x12&\n\x06result\x18\x05 \x01(\x0b\x32\x16.fedgpu.v1.RoundResult\"\xb8\x03\n\x0bRoundResult\x12\x10\n\x08\x61\x63\x63uracy\x18\x01 \x01(\x01\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12?\n\rcohort_values\x18\x03 \x03(\x0b\x32(.fedgpu.v1.RoundResult.CohortValuesEntry\x12\x10\n\x08\x65vidence\x18\x04 \x01(\x0c\x12;\n\x0bnode_values\x18\x05 \x03(\x0b\x32&.fedgpu.v1.RoundResult.NodeValuesEntry\x12\x34\n\x07rewards\x18\x06 \x03(\x0b\x32#.fedgpu.v1.RoundResult.RewardsEntry\x12+\n\x08\x64isputes\x18\x07 \x03(\x0b\x32\x19.fedgpu.v1.ReplicaDispute\x1a\x33\n\x11\x43ohortValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0fNodeValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0cRewardsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"t\n\x0eReplicaDispute\x12\r\n\x05round\x18\x01 \x01(\r\x12\r\n\x05shard\x18\x02 \x01(\r\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x15\n\rmodel_version\x18\x04 \x01(\r\x12\x0f\n\x07members\x18\x05 \x03(\t\x12\x0e\n\x06prefer\x18\x06 \x03(\t\"\x1f\n\x0cPublishReply\x12\x0f\n\x07version\x18\x01 \x01(\r\"0\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"\x19\n\x06\x43ohort\x12\x0f\n\x07members\x18\x01 \x03(\t\"\xa1\x08\n\x08JobEvent\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.fedgpu.v1.JobEventKind\x12\r\n\x05round\x18\x02 \x01(\r\x12\x14\n\x0cparticipants\x18\x03 \x03(\t\x12\"\n\x07\x63ohorts\x18\x04 \x03(\x0b\x32\x11.fedgpu.v1.Cohort\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x10\n\x08\x62ytes_up\x18\x06 \x01(\x04\x12\x12\n\nbytes_down\x18\x07 \x01(\x04\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\x38\n\x0bnode_status\x18\t \x03(\x0b\x32#.fedgpu.v1.JobEvent.NodeStatusEntry\x12\x31\n\x07\x65psilon\x18\n \x03(\x0b\x32 .fedgpu.v1.JobEvent.EpsilonEntry\x12<\n\rtrain_seconds\x18\x0b \x03(\x0b\x32%.fedgpu.v1.JobEvent.TrainSecondsEntry\x12@\n\x10\x62ytes_up_by_node\x18\x0c \x03(\x0b\x32&.fedgpu.v1.JobEvent.BytesUpByNodeEntry\x12\x44\n\x12\x62ytes_down_by_node\x18\r \x03(\x0b\x32(.fedgpu.v1.JobEvent.BytesDownByNodeEntry\x12\x36\n\nnode_names\x18\x1e \x03(\x0b\x32\".fedgpu.v1.JobEvent.NodeNamesEntry\x12>\n\x0eupload_seconds\x18\x1f \x03(\x0b\x32&.fedgpu.v1.JobEvent.UploadSecondsEntry\x12\x1b\n\x13\x61ggregation_seconds\x18  \x01(\x01\x12\'\n\x08replicas\x18! \x03(\x0b\x32\x15.fedgpu.v1.ReplicaSet\x1a\x31\n\x0fNodeStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0c\x45psilonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x33\n\x11TrainSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12\x42ytesUpByNodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x36\n\x14\x42ytesDownByNodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x30\n\x0eNodeNamesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x34\n\x12UploadSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"K\n\nReplicaSet\x12\x0f\n\x07members\x18\x01 \x03(\t\x12\r\n\x05shard\x18\x02 \x01(\r\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x0f\n\x07settles\x18\x04 \x01(\r\"F\n\x16\x46\x65tchCohortSumsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\"R\n\x0e\x43ohortSumChunk\x12\x0e\n\x06\x63ohort\x18\x01 \x01(\r\x12\x0f\n\x07members\x18\x02 \x03(\t\x12\x1f\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x10.fedgpu.v1.Chunk\"I\n\x17\x44ownloadJobModelRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\".\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"w\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x15\n\rmodel_version\x18\x04 \x01(\r\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x06 \x01(\t\"A\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xec\x01\n\x0cJobEventKind\x12\x1e\n\x1aJOB_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bJOB_EVENT_KIND_ROUND_OPENED\x10\x01\x12\x1d\n\x19JOB_EVENT_KIND_SUMS_READY\x10\x02\x12\x1e\n\x1aJOB_EVENT_KIND_ROUND_RETRY\x10\x03\x12\x1b\n\x17JOB_EVENT_KIND_JOB_DONE\x10\x04\x12\x1d\n\x19JOB_EVENT_KIND_JOB_FAILED\x10\x05\x12 \n\x1cJOB_EVENT_KIND_JOB_CANCELLED\x10\x06\x32\xf5\x03\n\rDriverService\x12\x43\n\tSubmitJob\x12\x1b.fedgpu.v1.SubmitJobRequest\x1a\x19.fedgpu.v1.SubmitJobReply\x12\x42\n\x0cPublishModel\x12\x17.fedgpu.v1.PublishChunk\x1a\x17.fedgpu.v1.PublishReply(\x01\x12=\n\x08WatchJob\x12\x1a.fedgpu.v1.WatchJobRequest\x1a\x13.fedgpu.v1.JobEvent0\x01\x12Q\n\x0f\x46\x65tchCohortSums\x12!.fedgpu.v1.FetchCohortSumsRequest\x1a\x19.fedgpu.v1.CohortSumChunk0\x01\x12O\n\x10\x44ownloadJobModel\x12\".fedgpu.v1.DownloadJobModelRequest\x1a\x15.fedgpu.v1.ModelChunk0\x01\x12\x38\n\x06GetJob\x12\x18.fedgpu.v1.GetJobRequest\x1a\x14.fedgpu.v1.JobStatus\x12>\n\tCancelJob\x12\x1b.fedgpu.v1.CancelJobRequest\x1a\x14.fedgpu.v1.JobStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,8 +52,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBEVENT_NODENAMESENTRY']._serialized_options = b'8\001'
   _globals['_JOBEVENT_UPLOADSECONDSENTRY']._loaded_options = None
   _globals['_JOBEVENT_UPLOADSECONDSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBEVENTKIND']._serialized_start=3324
-  _globals['_JOBEVENTKIND']._serialized_end=3560
+  _globals['_JOBEVENTKIND']._serialized_start=3340
+  _globals['_JOBEVENTKIND']._serialized_end=3576
   _globals['_JOBSPEC']._serialized_start=62
   _globals['_JOBSPEC']._serialized_end=587
   _globals['_PUBLICDATAPLAN']._serialized_start=589
@@ -75,43 +75,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUNDRESULT_REWARDSENTRY']._serialized_start=1459
   _globals['_ROUNDRESULT_REWARDSENTRY']._serialized_end=1505
   _globals['_REPLICADISPUTE']._serialized_start=1507
-  _globals['_REPLICADISPUTE']._serialized_end=1607
-  _globals['_PUBLISHREPLY']._serialized_start=1609
-  _globals['_PUBLISHREPLY']._serialized_end=1640
-  _globals['_WATCHJOBREQUEST']._serialized_start=1642
-  _globals['_WATCHJOBREQUEST']._serialized_end=1690
-  _globals['_COHORT']._serialized_start=1692
-  _globals['_COHORT']._serialized_end=1717
-  _globals['_JOBEVENT']._serialized_start=1720
-  _globals['_JOBEVENT']._serialized_end=2777
-  _globals['_JOBEVENT_NODESTATUSENTRY']._serialized_start=2413
-  _globals['_JOBEVENT_NODESTATUSENTRY']._serialized_end=2462
-  _globals['_JOBEVENT_EPSILONENTRY']._serialized_start=2464
-  _globals['_JOBEVENT_EPSILONENTRY']._serialized_end=2510
-  _globals['_JOBEVENT_TRAINSECONDSENTRY']._serialized_start=2512
-  _globals['_JOBEVENT_TRAINSECONDSENTRY']._serialized_end=2563
-  _globals['_JOBEVENT_BYTESUPBYNODEENTRY']._serialized_start=2565
-  _globals['_JOBEVENT_BYTESUPBYNODEENTRY']._serialized_end=2617
-  _globals['_JOBEVENT_BYTESDOWNBYNODEENTRY']._serialized_start=2619
-  _globals['_JOBEVENT_BYTESDOWNBYNODEENTRY']._serialized_end=2673
-  _globals['_JOBEVENT_NODENAMESENTRY']._serialized_start=2675
-  _globals['_JOBEVENT_NODENAMESENTRY']._serialized_end=2723
-  _globals['_JOBEVENT_UPLOADSECONDSENTRY']._serialized_start=2725
-  _globals['_JOBEVENT_UPLOADSECONDSENTRY']._serialized_end=2777
-  _globals['_REPLICASET']._serialized_start=2779
-  _globals['_REPLICASET']._serialized_end=2854
-  _globals['_FETCHCOHORTSUMSREQUEST']._serialized_start=2856
-  _globals['_FETCHCOHORTSUMSREQUEST']._serialized_end=2926
-  _globals['_COHORTSUMCHUNK']._serialized_start=2928
-  _globals['_COHORTSUMCHUNK']._serialized_end=3010
-  _globals['_DOWNLOADJOBMODELREQUEST']._serialized_start=3012
-  _globals['_DOWNLOADJOBMODELREQUEST']._serialized_end=3085
-  _globals['_GETJOBREQUEST']._serialized_start=3087
-  _globals['_GETJOBREQUEST']._serialized_end=3133
-  _globals['_JOBSTATUS']._serialized_start=3135
-  _globals['_JOBSTATUS']._serialized_end=3254
-  _globals['_CANCELJOBREQUEST']._serialized_start=3256
-  _globals['_CANCELJOBREQUEST']._serialized_end=3321
-  _globals['_DRIVERSERVICE']._serialized_start=3563
-  _globals['_DRIVERSERVICE']._serialized_end=4064
+  _globals['_REPLICADISPUTE']._serialized_end=1623
+  _globals['_PUBLISHREPLY']._serialized_start=1625
+  _globals['_PUBLISHREPLY']._serialized_end=1656
+  _globals['_WATCHJOBREQUEST']._serialized_start=1658
+  _globals['_WATCHJOBREQUEST']._serialized_end=1706
+  _globals['_COHORT']._serialized_start=1708
+  _globals['_COHORT']._serialized_end=1733
+  _globals['_JOBEVENT']._serialized_start=1736
+  _globals['_JOBEVENT']._serialized_end=2793
+  _globals['_JOBEVENT_NODESTATUSENTRY']._serialized_start=2429
+  _globals['_JOBEVENT_NODESTATUSENTRY']._serialized_end=2478
+  _globals['_JOBEVENT_EPSILONENTRY']._serialized_start=2480
+  _globals['_JOBEVENT_EPSILONENTRY']._serialized_end=2526
+  _globals['_JOBEVENT_TRAINSECONDSENTRY']._serialized_start=2528
+  _globals['_JOBEVENT_TRAINSECONDSENTRY']._serialized_end=2579
+  _globals['_JOBEVENT_BYTESUPBYNODEENTRY']._serialized_start=2581
+  _globals['_JOBEVENT_BYTESUPBYNODEENTRY']._serialized_end=2633
+  _globals['_JOBEVENT_BYTESDOWNBYNODEENTRY']._serialized_start=2635
+  _globals['_JOBEVENT_BYTESDOWNBYNODEENTRY']._serialized_end=2689
+  _globals['_JOBEVENT_NODENAMESENTRY']._serialized_start=2691
+  _globals['_JOBEVENT_NODENAMESENTRY']._serialized_end=2739
+  _globals['_JOBEVENT_UPLOADSECONDSENTRY']._serialized_start=2741
+  _globals['_JOBEVENT_UPLOADSECONDSENTRY']._serialized_end=2793
+  _globals['_REPLICASET']._serialized_start=2795
+  _globals['_REPLICASET']._serialized_end=2870
+  _globals['_FETCHCOHORTSUMSREQUEST']._serialized_start=2872
+  _globals['_FETCHCOHORTSUMSREQUEST']._serialized_end=2942
+  _globals['_COHORTSUMCHUNK']._serialized_start=2944
+  _globals['_COHORTSUMCHUNK']._serialized_end=3026
+  _globals['_DOWNLOADJOBMODELREQUEST']._serialized_start=3028
+  _globals['_DOWNLOADJOBMODELREQUEST']._serialized_end=3101
+  _globals['_GETJOBREQUEST']._serialized_start=3103
+  _globals['_GETJOBREQUEST']._serialized_end=3149
+  _globals['_JOBSTATUS']._serialized_start=3151
+  _globals['_JOBSTATUS']._serialized_end=3270
+  _globals['_CANCELJOBREQUEST']._serialized_start=3272
+  _globals['_CANCELJOBREQUEST']._serialized_end=3337
+  _globals['_DRIVERSERVICE']._serialized_start=3579
+  _globals['_DRIVERSERVICE']._serialized_end=4080
 # @@protoc_insertion_point(module_scope)

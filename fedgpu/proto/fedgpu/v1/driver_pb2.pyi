@@ -163,18 +163,20 @@ class RoundResult(_message.Message):
     def __init__(self, accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., cohort_values: _Optional[_Mapping[str, float]] = ..., evidence: _Optional[bytes] = ..., node_values: _Optional[_Mapping[str, float]] = ..., rewards: _Optional[_Mapping[str, float]] = ..., disputes: _Optional[_Iterable[_Union[ReplicaDispute, _Mapping]]] = ...) -> None: ...
 
 class ReplicaDispute(_message.Message):
-    __slots__ = ("round", "shard", "seed", "model_version", "members")
+    __slots__ = ("round", "shard", "seed", "model_version", "members", "prefer")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    PREFER_FIELD_NUMBER: _ClassVar[int]
     round: int
     shard: int
     seed: int
     model_version: int
     members: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, round: _Optional[int] = ..., shard: _Optional[int] = ..., seed: _Optional[int] = ..., model_version: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
+    prefer: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, round: _Optional[int] = ..., shard: _Optional[int] = ..., seed: _Optional[int] = ..., model_version: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., prefer: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PublishReply(_message.Message):
     __slots__ = ("version",)
