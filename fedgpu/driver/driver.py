@@ -37,7 +37,7 @@ from fedgpu.driver.records import round_record, tally_nodes
 from fedgpu.driver.state import DriverState, load_state, save_state
 from fedgpu.driver.sums import CohortSum, DroppedCohort, decrypt_sums, with_dropped
 from fedgpu.driver.valuation import RoundValuer
-from fedgpu.driver.verification import ReplicaChecks, Screen
+from fedgpu.driver.verification import ReplicaChecks, Screen, reexecute
 from fedgpu.errors import ProtocolError, RoundFailed, StorageError
 from fedgpu.evaluation import evaluate
 from fedgpu.faults import crash_point
@@ -106,7 +106,7 @@ class JobDriver:
                 step_sizes=tuple(job.rewards.step_sizes), momenta=tuple(job.rewards.momentum_steps), confidence=job.rewards.confidence,
                 rule=self.rule,
             )
-        self.checks = ReplicaChecks(pd.tolerance, pd.pay_after_check) if pd.enabled else None
+        self.checks = ReplicaChecks(pd.tolerance, pd.pay_after_check, lambda start, shard, seed: reexecute(job, start, shard, seed)) if pd.enabled else None
         self.node_info: dict[str, dict[str, Any]] = {}
         self.version = -1            # the model version self.state is
         self.published = False       # whether the aggregator is known to hold it
@@ -290,11 +290,11 @@ class JobDriver:
         """Fetch and decrypt the round's sums, aggregate, value, evaluate; the new model is in ``self.state``."""
         t0 = time.perf_counter()
         sums, dropped = self.fetch_sums(ev.round)
+        start = tensors.flatten(self.state)
         screen: Screen | None = None
         if self.checks is not None:  # replicated tasks compared; duplicates, disputed and flagged updates left out
-            screen = self.checks.screen(ev, sums)
+            screen = self.checks.screen(ev, sums, start)
             sums, dropped = screen.kept, sorted([*dropped, *screen.dropped], key=lambda d: d.cohort)
-        start = tensors.flatten(self.state)
         valuation = None
         if not sums:  # every cohort was dropped (bounded claims): the round publishes the model unchanged
             delta = np.zeros_like(start)

@@ -8,9 +8,11 @@ tasks that ran twice (fedgpu.aggregator.replication). Before valuation the drive
 - two that differ are *disputed*: neither enters the model nor earns, and the task goes to a third node
   in the next round; the majority of the three settles it: the agreeing nodes share the task's pay
   (held back from its round as if it were one more paid task) and the outvoted one is flagged; if no
-  two agree, nobody is paid for it (its pay returns to the pool) and all three lose reputation (none
-  is flagged: nothing proves which one cheated). The third is a node whose own checks matched when
-  the round has one, so an honest disputant is rarely left without an honest majority;
+  two agree, the driver re-executes the task itself (:func:`reexecute`, deterministic on the CPU):
+  replicas that match its result are paid and verified, the others flagged; when its result matches
+  none (the nodes trained on another device class) nobody is paid for the task (its pay returns to the
+  pool) and all three lose reputation, none flagged. The third is a node whose own checks matched
+  when the round has one, so an honest disputant is rarely left without an honest majority;
 - a flagged node loses reputation (the valuer's), forfeits what it holds, earns nothing more in the
   job and its later updates are left out of the model.
 
@@ -23,14 +25,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from fedgpu.config import JobConfig
 from fedgpu.driver.sums import CohortSum, DroppedCohort
 from fedgpu.driver.valuation import RoundValuation, RoundValuer
-from fedgpu.rewards.replicas import majority
+from fedgpu.rewards.replicas import majority, relative_distance
 from fedgpu.wire.records import JobEvent, ReplicaDispute
 
 RULE = "replica"  # DroppedCohort.rule of a sum screened out here
@@ -43,6 +47,33 @@ class _Dispute:
     seed: int
     updates: dict[str, np.ndarray]
     pay: float = 0.0  # its share of its round's pool, held back: paid to the majority once settled
+    start: np.ndarray | None = None  # the model the task started from (for the driver's own re-execution)
+
+
+# The driver's own run of a disputed task: (start model, shard, seed) -> the weighted update a node sends.
+Referee = Callable[[np.ndarray, int, int], np.ndarray]
+
+
+def reexecute(job: JobConfig, start: np.ndarray, shard: int, seed: int, weight_scale: float = 1e-3) -> np.ndarray:
+    """The task (shard, seed, starting model) trained here as an honest node trains it, on the CPU with
+    deterministic kernels: ``weight * delta``, what the node's decrypted sum holds (fedgpu.node.agent)."""
+    import torch
+
+    from fedgpu.claims import clamp_claim
+    from fedgpu.datasets import get_schema, public_shard
+    from fedgpu.models import ModelSpec, build_model
+    from fedgpu.node.training import LocalTrainConfig, deterministic, train_local
+    from fedgpu.wire import tensors
+
+    pd, t = job.public_data, job.training
+    schema = get_schema(job.dataset)
+    data = public_shard(job.dataset, pd.samples, pd.data_seed, shard, pd.shards or job.nodes_per_round)
+    model = build_model(job.model, ModelSpec(schema.input_shape, schema.num_classes))
+    model.load_state_dict(tensors.unflatten(start, model.state_dict()))
+    with deterministic():
+        train_local(model, data, LocalTrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, momentum=t.momentum, seed=seed), torch.device("cpu"))
+    delta, weight, _ = clamp_claim(tensors.flatten(model.state_dict()) - start, len(data) * weight_scale, job.claim_bounds)
+    return np.asarray(delta * weight)
 
 
 @dataclass
@@ -61,19 +92,21 @@ class Screen:
 
 
 class ReplicaChecks:
-    def __init__(self, tolerance: float, pay_after_check: bool = True) -> None:
+    def __init__(self, tolerance: float, pay_after_check: bool = True, referee: Referee | None = None) -> None:
         self.tolerance = tolerance
+        self.referee = referee
         self.pay_after_check = pay_after_check
         self.verified: set[str] = set()          # nodes whose replicated task matched at least once
         self.flagged: dict[str, str] = {}        # node -> why (it earns nothing more in the job)
         self.held: dict[str, float] = {}         # rewards waiting for the node's first matched check
         self.forfeited = 0.0
         self.open: dict[tuple[int, int], _Dispute] = {}  # (round, shard) -> the two disputed updates
-        self.counts = {"checks": 0, "matched": 0, "disputed": 0, "settled": 0, "unsettled": 0}
+        self.counts = {"checks": 0, "matched": 0, "disputed": 0, "settled": 0, "refereed": 0, "unsettled": 0}
 
     # ---- before valuation ----------------------------------------------------------------------
-    def screen(self, ev: JobEvent, sums: list[CohortSum]) -> Screen:
-        """Compare the round's replicas; the sums left for the model and valuation, and the rest as dropped."""
+    def screen(self, ev: JobEvent, sums: list[CohortSum], start: np.ndarray | None = None) -> Screen:
+        """Compare the round's replicas; the sums left for the model and valuation, and the rest as dropped.
+        ``start``: the model the round's tasks started from (kept with a dispute for :func:`reexecute`)."""
         by_node = {s.members[0]: s for s in sums if len(s.members) == 1}
         out: dict[str, str] = {}  # node -> why its sum is left out
         sc = Screen([], [])
@@ -100,7 +133,7 @@ class ReplicaChecks:
                 check["outcome"] = "match"
             else:  # two replicas that differ (three are only ever a dispute's re-run)
                 self.counts["disputed"] += 1
-                self.open[(ev.round, rs.shard)] = _Dispute(ev.round, rs.shard, rs.seed, {m: by_node[m].weighted for m in present[:2]})
+                self.open[(ev.round, rs.shard)] = _Dispute(ev.round, rs.shard, rs.seed, {m: by_node[m].weighted for m in present[:2]}, start=start)
                 trusted = tuple(sorted(self.verified - set(self.flagged) - set(present)))
                 sc.disputes.append(ReplicaDispute(ev.round, rs.shard, rs.seed, ev.round - 1, tuple(present[:2]), trusted))
                 for m in present:
@@ -120,17 +153,28 @@ class ReplicaChecks:
             return
         third = present[0]
         out[third] = f"re-ran the task disputed in round {disputed}: it settles that task, not this round's model"
-        verdict = majority({**d.updates, third: by_node[third].weighted}, self.tolerance)
-        check: dict[str, Any] = {"round": ev.round, "settles": disputed, "shard": shard, "members": sorted([*d.updates, third])}
+        replicas = {**d.updates, third: by_node[third].weighted}
+        verdict = majority(replicas, self.tolerance)
+        check: dict[str, Any] = {"round": ev.round, "settles": disputed, "shard": shard, "members": sorted(replicas), "third": third}
         check["distances"] = {f"{a}/{b}": v for (a, b), v in verdict.distances.items()}
-        if verdict.settled:
+        agreed, outvoted, why = list(verdict.agreed), list(verdict.outvoted), f"outvoted by two of three replicas of its task of round {disputed}"
+        if not verdict.settled and self.referee is not None and d.start is not None:
+            mine = self.referee(d.start, d.shard, d.seed)  # no two agree: the driver's own run decides, if it matches one
+            near = {n: relative_distance(u, mine) for n, u in replicas.items()}
+            check["referee_distances"] = near
+            if any(v <= self.tolerance for v in near.values()):
+                self.counts["refereed"] += 1
+                agreed = sorted(n for n, v in near.items() if v <= self.tolerance)
+                outvoted = sorted(n for n in replicas if n not in agreed)
+                why = f"differs from the driver's own run of its task of round {disputed}"
+        if agreed:
             self.counts["settled"] += 1
-            self.verified.update(verdict.agreed)
-            sc.settled.append((list(verdict.agreed), d.pay))
-            for n in verdict.outvoted:
-                self.flagged.setdefault(n, f"outvoted by two of three replicas of its task of round {disputed}")
+            self.verified.update(agreed)
+            sc.settled.append((agreed, d.pay))
+            for n in outvoted:
+                self.flagged.setdefault(n, why)
                 sc.flagged_now.append(n)
-            check["outcome"], check["flagged"] = "settled", list(verdict.outvoted)
+            check["outcome"], check["flagged"] = "settled", outvoted
         else:  # nobody is proven right: nobody is paid the task, all three lose reputation, none is flagged
             self.counts["unsettled"] += 1
             sc.unsettled_now.extend(sorted([*d.updates, third]))
@@ -200,6 +244,7 @@ class ReplicaChecks:
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {f"dispute:{d.round}:{d.shard}:{n}": u for d in self.open.values() for n, u in d.updates.items()}
+        arrays.update({f"dispute:{d.round}:{d.shard}": d.start for d in self.open.values() if d.start is not None})
         meta = {
             "verified": sorted(self.verified), "flagged": self.flagged, "held": self.held, "forfeited": self.forfeited, "counts": self.counts,
             "open": [{"round": d.round, "shard": d.shard, "seed": d.seed, "pay": d.pay, "members": sorted(d.updates)} for d in self.open.values()],
@@ -214,10 +259,11 @@ class ReplicaChecks:
         self.counts = dict(meta["counts"])
         self.open = {
             (int(d["round"]), int(d["shard"])): _Dispute(
-                int(d["round"]), int(d["shard"]), int(d["seed"]), {n: arrays[f"dispute:{d['round']}:{d['shard']}:{n}"] for n in d["members"]}, float(d["pay"])
+                int(d["round"]), int(d["shard"]), int(d["seed"]), {n: arrays[f"dispute:{d['round']}:{d['shard']}:{n}"] for n in d["members"]}, float(d["pay"]),
+                arrays.get(f"dispute:{d['round']}:{d['shard']}"),
             )
             for d in meta["open"]
         }
 
 
-__all__ = ["RULE", "ReplicaChecks", "Screen"]
+__all__ = ["RULE", "Referee", "ReplicaChecks", "Screen", "reexecute"]

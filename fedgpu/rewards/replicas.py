@@ -15,7 +15,8 @@ import numpy as np
 
 
 def relative_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """||a - b|| / max(||a||, ||b||): 0 for equal updates, 1 or more for unrelated ones, scale-free."""
+    """||a - b|| / max(||a||, ||b||): 0 for equal updates, 1 or more for unrelated ones, scale-free
+    (infinite for two zero updates: a replica that did nothing never confirms another that did nothing)."""
     a64, b64 = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     if a64.shape != b64.shape:
         return float("inf")
@@ -23,7 +24,7 @@ def relative_distance(a: np.ndarray, b: np.ndarray) -> float:
     diff = float(np.linalg.norm(a64 - b64))
     if not np.isfinite(diff) or not np.isfinite(scale):
         return float("inf")
-    return diff / scale if scale > 0 else 0.0
+    return diff / scale if scale > 0 else float("inf")  # two zero updates did no work: nothing to agree on
 
 
 @dataclass(frozen=True)

@@ -164,3 +164,17 @@ def test_state_round_trips_an_open_dispute() -> None:
     again.load_state(meta, arrays)
     assert again.open.keys() == checks.open.keys()
     assert np.array_equal(again.open[(1, 2)].updates["b"], -HONEST)
+
+
+def test_when_no_two_agree_the_drivers_own_run_decides() -> None:
+    checks = ReplicaChecks(TOL, pay_after_check=False, referee=lambda start, shard, seed: HONEST + NOISE)
+    valuer = _Valuer()
+    ev = JobEvent(JobEventKind.SUMS_READY, 1, ("a", "b", "c"), replicas=(ReplicaSet(("a", "b"), 0, 5),))
+    sc = checks.screen(ev, [_sum("a", 0, HONEST), _sum("b", 1, np.zeros_like(HONEST)), _sum("c", 2, -HONEST)], start=np.zeros(3))
+    checks.pay(ev, sc, _valuation({"a": 0.0, "b": 0.0, "c": 6.0}), valuer)  # type: ignore[arg-type]
+    ev2 = JobEvent(JobEventKind.SUMS_READY, 2, ("a", "b", "c"), replicas=(ReplicaSet(("c",), 0, 5, settles=1),))
+    sc2 = checks.screen(ev2, [_sum("a", 0, HONEST), _sum("b", 1, HONEST), _sum("c", 2, 0.5 * HONEST)])
+    paid = checks.pay(ev2, sc2, _valuation({"a": 1.0, "b": 1.0, "c": 0.0}), valuer)  # type: ignore[arg-type]
+    assert sorted(checks.flagged) == ["b", "c"] and "driver's own run" in checks.flagged["b"]
+    assert checks.counts["refereed"] == 1 and "a" in checks.verified
+    assert paid.rewards["a"] == pytest.approx(1.0 + 3.0) and paid.rewards["b"] == 0.0
