@@ -134,6 +134,8 @@ class Jobs:
         crash_point("published")
         if disputes:
             self.rounds.disputes[job_id] = disputes
+        if result is not None and result.flagged and self.spec(job_id).public_data is not None:
+            self.rounds.flagged[job_id] = set(result.flagged[:100_000])  # the driver sends them all each round
         self.published.setdefault(job_id, asyncio.Event()).set()  # receipts reach each node with its next pull
 
     def _disputes(self, job_id: str, version: int, record: RoundRecord, result: RoundResult) -> list[ReplicaDispute]:

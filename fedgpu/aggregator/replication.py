@@ -13,7 +13,7 @@ check cost a round more time. docs/verification.md.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fedgpu.wire.records import PublicDataPlan, PublicDataShard, ReplicaDispute, ReplicaSet
@@ -54,15 +54,21 @@ def task_seed(job_seed: int, rnd: int, shard: int) -> int:
 
 
 def plan_round(
-    plan: PublicDataPlan, job_seed: int, rnd: int, version: int, chosen: list[str], rng: random.Random, disputes: Sequence[ReplicaDispute] = ()
+    plan: PublicDataPlan, job_seed: int, rnd: int, version: int, chosen: list[str], rng: random.Random, disputes: Sequence[ReplicaDispute] = (),
+    device: Mapping[str, str] | None = None,
 ) -> ReplicaPlan:
     """Tasks for the round's ``chosen`` members. ``rng`` must be one the nodes cannot predict (the
-    aggregator's CSPRNG), or a cheat could learn when it is checked."""
+    aggregator's CSPRNG), or a cheat could learn when it is checked. ``device``: each node's device class
+    (what it registered: "cpu", "cuda:NAME"); replicas of a task stay within one class, since training is
+    deterministic only within one (a node that lies about its class only makes its own replicas differ)."""
+    cls = {n: (device or {}).get(n, "") for n in chosen}
     order = list(chosen)
     rng.shuffle(order)
     out = ReplicaPlan()
     for d in disputes:  # a third node for each dispute, never one of its two; one the driver trusts when it can
         others = [n for n in order if n not in d.members]
+        alike = [n for n in others if cls[n] in {cls.get(m, "") for m in d.members}]
+        others = alike or others
         third = next((n for n in others if n in d.prefer), others[0] if others else None)
         if third is None:
             continue
@@ -75,8 +81,12 @@ def plan_round(
     want = n * plan.replication / (1.0 + plan.replication)
     replicas = min(int(want) + (rng.random() < want - int(want)), n // 2)
     fresh: list[list[str]] = [[node] for node in order[: n - replicas]]
-    for node, task in zip(order[n - replicas :], rng.sample(range(len(fresh)), replicas), strict=True):
-        fresh[task].append(node)
+    for node in order[n - replicas :]:
+        singles = [t for t in fresh if len(t) == 1 and cls[t[0]] == cls[node]]
+        if singles:
+            rng.choice(singles).append(node)
+        else:  # nobody of its device class to check it against this round
+            fresh.append([node])
     shards = max(plan.shards, 1)
     for i, members in enumerate(fresh):
         shard = ((rnd - 1) * len(chosen) + i) % shards  # round-robin: every shard is used as rounds go by

@@ -52,6 +52,7 @@ class Rounds:
         # Public-data jobs: tasks the driver found disputed, each re-run by a third node in the next round
         # (kept in memory: after a restart a dispute stays unsettled, its task unpaid).
         self.disputes: dict[str, list[ReplicaDispute]] = {}
+        self.flagged: dict[str, set[str]] = {}  # public-data jobs: nodes the driver caught, offered none of the job's tasks
 
     # ---- cohort history ------------------------------------------------------------------------
     def together(self, job_id: str) -> Counter[frozenset[str]]:
@@ -71,6 +72,8 @@ class Rounds:
     def forget(self, job_id: str) -> None:
         """The job ended: its history is no longer needed."""
         self._released.pop(job_id, None)
+        self.disputes.pop(job_id, None)
+        self.flagged.pop(job_id, None)
 
     # ---- releasing sums ------------------------------------------------------------------------
     def cohort_sums(self, job_id: str, rnd: int, k: int) -> tuple[list[list[str]], list[tuple[int, int]]]:
@@ -93,7 +96,8 @@ class Rounds:
     async def _wait_for_nodes(self, job_id: str, spec: JobSpec, timeout: float) -> list[str]:
         end = time.monotonic() + timeout
         while True:
-            nodes = self.registry.eligible(spec.model, spec.dataset_capability, set(self.store.declined(job_id)) | self.uploads.busy())
+            skip = set(self.store.declined(job_id)) | self.uploads.busy() | self.flagged.get(job_id, set())
+            nodes = self.registry.eligible(spec.model, spec.dataset_capability, skip)
             if len(nodes) >= spec.nodes_per_round or (time.monotonic() >= end and len(nodes) >= max(spec.min_nodes, 1)):
                 return nodes
             if time.monotonic() >= end + timeout:
@@ -113,7 +117,8 @@ class Rounds:
         chosen = rng.sample(nodes, min(len(nodes), spec.nodes_per_round))
         plan, disputes = None, self.disputes.pop(job_id, [])
         if spec.public_data is not None:
-            plan = replication.plan_round(spec.public_data, spec.seed, rnd, version, chosen, random.SystemRandom(), disputes)
+            device = {n: str(self.registry.node_caps.get(n, {}).get("device", "")) for n in chosen}
+            plan = replication.plan_round(spec.public_data, spec.seed, rnd, version, chosen, random.SystemRandom(), disputes, device)
         together = self.together(job_id)
         cohorts = assign_cohorts(chosen, spec.cohort_size, random.SystemRandom(), together)
         enc = spec.encryption

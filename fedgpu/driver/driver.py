@@ -327,6 +327,7 @@ class JobDriver:
             result.evidence = valuation.evidence
         if screen is not None:
             result.disputes.extend(replica_dispute_to_proto(d) for d in screen.disputes)
+            result.flagged.extend(sorted(self.checks.flagged))  # type: ignore[union-attr]
         rec = round_record(
             ev, acc, loss, driver_seconds, sums, dropped, valuation,
             client_epsilon=self._client_epsilon(ev.round), model_bytes=len(tensors.state_to_bytes(self.state)),

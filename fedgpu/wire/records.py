@@ -342,6 +342,7 @@ class RoundResult:
     node_values: Mapping[str, float] = field(default_factory=dict)
     rewards: Mapping[str, float] = field(default_factory=dict)
     disputes: tuple[ReplicaDispute, ...] = ()  # public-data jobs: tasks a third node must re-run
+    flagged: tuple[str, ...] = ()  # public-data jobs: nodes caught so far (no more tasks of the job)
 
 
 @dataclass(frozen=True)

@@ -331,7 +331,7 @@ def job_event_from_proto(m: driver_pb2.JobEvent) -> JobEvent:
 def round_result_to_proto(r: RoundResult) -> driver_pb2.RoundResult:
     return driver_pb2.RoundResult(
         accuracy=r.accuracy, loss=r.loss, cohort_values=r.cohort_values, evidence=r.evidence, node_values=r.node_values, rewards=r.rewards,
-        disputes=[replica_dispute_to_proto(d) for d in r.disputes],
+        disputes=[replica_dispute_to_proto(d) for d in r.disputes], flagged=r.flagged,
     )
 
 
@@ -344,6 +344,7 @@ def round_result_from_proto(m: driver_pb2.RoundResult) -> RoundResult:
         node_values=dict(m.node_values),
         rewards=dict(m.rewards),
         disputes=tuple(replica_dispute_from_proto(d) for d in m.disputes),
+        flagged=tuple(m.flagged),
     )
 
 

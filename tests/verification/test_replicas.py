@@ -60,6 +60,20 @@ def test_plan_replicates_the_share_asked_and_keeps_one_task_per_node() -> None:
     assert all(len({(t.shard, t.seed)}) == 1 for t in every.tasks)
 
 
+def test_replicas_stay_within_one_device_class() -> None:
+    nodes = [f"n{i}" for i in range(8)]
+    device = {n: ("cpu" if i % 2 else "cuda:H200") for i, n in enumerate(nodes)}
+    r = random.Random(3)
+    pairs = 0
+    for rnd in range(1, 51):
+        p = plan_round(PublicDataPlan(shards=8, replication=1.0), 0, rnd, rnd - 1, nodes, r, device=device)
+        assert sorted(m for t in p.tasks for m in t.members) == nodes
+        for t in p.tasks:
+            assert len({device[m] for m in t.members}) == 1
+            pairs += len(t.members) == 2
+    assert pairs > 50
+
+
 def test_a_dispute_goes_to_a_third_node_from_its_model_version() -> None:
     nodes = ["a", "b", "c", "d"]
     d = ReplicaDispute(round=3, shard=1, seed=77, model_version=2, members=("a", "b"))
