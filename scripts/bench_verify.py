@@ -207,7 +207,7 @@ def checked_figures(report: dict[str, Any], roles: dict[str, str]) -> dict[str, 
         checks = rec.get("replicas", [])
         node_rounds += len(rec["participants"])
         fresh = [c for c in checks if "settles" not in c]
-        checked_node_rounds += sum(len(c["members"]) for c in fresh)
+        checked_node_rounds += sum(len(r["members"]) for r in rec.get("replica_sets", []) if not r["settles"])
         settles = [c for c in checks if "settles" in c]
         tasks += len(rec["participants"]) - sum(len(c["members"]) - 1 for c in fresh) - len(settles)
         replicated += len(fresh)
@@ -232,10 +232,27 @@ def checked_figures(report: dict[str, Any], roles: dict[str, str]) -> dict[str, 
         "replication_extra_node_seconds": extra,
         "node_seconds": total,
         "cheat_reward_share": cheats_paid / all_paid if all_paid > 0 else 0.0,
+        # honest nodes never checked by the end: what they earned is still held (pay_after_check)
+        "honest_held_unpaid_share": math.fsum(v for n, v in (report.get("verification") or {}).get("held", {}).items() if roles.get(n) == "honest")
+        / max(all_paid + math.fsum((report.get("verification") or {}).get("held", {}).values()), 1e-12),
         "rewards_paid": all_paid,
         "verification": report.get("verification"),
         "final_accuracy": report["final_accuracy"],
     }
+
+
+def plan_check_probability(nodes: int, replication: float, draws: int = 20_000) -> float:
+    """The share of a round's members whose task the aggregator replicates, from its own plan (fedgpu.aggregator.replication)."""
+    import random
+
+    from fedgpu.aggregator.replication import plan_round
+    from fedgpu.wire.records import PublicDataPlan
+
+    rng = random.Random(0)
+    names = [f"n{i}" for i in range(nodes)]
+    plan = PublicDataPlan(shards=nodes, replication=replication)
+    twice = sum(sum(len(t.members) for t in plan_round(plan, 0, 1, 0, names, rng).tasks if len(t.members) > 1) for _ in range(draws))
+    return twice / (draws * nodes)
 
 
 def main() -> None:
@@ -262,6 +279,7 @@ def main() -> None:
         base, base_roles, secs_unchecked = run_job("unchecked", 0.0, args, work)
         base_cheats, base_all = rewards_by_role(base, base_roles)
     q = checked["check_probability"]
+    q_plan = plan_check_probability(len(ROLES), args.replication)
     horizon = 20
     detection: dict[str, float] = {}
     for c in CHEATS:
@@ -281,6 +299,7 @@ def main() -> None:
         "tolerance": cal["tolerance"],
         "calibration": cal,
         "check_probability": q,
+        "check_probability_plan": q_plan,
         "replicated_task_share": checked["replicated_task_share"],
         "detection_probability": detection,
         "detection_probability_min": min(detection.values()),
@@ -292,6 +311,7 @@ def main() -> None:
         "replication_overhead_share": checked["replication_extra_node_seconds"] / max(checked["node_seconds"], 1e-9),
         "node_seconds": checked["node_seconds"],
         "cheat_reward_share": checked["cheat_reward_share"],
+        "honest_held_unpaid_share": checked["honest_held_unpaid_share"],
         "cheat_reward_share_unchecked": base_cheats / base_all if base_all > 0 else 0.0,
         "final_accuracy": checked["final_accuracy"],
         "final_accuracy_unchecked": base["final_accuracy"],

@@ -106,7 +106,9 @@ class JobDriver:
                 step_sizes=tuple(job.rewards.step_sizes), momenta=tuple(job.rewards.momentum_steps), confidence=job.rewards.confidence,
                 rule=self.rule,
             )
-        self.checks = ReplicaChecks(pd.tolerance, pd.pay_after_check, lambda start, shard, seed: reexecute(job, start, shard, seed)) if pd.enabled else None
+        self.checks = None
+        if pd.enabled:  # with no replication no check can ever match: nothing is held for one
+            self.checks = ReplicaChecks(pd.tolerance, pd.pay_after_check and pd.replication > 0, lambda start, shard, seed: reexecute(job, start, shard, seed))
         self.node_info: dict[str, dict[str, Any]] = {}
         self.version = -1            # the model version self.state is
         self.published = False       # whether the aggregator is known to hold it
@@ -334,6 +336,7 @@ class JobDriver:
             server_momentum=self.job.training.server_momentum,
         )
         if screen is not None:
+            rec["replica_sets"] = [r.to_dict() for r in ev.replicas]  # what the aggregator replicated
             rec["replicas"] = screen.checks
             rec["flagged"] = screen.flagged_now
         tally_nodes(self.node_info, ev, valuation)
