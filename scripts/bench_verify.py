@@ -145,7 +145,7 @@ def run_job(tag: str, replication: float, args: argparse.Namespace, work: Path) 
     run_dir = work / tag
     run_dir.mkdir(parents=True)
     job = JobConfig(
-        name=f"bench-verify-{tag}", model=MODEL, dataset=DATASET, rounds=args.rounds, nodes_per_round=len(ROLES), min_nodes=len(ROLES),
+        name=f"bench-verify-{tag}", model=MODEL, dataset=DATASET, rounds=args.rounds, nodes_per_round=len(ROLES), min_nodes=ROLES.count("honest"),
         deadline_seconds=120.0, cohort_size=1, seed=args.seed, training=TRAINING, encryption=EncryptionConfig("ckks"),
         rewards=RewardsConfig(pool_per_round=100.0, budget=args.budget),
         public_data=PublicDataConfig(enabled=True, data_seed=args.seed, shards=SHARDS, replication=replication),

@@ -96,9 +96,10 @@ class Rounds:
     async def _wait_for_nodes(self, job_id: str, spec: JobSpec, timeout: float) -> list[str]:
         end = time.monotonic() + timeout
         while True:
-            skip = set(self.store.declined(job_id)) | self.uploads.busy() | self.flagged.get(job_id, set())
-            nodes = self.registry.eligible(spec.model, spec.dataset_capability, skip)
-            if len(nodes) >= spec.nodes_per_round or (time.monotonic() >= end and len(nodes) >= max(spec.min_nodes, 1)):
+            flagged = self.flagged.get(job_id, set())
+            nodes = self.registry.eligible(spec.model, spec.dataset_capability, set(self.store.declined(job_id)) | self.uploads.busy() | flagged)
+            want = max(spec.nodes_per_round - len(flagged), 1)  # a flagged node never comes back to the job: no waiting for it
+            if len(nodes) >= want or (time.monotonic() >= end and len(nodes) >= max(spec.min_nodes, 1)):
                 return nodes
             if time.monotonic() >= end + timeout:
                 return nodes

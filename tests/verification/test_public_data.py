@@ -113,3 +113,17 @@ def test_the_drivers_reexecution_is_the_nodes_update(tmp_path) -> None:  # type:
     finally:
         agent.channel.close()
     assert np.array_equal(reexecute(job, start, 4, 99), delta * weight)
+
+
+def test_replica_sets_and_disputes_round_trip_the_wire_and_the_store() -> None:
+    from fedgpu.wire.records import JobEvent, JobEventKind, ReplicaDispute, ReplicaSet, RoundRecord, RoundResult
+    from fedgpu.wire.serde import job_event_from_proto, job_event_to_proto, round_result_from_proto, round_result_to_proto
+
+    sets = (ReplicaSet(("a", "b"), 3, 2**62, 0), ReplicaSet(("c",), 1, 5, settles=4))
+    ev = JobEvent(JobEventKind.SUMS_READY, 5, ("a", "b", "c"), replicas=sets)
+    assert job_event_from_proto(job_event_to_proto(ev)) == ev
+    rec = RoundRecord(("a", "b", "c"), (("a",), ("b",), ("c",)), {}, 0, 0, {}, {}, {}, {}, 1.0, replicas=sets)
+    assert RoundRecord.from_json(rec.to_json()) == rec
+    assert RoundRecord.from_dict({k: v for k, v in rec.to_dict().items() if k != "replicas"}).replicas == ()  # older records
+    res = RoundResult(accuracy=0.5, disputes=(ReplicaDispute(5, 3, 9, 4, ("a", "b"), ("c",)),), flagged=("d",))
+    assert round_result_from_proto(round_result_to_proto(res)) == res
