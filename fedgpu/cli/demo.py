@@ -67,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
         if ev["event"] == "aggregator":
             print(f"aggregator on {ev['address']} ({'TLS, ' if ev.get('tls') else ''}work folder {ev['work']})", flush=True)
         elif ev["event"] == "nodes":
-            print(f"started {ev['count']} nodes with {sum(ev['sizes'])} samples ({min(ev['sizes'])}..{max(ev['sizes'])} each)", flush=True)
+            if args.public:
+                print(f"started {ev['count']} nodes without files: each builds the shard of {args.dataset} its task names", flush=True)
+            else:
+                print(f"started {ev['count']} nodes with {sum(ev['sizes'])} samples ({min(ev['sizes'])}..{max(ev['sizes'])} each)", flush=True)
         else:
             print_progress(ev)
 

@@ -243,8 +243,9 @@ class ReplicaChecks:
         }
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        arrays = {f"dispute:{d.round}:{d.shard}:{n}": u for d in self.open.values() for n, u in d.updates.items()}
-        arrays.update({f"dispute:{d.round}:{d.shard}": d.start for d in self.open.values() if d.start is not None})
+        # a copy each: a round's disputes share one starting model, and the state file stores no shared memory
+        arrays = {f"dispute:{d.round}:{d.shard}:{n}": np.array(u) for d in self.open.values() for n, u in d.updates.items()}
+        arrays.update({f"dispute:{d.round}:{d.shard}": np.array(d.start) for d in self.open.values() if d.start is not None})
         meta = {
             "verified": sorted(self.verified), "flagged": self.flagged, "held": self.held, "forfeited": self.forfeited, "counts": self.counts,
             "open": [{"round": d.round, "shard": d.shard, "seed": d.seed, "pay": d.pay, "members": sorted(d.updates)} for d in self.open.values()],

@@ -169,15 +169,23 @@ def test_rewards_wait_for_a_nodes_first_matched_check() -> None:
     assert checks.held == {"b": 2.0}
 
 
-def test_state_round_trips_an_open_dispute() -> None:
+def test_state_round_trips_open_disputes_through_the_state_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from fedgpu.driver.state import DriverState, load_state, save_state
+
     checks = ReplicaChecks(TOL)
-    ev = JobEvent(JobEventKind.SUMS_READY, 1, ("a", "b"), replicas=(ReplicaSet(("a", "b"), 2, 9),))
-    checks.screen(ev, [_sum("a", 0, HONEST), _sum("b", 1, -HONEST)])
+    ev = JobEvent(JobEventKind.SUMS_READY, 1, tuple("abcd"), replicas=(ReplicaSet(("a", "b"), 2, 9), ReplicaSet(("c", "d"), 3, 8)))
+    start = np.arange(3.0)  # both disputes started from it
+    checks.screen(ev, [_sum("a", 0, HONEST), _sum("b", 1, -HONEST), _sum("c", 2, HONEST), _sum("d", 3, 0.5 * HONEST)], start=start)
     meta, arrays = checks.state()
+    save_state(tmp_path, DriverState(1, {"w": torch.zeros(2)}, arrays, {"checks": meta}))
+    st = load_state(tmp_path)
     again = ReplicaChecks(TOL)
-    again.load_state(meta, arrays)
-    assert again.open.keys() == checks.open.keys()
+    again.load_state(st.meta["checks"], st.arrays)
+    assert again.open.keys() == checks.open.keys() == {(1, 2), (1, 3)}
     assert np.array_equal(again.open[(1, 2)].updates["b"], -HONEST)
+    assert np.array_equal(again.open[(1, 3)].start, start)
 
 
 def test_when_no_two_agree_the_drivers_own_run_decides() -> None:
