@@ -308,14 +308,14 @@ class JobDriver:
             valuation = self.valuer.value(ev.round, start, [s.members for s in sums], [s.weighted for s in sums], [s.weight for s in sums])
             valuation = with_dropped(self.valuer, ev.round, valuation, sums, dropped, start)
             delta = valuation.update
-        if screen is not None and valuation is not None and self.valuer is not None:
-            valuation = self.checks.pay(ev, screen, valuation, self.valuer)  # type: ignore[union-attr]
         else:
             delta = self.rule(sums)
             beta = self.job.training.server_momentum
             if beta > 0:  # FedAvgM: helps non-IID and DP runs, whose averaged updates are noisy
                 self._server_buf = delta if self._server_buf is None else beta * self._server_buf + delta
                 delta = self._server_buf
+        if screen is not None and valuation is not None and self.valuer is not None:
+            valuation = self.checks.pay(ev, screen, valuation, self.valuer)  # type: ignore[union-attr]
         new = tensors.unflatten(start + delta, self.state)
         self.model.load_state_dict(new)
         acc, loss = evaluate(self.model, self.validation)
