@@ -3,8 +3,9 @@
 Honest nodes never use this, and the production ``fedgpu node`` has no way to reach it: an
 adversarial node is its own entry point, ``python -m fedgpu.adversaries BEHAVIOUR [fedgpu node
 flags]``. Each behaviour replaces the honest update with what such a node would send (through
-``NodeConfig.update_hook``) or trains on flipped labels; rewards and robust aggregation must make
-them earn nothing.
+``NodeConfig.update_hook``), trains on flipped labels, or (``lazy``) skips half its local steps and
+sends what that gives; rewards, robust aggregation and, on public-data jobs, replicated spot checks
+(docs/verification.md) must make them earn nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ if TYPE_CHECKING:  # the agent imports torch and gRPC; behaviours only set field
     from fedgpu.node.agent import NodeConfig
     from fedgpu.wire.records import Task
 
-BEHAVIOURS = ("honest", "zeros", "noise", "replay", "signflip", "labelflip")
+BEHAVIOURS = ("honest", "zeros", "noise", "replay", "signflip", "labelflip", "lazy")
+LAZY_SKIP = 0.5  # the share of its local steps a lazy node skips, each one at random
 
 
 class _Replay:
@@ -48,6 +50,9 @@ def apply_behaviour(cfg: NodeConfig, name: str) -> None:
         cfg.update_hook = _Replay()
     elif name == "signflip":
         cfg.update_hook = lambda task, start, delta: -10.0 * delta
+    elif name == "lazy":  # a random half of the batches (its own coin, so two lazy replicas differ too)
+        coin = np.random.default_rng()
+        cfg.skip_step = lambda step: bool(coin.random() < LAZY_SKIP)
     elif name == "labelflip":  # trains honestly on wrong labels: y -> classes - 1 - y
         from fedgpu.datasets import ArrayDataset, get_schema, load_file
 
@@ -79,4 +84,4 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["BEHAVIOURS", "apply_behaviour", "main"]
+__all__ = ["BEHAVIOURS", "LAZY_SKIP", "apply_behaviour", "main"]

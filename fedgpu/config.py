@@ -32,6 +32,8 @@ A job file looks like ``examples/mnist1d.toml``::
 
     [data]            # optional
     standardize = true  # round 1 gathers encrypted per-feature sums; the model standardises with them
+    [public_data]     # optional: train on the public dataset, sharded; see docs/verification.md
+    replication = 0.1 # share of tasks also given to a second node and compared
 """
 
 from __future__ import annotations
@@ -91,6 +93,30 @@ class AggregationConfig:
     @property
     def params(self) -> RuleParams:
         return RuleParams(trim_fraction=self.trim_fraction, norm_bound=self.norm_bound)
+
+
+# Largest relative L2 distance ||a - b|| / max(||a||, ||b||) between two honest replicas of a task
+# (docs/verification.md). Calibrated on CPU by scripts/bench_verify.py: replicas of one task under
+# different thread counts and encryption seeds differ by at most ~1e-6 (the CKKS noise), a node that skips
+# half its steps by ~0.3 or more; 1e-3 sits far from both.
+DEFAULT_REPLICA_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class PublicDataConfig:
+    """A public-data job: every node builds the job's dataset itself and trains on the shard its task
+    names, so a task can be re-executed by another node and the two updates compared (a ``[public_data]``
+    table turns it on)."""
+
+    enabled: bool = False
+    samples: int = 0            # size of the generated dataset (mnist1d) or subset (digits); 0: the dataset's default
+    data_seed: int = 0          # the generator's seed (mnist1d) or the permutation's (digits)
+    shards: int = 0             # the training part is cut into this many shards; 0: nodes_per_round
+    replication: float = 0.1    # share of tasks also given to a second node (spot checks); 0: none
+    tolerance: float = DEFAULT_REPLICA_TOLERANCE
+    # A node's rewards are held until one of its replicated tasks matches (then paid at once, and from
+    # then on as earned); a node caught forfeits what it holds and is paid nothing more in the job.
+    pay_after_check: bool = True
 
 
 @dataclass(frozen=True)
@@ -155,6 +181,7 @@ class JobConfig:
     def dataset_schema(self) -> Schema:
         """The schema the job's data must fit: the declared one, else the named default (ConfigError if none)."""
         return get_schema(self.dataset, self.schema)
+    public_data: PublicDataConfig = field(default_factory=PublicDataConfig)
 
     @property
     def claim_bounds(self) -> ClaimBounds:
@@ -258,6 +285,21 @@ class JobConfig:
                 int(a.trim_fraction * most) >= 1, "aggregation.trim_fraction",
                 f"{a.trim_fraction} of at most {most} cohorts a round cuts none (int({a.trim_fraction} x {most}) = 0): raise it to at least 1/{most}",
             )
+        d = self.public_data
+        if d.enabled:
+            need(0 <= d.samples <= 10_000_000, "public_data.samples", f"must be in 0..10000000 (0: the dataset's default), got {d.samples}")
+            need(0 <= d.data_seed < 2**63, "public_data.data_seed", f"must be in 0..2**63-1, got {d.data_seed}")
+            need(0 <= d.shards <= 100_000, "public_data.shards", f"must be in 0..100000 (0: nodes_per_round), got {d.shards}")
+            need(math.isfinite(d.replication) and 0 <= d.replication <= 1, "public_data.replication", f"must be in [0, 1], got {d.replication}")
+            need(math.isfinite(d.tolerance) and 0 < d.tolerance < 1, "public_data.tolerance", f"must be in (0, 1), got {d.tolerance}")
+            need(
+                not self.privacy.enabled, "public_data",
+                "a public-data job trains on published data, which needs no DP (and DP noise would make replicas differ): remove [privacy]",
+            )
+            need(
+                self.cohort_size == 1, "cohort_size",
+                f"a public-data job's updates reveal nothing private, so the driver compares single updates: set cohort_size = 1 (got {self.cohort_size})",
+            )
         return self
 
 
@@ -275,14 +317,14 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         fname = f"{where}.{name}" if where else name
         sub = {
             "training": TrainingConfig, "privacy": PrivacyConfig, "encryption": EncryptionConfig, "rewards": RewardsConfig,
-            "aggregation": AggregationConfig, "data": DataConfig,
+            "aggregation": AggregationConfig, "data": DataConfig, "public_data": PublicDataConfig,
         }
         if cls is JobConfig and name == "schema":
             value = schema_from_dict(value, str(data.get("dataset", "")))
         elif cls is JobConfig and name in sub:
             value = _build(sub[name], value, name)
-            if name == "privacy" and "enabled" not in data[name]:
-                value = dataclasses.replace(value, enabled=True)  # a [privacy] table turns DP on
+            if name in ("privacy", "public_data") and "enabled" not in data[name]:
+                value = dataclasses.replace(value, enabled=True)  # a [privacy] table turns DP on, a [public_data] table public data
         else:
             kinds: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str, "bool": bool}
             want = kinds.get(str(f.type))
@@ -327,10 +369,12 @@ def load_job(path: str | Path) -> JobConfig:
 
 __all__ = [
     "AggregationConfig",
+    "DEFAULT_REPLICA_TOLERANCE",
     "DataConfig",
     "EncryptionConfig",
     "JobConfig",
     "PrivacyConfig",
+    "PublicDataConfig",
     "RewardsConfig",
     "TrainingConfig",
     "job_from_dict",

@@ -2,7 +2,9 @@
 
 Everything is real: separate processes, gRPC with TLS over loopback sockets (a throwaway CA made
 in the work folder), a SQLite database file, CKKS ciphertexts by default. The public dataset is
-generated locally and split between the nodes, each of which sees only its own file.
+generated locally and split between the nodes, each of which sees only its own file; with ``public``
+the job is a public-data job instead: no files, each node builds the shard its task names, and a share
+of the tasks is replicated and compared (docs/verification.md).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgpu.config import EncryptionConfig, JobConfig, PrivacyConfig, RewardsConfig, TrainingConfig
+from fedgpu.config import EncryptionConfig, JobConfig, PrivacyConfig, PublicDataConfig, RewardsConfig, TrainingConfig
 from fedgpu.datasets import partition_dirichlet, partition_iid, public_split, save_npz
 from fedgpu.errors import ConfigError, FedgpuError
 from fedgpu.report import FILES as REPORT_FILES
@@ -68,6 +70,9 @@ class DemoConfig:
     epsilon_cap: float | None = None
     free_riders: int = 0
     poisoners: int = 0
+    lazy_nodes: int = 0          # nodes that skip half their local steps (fedgpu.adversaries "lazy")
+    public: bool = False         # a public-data job: nodes build their shards, tasks are spot-checked
+    replication: float = PublicDataConfig.replication
     epochs: int | None = None
     lr: float | None = None
     batch_size: int | None = None
@@ -84,6 +89,8 @@ def _roles(cfg: DemoConfig) -> list[str]:
         roles[cfg.nodes - 1 - i] = kinds[i % 3]
     for j in range(cfg.poisoners):
         roles[cfg.nodes - 1 - cfg.free_riders - j] = poison[j % 2]
+    for j in range(cfg.lazy_nodes):
+        roles[cfg.nodes - 1 - cfg.free_riders - cfg.poisoners - j] = "lazy"
     return roles
 
 
@@ -106,6 +113,9 @@ def build_job(cfg: DemoConfig) -> JobConfig:
         privacy=privacy,
         encryption=EncryptionConfig(scheme=cfg.encryption),
         rewards=RewardsConfig(budget=DEMO_SHAPLEY_BUDGET),
+        public_data=PublicDataConfig(
+            enabled=cfg.public, samples=cfg.samples if cfg.samples is not None else d["samples"], data_seed=cfg.seed, replication=cfg.replication,
+        ),
     ).validate()
 
 
@@ -198,8 +208,10 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
 
     if cfg.nodes < 1:
         raise ConfigError("--nodes must be >= 1")
-    if cfg.free_riders + cfg.poisoners >= cfg.nodes:
-        raise ConfigError("--free-riders + --poisoners must leave at least one honest node")
+    if cfg.free_riders + cfg.poisoners + cfg.lazy_nodes >= cfg.nodes:
+        raise ConfigError("--free-riders + --poisoners + --lazy-nodes must leave at least one honest node")
+    if cfg.public and cfg.epsilon is not None:
+        raise ConfigError("--public: a public-data job needs no DP; drop --epsilon")
     if cfg.partition not in ("iid", "dirichlet"):
         raise ConfigError(f"--partition {cfg.partition!r}: allowed values are iid, dirichlet")
     job = build_job(cfg)
@@ -208,7 +220,7 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
     work = Path(tempfile.mkdtemp(prefix="fedgpu-demo-")) if cfg.out is None else cfg.out
     work.mkdir(parents=True, exist_ok=True)
     samples = cfg.samples if cfg.samples is not None else defaults(cfg)["samples"]
-    train, test = public_split(cfg.dataset, num_samples=samples or None, seed=cfg.seed)
+    train, test = public_split(cfg.dataset, num_samples=samples or None, seed=cfg.seed)  # --public: the nodes build it alike
     parts = (
         partition_iid(len(train), cfg.nodes, cfg.seed)
         if cfg.partition == "iid"
@@ -226,11 +238,14 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
             home = work / f"node{i}"
             home.mkdir(exist_ok=True)
             node_roles[Identity.load_or_create(home / "identity.pem").node_id] = role
-            data_file = home / f"{cfg.dataset}.npz"
-            save_npz(data_file, train.subset(idx))
+            data_args: list[str] = []
+            if not cfg.public:  # a public-data job's nodes have no files: they build the shard each task names
+                data_file = home / f"{cfg.dataset}.npz"
+                save_npz(data_file, train.subset(idx))
+                data_args = ["--data", f"{cfg.dataset}={data_file}"]
             # An honest node is the production `fedgpu node`; an adversary is its own entry point.
             entry = ["-m", "fedgpu", "node"] if role == "honest" else ["-m", "fedgpu.adversaries", role]
-            args = [*entry, "--aggregator", address, *cluster.client_args, "--data", f"{cfg.dataset}={data_file}", "--home", str(home), "--name", f"node{i}", "--threads", "1"]
+            args = [*entry, "--aggregator", address, *cluster.client_args, *data_args, "--home", str(home), "--name", f"node{i}", "--threads", "1"]
             if cfg.epsilon_cap is not None:
                 args += ["--epsilon-cap", str(cfg.epsilon_cap)]
             cluster.spawn(args, f"node{i}.log")
@@ -243,7 +258,7 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
             info["role"] = node_roles.get(node_id, "unknown")
         for node_id, role in node_roles.items():
             report["nodes"].setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None, "role": role})
-        report["demo"] = {"nodes": cfg.nodes, "partition": cfg.partition, "samples": len(train) + len(test), "work": str(work)}
+        report["demo"] = {"nodes": cfg.nodes, "public": cfg.public, "partition": cfg.partition, "samples": len(train) + len(test), "work": str(work)}
         write_report(work / "job", report)
         return report
     finally:

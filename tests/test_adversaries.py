@@ -39,3 +39,13 @@ def test_labelflip_trains_on_flipped_labels_and_zeros_sends_nothing(tmp_path: Pa
     assert not cfg.update_hook(None, np.ones(3), np.ones(3)).any()  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="allowed values"):
         apply_behaviour(cfg, "sneaky")
+
+
+def test_the_demo_marks_lazy_nodes_and_builds_a_public_data_job() -> None:
+    from fedgpu.demo import DemoConfig, _roles, build_job
+
+    cfg = DemoConfig(nodes=6, free_riders=1, poisoners=1, lazy_nodes=2, public=True, replication=0.25, dataset="digits")
+    assert _roles(cfg) == ["honest", "honest", "lazy", "lazy", "signflip", "zeros"]
+    job = build_job(cfg)
+    assert job.public_data.enabled and job.public_data.replication == 0.25 and job.cohort_size == 1
+    assert not build_job(DemoConfig(nodes=3)).public_data.enabled

@@ -63,6 +63,7 @@ def test_claim_bounds_default_to_the_cap_and_the_clip_or_100() -> None:
 
 # What each example in examples/ is meant to show; a new example gets a line here.
 EXAMPLES = {
+    "digits_public.toml": {"name": "digits-public", "model": "digits_cnn", "rounds": 20, "cohort_size": 1, "dp": False},
     "mnist1d.toml": {"name": "mnist1d", "model": "cnn1d", "rounds": 12, "cohort_size": 1, "dp": False},
     "mnist1d_private.toml": {"name": "mnist1d-private", "model": "cnn1d_dp", "rounds": 15, "cohort_size": 3, "dp": True},
     "breast_cancer.toml": {"name": "breast-cancer", "model": "tab_mlp", "rounds": 12, "cohort_size": 1, "dp": False},

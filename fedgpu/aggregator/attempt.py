@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fedgpu import crypto
+from fedgpu.aggregator.replication import ReplicaPlan
 from fedgpu.wire.records import Task
 
 
@@ -65,6 +66,7 @@ class RoundState:
     num_chunks: int
     acc_dir: Path  # one .npy accumulator per (cohort, chunk): memory stays O(chunk) whatever the node count
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    replicas: ReplicaPlan | None = None  # public-data jobs: the task each member runs (fedgpu.aggregator.replication)
 
     def acc_path(self, cohort: int, chunk: int) -> Path:
         return self.acc_dir / f"c{cohort}-{chunk}.npy"

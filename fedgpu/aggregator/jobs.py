@@ -10,6 +10,7 @@ round is redone (``rounds``). Events go out through ``events``; the state machin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import secrets
@@ -27,7 +28,7 @@ from fedgpu.aggregator.store import Store
 from fedgpu.errors import AuthError, ProtocolError, StateError
 from fedgpu.faults import crash_point
 from fedgpu.rewards.chain import LedgerRow
-from fedgpu.wire.records import JobEvent, JobEventKind, JobSpec, JobStatus, RoundResult
+from fedgpu.wire.records import JobEvent, JobEventKind, JobSpec, JobStatus, ReplicaDispute, RoundRecord, RoundResult
 from fedgpu.wire.serde import job_config, job_spec_from_bytes, job_spec_to_bytes
 
 log = logging.getLogger("fedgpu.aggregator")
@@ -121,15 +122,34 @@ class Jobs:
             if rec.get("state") != "ready":
                 raise StateError(f"round {version} of job {job_id} is not closed yet")
         res = None
+        disputes: list[ReplicaDispute] = []
         rows: list[LedgerRow] = []
         head = None
         if result is not None and version >= 1:
             res = {"accuracy": result.accuracy, "loss": result.loss, "cohort_values": dict(result.cohort_values)}
             rows, head = round_rows(self.store, self.signing_key, self.spec(job_id), job_id, version, rec["record"], result)
+            disputes = self._disputes(job_id, version, rec["record"], result)
         crash_point("publish_received")
         self.store.put_model(job_id, version, data, hashlib.sha256(data).hexdigest(), res, [r.to_record() for r in rows], head)
         crash_point("published")
+        if disputes:
+            self.rounds.disputes[job_id] = disputes
+        if result is not None and result.flagged and self.spec(job_id).public_data is not None:
+            self.rounds.flagged[job_id] = set(result.flagged[:100_000])  # the driver sends them all each round
         self.published.setdefault(job_id, asyncio.Event()).set()  # receipts reach each node with its next pull
+
+    def _disputes(self, job_id: str, version: int, record: RoundRecord, result: RoundResult) -> list[ReplicaDispute]:
+        """A public-data round's disputed tasks, checked: each is re-run by a third node next round (fedgpu.aggregator.replication)."""
+        spec = self.spec(job_id)
+        if not result.disputes:
+            return []
+        if spec.public_data is None:
+            raise ProtocolError("disputes are for public-data jobs only")
+        ran = set(record.participants)
+        for d in result.disputes:
+            if len(set(d.members)) != 2 or not set(d.members) <= ran or d.round != version or d.model_version != version - 1:
+                raise ProtocolError(f"a dispute of round {version} names two of its participants and model version {version - 1}")
+        return [dataclasses.replace(d, prefer=d.prefer[:1000]) for d in result.disputes[: max(spec.nodes_per_round // 2, 1)]]
 
     def job_status(self, job_id: str) -> JobStatus:
         job = self.store.job(job_id)
@@ -249,7 +269,7 @@ class Jobs:
         """Who could take the job's tasks, in counts: what the driver sees while the job waits for nodes."""
         live = self._live_caps()
         with_model = {n for n, c in live.items() if spec.model in c.get("models", [])}
-        capable = {n for n in with_model if spec.dataset in live[n].get("datasets", [])}
+        capable = {n for n in with_model if spec.dataset_capability in live[n].get("datasets", [])}
         declined = capable & set(self.store.declined(job_id))
         busy = (capable - declined) & self.rounds.uploads.busy()
         ready = len(capable) - len(declined) - len(busy)
@@ -273,7 +293,7 @@ class Jobs:
                 f"no live node has model `{spec.model}`: the {len(live)} live nodes have {', '.join(models) or 'no models'}. "
                 f"Install it on the nodes (built in to fedgpu, or an entry point in the `fedgpu.models` group), or submit the job with one of those"
             )
-        if not any(spec.dataset in c.get("datasets", []) for c in with_model.values()):
+        if not any(spec.dataset_capability in c.get("datasets", []) for c in with_model.values()):
             served = sorted({d for c in with_model.values() for d in c.get("datasets", [])})
             return (
                 f"dataset schema mismatch: the job trains on `{spec.dataset}`, but the {len(with_model)} live nodes with model "
@@ -287,7 +307,7 @@ class Jobs:
         declined = self.store.declined(job_id)
         if not declined:
             return None
-        capable = self.registry.capable(spec.model, spec.dataset)
+        capable = self.registry.capable(spec.model, spec.dataset_capability)
         if len(capable - set(declined)) >= max(spec.min_nodes, spec.cohort_size):
             return None
         reasons = sorted({r.split(":")[0] for r in declined.values()})

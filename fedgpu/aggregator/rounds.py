@@ -3,7 +3,8 @@
 It owns the open attempt of each job (``open``: job -> RoundState) and the cache of which cohorts
 each closed round released (read from the store once per job and process, so it survives a
 restart). Opening picks eligible nodes (registry), splits them into cohorts that rarely meet again
-and offers their tasks (uploads); closing merges cohorts smaller than k and writes the record and
+and offers their tasks (uploads; on a public-data job, fedgpu.aggregator.replication says which task each
+member runs, and which tasks run twice); closing merges cohorts smaller than k and writes the record and
 the sums in one transaction. A closed round's sums live only in the database: what an attempt
 accumulated is in its own spool folder, so a restart redoes it from nothing.
 """
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from fedgpu import crypto
+from fedgpu.aggregator import replication
 from fedgpu.aggregator.attempt import RoundState, TaskState, TaskStatus
 from fedgpu.aggregator.cohorts import assign_cohorts, co_membership, merge_small
 from fedgpu.aggregator.events import Events
@@ -33,7 +35,7 @@ from fedgpu.aggregator.store import Store
 from fedgpu.aggregator.uploads import Uploads
 from fedgpu.errors import StateError
 from fedgpu.faults import crash_point
-from fedgpu.wire.records import JobEvent, JobEventKind, JobSpec, RoundRecord, Task
+from fedgpu.wire.records import JobEvent, JobEventKind, JobSpec, ReplicaDispute, RoundRecord, Task
 from fedgpu.wire.serde import task_wire_size
 
 log = logging.getLogger("fedgpu.aggregator")
@@ -47,6 +49,10 @@ class Rounds:
         self.events = events
         self.open: dict[str, RoundState] = {}              # job -> open round
         self._released: dict[str, dict[int, list[list[str]]]] = {}  # job -> round -> cohorts released (cache of the store)
+        # Public-data jobs: tasks the driver found disputed, each re-run by a third node in the next round
+        # (kept in memory: after a restart a dispute stays unsettled, its task unpaid).
+        self.disputes: dict[str, list[ReplicaDispute]] = {}
+        self.flagged: dict[str, set[str]] = {}  # public-data jobs: nodes the driver caught, offered none of the job's tasks
 
     # ---- cohort history ------------------------------------------------------------------------
     def together(self, job_id: str) -> Counter[frozenset[str]]:
@@ -66,6 +72,8 @@ class Rounds:
     def forget(self, job_id: str) -> None:
         """The job ended: its history is no longer needed."""
         self._released.pop(job_id, None)
+        self.disputes.pop(job_id, None)
+        self.flagged.pop(job_id, None)
 
     # ---- releasing sums ------------------------------------------------------------------------
     def cohort_sums(self, job_id: str, rnd: int, k: int) -> tuple[list[list[str]], list[tuple[int, int]]]:
@@ -91,8 +99,10 @@ class Rounds:
         ends after ``timeout`` (within one deadline), not twice it."""
         end = time.monotonic() + timeout
         while True:
-            nodes = self.registry.eligible(spec.model, spec.dataset, set(self.store.declined(job_id)) | self.uploads.busy())
-            if len(nodes) >= spec.nodes_per_round or (time.monotonic() >= end and len(nodes) >= max(spec.min_nodes, 1)):
+            flagged = self.flagged.get(job_id, set())
+            nodes = self.registry.eligible(spec.model, spec.dataset_capability, set(self.store.declined(job_id)) | self.uploads.busy() | flagged)
+            want = max(spec.nodes_per_round - len(flagged), 1)  # a flagged node never comes back to the job: no waiting for it
+            if len(nodes) >= want or (time.monotonic() >= end and len(nodes) >= max(spec.min_nodes, 1)):
                 return nodes
             if time.monotonic() >= end + timeout or (time.monotonic() >= end and hopeless is not None and hopeless()):
                 return nodes
@@ -111,6 +121,10 @@ class Rounds:
             return None
         rng = random.Random(spec.seed * 1_000_003 + rnd * 1009 + attempt)
         chosen = rng.sample(nodes, min(len(nodes), spec.nodes_per_round))
+        plan, disputes = None, self.disputes.pop(job_id, [])
+        if spec.public_data is not None:
+            device = {n: str(self.registry.node_caps.get(n, {}).get("device", "")) for n in chosen}
+            plan = replication.plan_round(spec.public_data, spec.seed, rnd, version, chosen, random.SystemRandom(), disputes, device)
         together = self.together(job_id)
         cohorts = assign_cohorts(chosen, spec.cohort_size, random.SystemRandom(), together)
         enc = spec.encryption
@@ -132,20 +146,25 @@ class Rounds:
             tasks={},
             num_chunks=layout.num_chunks,
             acc_dir=self.uploads.spool / f"{job_id}-r{rnd}-{attempt_id}",
+            replicas=plan,
         )
         for ci, members in enumerate(cohorts):
             for node_id in members:
                 # Each node gets its own seed so honest nodes do not train in lockstep; from its name (not
                 # its fresh random key) so that a rerun with the same seed and node names trains the same.
                 node_salt = int.from_bytes(hashlib.sha256(self.registry.name(node_id).encode()).digest()[:4], "little")
+                seed, start, shard = (spec.seed * 7919 + rnd * 104729 + node_salt) % (2**63), version, None
+                if plan is not None:  # a public-data task: its shard and seed are the task's, shared by its replicas
+                    planned = plan.task_of(node_id)
+                    seed, start, shard = planned.seed, planned.model_version, replication.shard_of(spec.public_data, planned)  # type: ignore[arg-type]
                 task = Task(
                     task_id=uuid.uuid4().hex,
                     job_id=job_id,
                     round=rnd,
-                    model_version=version,
+                    model_version=start,
                     model=spec.model,
                     dataset=spec.dataset,
-                    training=dataclasses.replace(spec.training, seed=(spec.seed * 7919 + rnd * 104729 + node_salt) % (2**63)),
+                    training=dataclasses.replace(spec.training, seed=seed),
                     privacy=spec.privacy,
                     encryption=enc,
                     deadline_ms=int(rs.deadline * 1000),
@@ -156,6 +175,7 @@ class Rounds:
                     schema=spec.schema,
                     statistics=spec.standardize and rnd == 1,
                     nodes_per_round=spec.nodes_per_round,
+                    public_data=shard,
                 )
                 self.uploads.offer(rs, TaskState(task=task, node_id=node_id, cohort=ci, bytes_down=task_wire_size(task)))
         rs.acc_dir.mkdir(parents=True)
@@ -169,7 +189,10 @@ class Rounds:
         except asyncio.CancelledError:
             self._drop(rs)
             raise
-        return self._close(rs, spec)
+        record = self._close(rs, spec)
+        if record is None and disputes:
+            self.disputes[job_id] = disputes  # the retry re-runs them
+        return record
 
     def _drop(self, rs: RoundState) -> None:
         """Forget an open round (its job was cancelled): its tasks are refused from now on."""
@@ -225,6 +248,7 @@ class Rounds:
             upload_seconds={ts.node_id: ts.upload_seconds for ts in tasks if ts.status is TaskStatus.COMPLETE},
             aggregation_seconds=sum(ts.fold_seconds for ts in tasks),
             encrypt_seconds={ts.node_id: ts.encrypt_seconds for ts in tasks if ts.status is TaskStatus.COMPLETE},
+            replicas=rs.replicas.replica_sets({m for c in merged_members for m in c}) if rs.replicas is not None else (),
         )
         try:
             self.store.save_round(rs.job_id, rs.round, rs.attempt, record, merged())

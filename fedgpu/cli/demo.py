@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--epsilon-cap", type=float, default=None, help="each data owner's epsilon cap; tasks past it are refused")
     p.add_argument("--free-riders", type=int, default=0, help="nodes that send zeros / noise / the replayed global change")
     p.add_argument("--poisoners", type=int, default=0, help="nodes that send sign-flipped x10 updates / train on flipped labels")
+    p.add_argument("--lazy-nodes", type=int, default=0, help="nodes that skip half their local steps (caught by spot checks with --public)")
+    p.add_argument("--public", action="store_true", help="a public-data job: nodes build their shards themselves and a share of the tasks is replicated and compared")
+    p.add_argument("--replication", type=float, default=0.1, help="with --public: the share of tasks also given to a second node (default %(default)s)")
     p.add_argument("--epochs", type=int, default=None, help="local epochs per round (default: per dataset)")
     p.add_argument("--lr", type=float, default=None, help="local learning rate (default: per dataset)")
     p.set_defaults(func=run)
@@ -52,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
         epsilon_cap=args.epsilon_cap,
         free_riders=args.free_riders,
         poisoners=args.poisoners,
+        lazy_nodes=args.lazy_nodes,
+        public=args.public,
+        replication=args.replication,
         epochs=args.epochs,
         lr=args.lr,
     )
@@ -61,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
         if ev["event"] == "aggregator":
             print(f"aggregator on {ev['address']} ({'TLS, ' if ev.get('tls') else ''}work folder {ev['work']})", flush=True)
         elif ev["event"] == "nodes":
-            print(f"started {ev['count']} nodes with {sum(ev['sizes'])} samples ({min(ev['sizes'])}..{max(ev['sizes'])} each)", flush=True)
+            if args.public:
+                print(f"started {ev['count']} nodes without files: each builds the shard of {args.dataset} its task names", flush=True)
+            else:
+                print(f"started {ev['count']} nodes with {sum(ev['sizes'])} samples ({min(ev['sizes'])}..{max(ev['sizes'])} each)", flush=True)
         else:
             print_progress(ev)
 

@@ -47,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epsilon-cap", type=float, default=None, help="the data owner's privacy cap: refuse DP tasks that would exceed this epsilon")
     p.add_argument("--device", default="auto", help="where to train: auto (CUDA when present), cpu, cuda or cuda:N (default %(default)s)")
     p.add_argument("--threads", type=int, default=default_threads(), metavar="N", help="CPU threads torch may use (default %(default)s: min(2, cores), so a node leaves its machine usable)")
+    p.add_argument(
+        "--no-public-data", dest="public_data", action="store_false",
+        help="do not take public-data tasks (by default a node also trains on shards of the public datasets it builds itself)",
+    )
     p.add_argument("--max-tasks", type=int, default=None, help="exit after this many tasks (default: run until stopped)")
     p.add_argument("--rotate-key", action="store_true", help="replace HOME/identity.pem by a new key, keeping this node's earnings (the old key stays as HOME/identity.<id>.pem), then exit")
 
@@ -56,8 +60,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     from fedgpu.wire.transport import TLSConfig
 
     data = _data_arg(args.data)
-    if not data and not args.rotate_key:
-        raise ConfigError("a node needs data: pass --data NAME=PATH (e.g. --data mnist1d=/data/mine.npz)")
+    if not data and not args.rotate_key and not args.public_data:
+        raise ConfigError("a node needs data: pass --data NAME=PATH (e.g. --data mnist1d=/data/mine.npz), or drop --no-public-data to train on public data only")
     return NodeConfig(
         aggregator=args.aggregator,
         data=data,
@@ -68,6 +72,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         tls=TLSConfig(ca=args.tls_ca, insecure=args.insecure),
         device=args.device,
         threads=args.threads,
+        public_data=args.public_data,
     )
 
 

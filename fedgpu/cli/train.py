@@ -41,7 +41,12 @@ def print_progress(ev: dict[str, Any]) -> None:
     elif kind == "round":
         eps = [v for v in ev.get("epsilon", {}).values()]
         eps_s = f"  eps {max(eps):.2f}" if eps else ""
-        drop_s = "".join(f"  dropped cohort {d['cohort']}: {d['reason']}" for d in ev.get("dropped_cohorts", []))
+        drop_s = "".join(f"  dropped cohort {d['cohort']}: {d['reason']}" for d in ev.get("dropped_cohorts", []) if d["rule"] != "replica")
+        checks = [c["outcome"] for c in ev.get("replicas", [])]  # a public-data job's spot checks (docs/verification.md)
+        if checks:
+            drop_s += "  checks: " + ", ".join(f"{checks.count(o)} {o}" for o in sorted(set(checks)))
+        if ev.get("flagged"):
+            drop_s += f"  flagged: {', '.join(ev['flagged'])}"
         driver = ev.get("driver_seconds", 0.0) + ev.get("publish_seconds", 0.0)
         total = f"/{ev['rounds_total']}" if "rounds_total" in ev else ""
         eta = f"  eta {_duration(ev['eta'])}" if ev.get("eta") is not None and ev.get("rounds_total", 0) > ev["round"] else ""

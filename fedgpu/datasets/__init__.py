@@ -6,6 +6,8 @@ defaults; a job file may declare its own in a ``[schema]`` table (data, no code)
 need code come from the ``fedgpu.datasets`` entry-point group. The schema travels in the job spec;
 each data owner maps its name to files on their own disk (``fedgpu node --data NAME=/data/mine.csv``),
 checked against it when a task arrives. The data never leaves the node.
+``public_split`` generates the published benchmarks locally (no download), and ``public_shard`` the
+shard of one a public-data task names (alike on every node).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import csv
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -281,6 +284,30 @@ def public_split(name: str, num_samples: int | None = None, seed: int = 0) -> tu
     return validate(train, schema, name), validate(test, schema, name)
 
 
+PUBLIC_PREFIX = "public:"  # a node registers "public:mnist1d": it builds that dataset itself for public-data jobs
+
+
+def public_capability(name: str) -> str:
+    """The capability a node registers when it can take public-data tasks on ``name`` without files of its own."""
+    return PUBLIC_PREFIX + name
+
+
+@lru_cache(maxsize=4)
+def _public_train(name: str, samples: int, seed: int) -> ArrayDataset:
+    return public_split(name, num_samples=samples or None, seed=seed)[0]
+
+
+def public_shard(name: str, samples: int, data_seed: int, shard: int, shards: int) -> ArrayDataset:
+    """Shard ``shard`` of ``shards`` of the training part of the public dataset ``name`` generated with
+    (``samples``, ``data_seed``): the same arrays on every node, so a task on it can be re-executed."""
+    if not 0 <= shard < shards:
+        raise ConfigError(f"public-data shard {shard} of {shards}: the shard must be in 0..{shards - 1}")
+    train = _public_train(name, samples, data_seed)
+    if shards > len(train):
+        raise ConfigError(f"public_data.shards = {shards} is more than the {len(train)} training samples of {name}: lower it")
+    return train.subset(partition_iid(len(train), shards, data_seed)[shard])
+
+
 def partition_iid(num_samples: int, num_parts: int, seed: int) -> list[np.ndarray]:
     """Shuffle and cut into ``num_parts`` near-equal parts."""
     perm = np.random.default_rng(seed).permutation(num_samples)
@@ -312,6 +339,7 @@ def partition_dirichlet(labels: np.ndarray, num_parts: int, alpha: float, seed: 
 __all__ = [
     "ArrayDataset",
     "DTYPES",
+    "PUBLIC_PREFIX",
     "SCHEMAS",
     "Schema",
     "available_schemas",
@@ -320,6 +348,8 @@ __all__ = [
     "load_file",
     "partition_dirichlet",
     "partition_iid",
+    "public_capability",
+    "public_shard",
     "public_split",
     "save_npz",
     "schema_from_dict",

@@ -10,6 +10,9 @@ state (fedgpu.driver.state) before it publishes a round, and before each watch i
 state with the aggregator (:meth:`JobDriver._sync`): a publish the aggregator already holds is
 recognised by its version and model hash, one it lacks is sent again, and a driver killed outright
 is re-attached with :meth:`JobDriver.resume` (``fedgpu train --resume DIR``).
+
+On a public-data job the driver also compares the round's replicated tasks before it values the round
+(fedgpu.driver.verification): matched replicas enter the model once, disputed ones go to a third node.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from fedgpu.driver.records import round_record, tally_nodes
 from fedgpu.driver.state import DriverState, load_state, save_state
 from fedgpu.driver.sums import CohortSum, DroppedCohort, decrypt_sums, with_dropped
 from fedgpu.driver.valuation import RoundValuer
+from fedgpu.driver.verification import ReplicaChecks, Screen, reexecute
 from fedgpu.errors import ConfigError, ProtocolError, RoundFailed, StorageError
 from fedgpu.evaluation import evaluate
 from fedgpu.faults import crash_point
@@ -44,7 +48,7 @@ from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc
 from fedgpu.report import write_report
 from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors
 from fedgpu.wire.records import JobEvent, JobEventKind
-from fedgpu.wire.serde import job_event_from_proto, job_status_from_proto, job_to_proto
+from fedgpu.wire.serde import job_event_from_proto, job_status_from_proto, job_to_proto, replica_dispute_to_proto
 from fedgpu.wire.transport import TLSConfig, handshake_failed, open_channel
 
 log = logging.getLogger("fedgpu.driver")
@@ -88,6 +92,9 @@ class JobDriver:
         self.progress = progress or (lambda ev: None)
         self.channel = open_channel(target, tls)
         self.stub = driver_pb2_grpc.DriverServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        pd = job.public_data
+        if validation is None and pd.enabled:  # the held-out part of the very dataset the nodes shard
+            _, validation = public_split(job.dataset, num_samples=pd.samples or None, seed=pd.data_seed)
         if validation is None:
             _, validation = public_split(job.dataset, seed=job.seed)
             if job.validation_samples:
@@ -112,6 +119,9 @@ class JobDriver:
                 step_sizes=tuple(job.rewards.step_sizes), momenta=tuple(job.rewards.momentum_steps), confidence=job.rewards.confidence,
                 rule=self.rule,
             )
+        self.checks = None
+        if pd.enabled:  # with no replication no check can ever match: nothing is held for one
+            self.checks = ReplicaChecks(pd.tolerance, pd.pay_after_check and pd.replication > 0, lambda start, shard, seed: reexecute(job, start, shard, seed))
         self.node_info: dict[str, dict[str, Any]] = {}
         self.version = -1            # the model version self.state is
         self.published = False       # whether the aggregator is known to hold it
@@ -189,10 +199,15 @@ class JobDriver:
             valuer, arrays = self.valuer.state()
         if self._server_buf is not None:
             arrays = {**arrays, "server_buf": self._server_buf}
+        checks: dict[str, Any] | None = None
+        if self.checks is not None:
+            checks, more = self.checks.state()
+            arrays = {**arrays, **more}
         meta = {
             "rounds": self.rounds,
             "nodes": self.node_info,
             "valuer": valuer,
+            "checks": checks,
             "pending": self.pending.SerializeToString().hex() if self.pending is not None else None,
             "elapsed": self.elapsed_before + time.perf_counter() - self._started,
         }
@@ -210,6 +225,8 @@ class JobDriver:
         self._server_buf = st.arrays.get("server_buf")
         if self.valuer is not None and st.meta["valuer"] is not None:
             self.valuer.load_state(st.meta["valuer"], st.arrays)
+        if self.checks is not None and st.meta.get("checks") is not None:
+            self.checks.load_state(st.meta["checks"], st.arrays)
         self.pending = None
         if st.meta["pending"] is not None:
             self.pending = driver_pb2.RoundResult()
@@ -343,6 +360,10 @@ class JobDriver:
         for s in sums:  # the scaler is the statistics round's: no update (nor a client-DP noise share) moves it
             s.weighted[self._fixed] = 0.0
         start = tensors.flatten(self.state)
+        screen: Screen | None = None
+        if self.checks is not None:  # replicated tasks compared; duplicates, disputed and flagged updates left out
+            screen = self.checks.screen(ev, sums, start)
+            sums, dropped = screen.kept, sorted([*dropped, *screen.dropped], key=lambda d: d.cohort)
         valuation = None
         if not sums:  # every cohort was dropped (bounded claims): the round publishes the model unchanged
             delta = np.zeros_like(start)
@@ -360,6 +381,8 @@ class JobDriver:
             if beta > 0:  # FedAvgM: helps non-IID and DP runs, whose averaged updates are noisy
                 self._server_buf = delta if self._server_buf is None else beta * self._server_buf + delta
                 delta = self._server_buf
+        if screen is not None and valuation is not None and self.valuer is not None:
+            valuation = self.checks.pay(ev, screen, valuation, self.valuer)  # type: ignore[union-attr]
         new = tensors.unflatten(start + delta, self.state)
         self.model.load_state_dict(new)
         t_eval = time.perf_counter()
@@ -373,13 +396,23 @@ class JobDriver:
             result.node_values.update(valuation.node_values)
             result.rewards.update(valuation.rewards)
             result.evidence = valuation.evidence
+        if screen is not None:
+            result.disputes.extend(replica_dispute_to_proto(d) for d in screen.disputes)
+            result.flagged.extend(sorted(self.checks.flagged))  # type: ignore[union-attr]
         rec = round_record(
             ev, acc, loss, driver_seconds, sums, dropped, valuation,
             client_epsilon=self._client_epsilon(ev.round), model_bytes=len(tensors.state_to_bytes(self.state)),
             server_momentum=self.job.training.server_momentum,
         )
         rec.update(self._phases)  # where the driver's time went: fetch, decrypt, evaluate (valuation: rec["valuation"])
+        if screen is not None:
+            rec["replica_sets"] = [r.to_dict() for r in ev.replicas]  # what the aggregator replicated
+            rec["replicas"] = screen.checks
+            rec["flagged"] = screen.flagged_now
         tally_nodes(self.node_info, ev, valuation)
+        if self.checks is not None:
+            for node_id, why in self.checks.flagged.items():
+                self.node_info.setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None})["flagged"] = why
         self.rounds.append(rec)
         return rec, result
 
@@ -458,6 +491,7 @@ class JobDriver:
             "rounds": self.rounds,
             "nodes": self.node_info,
             "valuation": self.valuer.summary() if self.valuer else None,
+            "verification": self.checks.summary() if self.checks is not None else None,
         }
         write_report(self.out, report)
         return report

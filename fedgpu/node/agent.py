@@ -2,7 +2,9 @@
 
 Model code never arrives over the network: a task names a model from the local registry, and the
 weights it downloads are safetensors checked against that architecture. A task the node cannot do
-(unknown model, unmapped dataset, privacy budget exhausted) is declined with a typed reason.
+(unknown model, unmapped dataset, privacy budget exhausted) is declined with a typed reason. A
+public-data task needs no files: the node builds the shard it names (fedgpu.datasets.public_shard)
+and trains on it deterministically, since another node may be running the same task (docs/verification.md).
 """
 
 from __future__ import annotations
@@ -24,7 +26,17 @@ import torch
 
 from fedgpu import crypto
 from fedgpu.claims import ClaimBounds, clamp_claim
-from fedgpu.datasets import ArrayDataset, Schema, available_schemas, get_schema, load_file, validate
+from fedgpu.datasets import (
+    SCHEMAS,
+    ArrayDataset,
+    Schema,
+    available_schemas,
+    get_schema,
+    load_file,
+    public_capability,
+    public_shard,
+    validate,
+)
 from fedgpu.errors import (
     CapabilityError,
     ConfigError,
@@ -37,7 +49,7 @@ from fedgpu.errors import (
 from fedgpu.evaluation import parse_device
 from fedgpu.files import write_atomic
 from fedgpu.models import ModelSpec, available_models, build_model
-from fedgpu.node.training import LocalTrainConfig, train_local
+from fedgpu.node.training import LocalTrainConfig, deterministic, train_local
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
 from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors, transport
 from fedgpu.wire.auth import Identity
@@ -75,6 +87,8 @@ class NodeConfig:
     identity_wait: float = 45.0  # refused because another live process has this identity: wait this long for it to go quiet
     device: str | None = None    # --device: auto (None), cpu, cuda, cuda:N
     threads: int | None = None   # --threads: torch's intra-op CPU threads for this process (None: leave torch's default)
+    public_data: bool = True     # take public-data tasks (the node builds the public datasets itself; --no-public-data)
+    skip_step: Callable[[int], bool] | None = None  # the simulated lazy node of fedgpu.adversaries only: batches it skips
 
 
 class NodeAgent:
@@ -120,7 +134,8 @@ class NodeAgent:
         return req
 
     def register(self) -> None:
-        caps = node_pb2.Capabilities(models=available_models(), datasets=sorted({*self._data, *self.cfg.data}), device=self._device_name())
+        public = [public_capability(name) for name in SCHEMAS] if self.cfg.public_data else []
+        caps = node_pb2.Capabilities(models=available_models(), datasets=sorted({*self._data, *self.cfg.data}) + public, device=self._device_name())
         req = node_pb2.RegisterRequest(public_key=self.identity.public_key, name=self.cfg.name or self.node_id, capabilities=caps, protocol_version=PROTOCOL_VERSION, session=self.session)
         self.stub.Register(self._signed("Register", req), timeout=30)
         held = [f"{k}({len(v)})" for k, v in self._data.items()] + [f"{k}(checked per job)" for k in self.cfg.data if k not in self._data]
@@ -287,12 +302,19 @@ class NodeAgent:
     def _check_capable(self, task: Task) -> None:
         if task.model not in available_models():
             raise CapabilityError(f"model {task.model!r} is not installed on this node")
-        if task.dataset not in self._data and task.dataset not in self.cfg.data:
+        if task.public_data is not None:
+            if task.dataset not in SCHEMAS or not self.cfg.public_data:
+                raise CapabilityError(f"dataset {task.dataset!r}: this node does not build it for public-data tasks")
+        elif task.dataset not in self._data and task.dataset not in self.cfg.data:
             raise CapabilityError(f"dataset {task.dataset!r} is not mapped on this node (use --data {task.dataset}=PATH)")
         self._dataset(task)  # SchemaMismatch: declined before any work
 
     def _dataset(self, task: Task) -> ArrayDataset:
-        """The owner's data for the task, checked against the schema the job carries (the named default if none)."""
+        """The owner's data for the task, checked against the schema the job carries (the named default if none);
+        on a public-data task, the shard it names, built here."""
+        pd = task.public_data
+        if pd is not None:
+            return public_shard(task.dataset, pd.samples, pd.data_seed, pd.shard, pd.shards)
         schema = task.schema or get_schema(task.dataset)
         key = (task.dataset, schema)
         if key not in self._checked:
@@ -363,8 +385,11 @@ class NodeAgent:
         epsilon = 0.0
         if task.privacy.enabled and task.privacy.mode == "sample":
             epsilon = self._privacy_gate().train(task, model, data, cfg, self.device)  # charges the ledger first
+        elif task.public_data is not None:
+            with deterministic():  # bit-identical to any replica of this task on this device class
+                train_local(model, data, cfg, self.device, skip_step=self.cfg.skip_step)
         else:
-            train_local(model, data, cfg, self.device)
+            train_local(model, data, cfg, self.device, skip_step=self.cfg.skip_step)
         seconds = time.perf_counter() - t0
         delta = tensors.flatten(model.state_dict()) - start
         bounds = ClaimBounds.from_wire(task.max_weight, task.update_norm_bound)

@@ -3,14 +3,18 @@
 ``train_local`` is the plain path. ``train_local_dp`` is the same loop under DP-SGD (Opacus): the
 model is privatised for this call only and trained in place. What a node runs for one round of a DP
 job (plan sigma for its own data, charge the owner's ledger, then train) is
-:class:`fedgpu.node.privacy_gate.PrivacyGate`.
+:class:`fedgpu.node.privacy_gate.PrivacyGate`. ``deterministic`` is what a public-data task trains
+under: its replicas on other nodes must come out bit-identical (docs/verification.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -59,8 +63,29 @@ def make_loader(data: ArrayDataset, batch_size: int, seed: int, device: torch.de
     return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=gen, pin_memory=device.type == "cuda")
 
 
-def train_local(model: nn.Module, data: ArrayDataset, cfg: LocalTrainConfig, device: torch.device | None = None) -> TrainResult:
-    """Train ``model`` in place on ``data``."""
+@contextlib.contextmanager
+def deterministic(threads: int = 1) -> Iterator[None]:
+    """Deterministic kernels and a fixed number of CPU threads while it lasts (a CPU reduction's order
+    depends on the thread count): a task's replicas on two nodes of one device class then train alike."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
+def train_local(
+    model: nn.Module, data: ArrayDataset, cfg: LocalTrainConfig, device: torch.device | None = None, *, skip_step: Callable[[int], bool] | None = None
+) -> TrainResult:
+    """Train ``model`` in place on ``data``. ``skip_step(i)`` true: batch i is skipped (the simulated lazy
+    node of fedgpu.adversaries; an honest node never passes it)."""
     device = device or pick_device()
     torch.manual_seed(cfg.seed)
     model.to(device).train()
@@ -68,10 +93,13 @@ def train_local(model: nn.Module, data: ArrayDataset, cfg: LocalTrainConfig, dev
     loss_fn = nn.CrossEntropyLoss()
     loader = make_loader(data, cfg.batch_size, cfg.seed, device)
     t0 = time.perf_counter()
-    steps, last = 0, 0.0
+    steps, last, batch = 0, 0.0, -1
     for _ in range(cfg.epochs):
         total, count = 0.0, 0
         for xb, yb in loader:
+            batch += 1
+            if skip_step is not None and skip_step(batch):
+                continue
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(xb), yb)
@@ -160,4 +188,4 @@ def train_local_dp(
     )
 
 
-__all__ = ["DPTrainResult", "LocalTrainConfig", "TrainResult", "make_loader", "train_local", "train_local_dp"]
+__all__ = ["DPTrainResult", "LocalTrainConfig", "TrainResult", "deterministic", "make_loader", "train_local", "train_local_dp"]

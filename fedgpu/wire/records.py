@@ -70,6 +70,57 @@ class AggregationPlan:
 
 
 @dataclass(frozen=True)
+class PublicDataPlan:
+    """A public-data job's dataset, shards and spot checks (mirrors ``fedgpu.v1.PublicDataPlan``; docs/verification.md)."""
+
+    samples: int = 0          # size of the generated dataset; 0: the dataset's default
+    data_seed: int = 0
+    shards: int = 1
+    replication: float = 0.0  # share of tasks also given to a second node
+    tolerance: float = 0.0    # largest relative L2 distance of two honest replicas' updates
+
+
+@dataclass(frozen=True)
+class PublicDataShard:
+    """The shard a public-data task trains on, which every node builds alike (``fedgpu.v1.PublicDataShard``)."""
+
+    samples: int
+    data_seed: int
+    shard: int
+    shards: int
+
+
+@dataclass(frozen=True)
+class ReplicaSet:
+    """Nodes (cohorts of one) that ran the same task of a public-data round; ``settles`` > 0: the member
+    re-ran the task disputed in that round (``fedgpu.v1.ReplicaSet``)."""
+
+    members: tuple[str, ...]
+    shard: int
+    seed: int
+    settles: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"members": list(self.members), "shard": self.shard, "seed": self.seed, "settles": self.settles}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ReplicaSet:
+        return cls(tuple(d["members"]), int(d["shard"]), int(d["seed"]), int(d.get("settles", 0)))
+
+
+@dataclass(frozen=True)
+class ReplicaDispute:
+    """Two replicas that disagreed: a third node re-runs the task (``fedgpu.v1.ReplicaDispute``)."""
+
+    round: int
+    shard: int
+    seed: int
+    model_version: int
+    members: tuple[str, ...]
+    prefer: tuple[str, ...] = ()  # verified nodes the driver trusts: the third is one of them when one is in the round
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """A job as its driver submitted it, field for field (the store keeps its protobuf bytes).
 
@@ -96,6 +147,15 @@ class JobSpec:
     aggregation: AggregationPlan = field(default_factory=AggregationPlan)
     schema: Schema | None = None    # the dataset schema the nodes check their files against; None: the named default
     standardize: bool = False       # round 1 is the statistics round
+    public_data: PublicDataPlan | None = None  # set: a public-data job
+
+    @property
+    def dataset_capability(self) -> str:
+        """What a node must have registered to take the job's tasks: the dataset's schema mapped to its own
+        files, or (a public-data job) the ability to build the public dataset (fedgpu.datasets.public_capability)."""
+        from fedgpu.datasets import public_capability
+
+        return public_capability(self.dataset) if self.public_data is not None else self.dataset
 
     @property
     def claim_bounds(self) -> ClaimBounds:
@@ -125,6 +185,7 @@ class Task:
     schema: Schema | None = None  # the job's dataset schema; None: the named default of ``dataset``
     statistics: bool = False  # upload the feature statistics (federated standardisation), not a model change
     nodes_per_round: int = 0  # the most updates one cohort sum adds; 0: not given
+    public_data: PublicDataShard | None = None  # set: train on this shard of the public dataset, built locally
 
 
 @dataclass(frozen=True)
@@ -155,6 +216,7 @@ class RoundRecord:
     upload_seconds: Mapping[str, float] = field(default_factory=dict)  # node id -> first chunk in .. update added
     aggregation_seconds: float = 0.0  # the aggregator adding the round's updates into its cohort sums
     encrypt_seconds: Mapping[str, float] = field(default_factory=dict)  # reported by the nodes: informative, never trusted
+    replicas: tuple[ReplicaSet, ...] = ()  # public-data jobs: who ran the same task (members that reported)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,6 +236,7 @@ class RoundRecord:
             "upload_seconds": dict(self.upload_seconds),
             "aggregation_seconds": self.aggregation_seconds,
             "encrypt_seconds": dict(self.encrypt_seconds),
+            "replicas": [r.to_dict() for r in self.replicas],
         }
 
     def to_json(self) -> str:
@@ -199,6 +262,7 @@ class RoundRecord:
             upload_seconds=dict(d.get("upload_seconds", {})),
             aggregation_seconds=float(d.get("aggregation_seconds", 0.0)),
             encrypt_seconds=dict(d.get("encrypt_seconds", {})),
+            replicas=tuple(ReplicaSet.from_dict(r) for r in d.get("replicas", [])),
         )
 
     @classmethod
@@ -243,6 +307,7 @@ class JobEvent:
     upload_seconds: Mapping[str, float] = field(default_factory=dict)
     aggregation_seconds: float = 0.0
     encrypt_seconds: Mapping[str, float] = field(default_factory=dict)
+    replicas: tuple[ReplicaSet, ...] = ()
 
     @classmethod
     def sums_ready(cls, rnd: int, record: RoundRecord) -> JobEvent:
@@ -263,6 +328,7 @@ class JobEvent:
             upload_seconds=record.upload_seconds,
             aggregation_seconds=record.aggregation_seconds,
             encrypt_seconds=record.encrypt_seconds,
+            replicas=record.replicas,
         )
 
 
@@ -286,6 +352,8 @@ class RoundResult:
     evidence: bytes = b""  # JSON: per-subset utilities, so anyone can recompute
     node_values: Mapping[str, float] = field(default_factory=dict)
     rewards: Mapping[str, float] = field(default_factory=dict)
+    disputes: tuple[ReplicaDispute, ...] = ()  # public-data jobs: tasks a third node must re-run
+    flagged: tuple[str, ...] = ()  # public-data jobs: nodes caught so far (no more tasks of the job)
 
 
 @dataclass(frozen=True)
@@ -309,6 +377,10 @@ __all__ = [
     "JobStatus",
     "LedgerReceipt",
     "PrivacyPlan",
+    "PublicDataPlan",
+    "PublicDataShard",
+    "ReplicaDispute",
+    "ReplicaSet",
     "RoundRecord",
     "RoundResult",
     "Task",

@@ -19,6 +19,10 @@ from fedgpu.wire.records import (
     JobStatus,
     LedgerReceipt,
     PrivacyPlan,
+    PublicDataPlan,
+    PublicDataShard,
+    ReplicaDispute,
+    ReplicaSet,
     RoundResult,
     Task,
     TrainingPlan,
@@ -53,7 +57,16 @@ def job_spec_of(job: JobConfig, encryption: EncryptionContext, num_params: int) 
         aggregation=AggregationPlan(rule=a.rule, trim_fraction=a.trim_fraction, norm_bound=a.norm_bound),
         schema=job.dataset_schema,
         standardize=job.data.standardize,
+        public_data=public_data_plan_of(job),
     )
+
+
+def public_data_plan_of(job: JobConfig) -> PublicDataPlan | None:
+    """The job's [public_data] table with its defaults filled in (None: a private-data job)."""
+    d = job.public_data
+    if not d.enabled:
+        return None
+    return PublicDataPlan(samples=d.samples, data_seed=d.data_seed, shards=d.shards or job.nodes_per_round, replication=d.replication, tolerance=d.tolerance)
 
 
 def job_to_proto(job: JobConfig, encryption: common_pb2.EncryptionContext, num_params: int) -> driver_pb2.JobSpec:
@@ -92,6 +105,9 @@ def job_config(spec: JobSpec, check_registry: bool = True) -> JobConfig:
         data["schema"] = schema_to_dict(spec.schema)
     if spec.standardize:
         data["data"] = {"standardize": True}
+    if spec.public_data is not None:
+        d = spec.public_data
+        data["public_data"] = {"samples": d.samples, "data_seed": d.data_seed, "shards": d.shards, "replication": d.replication, "tolerance": d.tolerance}
     if p.enabled:
         data["privacy"] = {
             "enabled": True,
@@ -170,6 +186,38 @@ def aggregation_plan_from_proto(m: driver_pb2.AggregationPlan) -> AggregationPla
     return AggregationPlan(rule=m.rule, trim_fraction=m.trim_fraction, norm_bound=m.norm_bound)
 
 
+def public_data_plan_to_proto(p: PublicDataPlan) -> driver_pb2.PublicDataPlan:
+    return driver_pb2.PublicDataPlan(samples=p.samples, data_seed=p.data_seed, shards=p.shards, replication=p.replication, tolerance=p.tolerance)
+
+
+def public_data_plan_from_proto(m: driver_pb2.PublicDataPlan) -> PublicDataPlan:
+    return PublicDataPlan(samples=m.samples, data_seed=m.data_seed, shards=m.shards, replication=m.replication, tolerance=m.tolerance)
+
+
+def public_data_shard_to_proto(p: PublicDataShard) -> node_pb2.PublicDataShard:
+    return node_pb2.PublicDataShard(samples=p.samples, data_seed=p.data_seed, shard=p.shard, shards=p.shards)
+
+
+def public_data_shard_from_proto(m: node_pb2.PublicDataShard) -> PublicDataShard:
+    return PublicDataShard(samples=m.samples, data_seed=m.data_seed, shard=m.shard, shards=m.shards)
+
+
+def replica_set_to_proto(r: ReplicaSet) -> driver_pb2.ReplicaSet:
+    return driver_pb2.ReplicaSet(members=r.members, shard=r.shard, seed=r.seed, settles=r.settles)
+
+
+def replica_set_from_proto(m: driver_pb2.ReplicaSet) -> ReplicaSet:
+    return ReplicaSet(members=tuple(m.members), shard=m.shard, seed=m.seed, settles=m.settles)
+
+
+def replica_dispute_to_proto(d: ReplicaDispute) -> driver_pb2.ReplicaDispute:
+    return driver_pb2.ReplicaDispute(round=d.round, shard=d.shard, seed=d.seed, model_version=d.model_version, members=d.members, prefer=d.prefer)
+
+
+def replica_dispute_from_proto(m: driver_pb2.ReplicaDispute) -> ReplicaDispute:
+    return ReplicaDispute(round=m.round, shard=m.shard, seed=m.seed, model_version=m.model_version, members=tuple(m.members), prefer=tuple(m.prefer))
+
+
 def encryption_to_proto(e: EncryptionContext) -> common_pb2.EncryptionContext:
     return common_pb2.EncryptionContext(
         scheme=e.scheme, params=e.params, public_material=e.public_material, fingerprint=e.fingerprint, values_per_chunk=e.values_per_chunk
@@ -205,6 +253,7 @@ def job_spec_to_proto(s: JobSpec) -> driver_pb2.JobSpec:
         aggregation=aggregation_plan_to_proto(s.aggregation),
         schema=schema_to_proto(s.schema),
         standardize=s.standardize,
+        public_data=public_data_plan_to_proto(s.public_data) if s.public_data is not None else None,
     )
 
 
@@ -230,6 +279,7 @@ def job_spec_from_proto(m: driver_pb2.JobSpec) -> JobSpec:
         aggregation=aggregation_plan_from_proto(m.aggregation),
         schema=schema_from_proto(m.schema),
         standardize=m.standardize,
+        public_data=public_data_plan_from_proto(m.public_data) if m.HasField("public_data") else None,
     )
 
 
@@ -281,6 +331,7 @@ def job_event_to_proto(e: JobEvent) -> driver_pb2.JobEvent:
         upload_seconds=e.upload_seconds,
         aggregation_seconds=e.aggregation_seconds,
         encrypt_seconds=e.encrypt_seconds,
+        replicas=[replica_set_to_proto(r) for r in e.replicas],
     )
 
 
@@ -303,12 +354,14 @@ def job_event_from_proto(m: driver_pb2.JobEvent) -> JobEvent:
         upload_seconds=dict(m.upload_seconds),
         aggregation_seconds=m.aggregation_seconds,
         encrypt_seconds=dict(m.encrypt_seconds),
+        replicas=tuple(replica_set_from_proto(r) for r in m.replicas),
     )
 
 
 def round_result_to_proto(r: RoundResult) -> driver_pb2.RoundResult:
     return driver_pb2.RoundResult(
-        accuracy=r.accuracy, loss=r.loss, cohort_values=r.cohort_values, evidence=r.evidence, node_values=r.node_values, rewards=r.rewards
+        accuracy=r.accuracy, loss=r.loss, cohort_values=r.cohort_values, evidence=r.evidence, node_values=r.node_values, rewards=r.rewards,
+        disputes=[replica_dispute_to_proto(d) for d in r.disputes], flagged=r.flagged,
     )
 
 
@@ -320,6 +373,8 @@ def round_result_from_proto(m: driver_pb2.RoundResult) -> RoundResult:
         evidence=m.evidence,
         node_values=dict(m.node_values),
         rewards=dict(m.rewards),
+        disputes=tuple(replica_dispute_from_proto(d) for d in m.disputes),
+        flagged=tuple(m.flagged),
     )
 
 
@@ -343,6 +398,7 @@ def task_to_proto(t: Task) -> node_pb2.Task:
         schema=schema_to_proto(t.schema),
         statistics=t.statistics,
         nodes_per_round=t.nodes_per_round,
+        public_data=public_data_shard_to_proto(t.public_data) if t.public_data is not None else None,
     )
 
 
@@ -365,6 +421,7 @@ def task_from_proto(m: node_pb2.Task) -> Task:
         schema=schema_from_proto(m.schema),
         statistics=m.statistics,
         nodes_per_round=m.nodes_per_round,
+        public_data=public_data_shard_from_proto(m.public_data) if m.HasField("public_data") else None,
     )
 
 
@@ -421,8 +478,17 @@ __all__ = [
     "job_to_proto",
     "privacy_plan_from_proto",
     "privacy_plan_to_proto",
+    "public_data_plan_from_proto",
+    "public_data_plan_of",
+    "public_data_plan_to_proto",
+    "public_data_shard_from_proto",
+    "public_data_shard_to_proto",
     "receipt_from_proto",
     "receipt_to_proto",
+    "replica_dispute_from_proto",
+    "replica_dispute_to_proto",
+    "replica_set_from_proto",
+    "replica_set_to_proto",
     "round_result_from_proto",
     "round_result_to_proto",
     "schema_from_proto",

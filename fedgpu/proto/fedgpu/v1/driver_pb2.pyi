@@ -26,7 +26,7 @@ JOB_EVENT_KIND_JOB_FAILED: JobEventKind
 JOB_EVENT_KIND_JOB_CANCELLED: JobEventKind
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "model", "dataset", "rounds", "nodes_per_round", "min_nodes", "deadline_seconds", "training", "cohort_size", "seed", "privacy", "encryption", "num_params", "reward_pool", "driver_lease_seconds", "max_weight", "update_norm_bound", "aggregation", "schema", "standardize")
+    __slots__ = ("name", "model", "dataset", "rounds", "nodes_per_round", "min_nodes", "deadline_seconds", "training", "cohort_size", "seed", "privacy", "encryption", "num_params", "reward_pool", "driver_lease_seconds", "max_weight", "update_norm_bound", "aggregation", "schema", "standardize", "public_data")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class JobSpec(_message.Message):
     AGGREGATION_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     STANDARDIZE_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_DATA_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     dataset: str
@@ -67,7 +68,22 @@ class JobSpec(_message.Message):
     aggregation: AggregationPlan
     schema: _common_pb2.DatasetSchema
     standardize: bool
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., rounds: _Optional[int] = ..., nodes_per_round: _Optional[int] = ..., min_nodes: _Optional[int] = ..., deadline_seconds: _Optional[float] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., cohort_size: _Optional[int] = ..., seed: _Optional[int] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., num_params: _Optional[int] = ..., reward_pool: _Optional[float] = ..., driver_lease_seconds: _Optional[float] = ..., max_weight: _Optional[float] = ..., update_norm_bound: _Optional[float] = ..., aggregation: _Optional[_Union[AggregationPlan, _Mapping]] = ..., schema: _Optional[_Union[_common_pb2.DatasetSchema, _Mapping]] = ..., standardize: _Optional[bool] = ...) -> None: ...
+    public_data: PublicDataPlan
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., rounds: _Optional[int] = ..., nodes_per_round: _Optional[int] = ..., min_nodes: _Optional[int] = ..., deadline_seconds: _Optional[float] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., cohort_size: _Optional[int] = ..., seed: _Optional[int] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., num_params: _Optional[int] = ..., reward_pool: _Optional[float] = ..., driver_lease_seconds: _Optional[float] = ..., max_weight: _Optional[float] = ..., update_norm_bound: _Optional[float] = ..., aggregation: _Optional[_Union[AggregationPlan, _Mapping]] = ..., schema: _Optional[_Union[_common_pb2.DatasetSchema, _Mapping]] = ..., standardize: _Optional[bool] = ..., public_data: _Optional[_Union[PublicDataPlan, _Mapping]] = ...) -> None: ...
+
+class PublicDataPlan(_message.Message):
+    __slots__ = ("samples", "data_seed", "shards", "replication", "tolerance")
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DATA_SEED_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    samples: int
+    data_seed: int
+    shards: int
+    replication: float
+    tolerance: float
+    def __init__(self, samples: _Optional[int] = ..., data_seed: _Optional[int] = ..., shards: _Optional[int] = ..., replication: _Optional[float] = ..., tolerance: _Optional[float] = ...) -> None: ...
 
 class AggregationPlan(_message.Message):
     __slots__ = ("rule", "trim_fraction", "norm_bound")
@@ -112,7 +128,7 @@ class PublishChunk(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., version: _Optional[int] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ..., result: _Optional[_Union[RoundResult, _Mapping]] = ...) -> None: ...
 
 class RoundResult(_message.Message):
-    __slots__ = ("accuracy", "loss", "cohort_values", "evidence", "node_values", "rewards")
+    __slots__ = ("accuracy", "loss", "cohort_values", "evidence", "node_values", "rewards", "disputes", "flagged")
     class CohortValuesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -140,13 +156,33 @@ class RoundResult(_message.Message):
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     NODE_VALUES_FIELD_NUMBER: _ClassVar[int]
     REWARDS_FIELD_NUMBER: _ClassVar[int]
+    DISPUTES_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
     accuracy: float
     loss: float
     cohort_values: _containers.ScalarMap[str, float]
     evidence: bytes
     node_values: _containers.ScalarMap[str, float]
     rewards: _containers.ScalarMap[str, float]
-    def __init__(self, accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., cohort_values: _Optional[_Mapping[str, float]] = ..., evidence: _Optional[bytes] = ..., node_values: _Optional[_Mapping[str, float]] = ..., rewards: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    disputes: _containers.RepeatedCompositeFieldContainer[ReplicaDispute]
+    flagged: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., cohort_values: _Optional[_Mapping[str, float]] = ..., evidence: _Optional[bytes] = ..., node_values: _Optional[_Mapping[str, float]] = ..., rewards: _Optional[_Mapping[str, float]] = ..., disputes: _Optional[_Iterable[_Union[ReplicaDispute, _Mapping]]] = ..., flagged: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReplicaDispute(_message.Message):
+    __slots__ = ("round", "shard", "seed", "model_version", "members", "prefer")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    PREFER_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    shard: int
+    seed: int
+    model_version: int
+    members: _containers.RepeatedScalarFieldContainer[str]
+    prefer: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, round: _Optional[int] = ..., shard: _Optional[int] = ..., seed: _Optional[int] = ..., model_version: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., prefer: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PublishReply(_message.Message):
     __slots__ = ("version",)
@@ -169,7 +205,7 @@ class Cohort(_message.Message):
     def __init__(self, members: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("kind", "round", "participants", "cohorts", "message", "bytes_up", "bytes_down", "seconds", "node_status", "epsilon", "train_seconds", "bytes_up_by_node", "bytes_down_by_node", "node_names", "upload_seconds", "aggregation_seconds", "encrypt_seconds")
+    __slots__ = ("kind", "round", "participants", "cohorts", "message", "bytes_up", "bytes_down", "seconds", "node_status", "epsilon", "train_seconds", "bytes_up_by_node", "bytes_down_by_node", "node_names", "upload_seconds", "aggregation_seconds", "encrypt_seconds", "replicas")
     class NodeStatusEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -243,6 +279,7 @@ class JobEvent(_message.Message):
     UPLOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     AGGREGATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ENCRYPT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     kind: JobEventKind
     round: int
     participants: _containers.RepeatedScalarFieldContainer[str]
@@ -260,7 +297,20 @@ class JobEvent(_message.Message):
     upload_seconds: _containers.ScalarMap[str, float]
     aggregation_seconds: float
     encrypt_seconds: _containers.ScalarMap[str, float]
-    def __init__(self, kind: _Optional[_Union[JobEventKind, str]] = ..., round: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., cohorts: _Optional[_Iterable[_Union[Cohort, _Mapping]]] = ..., message: _Optional[str] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., node_status: _Optional[_Mapping[str, str]] = ..., epsilon: _Optional[_Mapping[str, float]] = ..., train_seconds: _Optional[_Mapping[str, float]] = ..., bytes_up_by_node: _Optional[_Mapping[str, int]] = ..., bytes_down_by_node: _Optional[_Mapping[str, int]] = ..., node_names: _Optional[_Mapping[str, str]] = ..., upload_seconds: _Optional[_Mapping[str, float]] = ..., aggregation_seconds: _Optional[float] = ..., encrypt_seconds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaSet]
+    def __init__(self, kind: _Optional[_Union[JobEventKind, str]] = ..., round: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., cohorts: _Optional[_Iterable[_Union[Cohort, _Mapping]]] = ..., message: _Optional[str] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., node_status: _Optional[_Mapping[str, str]] = ..., epsilon: _Optional[_Mapping[str, float]] = ..., train_seconds: _Optional[_Mapping[str, float]] = ..., bytes_up_by_node: _Optional[_Mapping[str, int]] = ..., bytes_down_by_node: _Optional[_Mapping[str, int]] = ..., node_names: _Optional[_Mapping[str, str]] = ..., upload_seconds: _Optional[_Mapping[str, float]] = ..., aggregation_seconds: _Optional[float] = ..., encrypt_seconds: _Optional[_Mapping[str, float]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaSet, _Mapping]]] = ...) -> None: ...
+
+class ReplicaSet(_message.Message):
+    __slots__ = ("members", "shard", "seed", "settles")
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    SETTLES_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedScalarFieldContainer[str]
+    shard: int
+    seed: int
+    settles: int
+    def __init__(self, members: _Optional[_Iterable[str]] = ..., shard: _Optional[int] = ..., seed: _Optional[int] = ..., settles: _Optional[int] = ...) -> None: ...
 
 class FetchCohortSumsRequest(_message.Message):
     __slots__ = ("job_id", "token", "round")

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from fedgpu.proto.fedgpu.v1 import common_pb2 as fedgpu_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66\x65\x64gpu/v1/node.proto\x12\tfedgpu.v1\x1a\x16\x66\x65\x64gpu/v1/common.proto\"@\n\x0c\x43\x61pabilities\x12\x0e\n\x06models\x18\x01 \x03(\t\x12\x10\n\x08\x64\x61tasets\x18\x02 \x03(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\"\xb0\x01\n\x0fRegisterRequest\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32\x17.fedgpu.v1.Capabilities\x12!\n\x04\x61uth\x18\x04 \x01(\x0b\x32\x13.fedgpu.v1.NodeAuth\x12\x18\n\x10protocol_version\x18\x05 \x01(\r\x12\x0f\n\x07session\x18\x1e \x01(\x0c\":\n\rRegisterReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\r\"5\n\x10HeartbeatRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.fedgpu.v1.NodeAuth\"(\n\x0eHeartbeatReply\x12\x16\n\x0eserver_time_ms\x18\x01 \x01(\x03\"b\n\x0fPullTaskRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.fedgpu.v1.NodeAuth\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\r\x12\x16\n\x0ereceipts_after\x18\x03 \x01(\x04\"\xb6\x03\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x15\n\rmodel_version\x18\x04 \x01(\r\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x06 \x01(\t\x12)\n\x08training\x18\x07 \x01(\x0b\x32\x17.fedgpu.v1.TrainingPlan\x12\'\n\x07privacy\x18\x08 \x01(\x0b\x32\x16.fedgpu.v1.PrivacyPlan\x12\x30\n\nencryption\x18\t \x01(\x0b\x32\x1c.fedgpu.v1.EncryptionContext\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\n \x01(\x03\x12\x12\n\nnum_params\x18\x0b \x01(\x04\x12\x12\n\nnum_chunks\x18\x0c \x01(\r\x12\x12\n\nmax_weight\x18\x11 \x01(\x01\x12\x19\n\x11update_norm_bound\x18\x12 \x01(\x01\x12(\n\x06schema\x18\x13 \x01(\x0b\x32\x18.fedgpu.v1.DatasetSchema\x12\x12\n\nstatistics\x18\x14 \x01(\x08\x12\x17\n\x0fnodes_per_round\x18\x15 \x01(\r\"T\n\rPullTaskReply\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.fedgpu.v1.Task\x12$\n\x08receipts\x18\x02 \x03(\x0b\x32\x12.fedgpu.v1.Receipt\"\xa7\x01\n\x07Receipt\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0e\n\x06reward\x18\x04 \x01(\x01\x12\x12\n\nentry_hash\x18\x05 \x01(\t\x12\x11\n\thead_hash\x18\x06 \x01(\t\x12\x11\n\tsignature\x18\x07 \x01(\t\x12\x16\n\x0e\x61ggregator_key\x18\x08 \x01(\t\x12\n\n\x02id\x18\t \x01(\x04\"\x83\x01\n\x12\x44\x65\x63lineTaskRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.fedgpu.v1.NodeAuth\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12(\n\x06reason\x18\x03 \x01(\x0e\x32\x18.fedgpu.v1.DeclineReason\x12\x0f\n\x07message\x18\x04 \x01(\t\"\x12\n\x10\x44\x65\x63lineTaskReply\"n\n\x14\x44ownloadModelRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.fedgpu.v1.NodeAuth\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x12\n\nfrom_chunk\x18\x04 \x01(\r\"\xb8\x01\n\x0bUpdateChunk\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.fedgpu.v1.NodeAuth\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x1f\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x10.fedgpu.v1.Chunk\x12\x15\n\rtrain_seconds\x18\x05 \x01(\x01\x12\x0f\n\x07\x65psilon\x18\x06 \x01(\x01\x12\x17\n\x0f\x65ncrypt_seconds\x18\x07 \x01(\x01\"I\n\x13UploadStatusRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.fedgpu.v1.NodeAuth\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"1\n\x0bUploadReply\x12\x10\n\x08received\x18\x01 \x01(\r\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\"h\n\x10RotateKeyRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.fedgpu.v1.NodeAuth\x12\x16\n\x0enew_public_key\x18\x02 \x01(\x0c\x12\x19\n\x11new_key_signature\x18\x03 \x01(\x0c\"6\n\x0eRotateKeyReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t*\xf7\x01\n\rDeclineReason\x12\x1e\n\x1a\x44\x45\x43LINE_REASON_UNSPECIFIED\x10\x00\x12 \n\x1c\x44\x45\x43LINE_REASON_MISSING_MODEL\x10\x01\x12\"\n\x1e\x44\x45\x43LINE_REASON_MISSING_DATASET\x10\x02\x12!\n\x1d\x44\x45\x43LINE_REASON_PRIVACY_BUDGET\x10\x03\x12\x19\n\x15\x44\x45\x43LINE_REASON_FAILED\x10\x04\x12\"\n\x1e\x44\x45\x43LINE_REASON_SCHEMA_MISMATCH\x10\x05\x12\x1e\n\x1a\x44\x45\x43LINE_REASON_VALUE_RANGE\x10\x06\x32\xbb\x04\n\x0bNodeService\x12@\n\x08Register\x12\x1a.fedgpu.v1.RegisterRequest\x1a\x18.fedgpu.v1.RegisterReply\x12\x43\n\tHeartbeat\x12\x1b.fedgpu.v1.HeartbeatRequest\x1a\x19.fedgpu.v1.HeartbeatReply\x12@\n\x08PullTask\x12\x1a.fedgpu.v1.PullTaskRequest\x1a\x18.fedgpu.v1.PullTaskReply\x12I\n\x0b\x44\x65\x63lineTask\x12\x1d.fedgpu.v1.DeclineTaskRequest\x1a\x1b.fedgpu.v1.DeclineTaskReply\x12I\n\rDownloadModel\x12\x1f.fedgpu.v1.DownloadModelRequest\x1a\x15.fedgpu.v1.ModelChunk0\x01\x12@\n\x0cUploadUpdate\x12\x16.fedgpu.v1.UpdateChunk\x1a\x16.fedgpu.v1.UploadReply(\x01\x12\x46\n\x0cUploadStatus\x12\x1e.fedgpu.v1.UploadStatusRequest\x1a\x16.fedgpu.v1.UploadReply\x12\x43\n\tRotateKey\x12\x1b.fedgpu.v1.RotateKeyRequest\x1a\x19.fedgpu.v1.RotateKeyReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66\x65\x64gpu/v1/node.proto\x12\tfedgpu.v1\x1a\x16\x66\x65\x64gpu/v1/common.proto\"@\n\x0c\x43\x61pabilities\x12\x0e\n\x06models\x18\x01 \x03(\t\x12\x10\n\x08\x64\x61tasets\x18\x02 \x03(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\"\xb0\x01\n\x0fRegisterRequest\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32\x17.fedgpu.v1.Capabilities\x12!\n\x04\x61uth\x18\x04 \x01(\x0b\x32\x13.fedgpu.v1.NodeAuth\x12\x18\n\x10protocol_version\x18\x05 \x01(\r\x12\x0f\n\x07session\x18\x1e \x01(\x0c\":\n\rRegisterReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\r\"5\n\x10HeartbeatRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.fedgpu.v1.NodeAuth\"(\n\x0eHeartbeatReply\x12\x16\n\x0eserver_time_ms\x18\x01 \x01(\x03\"b\n\x0fPullTaskRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.fedgpu.v1.NodeAuth\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\r\x12\x16\n\x0ereceipts_after\x18\x03 \x01(\x04\"\xe7\x03\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x15\n\rmodel_version\x18\x04 \x01(\r\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x06 \x01(\t\x12)\n\x08training\x18\x07 \x01(\x0b\x32\x17.fedgpu.v1.TrainingPlan\x12\'\n\x07privacy\x18\x08 \x01(\x0b\x32\x16.fedgpu.v1.PrivacyPlan\x12\x30\n\nencryption\x18\t \x01(\x0b\x32\x1c.fedgpu.v1.EncryptionContext\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\n \x01(\x03\x12\x12\n\nnum_params\x18\x0b \x01(\x04\x12\x12\n\nnum_chunks\x18\x0c \x01(\r\x12\x12\n\nmax_weight\x18\x11 \x01(\x01\x12\x19\n\x11update_norm_bound\x18\x12 \x01(\x01\x12(\n\x06schema\x18\x13 \x01(\x0b\x32\x18.fedgpu.v1.DatasetSchema\x12\x12\n\nstatistics\x18\x14 \x01(\x08\x12\x17\n\x0fnodes_per_round\x18\x15 \x01(\r\x12/\n\x0bpublic_data\x18\x17 \x01(\x0b\x32\x1a.fedgpu.v1.PublicDataShard\"T\n\x0fPublicDataShard\x12\x0f\n\x07samples\x18\x01 \x01(\x04\x12\x11\n\tdata_seed\x18\x02 \x01(\x04\x12\r\n\x05shard\x18\x03 \x01(\r\x12\x0e\n\x06shards\x18\x04 \x01(\r\"T\n\rPullTaskReply\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.fedgpu.v1.Task\x12$\n\x08receipts\x18\x02 \x03(\x0b\x32\x12.fedgpu.v1.Receipt\"\xa7\x01\n\x07Receipt\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0e\n\x06reward\x18\x04 \x01(\x01\x12\x12\n\nentry_hash\x18\x05 \x01(\t\x12\x11\n\thead_hash\x18\x06 \x01(\t\x12\x11\n\tsignature\x18\x07 \x01(\t\x12\x16\n\x0e\x61ggregator_key\x18\x08 \x01(\t\x12\n\n\x02id\x18\t \x01(\x04\"\x83\x01\n\x12\x44\x65\x63lineTaskRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.fedgpu.v1.NodeAuth\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12(\n\x06reason\x18\x03 \x01(\x0e\x32\x18.fedgpu.v1.DeclineReason\x12\x0f\n\x07message\x18\x04 \x01(\t\"\x12\n\x10\x44\x65\x63lineTaskReply\"n\n\x14\x44ownloadModelRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.fedgpu.v1.NodeAuth\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x12\n\nfrom_chunk\x18\x04 \x01(\r\"\xb8\x01\n\x0bUpdateChunk\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.fedgpu.v1.NodeAuth\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x1f\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x10.fedgpu.v1.Chunk\x12\x15\n\rtrain_seconds\x18\x05 \x01(\x01\x12\x0f\n\x07\x65psilon\x18\x06 \x01(\x01\x12\x17\n\x0f\x65ncrypt_seconds\x18\x07 \x01(\x01\"I\n\x13UploadStatusRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.fedgpu.v1.NodeAuth\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"1\n\x0bUploadReply\x12\x10\n\x08received\x18\x01 \x01(\r\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\"h\n\x10RotateKeyRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.fedgpu.v1.NodeAuth\x12\x16\n\x0enew_public_key\x18\x02 \x01(\x0c\x12\x19\n\x11new_key_signature\x18\x03 \x01(\x0c\"6\n\x0eRotateKeyReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t*\xf7\x01\n\rDeclineReason\x12\x1e\n\x1a\x44\x45\x43LINE_REASON_UNSPECIFIED\x10\x00\x12 \n\x1c\x44\x45\x43LINE_REASON_MISSING_MODEL\x10\x01\x12\"\n\x1e\x44\x45\x43LINE_REASON_MISSING_DATASET\x10\x02\x12!\n\x1d\x44\x45\x43LINE_REASON_PRIVACY_BUDGET\x10\x03\x12\x19\n\x15\x44\x45\x43LINE_REASON_FAILED\x10\x04\x12\"\n\x1e\x44\x45\x43LINE_REASON_SCHEMA_MISMATCH\x10\x05\x12\x1e\n\x1a\x44\x45\x43LINE_REASON_VALUE_RANGE\x10\x06\x32\xbb\x04\n\x0bNodeService\x12@\n\x08Register\x12\x1a.fedgpu.v1.RegisterRequest\x1a\x18.fedgpu.v1.RegisterReply\x12\x43\n\tHeartbeat\x12\x1b.fedgpu.v1.HeartbeatRequest\x1a\x19.fedgpu.v1.HeartbeatReply\x12@\n\x08PullTask\x12\x1a.fedgpu.v1.PullTaskRequest\x1a\x18.fedgpu.v1.PullTaskReply\x12I\n\x0b\x44\x65\x63lineTask\x12\x1d.fedgpu.v1.DeclineTaskRequest\x1a\x1b.fedgpu.v1.DeclineTaskReply\x12I\n\rDownloadModel\x12\x1f.fedgpu.v1.DownloadModelRequest\x1a\x15.fedgpu.v1.ModelChunk0\x01\x12@\n\x0cUploadUpdate\x12\x16.fedgpu.v1.UpdateChunk\x1a\x16.fedgpu.v1.UploadReply(\x01\x12\x46\n\x0cUploadStatus\x12\x1e.fedgpu.v1.UploadStatusRequest\x1a\x16.fedgpu.v1.UploadReply\x12\x43\n\tRotateKey\x12\x1b.fedgpu.v1.RotateKeyRequest\x1a\x19.fedgpu.v1.RotateKeyReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedgpu.v1.node_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECLINEREASON']._serialized_start=2000
-  _globals['_DECLINEREASON']._serialized_end=2247
+  _globals['_DECLINEREASON']._serialized_start=2135
+  _globals['_DECLINEREASON']._serialized_end=2382
   _globals['_CAPABILITIES']._serialized_start=59
   _globals['_CAPABILITIES']._serialized_end=123
   _globals['_REGISTERREQUEST']._serialized_start=126
@@ -47,27 +47,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PULLTASKREQUEST']._serialized_start=461
   _globals['_PULLTASKREQUEST']._serialized_end=559
   _globals['_TASK']._serialized_start=562
-  _globals['_TASK']._serialized_end=1000
-  _globals['_PULLTASKREPLY']._serialized_start=1002
-  _globals['_PULLTASKREPLY']._serialized_end=1086
-  _globals['_RECEIPT']._serialized_start=1089
-  _globals['_RECEIPT']._serialized_end=1256
-  _globals['_DECLINETASKREQUEST']._serialized_start=1259
-  _globals['_DECLINETASKREQUEST']._serialized_end=1390
-  _globals['_DECLINETASKREPLY']._serialized_start=1392
-  _globals['_DECLINETASKREPLY']._serialized_end=1410
-  _globals['_DOWNLOADMODELREQUEST']._serialized_start=1412
-  _globals['_DOWNLOADMODELREQUEST']._serialized_end=1522
-  _globals['_UPDATECHUNK']._serialized_start=1525
-  _globals['_UPDATECHUNK']._serialized_end=1709
-  _globals['_UPLOADSTATUSREQUEST']._serialized_start=1711
-  _globals['_UPLOADSTATUSREQUEST']._serialized_end=1784
-  _globals['_UPLOADREPLY']._serialized_start=1786
-  _globals['_UPLOADREPLY']._serialized_end=1835
-  _globals['_ROTATEKEYREQUEST']._serialized_start=1837
-  _globals['_ROTATEKEYREQUEST']._serialized_end=1941
-  _globals['_ROTATEKEYREPLY']._serialized_start=1943
-  _globals['_ROTATEKEYREPLY']._serialized_end=1997
-  _globals['_NODESERVICE']._serialized_start=2250
-  _globals['_NODESERVICE']._serialized_end=2821
+  _globals['_TASK']._serialized_end=1049
+  _globals['_PUBLICDATASHARD']._serialized_start=1051
+  _globals['_PUBLICDATASHARD']._serialized_end=1135
+  _globals['_PULLTASKREPLY']._serialized_start=1137
+  _globals['_PULLTASKREPLY']._serialized_end=1221
+  _globals['_RECEIPT']._serialized_start=1224
+  _globals['_RECEIPT']._serialized_end=1391
+  _globals['_DECLINETASKREQUEST']._serialized_start=1394
+  _globals['_DECLINETASKREQUEST']._serialized_end=1525
+  _globals['_DECLINETASKREPLY']._serialized_start=1527
+  _globals['_DECLINETASKREPLY']._serialized_end=1545
+  _globals['_DOWNLOADMODELREQUEST']._serialized_start=1547
+  _globals['_DOWNLOADMODELREQUEST']._serialized_end=1657
+  _globals['_UPDATECHUNK']._serialized_start=1660
+  _globals['_UPDATECHUNK']._serialized_end=1844
+  _globals['_UPLOADSTATUSREQUEST']._serialized_start=1846
+  _globals['_UPLOADSTATUSREQUEST']._serialized_end=1919
+  _globals['_UPLOADREPLY']._serialized_start=1921
+  _globals['_UPLOADREPLY']._serialized_end=1970
+  _globals['_ROTATEKEYREQUEST']._serialized_start=1972
+  _globals['_ROTATEKEYREQUEST']._serialized_end=2076
+  _globals['_ROTATEKEYREPLY']._serialized_start=2078
+  _globals['_ROTATEKEYREPLY']._serialized_end=2132
+  _globals['_NODESERVICE']._serialized_start=2385
+  _globals['_NODESERVICE']._serialized_end=2956
 # @@protoc_insertion_point(module_scope)

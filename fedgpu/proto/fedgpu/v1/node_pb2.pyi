@@ -82,7 +82,7 @@ class PullTaskRequest(_message.Message):
     def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., wait_seconds: _Optional[int] = ..., receipts_after: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "job_id", "round", "model_version", "model", "dataset", "training", "privacy", "encryption", "deadline_ms", "num_params", "num_chunks", "max_weight", "update_norm_bound", "schema", "statistics", "nodes_per_round")
+    __slots__ = ("task_id", "job_id", "round", "model_version", "model", "dataset", "training", "privacy", "encryption", "deadline_ms", "num_params", "num_chunks", "max_weight", "update_norm_bound", "schema", "statistics", "nodes_per_round", "public_data")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class Task(_message.Message):
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     STATISTICS_FIELD_NUMBER: _ClassVar[int]
     NODES_PER_ROUND_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_DATA_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     job_id: str
     round: int
@@ -117,7 +118,20 @@ class Task(_message.Message):
     schema: _common_pb2.DatasetSchema
     statistics: bool
     nodes_per_round: int
-    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., deadline_ms: _Optional[int] = ..., num_params: _Optional[int] = ..., num_chunks: _Optional[int] = ..., max_weight: _Optional[float] = ..., update_norm_bound: _Optional[float] = ..., schema: _Optional[_Union[_common_pb2.DatasetSchema, _Mapping]] = ..., statistics: _Optional[bool] = ..., nodes_per_round: _Optional[int] = ...) -> None: ...
+    public_data: PublicDataShard
+    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., deadline_ms: _Optional[int] = ..., num_params: _Optional[int] = ..., num_chunks: _Optional[int] = ..., max_weight: _Optional[float] = ..., update_norm_bound: _Optional[float] = ..., schema: _Optional[_Union[_common_pb2.DatasetSchema, _Mapping]] = ..., statistics: _Optional[bool] = ..., nodes_per_round: _Optional[int] = ..., public_data: _Optional[_Union[PublicDataShard, _Mapping]] = ...) -> None: ...
+
+class PublicDataShard(_message.Message):
+    __slots__ = ("samples", "data_seed", "shard", "shards")
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DATA_SEED_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    samples: int
+    data_seed: int
+    shard: int
+    shards: int
+    def __init__(self, samples: _Optional[int] = ..., data_seed: _Optional[int] = ..., shard: _Optional[int] = ..., shards: _Optional[int] = ...) -> None: ...
 
 class PullTaskReply(_message.Message):
     __slots__ = ("task", "receipts")
