@@ -25,6 +25,9 @@ A job file looks like ``examples/mnist1d.toml``::
 
     [aggregation]     # optional; fedavg is the default, see docs/robust.md
     rule = "median"   # fedavg | median | trimmed_mean | norm_bounded
+
+    [selection]       # optional; utility is the default, see docs/selection.md
+    rule = "uniform"  # utility | uniform
 """
 
 from __future__ import annotations
@@ -86,6 +89,18 @@ class AggregationConfig:
 
 
 @dataclass(frozen=True)
+class SelectionConfig:
+    """Which nodes the aggregator offers a round's tasks to (fedgpu.aggregator.selection; docs/selection.md)."""
+
+    rule: str = "utility"          # utility: measured value per second; uniform: at random among the eligible
+    exploration: float = 0.2       # utility: share of the slots for nodes not tried yet, then tried ones at random
+    over_select: float = 0.2       # utility: extra tasks offered, as a share of nodes_per_round
+    # On a DP job over-selection is off unless the owner allows it: more tasks than planned must not be
+    # what the job's epsilon was planned for.
+    dp_over_selection: bool = False
+
+
+@dataclass(frozen=True)
 class RewardsConfig:
     pool_per_round: float = 100.0   # abstract credits shared by positive contributions each round
     budget: int = 256               # utility evaluations per round for the Shapley estimate
@@ -130,6 +145,7 @@ class JobConfig:
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     rewards: RewardsConfig = field(default_factory=RewardsConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
     @property
     def claim_bounds(self) -> ClaimBounds:
@@ -217,6 +233,10 @@ class JobConfig:
                 int(a.trim_fraction * most) >= 1, "aggregation.trim_fraction",
                 f"{a.trim_fraction} of at most {most} cohorts a round cuts none (int({a.trim_fraction} x {most}) = 0): raise it to at least 1/{most}",
             )
+        sel = self.selection
+        need(sel.rule in ("utility", "uniform"), "selection.rule", f"allowed values are utility, uniform; got {sel.rule!r}")
+        need(0 <= sel.exploration <= 1, "selection.exploration", f"must be in [0, 1], got {sel.exploration}")
+        need(0 <= sel.over_select <= 1, "selection.over_select", f"must be in [0, 1], got {sel.over_select}")
         return self
 
 
@@ -232,7 +252,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     for name, value in data.items():
         f = fields[name]
         fname = f"{where}.{name}" if where else name
-        sub = {"training": TrainingConfig, "privacy": PrivacyConfig, "encryption": EncryptionConfig, "rewards": RewardsConfig, "aggregation": AggregationConfig}
+        sub = {"training": TrainingConfig, "privacy": PrivacyConfig, "encryption": EncryptionConfig, "rewards": RewardsConfig, "aggregation": AggregationConfig,
+               "selection": SelectionConfig}
         if cls is JobConfig and name in sub:
             value = _build(sub[name], value, name)
             if name == "privacy" and "enabled" not in data[name]:
@@ -280,6 +301,7 @@ __all__ = [
     "JobConfig",
     "PrivacyConfig",
     "RewardsConfig",
+    "SelectionConfig",
     "TrainingConfig",
     "job_from_dict",
     "job_to_dict",

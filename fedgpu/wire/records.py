@@ -69,6 +69,17 @@ class AggregationPlan:
 
 
 @dataclass(frozen=True)
+class SelectionPlan:
+    """How the aggregator picks a round's nodes (mirrors ``fedgpu.v1.SelectionPlan``; docs/selection.md).
+    An empty ``rule`` is a spec from a driver that sent none: utility with the defaults."""
+
+    rule: str = ""
+    exploration: float = 0.0
+    over_select: float = 0.0
+    dp_over_selection: bool = False
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """A job as its driver submitted it, field for field (the store keeps its protobuf bytes).
 
@@ -93,6 +104,7 @@ class JobSpec:
     max_weight: float = 0.0         # as declared; 0: the default (see claim_bounds)
     update_norm_bound: float = 0.0
     aggregation: AggregationPlan = field(default_factory=AggregationPlan)
+    selection: SelectionPlan = field(default_factory=SelectionPlan)
 
     @property
     def claim_bounds(self) -> ClaimBounds:
@@ -300,6 +312,7 @@ __all__ = [
     "PrivacyPlan",
     "RoundRecord",
     "RoundResult",
+    "SelectionPlan",
     "Task",
     "TrainingPlan",
     "UploadProgress",

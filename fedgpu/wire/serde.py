@@ -6,6 +6,7 @@ The domain objects are the dataclasses of :mod:`fedgpu.wire.records` and the job
 
 from __future__ import annotations
 
+from fedgpu.capacity import CapacityRecord, SignedRecord
 from fedgpu.config import JobConfig, job_from_dict
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, node_pb2
 from fedgpu.rewards.chain import Receipt
@@ -19,6 +20,7 @@ from fedgpu.wire.records import (
     LedgerReceipt,
     PrivacyPlan,
     RoundResult,
+    SelectionPlan,
     Task,
     TrainingPlan,
     UploadProgress,
@@ -27,7 +29,7 @@ from fedgpu.wire.records import (
 
 def job_spec_of(job: JobConfig, encryption: EncryptionContext, num_params: int) -> JobSpec:
     """The spec a driver submits for its job file: what every role reads of the job from then on."""
-    p, a = job.privacy, job.aggregation
+    p, a, sel = job.privacy, job.aggregation, job.selection
     return JobSpec(
         name=job.name,
         model=job.model,
@@ -50,6 +52,7 @@ def job_spec_of(job: JobConfig, encryption: EncryptionContext, num_params: int) 
         max_weight=job.max_weight,
         update_norm_bound=job.update_norm_bound,
         aggregation=AggregationPlan(rule=a.rule, trim_fraction=a.trim_fraction, norm_bound=a.norm_bound),
+        selection=SelectionPlan(rule=sel.rule, exploration=sel.exploration, over_select=sel.over_select, dp_over_selection=sel.dp_over_selection),
     )
 
 
@@ -85,6 +88,9 @@ def job_config(spec: JobSpec, check_registry: bool = True) -> JobConfig:
     a = spec.aggregation
     if a.rule:  # a spec without a plan keeps the defaults (fedavg)
         data["aggregation"] = {"rule": a.rule, "trim_fraction": a.trim_fraction, "norm_bound": a.norm_bound}
+    sel = spec.selection
+    if sel.rule:  # a spec without a plan keeps the defaults (utility)
+        data["selection"] = {"rule": sel.rule, "exploration": sel.exploration, "over_select": sel.over_select, "dp_over_selection": sel.dp_over_selection}
     if p.enabled:
         data["privacy"] = {
             "enabled": True,
@@ -146,6 +152,14 @@ def aggregation_plan_from_proto(m: driver_pb2.AggregationPlan) -> AggregationPla
     return AggregationPlan(rule=m.rule, trim_fraction=m.trim_fraction, norm_bound=m.norm_bound)
 
 
+def selection_plan_to_proto(p: SelectionPlan) -> driver_pb2.SelectionPlan:
+    return driver_pb2.SelectionPlan(rule=p.rule, exploration=p.exploration, over_select=p.over_select, dp_over_selection=p.dp_over_selection)
+
+
+def selection_plan_from_proto(m: driver_pb2.SelectionPlan) -> SelectionPlan:
+    return SelectionPlan(rule=m.rule, exploration=m.exploration, over_select=m.over_select, dp_over_selection=m.dp_over_selection)
+
+
 def encryption_to_proto(e: EncryptionContext) -> common_pb2.EncryptionContext:
     return common_pb2.EncryptionContext(
         scheme=e.scheme, params=e.params, public_material=e.public_material, fingerprint=e.fingerprint, values_per_chunk=e.values_per_chunk
@@ -179,6 +193,7 @@ def job_spec_to_proto(s: JobSpec) -> driver_pb2.JobSpec:
         max_weight=s.max_weight,
         update_norm_bound=s.update_norm_bound,
         aggregation=aggregation_plan_to_proto(s.aggregation),
+        selection=selection_plan_to_proto(s.selection),
     )
 
 
@@ -202,6 +217,7 @@ def job_spec_from_proto(m: driver_pb2.JobSpec) -> JobSpec:
         max_weight=m.max_weight,
         update_norm_bound=m.update_norm_bound,
         aggregation=aggregation_plan_from_proto(m.aggregation),
+        selection=selection_plan_from_proto(m.selection),
     )
 
 
@@ -337,6 +353,24 @@ def task_wire_size(t: Task) -> int:
     return int(task_to_proto(t).ByteSize())
 
 
+def node_record_to_proto(r: SignedRecord) -> driver_pb2.NodeRecord:
+    c = r.record
+    return driver_pb2.NodeRecord(
+        node_id=c.node_id, name=c.name, device=c.device, tasks=c.tasks, misses=c.misses, samples=c.samples,
+        compute_seconds=c.compute_seconds, turnaround_seconds=c.turnaround_seconds, bytes_up=c.bytes_up,
+        upload_seconds=c.upload_seconds, updated_at=c.updated_at, signature=r.signature, aggregator_key=r.aggregator_key,
+    )
+
+
+def node_record_from_proto(m: driver_pb2.NodeRecord) -> SignedRecord:
+    record = CapacityRecord(
+        node_id=m.node_id, name=m.name, device=m.device, tasks=m.tasks, misses=m.misses, samples=m.samples,
+        compute_seconds=m.compute_seconds, turnaround_seconds=m.turnaround_seconds, bytes_up=m.bytes_up,
+        upload_seconds=m.upload_seconds, updated_at=m.updated_at,
+    )
+    return SignedRecord(record, m.signature, m.aggregator_key)
+
+
 def receipt_to_proto(r: LedgerReceipt) -> node_pb2.Receipt:
     c = r.receipt
     return node_pb2.Receipt(
@@ -385,10 +419,14 @@ __all__ = [
     "job_to_proto",
     "privacy_plan_from_proto",
     "privacy_plan_to_proto",
+    "node_record_from_proto",
+    "node_record_to_proto",
     "receipt_from_proto",
     "receipt_to_proto",
     "round_result_from_proto",
     "round_result_to_proto",
+    "selection_plan_from_proto",
+    "selection_plan_to_proto",
     "task_from_proto",
     "task_to_proto",
     "task_wire_size",
