@@ -65,6 +65,8 @@ class DemoConfig:
     epsilon_cap: float | None = None
     free_riders: int = 0
     poisoners: int = 0
+    slow_nodes: int = 0         # honest nodes whose tasks take slow_factor x as long (fedgpu.adversaries "slow")
+    slow_factor: float = 4.0
     epochs: int | None = None
     lr: float | None = None
     batch_size: int | None = None
@@ -81,6 +83,8 @@ def _roles(cfg: DemoConfig) -> list[str]:
         roles[cfg.nodes - 1 - i] = kinds[i % 3]
     for j in range(cfg.poisoners):
         roles[cfg.nodes - 1 - cfg.free_riders - j] = poison[j % 2]
+    for i in range(cfg.slow_nodes):  # from the front: the adversaries sit at the back
+        roles[i] = "slow"
     return roles
 
 
@@ -94,8 +98,10 @@ def build_job(cfg: DemoConfig) -> JobConfig:
         model=cfg.model or d["model"],
         dataset=cfg.dataset,
         rounds=cfg.rounds or d["rounds"],
-        nodes_per_round=cfg.nodes,
-        min_nodes=max(1, min(cfg.nodes, max(cfg.cohort_size, (cfg.nodes + 1) // 2))),
+        # Slow nodes: a round wants the others' updates and offers the slow ones too (over-selection), so it
+        # closes when enough are in; measured-speed selection learns who is slow.
+        nodes_per_round=max(1, cfg.nodes - cfg.slow_nodes),
+        min_nodes=max(1, min(cfg.nodes - cfg.slow_nodes, max(cfg.cohort_size, (cfg.nodes + 1) // 2))),
         deadline_seconds=cfg.deadline_seconds,
         cohort_size=cfg.cohort_size,
         seed=cfg.seed,
@@ -196,6 +202,8 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
         raise ConfigError("--nodes must be >= 1")
     if cfg.free_riders + cfg.poisoners >= cfg.nodes:
         raise ConfigError("--free-riders + --poisoners must leave at least one honest node")
+    if cfg.slow_nodes < 0 or cfg.slow_nodes + cfg.free_riders + cfg.poisoners > cfg.nodes - 1 or not cfg.slow_factor >= 1:
+        raise ConfigError("--slow-nodes: honest nodes made slow, at most --nodes - 1 - free riders - poisoners of them; --slow-factor must be >= 1")
     if cfg.partition not in ("iid", "dirichlet"):
         raise ConfigError(f"--partition {cfg.partition!r}: allowed values are iid, dirichlet")
     job = build_job(cfg)
@@ -226,6 +234,8 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
             save_npz(data_file, train.subset(idx))
             # An honest node is the production `fedgpu node`; an adversary is its own entry point.
             entry = ["-m", "fedgpu", "node"] if role == "honest" else ["-m", "fedgpu.adversaries", role]
+            if role == "slow":
+                entry += ["--slow-factor", str(cfg.slow_factor)]
             args = [*entry, "--aggregator", address, *cluster.client_args, "--data", f"{cfg.dataset}={data_file}", "--home", str(home), "--name", f"node{i}", "--threads", "1"]
             if cfg.epsilon_cap is not None:
                 args += ["--epsilon-cap", str(cfg.epsilon_cap)]
@@ -237,6 +247,8 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
         report = driver.run()
         for node_id, info in report["nodes"].items():
             info["role"] = node_roles.get(node_id, "unknown")
+            if info["role"] == "slow":
+                info["slow_factor"] = cfg.slow_factor
         for node_id, role in node_roles.items():
             report["nodes"].setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None, "role": role})
         report["demo"] = {"nodes": cfg.nodes, "partition": cfg.partition, "samples": len(train) + len(test), "work": str(work)}

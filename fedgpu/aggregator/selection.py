@@ -10,7 +10,7 @@ driver's ``node_values``) divided by its measured offer-to-upload time in this j
   * a node whose measured time for this job's tasks exceeds the deadline is skipped (on top of the
     registry's liveness rules), unless too few nodes would be left;
   * a node whose latest value estimates were all non-positive has its score and its chance in
-    exploration scaled by 2^-streak, so it gets less and less work.
+    exploration scaled by 2^-(streak - GRACE), so it gets less and less work.
 Claimed hardware is not an input: nothing here can read it.
 """
 
@@ -27,6 +27,9 @@ from fedgpu.wire.records import SelectionPlan
 
 RULES = ("uniform", "utility")
 RECENT = 5  # value estimates a score averages: the node's latest, so a node that changes is seen soon
+# Non-positive estimates in a row that cost nothing: an honest node's gain is often below the driver's
+# noise floor (valued 0) for a round or two; after that each one halves its chances.
+GRACE = 2
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class Selection:
 
 def _weighted_pick(pool: list[str], weight: Mapping[str, float], count: int, rng: random.Random) -> list[str]:
     """``count`` distinct nodes of ``pool`` drawn with probability proportional to ``weight``."""
-    pool, out = list(pool), []
+    pool, out = list(pool), list[str]()
     while pool and len(out) < count:
         total = math.fsum(weight[n] for n in pool)
         x, acc = rng.random() * total, 0.0
@@ -109,7 +112,7 @@ def select(
     total = min(len(in_time), want + extra)
     fresh = [n for n in in_time if not h[n].tried]
     tried = [n for n in in_time if h[n].tried]
-    weight = {n: 0.5 ** h[n].nonpositive_streak for n in in_time}
+    weight = {n: 0.5 ** max(0, h[n].nonpositive_streak - GRACE) for n in in_time}
     # Nodes with no value estimate yet (rewards off, or not valued yet) are scored at the median of the
     # others'. A floor of a tenth of the typical positive value keeps speed deciding once gains fall below
     # the driver's noise floor (late rounds value most nodes at 0), and the 2^-streak weight still applies.
@@ -132,6 +135,7 @@ def select(
 
 
 __all__ = [
+    "GRACE",
     "RECENT",
     "RULES",
     "NodeHistory",

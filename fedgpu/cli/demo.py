@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--epsilon-cap", type=float, default=None, help="each data owner's epsilon cap; tasks past it are refused")
     p.add_argument("--free-riders", type=int, default=0, help="nodes that send zeros / noise / the replayed global change")
     p.add_argument("--poisoners", type=int, default=0, help="nodes that send sign-flipped x10 updates / train on flipped labels")
+    p.add_argument("--slow-nodes", type=int, default=0, help="honest nodes whose tasks take --slow-factor times as long (a real delay)")
+    p.add_argument("--slow-factor", type=float, default=4.0, help="how many times as long a slow node's task takes (default %(default)s)")
     p.add_argument("--epochs", type=int, default=None, help="local epochs per round (default: per dataset)")
     p.add_argument("--lr", type=float, default=None, help="local learning rate (default: per dataset)")
     p.set_defaults(func=run)
@@ -52,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         epsilon_cap=args.epsilon_cap,
         free_riders=args.free_riders,
         poisoners=args.poisoners,
+        slow_nodes=args.slow_nodes,
+        slow_factor=args.slow_factor,
         epochs=args.epochs,
         lr=args.lr,
     )

@@ -67,6 +67,7 @@ class NodeConfig:
     identity_wait: float = 45.0  # refused because another live process has this identity: wait this long for it to go quiet
     device: str | None = None    # --device: auto (None), cpu, cuda, cuda:N
     threads: int | None = None   # --threads: torch's intra-op CPU threads for this process (None: leave torch's default)
+    slowdown: float = 1.0        # simulated slow node (fedgpu.adversaries "slow"): each task's training takes this many times as long
 
 
 class NodeAgent:
@@ -314,6 +315,8 @@ class NodeAgent:
             epsilon = self._privacy_gate().train(task, model, data, cfg, self.device)  # charges the ledger first
         else:
             train_local(model, data, cfg, self.device)
+        if self.cfg.slowdown > 1:  # a real delay: the aggregator's clocks must see it, whatever the node reports
+            self._stop.wait((self.cfg.slowdown - 1) * (time.perf_counter() - t0))
         seconds = time.perf_counter() - t0
         delta = tensors.flatten(model.state_dict()) - start
         bounds = ClaimBounds.from_wire(task.max_weight, task.update_norm_bound)
