@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgpu.config import EncryptionConfig, JobConfig, PrivacyConfig, TrainingConfig
+from fedgpu.config import EncryptionConfig, JobConfig, PrivacyConfig, SelectionConfig, TrainingConfig
 from fedgpu.datasets import partition_dirichlet, partition_iid, public_split, save_npz
 from fedgpu.errors import ConfigError, FedgpuError
 from fedgpu.report import FILES as REPORT_FILES
@@ -108,6 +108,7 @@ def build_job(cfg: DemoConfig) -> JobConfig:
         training=training,
         privacy=privacy,
         encryption=EncryptionConfig(scheme=cfg.encryption),
+        selection=SelectionConfig(over_select=min(1.0, cfg.slow_nodes / max(1, cfg.nodes - cfg.slow_nodes))) if cfg.slow_nodes else SelectionConfig(),
     ).validate()
 
 

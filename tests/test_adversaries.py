@@ -39,3 +39,17 @@ def test_labelflip_trains_on_flipped_labels_and_zeros_sends_nothing(tmp_path: Pa
     assert not cfg.update_hook(None, np.ones(3), np.ones(3)).any()  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="allowed values"):
         apply_behaviour(cfg, "sneaky")
+
+
+def test_a_slow_node_is_an_honest_node_with_a_real_delay_and_the_demo_marks_it(tmp_path: Path) -> None:
+    from fedgpu.demo import DemoConfig, _roles, build_job
+
+    cfg = NodeConfig(aggregator="127.0.0.1:1", data={}, identity_path=tmp_path / "id.pem")
+    apply_behaviour(cfg, "slow", 5.0)
+    assert cfg.slowdown == 5.0 and cfg.update_hook is None and cfg.extra_datasets == {}
+    with pytest.raises(ConfigError, match="slow-factor"):
+        apply_behaviour(cfg, "slow", 0.5)
+    demo = DemoConfig(nodes=6, slow_nodes=2, slow_factor=5.0, free_riders=1)
+    assert _roles(demo) == ["slow", "slow", "honest", "honest", "honest", "zeros"]
+    job = build_job(demo)
+    assert job.nodes_per_round == 4 and job.selection.over_select == 0.5  # the 2 slow ones are offered on top of 4 (over-selection)

@@ -10,7 +10,8 @@ driver's ``node_values``) divided by its measured offer-to-upload time in this j
   * a node whose measured time for this job's tasks exceeds the deadline is skipped (on top of the
     registry's liveness rules), unless too few nodes would be left;
   * a node whose latest value estimates were all non-positive has its score and its chance in
-    exploration scaled by 2^-(streak - GRACE), so it gets less and less work.
+    exploration scaled by 2^-(streak - usual), so it gets less and less work (usual: GRACE, or the
+    median node's streak when that is longer: late in a job most gains are valued 0).
 Claimed hardware is not an input: nothing here can read it.
 """
 
@@ -112,7 +113,10 @@ def select(
     total = min(len(in_time), want + extra)
     fresh = [n for n in in_time if not h[n].tried]
     tried = [n for n in in_time if h[n].tried]
-    weight = {n: 0.5 ** max(0, h[n].nonpositive_streak - GRACE) for n in in_time}
+    # Against the typical node: once the model has converged most gains are valued 0, and a long streak
+    # that everyone shares says nothing about the node.
+    usual = max(GRACE, int(statistics.median(h[n].nonpositive_streak for n in in_time)) if in_time else 0)
+    weight = {n: 0.5 ** max(0, h[n].nonpositive_streak - usual) for n in in_time}
     # Nodes with no value estimate yet (rewards off, or not valued yet) are scored at the median of the
     # others'. A floor of a tenth of the typical positive value keeps speed deciding once gains fall below
     # the driver's noise floor (late rounds value most nodes at 0), and the 2^-streak weight still applies.
