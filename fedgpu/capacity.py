@@ -98,8 +98,8 @@ def sign_record(key: Ed25519PrivateKey, record: CapacityRecord) -> SignedRecord:
 
 
 __all__ = [
-    "RECORD_PURPOSE",
     "CapacityRecord",
+    "RECORD_PURPOSE",
     "SignedRecord",
     "sign_record",
 ]

@@ -90,6 +90,6 @@ class CapacityBook:
 
 
 __all__ = [
-    "EWMA",
     "CapacityBook",
+    "EWMA",
 ]

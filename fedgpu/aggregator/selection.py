@@ -140,9 +140,9 @@ def select(
 
 __all__ = [
     "GRACE",
+    "NodeHistory",
     "RECENT",
     "RULES",
-    "NodeHistory",
     "Selection",
     "plan_of",
     "select",
