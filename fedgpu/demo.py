@@ -108,7 +108,7 @@ def build_job(cfg: DemoConfig) -> JobConfig:
         training=training,
         privacy=privacy,
         encryption=EncryptionConfig(scheme=cfg.encryption),
-        selection=SelectionConfig(over_select=min(1.0, cfg.slow_nodes / max(1, cfg.nodes - cfg.slow_nodes))) if cfg.slow_nodes else SelectionConfig(),
+        selection=SelectionConfig(rule="utility", over_select=min(1.0, cfg.slow_nodes / max(1, cfg.nodes - cfg.slow_nodes))) if cfg.slow_nodes else SelectionConfig(),
     ).validate()
 
 

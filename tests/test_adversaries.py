@@ -52,4 +52,4 @@ def test_a_slow_node_is_an_honest_node_with_a_real_delay_and_the_demo_marks_it(t
     demo = DemoConfig(nodes=6, slow_nodes=2, slow_factor=5.0, free_riders=1)
     assert _roles(demo) == ["slow", "slow", "honest", "honest", "honest", "zeros"]
     job = build_job(demo)
-    assert job.nodes_per_round == 4 and job.selection.over_select == 0.5  # the 2 slow ones are offered on top of 4 (over-selection)
+    assert job.nodes_per_round == 4 and job.selection.rule == "utility" and job.selection.over_select == 0.5  # the 2 slow ones are offered on top of 4 (over-selection)

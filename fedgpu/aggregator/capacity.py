@@ -15,6 +15,7 @@ its value estimates): :class:`CapacityBook` keeps those in memory and reads the 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from fedgpu.aggregator.attempt import RoundState, TaskStatus
@@ -30,6 +31,7 @@ class _JobStats:
     tasks: int = 0
     seconds: float = 0.0
     misses: int = 0
+    cut: int = 0
 
 
 class CapacityBook:
@@ -53,6 +55,11 @@ class CapacityBook:
                     ts.node_id, tasks=1, samples=(samples or {}).get(ts.node_id, 0), compute_seconds=compute,
                     turnaround_seconds=turnaround, bytes_up=ts.bytes_up, upload_seconds=ts.upload_seconds,
                 )
+            elif ts.status is TaskStatus.FAILED and not ts.missed_deadline and ts.message.startswith("not needed"):
+                # Cut by an over-selected round's early close: at least this slow. Without it a node that is
+                # always cut would look untried forever and take an exploration slot every round.
+                st.seconds = max(st.seconds, time.monotonic() - ts.offered_at)
+                st.cut += 1
             elif ts.missed_deadline:
                 st.misses += 1
                 self.store.add_capacity(ts.node_id, misses=1)
@@ -61,7 +68,7 @@ class CapacityBook:
         """Each node's record in this job: its time and misses (this process), its values (the ledger)."""
         stats = self._jobs.get(job_id, {})
         values = self.store.node_values(job_id)
-        out = {n: NodeHistory(tasks=s.tasks, seconds=s.seconds, misses=s.misses, values=tuple(values.get(n, ()))) for n, s in stats.items()}
+        out = {n: NodeHistory(tasks=s.tasks, cut=s.cut, seconds=s.seconds, misses=s.misses, values=tuple(values.get(n, ()))) for n, s in stats.items()}
         for n, v in values.items():
             out.setdefault(n, NodeHistory(values=tuple(v)))
         return out

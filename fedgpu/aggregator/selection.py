@@ -1,6 +1,6 @@
 """Which eligible nodes a round offers tasks to: uniformly at random, or by measured value per second.
 
-``utility`` (the default, docs/selection.md) is in the spirit of Oort, on what the aggregator and the
+``utility`` (opt-in; ``uniform`` is the default, docs/selection.md says why) is in the spirit of Oort, on what the aggregator and the
 driver measured, never on what a node claims: a node's score is its recent value estimate (the
 driver's ``node_values``) divided by its measured offer-to-upload time in this job. Each round
   * an exploration share of the slots goes to nodes not tried yet, then to tried ones at random;
@@ -38,13 +38,14 @@ class NodeHistory:
     """What selection knows of one node in one job, all measured by the aggregator or the driver."""
 
     tasks: int = 0                    # tasks it completed in this job
+    cut: int = 0                      # tasks still open when an over-selected round had enough (it was too slow that time)
     seconds: float = 0.0              # its offer-to-upload time on this job's tasks (moving average); 0: none yet
     misses: int = 0                   # deadlines it missed in this job
     values: tuple[float, ...] = ()    # its value estimates in this job, oldest first
 
     @property
     def tried(self) -> bool:
-        return self.tasks > 0 or self.misses > 0 or bool(self.values)
+        return self.tasks > 0 or self.cut > 0 or self.misses > 0 or bool(self.values)
 
     @property
     def nonpositive_streak(self) -> int:
@@ -58,7 +59,7 @@ class NodeHistory:
 
 
 def plan_of(plan: SelectionPlan) -> SelectionPlan:
-    """The plan a job's spec stands for: a spec without one (an older driver) gets the job file's defaults."""
+    """The plan a job's spec stands for: a spec without one (an older driver) gets the job file's defaults (uniform)."""
     if plan.rule:
         return plan
     d = SelectionConfig()
@@ -106,7 +107,7 @@ def select(
     extra = math.ceil(policy.over_select * want) if (not dp or policy.dp_over_selection) else 0
     h = {n: history.get(n, NodeHistory()) for n in nodes}
     # Too slow for this job's deadline, on its own measured record: skipped while enough others remain.
-    in_time = [n for n in nodes if not (h[n].tasks > 0 and h[n].seconds > deadline_seconds)]
+    in_time = [n for n in nodes if not (h[n].tried and h[n].seconds > deadline_seconds)]
     if len(in_time) < minimum:
         late = sorted((n for n in nodes if n not in in_time), key=lambda n: h[n].seconds)
         in_time += late[: minimum - len(in_time)]

@@ -87,7 +87,7 @@ def test_the_same_seed_selects_the_same_nodes() -> None:
 
 
 def test_a_spec_without_a_plan_gets_the_job_files_defaults() -> None:
-    assert plan_of(SelectionPlan()) == SelectionPlan(rule="utility", exploration=0.2, over_select=0.2, dp_over_selection=False)
+    assert plan_of(SelectionPlan()) == SelectionPlan(rule="uniform", exploration=0.2, over_select=0.2, dp_over_selection=False)
     assert plan_of(SelectionPlan(rule="uniform")) == SelectionPlan(rule="uniform")
 
 
@@ -107,3 +107,13 @@ def test_a_node_lying_about_its_device_changes_nothing_in_selection(tmp_path) ->
         picks.append([select(NODES, 4, book.history("job-1"), UTILITY, random.Random(r), 60.0).chosen for r in range(20)])
         store.engine.dispose()
     assert picks[0] == picks[1]
+
+
+def test_a_node_cut_by_an_early_close_counts_as_tried_and_as_at_least_that_slow() -> None:
+    """Else a node that is always cut looks untried forever and takes an exploration slot every round."""
+    history = measured({n: 1.0 for n in NODES[:8]})
+    history["n8"] = NodeHistory(cut=3, seconds=100.0)  # never completed: cut three times, after 100 s
+    assert history["n8"].tried
+    picks = [select(NODES, 4, history, UTILITY, random.Random(r), deadline_seconds=60.0).chosen for r in range(50)]
+    assert not any("n8" in p for p in picks)  # slower than the deadline on its own record
+    assert all("n9" in p for p in picks)  # the one fresh node is explored
