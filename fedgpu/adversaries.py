@@ -5,7 +5,9 @@ adversarial node is its own entry point, ``python -m fedgpu.adversaries BEHAVIOU
 flags]``. Each behaviour replaces the honest update with what such a node would send (through
 ``NodeConfig.update_hook``), trains on flipped labels, or (``lazy``) skips half its local steps and
 sends what that gives; rewards, robust aggregation and, on public-data jobs, replicated spot checks
-(docs/verification.md) must make them earn nothing.
+(docs/verification.md) must make them earn nothing. ``slow`` trains honestly but takes
+``--slow-factor`` times as long (a real delay after each task's training, ``NodeConfig.slowdown``):
+what measured-speed selection must route around.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ if TYPE_CHECKING:  # the agent imports torch and gRPC; behaviours only set field
     from fedgpu.node.agent import NodeConfig
     from fedgpu.wire.records import Task
 
-BEHAVIOURS = ("honest", "zeros", "noise", "replay", "signflip", "labelflip", "lazy")
+BEHAVIOURS = ("honest", "zeros", "noise", "replay", "signflip", "labelflip", "lazy", "slow")
 LAZY_SKIP = 0.5  # the share of its local steps a lazy node skips, each one at random
 
 
@@ -37,11 +39,15 @@ class _Replay:
         return out
 
 
-def apply_behaviour(cfg: NodeConfig, name: str) -> None:
-    """Make the node ``cfg`` configures behave as ``name`` (one of ``BEHAVIOURS``)."""
+def apply_behaviour(cfg: NodeConfig, name: str, slow_factor: float = 4.0) -> None:
+    """Make the node ``cfg`` configures behave as ``name`` (one of ``BEHAVIOURS``); ``slow``: ``slow_factor`` x slower."""
     if name not in BEHAVIOURS:
         raise ConfigError(f"behaviour {name!r}: allowed values are {', '.join(BEHAVIOURS)}")
-    if name == "zeros":
+    if name == "slow":
+        if not slow_factor >= 1:
+            raise ConfigError(f"--slow-factor {slow_factor}: must be >= 1 (how many times as long a task takes)")
+        cfg.slowdown = slow_factor
+    elif name == "zeros":
         cfg.update_hook = lambda task, start, delta: np.zeros_like(delta)
     elif name == "noise":
         rng = np.random.default_rng()
@@ -74,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = argparse.ArgumentParser(prog="fedgpu.adversaries")
     node_cli.add_arguments(parser)
+    parser.add_argument("--slow-factor", type=float, default=4.0, help="slow: a task takes this many times as long (default %(default)s)")
     ns = parser.parse_args(args[1:])
     cfg = node_cli.config_from_args(ns)
-    apply_behaviour(cfg, args[0])
+    apply_behaviour(cfg, args[0], ns.slow_factor)
     return node_cli.serve(cfg, ns)
 
 

@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgpu.config import EncryptionConfig, JobConfig, PrivacyConfig, PublicDataConfig, RewardsConfig, TrainingConfig
+from fedgpu.config import (
+    EncryptionConfig,
+    JobConfig,
+    PrivacyConfig,
+    PublicDataConfig,
+    RewardsConfig,
+    SelectionConfig,
+    TrainingConfig,
+)
 from fedgpu.datasets import partition_dirichlet, partition_iid, public_split, save_npz
 from fedgpu.errors import ConfigError, FedgpuError
 from fedgpu.report import FILES as REPORT_FILES
@@ -73,6 +81,8 @@ class DemoConfig:
     lazy_nodes: int = 0          # nodes that skip half their local steps (fedgpu.adversaries "lazy")
     public: bool = False         # a public-data job: nodes build their shards, tasks are spot-checked
     replication: float = PublicDataConfig.replication
+    slow_nodes: int = 0         # honest nodes whose tasks take slow_factor x as long (fedgpu.adversaries "slow")
+    slow_factor: float = 4.0
     epochs: int | None = None
     lr: float | None = None
     batch_size: int | None = None
@@ -91,6 +101,8 @@ def _roles(cfg: DemoConfig) -> list[str]:
         roles[cfg.nodes - 1 - cfg.free_riders - j] = poison[j % 2]
     for j in range(cfg.lazy_nodes):
         roles[cfg.nodes - 1 - cfg.free_riders - cfg.poisoners - j] = "lazy"
+    for i in range(cfg.slow_nodes):  # from the front: the adversaries sit at the back
+        roles[i] = "slow"
     return roles
 
 
@@ -104,8 +116,10 @@ def build_job(cfg: DemoConfig) -> JobConfig:
         model=cfg.model or d["model"],
         dataset=cfg.dataset,
         rounds=cfg.rounds or d["rounds"],
-        nodes_per_round=cfg.nodes,
-        min_nodes=max(1, min(cfg.nodes, max(cfg.cohort_size, (cfg.nodes + 1) // 2))),
+        # Slow nodes: a round wants the others' updates and offers the slow ones too (over-selection), so it
+        # closes when enough are in; measured-speed selection learns who is slow.
+        nodes_per_round=max(1, cfg.nodes - cfg.slow_nodes),
+        min_nodes=max(1, min(cfg.nodes - cfg.slow_nodes, max(cfg.cohort_size, (cfg.nodes + 1) // 2))),
         deadline_seconds=cfg.deadline_seconds,
         cohort_size=cfg.cohort_size,
         seed=cfg.seed,
@@ -116,6 +130,7 @@ def build_job(cfg: DemoConfig) -> JobConfig:
         public_data=PublicDataConfig(
             enabled=cfg.public, samples=cfg.samples if cfg.samples is not None else d["samples"], data_seed=cfg.seed, replication=cfg.replication,
         ),
+        selection=SelectionConfig(rule="utility", over_select=min(1.0, cfg.slow_nodes / max(1, cfg.nodes - cfg.slow_nodes))) if cfg.slow_nodes else SelectionConfig(),
     ).validate()
 
 
@@ -212,6 +227,8 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
         raise ConfigError("--free-riders + --poisoners + --lazy-nodes must leave at least one honest node")
     if cfg.public and cfg.epsilon is not None:
         raise ConfigError("--public: a public-data job needs no DP; drop --epsilon")
+    if cfg.slow_nodes < 0 or cfg.slow_nodes + cfg.free_riders + cfg.poisoners + cfg.lazy_nodes > cfg.nodes - 1 or not cfg.slow_factor >= 1:
+        raise ConfigError("--slow-nodes: honest nodes made slow, at most --nodes - 1 - free riders - poisoners - lazy nodes of them; --slow-factor must be >= 1")
     if cfg.partition not in ("iid", "dirichlet"):
         raise ConfigError(f"--partition {cfg.partition!r}: allowed values are iid, dirichlet")
     job = build_job(cfg)
@@ -245,6 +262,8 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
                 data_args = ["--data", f"{cfg.dataset}={data_file}"]
             # An honest node is the production `fedgpu node`; an adversary is its own entry point.
             entry = ["-m", "fedgpu", "node"] if role == "honest" else ["-m", "fedgpu.adversaries", role]
+            if role == "slow":
+                entry += ["--slow-factor", str(cfg.slow_factor)]
             args = [*entry, "--aggregator", address, *cluster.client_args, *data_args, "--home", str(home), "--name", f"node{i}", "--threads", "1"]
             if cfg.epsilon_cap is not None:
                 args += ["--epsilon-cap", str(cfg.epsilon_cap)]
@@ -256,6 +275,8 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
         report = driver.run()
         for node_id, info in report["nodes"].items():
             info["role"] = node_roles.get(node_id, "unknown")
+            if info["role"] == "slow":
+                info["slow_factor"] = cfg.slow_factor
         for node_id, role in node_roles.items():
             report["nodes"].setdefault(node_id, {"rounds": 0, "epsilon": None, "reward": None, "role": role})
         report["demo"] = {"nodes": cfg.nodes, "public": cfg.public, "partition": cfg.partition, "samples": len(train) + len(test), "work": str(work)}

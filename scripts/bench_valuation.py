@@ -18,6 +18,12 @@ each, all nodes in every round (nodes_per_round = min_nodes = 10):
         free rider's estimate rank above the honest median even in an exactly additive game.
   plain the k3 run's nodes with rewards off: plain FedAvg, the accuracy the valued server is held to.
 
+With ``--selection`` (instead of those five): a private-data job at k = 3 with 6 of 10 nodes a round
+(8 honest, 2 free riders), 40 rounds, once with ``[selection] rule = "utility"`` (k3sel) and once with
+"uniform" (k3uni); ``k3_selection_free_rider_ratio`` (and ``_uniform``) is the better free rider's total
+reward over the honest median total. k3sel1 runs the same nodes at k = 1 (budget 256: sampled, to keep 40 rounds short) for the identifiability bound
+beside it (``k3_selection_bound_free_rider_above_honest_median``, at 40 rounds).
+
 Honest nodes of the fidelity runs differ in worth: 200..800 samples and 0..50 % label noise (the
 labels of that fraction of a node's samples are replaced by uniform random labels in its training
 file). Encryption is "none": valuation only sees decrypted cohort sums, which are the same under CKKS
@@ -29,6 +35,7 @@ Prints ONE JSON object (stdout); progress goes to stderr.
     .venv/bin/python scripts/bench_valuation.py --seeds 0,1,2,3  # medians over four seeds: ~16 min
     .venv/bin/python scripts/bench_valuation.py --quick      # 6 rounds, under a minute: a smoke run, numbers mean little
     .venv/bin/python scripts/bench_valuation.py --scaling 10,30,100   # the driver's valuation time per round by cohort count
+    .venv/bin/python scripts/bench_valuation.py --selection --seeds 0,1  # selection vs free riders: ~25 min
 
 ``--scaling`` runs only the cost study: for each cohort count C, C nodes of 500 samples each train one
 local epoch from the same global model (k = 1, so C cohorts), and the driver's RoundValuer values the
@@ -55,7 +62,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +75,7 @@ if not os.environ.get("PYTHONPATH"):  # this checkout, unless PYTHONPATH names a
 from fedgpu.adversaries import apply_behaviour
 from fedgpu.aggregator.cohorts import assign_cohorts, co_membership
 from fedgpu.aggregator.local import LocalAggregator
-from fedgpu.config import EncryptionConfig, JobConfig, RewardsConfig, TrainingConfig
+from fedgpu.config import EncryptionConfig, JobConfig, RewardsConfig, SelectionConfig, TrainingConfig
 from fedgpu.datasets import ArrayDataset, public_split, save_npz
 from fedgpu.driver.driver import JobDriver
 from fedgpu.node.agent import NodeAgent, NodeConfig
@@ -148,18 +155,24 @@ def write_node_files(specs: list[NodeSpec], train: ArrayDataset, work: Path, see
 
 
 # ---- one job -----------------------------------------------------------------------------------
-def run_job(tag: str, specs: list[NodeSpec], files: dict[str, Path], k: int, budget: int, st: Settings, validation: ArrayDataset, work: Path, pool: float = POOL) -> tuple[dict[str, Any], dict[str, str], float]:
+def run_job(
+    tag: str, specs: list[NodeSpec], files: dict[str, Path], k: int, budget: int, st: Settings, validation: ArrayDataset, work: Path,
+    pool: float = POOL, nodes_per_round: int | None = None, selection: str = "utility",
+) -> tuple[dict[str, Any], dict[str, str], float]:
     """Run one job to the end; returns (report, node_id -> name, wall seconds). Stops everything it started.
-    ``pool`` 0 turns rewards off: plain FedAvg of every cohort at step 1, nothing valued."""
+    ``pool`` 0 turns rewards off: plain FedAvg of every cohort at step 1, nothing valued. ``nodes_per_round``
+    (default: every node) below the node count lets ``selection`` (utility | uniform) choose."""
     run_dir = work / tag
     run_dir.mkdir(parents=True)
+    per_round = nodes_per_round or len(specs)
     job = JobConfig(
         name=f"bench-valuation-{tag}",
         model=st.model,
         dataset=DATASET,
         rounds=st.rounds,
-        nodes_per_round=len(specs),
-        min_nodes=len(specs),
+        nodes_per_round=per_round,
+        min_nodes=per_round,
+        selection=SelectionConfig(rule=selection),
         deadline_seconds=st.deadline_seconds,
         cohort_size=k,
         seed=st.seed,
@@ -351,9 +364,10 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     adversaries = [NodeSpec(f"fr{i}-{b}", "free_rider", b, ADVERSARY_SAMPLES, 0.0) for i, b in enumerate(riders)]
     adversaries.append(NodeSpec("p0-signflip", "poisoner", "signflip", ADVERSARY_SAMPLES, 0.0))
     adv_specs = adv_honest + adversaries
+    sel_specs = [*adv_honest, NodeSpec("a7-n550-noise0", "honest", "honest", 550, 0.0), *adversaries[:2]]  # 8 honest, 2 free riders
 
     t_start = time.perf_counter()
-    data_specs = list({s.name: s for s in honest + adv_honest + adversaries}.values())  # each node's own slice
+    data_specs = list({s.name: s for s in honest + adv_honest + adversaries + sel_specs}.values())  # each node's own slice
     need = sum(s.samples for s in data_specs)
     total = math.ceil((need + 10) / 0.8)  # public_split keeps 80 % for train
     log(f"seed {seed}: generating MNIST-1D ({total} samples) ...")
@@ -374,11 +388,22 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         for tag, specs, k, budget, pool in plan:
             if tag in runs:
                 log(f"run {tag}: {len(specs)} nodes, k = {k}, budget {budget}, pool {pool:g}, {st.rounds} rounds")
-                reports[tag] = run_job(tag, specs, files, k, budget, st, validation, work, pool)
+                reports[tag] = run_job(tag, specs, files, k, budget, st, validation, work, pool, selection="uniform")
                 log(f"run {tag} done in {reports[tag][2]:.0f}s, final accuracy {reports[tag][0]['final_accuracy']:.3f}")
                 if args.reports is not None:
                     args.reports.mkdir(parents=True, exist_ok=True)
                     (args.reports / f"{tag}-seed{seed}.json").write_text(json.dumps({"names": reports[tag][1], "report": reports[tag][0]}))
+        # Selection against free riders on a private-data job: k = 3, SELECTION_PER_ROUND of 10 nodes a round
+        # (8 honest, 2 free riders), both rules on the same nodes, data and seed; k3sel1: the same nodes at k = 1,
+        # every node every round, for the identifiability bound beside the figure.
+        sel_st = replace(st, rounds=args.selection_rounds)
+        for tag, k, budget, per_round, rule in (
+            ("k3sel", 3, 256, SELECTION_PER_ROUND, "utility"), ("k3uni", 3, 256, SELECTION_PER_ROUND, "uniform"), ("k3sel1", 1, 256, None, "uniform"),
+        ):
+            if tag in runs:
+                log(f"run {tag}: {len(sel_specs)} nodes, k = {k}, {per_round or len(sel_specs)} a round, selection {rule}, {sel_st.rounds} rounds")
+                reports[tag] = run_job(tag, sel_specs, files, k, budget, sel_st, validation, work, POOL, per_round, rule)
+                log(f"run {tag} done in {reports[tag][2]:.0f}s, final accuracy {reports[tag][0]['final_accuracy']:.3f}")
 
     # ---- fidelity
     nodes_detail: dict[str, dict[str, Any]] = {s.name: {"role": s.role, "samples": s.samples, "label_noise": s.label_noise} for s in honest}
@@ -438,6 +463,23 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         if "k3" in reports:
             out["adversary_run"]["clean_k3_final_accuracy_10_honest"] = reports["k3"][0]["final_accuracy"]
 
+    # ---- selection against free riders (k = 3, 40 rounds)
+    for tag, key in (("k3sel", "k3_selection_free_rider_ratio"), ("k3uni", "k3_selection_free_rider_ratio_uniform")):
+        if tag in reports:
+            rep, names, _ = reports[tag]
+            m = reward_measures(rep, names, sel_specs, None)
+            out[key] = m["free_rider_reward_ratio_max"]
+            sums = m["rewards"]
+            m["free_riders_total_over_honest_median"] = ratio(sum(v for n, v in sums.items() if n.startswith("fr")), m["honest_median_reward"])
+            m["updates_per_node"] = {n: sum(1 for r in rep["rounds"] for c in r["cohorts"] for x in c if names[x] == n) for n in names.values()}
+            m["final_accuracy"] = rep["final_accuracy"]
+            out.setdefault("selection_run", {})[tag] = m
+    if "k3sel1" in reports:
+        r1, n1, _ = reports["k3sel1"]
+        bound = identifiability(r1, n1, sel_specs, seed=seed)
+        out.setdefault("selection_run", {})["k3_identifiability_bound"] = bound
+        out["k3_selection_bound_free_rider_above_honest_median"] = bound[f"round{len(r1['rounds'])}"]["free_rider_above_honest_median_fraction"]
+
     # Accuracy of every run, and of plain FedAvg on the k3 run's nodes (rewards off): what the valued,
     # robust server costs or gains in the model itself.
     out["final_accuracy"] = {tag: rep[0]["final_accuracy"] for tag, rep in reports.items()}
@@ -472,7 +514,13 @@ HEADLINE = (
     "k3_bound_free_rider_above_honest_median_round10",
     "k3_final_accuracy",
     "plain_final_accuracy",
+    # --selection: free riders' reward under utility selection and under uniform selection (k = 3, 40 rounds),
+    # and the identifiability bound of those nodes at the same horizon
+    "k3_selection_free_rider_ratio",
+    "k3_selection_free_rider_ratio_uniform",
+    "k3_selection_bound_free_rider_above_honest_median",
 )
+SELECTION_PER_ROUND = 6  # two cohorts of 3 of the 10 nodes a round: selection has a choice to make
 
 
 def _cohort_updates(model_name: str, start: np.ndarray, shards: list[ArrayDataset], seed: int) -> tuple[list[np.ndarray], list[float], float]:
@@ -623,11 +671,18 @@ def main() -> None:
         help="the adversary run's honest nodes: 7 that are all worth something (default), or the first 7 of the fidelity run's, half of them measured at ~0",
     )
     ap.add_argument("--runs", default="k1,k3,adv,adv1,plain", help="jobs to run, a subset of k1,k3,adv,adv1,plain (adv1: the adversary run's nodes at k = 1, exact per-node values; plain: the k3 run with rewards off, plain FedAvg)")
+    ap.add_argument(
+        "--selection", action="store_true",
+        help="instead of --runs: k3sel,k3uni,k3sel1 (k = 3, 6 of 10 nodes a round, 2 free riders, utility vs uniform selection; the k = 1 run for the bound)",
+    )
+    ap.add_argument("--selection-rounds", type=int, default=40, help="rounds of the --selection runs (default %(default)s)")
     ap.add_argument("--reports", type=Path, default=None, help="also copy each run's report.json (with node names) into this folder")
     ap.add_argument("--scaling", default="", help="only the cost study: comma-separated cohort counts, e.g. 10,30,100")
     args = ap.parse_args()
     if args.quick:
         args.rounds = 6
+    if args.selection:
+        args.runs = "k3sel,k3uni,k3sel1"
     torch.set_num_threads(1)
     if args.scaling:
         t0 = time.perf_counter()

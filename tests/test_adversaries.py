@@ -49,3 +49,17 @@ def test_the_demo_marks_lazy_nodes_and_builds_a_public_data_job() -> None:
     job = build_job(cfg)
     assert job.public_data.enabled and job.public_data.replication == 0.25 and job.cohort_size == 1
     assert not build_job(DemoConfig(nodes=3)).public_data.enabled
+
+
+def test_a_slow_node_is_an_honest_node_with_a_real_delay_and_the_demo_marks_it(tmp_path: Path) -> None:
+    from fedgpu.demo import DemoConfig, _roles, build_job
+
+    cfg = NodeConfig(aggregator="127.0.0.1:1", data={}, identity_path=tmp_path / "id.pem")
+    apply_behaviour(cfg, "slow", 5.0)
+    assert cfg.slowdown == 5.0 and cfg.update_hook is None and cfg.extra_datasets == {}
+    with pytest.raises(ConfigError, match="slow-factor"):
+        apply_behaviour(cfg, "slow", 0.5)
+    demo = DemoConfig(nodes=6, slow_nodes=2, slow_factor=5.0, free_riders=1)
+    assert _roles(demo) == ["slow", "slow", "honest", "honest", "honest", "zeros"]
+    job = build_job(demo)
+    assert job.nodes_per_round == 4 and job.selection.rule == "utility" and job.selection.over_select == 0.5  # the 2 slow ones are offered on top of 4 (over-selection)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,8 @@ class TaskState:
     upload_started: float = 0.0   # monotonic time of the first chunk
     upload_seconds: float = 0.0   # first chunk received .. update added into its cohort's sum
     fold_seconds: float = 0.0     # adding the update into its cohort's sum
+    offered_at: float = field(default_factory=time.monotonic)  # when the task was put in front of its node
+    missed_deadline: bool = False  # failed at the deadline (a round closed early with enough updates is not a miss)
 
 
 @dataclass
@@ -67,6 +70,7 @@ class RoundState:
     acc_dir: Path  # one .npy accumulator per (cohort, chunk): memory stays O(chunk) whatever the node count
     done: asyncio.Event = field(default_factory=asyncio.Event)
     replicas: ReplicaPlan | None = None  # public-data jobs: the task each member runs (fedgpu.aggregator.replication)
+    enough: int = 0  # the attempt may close once this many updates are in (over-selection); 0: when every task ended
 
     def acc_path(self, cohort: int, chunk: int) -> Path:
         return self.acc_dir / f"c{cohort}-{chunk}.npy"
@@ -93,7 +97,8 @@ class RoundState:
             del acc  # unmapped: what it wrote is in the page cache, which the next reader sees
 
     def check_done(self) -> None:
-        if not any(t.status.open for t in self.tasks.values()):
+        complete = sum(t.status is TaskStatus.COMPLETE for t in self.tasks.values())
+        if not any(t.status.open for t in self.tasks.values()) or (self.enough and complete >= self.enough):
             self.done.set()
 
 

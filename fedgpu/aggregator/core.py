@@ -3,7 +3,8 @@
     admission  who may register or submit a job, and how fast: rate limits, allow-list, driver tokens
     registry   nodes: keys, capabilities, liveness, concurrent calls per node, the Verifier
     uploads    tasks in flight, long-polls, declines, chunk checks, the spool, folding into sums
-    rounds     opening and closing round attempts, released sums, the cohort history
+    rounds     opening and closing round attempts (its nodes picked by ``selection``), released sums, the cohort history
+    capacity   each node's measured record (store), and its history in each job (selection's input)
     jobs       submit and tokens, the state machine with retries, the driver lease, publish, cancel
     events     the watchers of each job
 
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from fedgpu.aggregator import ledger
 from fedgpu.aggregator.admission import Admission, AdmissionPolicy
+from fedgpu.aggregator.capacity import CapacityBook
 from fedgpu.aggregator.events import Events
 from fedgpu.aggregator.jobs import Jobs
 from fedgpu.aggregator.metrics import Counters, Snapshot
@@ -37,6 +39,7 @@ from fedgpu.aggregator.registry import LIVE_GRACE_S, NodeRegistry
 from fedgpu.aggregator.rounds import Rounds
 from fedgpu.aggregator.store import Store
 from fedgpu.aggregator.uploads import Uploads
+from fedgpu.capacity import SignedRecord, sign_record
 from fedgpu.errors import FedgpuError
 from fedgpu.proto.fedgpu.v1 import node_pb2
 from fedgpu.wire.records import (
@@ -61,7 +64,8 @@ class Aggregator:
         self.registry = NodeRegistry(store, self.booted_ms, self.admission, live_grace)
         self.uploads = Uploads(store, self.registry, spool_dir)  # wipes the spool: earlier attempts are void
         self.events = Events()
-        self.rounds = Rounds(store, self.registry, self.uploads, self.events)
+        self.capacity = CapacityBook(store)
+        self.rounds = Rounds(store, self.registry, self.uploads, self.events, self.capacity)
         self.jobs = Jobs(store, self.registry, self.rounds, self.events)
         self.counters = Counters()  # what --metrics serves, with the gauges of snapshot()
 
@@ -148,6 +152,11 @@ class Aggregator:
 
     def cohort_sum(self, job_id: str, rnd: int, cohort: int, chunk: int) -> bytes:
         return self.rounds.cohort_sum(job_id, rnd, cohort, chunk)
+
+    # ---- measured capacity ---------------------------------------------------------------------
+    def node_records(self, node_ids: list[str]) -> list[SignedRecord]:
+        """Each registered node's measured record (``node_ids``: only those), signed by the ledger key."""
+        return [sign_record(self.jobs.signing_key, r) for r in self.capacity.records(node_ids)]
 
     # ---- metrics -------------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:

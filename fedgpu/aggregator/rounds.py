@@ -28,9 +28,11 @@ import numpy as np
 from fedgpu import crypto
 from fedgpu.aggregator import replication
 from fedgpu.aggregator.attempt import RoundState, TaskState, TaskStatus
+from fedgpu.aggregator.capacity import CapacityBook
 from fedgpu.aggregator.cohorts import assign_cohorts, co_membership, merge_small
 from fedgpu.aggregator.events import Events
 from fedgpu.aggregator.registry import NodeRegistry
+from fedgpu.aggregator.selection import plan_of, select
 from fedgpu.aggregator.store import Store
 from fedgpu.aggregator.uploads import Uploads
 from fedgpu.errors import StateError
@@ -42,11 +44,12 @@ log = logging.getLogger("fedgpu.aggregator")
 
 
 class Rounds:
-    def __init__(self, store: Store, registry: NodeRegistry, uploads: Uploads, events: Events) -> None:
+    def __init__(self, store: Store, registry: NodeRegistry, uploads: Uploads, events: Events, capacity: CapacityBook | None = None) -> None:
         self.store = store
         self.registry = registry
         self.uploads = uploads
         self.events = events
+        self.capacity = capacity or CapacityBook(store)  # measured per node: selection's input, `fedgpu nodes`' output
         self.open: dict[str, RoundState] = {}              # job -> open round
         self._released: dict[str, dict[int, list[list[str]]]] = {}  # job -> round -> cohorts released (cache of the store)
         # Public-data jobs: tasks the driver found disputed, each re-run by a third node in the next round
@@ -74,6 +77,7 @@ class Rounds:
         self._released.pop(job_id, None)
         self.disputes.pop(job_id, None)
         self.flagged.pop(job_id, None)
+        self.capacity.forget(job_id)
 
     # ---- releasing sums ------------------------------------------------------------------------
     def cohort_sums(self, job_id: str, rnd: int, k: int) -> tuple[list[list[str]], list[tuple[int, int]]]:
@@ -120,7 +124,11 @@ class Rounds:
             log.info("job %s round %d: %d eligible nodes, need %d", job_id, rnd, len(nodes), spec.min_nodes)
             return None
         rng = random.Random(spec.seed * 1_000_003 + rnd * 1009 + attempt)
-        chosen = rng.sample(nodes, min(len(nodes), spec.nodes_per_round))
+        picked = select(
+            nodes, spec.nodes_per_round, self.capacity.history(job_id), plan_of(spec.selection), rng, spec.deadline_seconds,
+            minimum=max(spec.min_nodes, spec.cohort_size), dp=spec.privacy.enabled,
+        )
+        chosen = picked.chosen
         plan, disputes = None, self.disputes.pop(job_id, [])
         if spec.public_data is not None:
             device = {n: str(self.registry.node_caps.get(n, {}).get("device", "")) for n in chosen}
@@ -147,6 +155,7 @@ class Rounds:
             num_chunks=layout.num_chunks,
             acc_dir=self.uploads.spool / f"{job_id}-r{rnd}-{attempt_id}",
             replicas=plan,
+            enough=picked.enough if picked.enough < len(chosen) else 0,
         )
         for ci, members in enumerate(cohorts):
             for node_id in members:
@@ -203,6 +212,7 @@ class Rounds:
     def _close(self, rs: RoundState, spec: JobSpec) -> RoundRecord | None:
         self.uploads.retire(rs, at_deadline=True)
         self.open.pop(rs.job_id, None)
+        self.capacity.round_closed(rs)
         by_cohort: list[list[str]] = [[] for _ in rs.cohorts]
         for ts in rs.tasks.values():
             if ts.status is TaskStatus.COMPLETE:

@@ -7,7 +7,7 @@ until the two agree.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint
 
 metadata = MetaData()
 
@@ -114,6 +114,21 @@ ledger_heads = Table(
     Column("evidence", Text, nullable=False),  # per-subset utilities, so anyone can recompute values
 )
 
+# A node's measured capacity (fedgpu.aggregator.capacity): sums over its completed tasks, on the aggregator's clocks.
+node_capacity = Table(
+    "node_capacity",
+    metadata,
+    Column("node_id", String(32), primary_key=True),
+    Column("tasks", Integer, nullable=False),
+    Column("misses", Integer, nullable=False),
+    Column("samples", BigInteger, nullable=False),
+    Column("compute_seconds", Float, nullable=False),
+    Column("turnaround_seconds", Float, nullable=False),
+    Column("bytes_up", BigInteger, nullable=False),
+    Column("upload_seconds", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
 meta_kv = Table(
     "meta",
     metadata,
@@ -132,6 +147,7 @@ __all__ = [
     "meta_kv",
     "metadata",
     "models",
+    "node_capacity",
     "nodes",
     "rounds",
 ]

@@ -277,6 +277,12 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         await self.agg.cancel_job(request.job_id, request.reason)
         return serde.job_status_to_proto(self.agg.job_status(request.job_id))
 
+    @_abort_on_error
+    async def ListNodes(self, request: driver_pb2.ListNodesRequest, context: Any) -> driver_pb2.ListNodesReply:
+        if len(request.node_ids) > 1000:
+            raise ProtocolError("ListNodes: at most 1000 node ids at once")
+        return driver_pb2.ListNodesReply(nodes=[serde.node_record_to_proto(r) for r in self.agg.node_records(list(request.node_ids))])
+
 
 __all__ = [
     "DriverServicer",

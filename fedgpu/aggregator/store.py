@@ -41,6 +41,7 @@ from fedgpu.aggregator.schema import (
     ledger_heads,
     meta_kv,
     models,
+    node_capacity,
     nodes,
     rounds,
 )
@@ -150,6 +151,43 @@ class Store:
         out: dict[str, str] = {}
         for r in self.key_rotations():
             out[r["node_id"]] = out[r["successor_id"]] = r["operator_id"]
+        return out
+
+    # --- measured capacity -----------------------------------------------------------------------
+    _CAPACITY_SUMS = ("tasks", "misses", "samples", "compute_seconds", "turnaround_seconds", "bytes_up", "upload_seconds")
+
+    def add_capacity(self, node_id: str, **amounts: float) -> None:
+        """Add one task's measurements (``tasks``, ``misses``, ``samples``, ``compute_seconds``, ...) to the
+        node's capacity record, created at its first; in one transaction, so concurrent rounds add up."""
+        unknown = set(amounts) - set(self._CAPACITY_SUMS)
+        if unknown:
+            raise StorageError(f"internal: unknown capacity fields {sorted(unknown)}")
+        now = time.time()
+
+        def fn(c: Connection) -> None:
+            if c.execute(select(node_capacity.c.node_id).where(node_capacity.c.node_id == node_id)).first() is None:
+                c.execute(insert(node_capacity).values(node_id=node_id, updated_at=now, **{k: amounts.get(k, 0) for k in self._CAPACITY_SUMS}))
+            else:
+                c.execute(
+                    update(node_capacity)
+                    .where(node_capacity.c.node_id == node_id)
+                    .values(updated_at=now, **{k: node_capacity.c[k] + v for k, v in amounts.items()})
+                )
+
+        self._run(fn)
+
+    def capacity(self) -> list[dict[str, Any]]:
+        """Every node's capacity record (nodes that never completed or missed a task have none)."""
+        return [dict(r) for r in self._run(lambda c: c.execute(select(node_capacity).order_by(node_capacity.c.node_id)).mappings().all())]
+
+    def node_values(self, job_id: str) -> dict[str, list[float]]:
+        """Each node's value estimates in a job, round by round (the ledger's ``value``: the driver's node_values)."""
+        rows = self._run(
+            lambda c: c.execute(select(ledger.c.node_id, ledger.c.value).where(ledger.c.job_id == job_id).order_by(ledger.c.round)).all()
+        )
+        out: dict[str, list[float]] = {}
+        for node_id, value in rows:
+            out.setdefault(str(node_id), []).append(float(value))
         return out
 
     # --- jobs ----------------------------------------------------------------------------------

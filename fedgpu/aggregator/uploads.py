@@ -218,15 +218,21 @@ class Uploads:
     # ---- a round's end -------------------------------------------------------------------------
     def retire(self, rs: RoundState, at_deadline: bool) -> None:
         """Forget a round's tasks: refused from now on. At its deadline an unfinished task fails;
-        when its job is cancelled (``at_deadline=False``) every spooled part goes, and no status changes."""
+        when its job is cancelled (``at_deadline=False``) every spooled part goes, and no status changes.
+        Before the deadline (the attempt had ``enough`` updates) an unfinished task fails without counting as a miss."""
+        early = time.time() < rs.deadline
         for tid, ts in rs.tasks.items():
             self.tasks.pop(tid, None)
             if self.pending.get(ts.node_id) is ts.task:
                 self.pending.pop(ts.node_id, None)
             if not at_deadline:
                 self.part_path(tid).unlink(missing_ok=True)
+            elif ts.status.open and early:
+                ts.status, ts.message = TaskStatus.FAILED, "not needed: the round had enough updates before its deadline"
+                self.part_path(tid).unlink(missing_ok=True)
             elif ts.status.open:
                 ts.status, ts.message = TaskStatus.FAILED, "missed the deadline" if ts.status is TaskStatus.ASSIGNED else "upload incomplete at the deadline"
+                ts.missed_deadline = True
                 self.part_path(tid).unlink(missing_ok=True)
                 self.registry.missed_deadline(ts.node_id)  # no task again until it pulls after this
 

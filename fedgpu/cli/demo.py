@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--lazy-nodes", type=int, default=0, help="nodes that skip half their local steps (caught by spot checks with --public)")
     p.add_argument("--public", action="store_true", help="a public-data job: nodes build their shards themselves and a share of the tasks is replicated and compared")
     p.add_argument("--replication", type=float, default=0.1, help="with --public: the share of tasks also given to a second node (default %(default)s)")
+    p.add_argument("--slow-nodes", type=int, default=0, help="honest nodes whose tasks take --slow-factor times as long (a real delay)")
+    p.add_argument("--slow-factor", type=float, default=4.0, help="how many times as long a slow node's task takes (default %(default)s)")
     p.add_argument("--epochs", type=int, default=None, help="local epochs per round (default: per dataset)")
     p.add_argument("--lr", type=float, default=None, help="local learning rate (default: per dataset)")
     p.set_defaults(func=run)
@@ -58,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         lazy_nodes=args.lazy_nodes,
         public=args.public,
         replication=args.replication,
+        slow_nodes=args.slow_nodes,
+        slow_factor=args.slow_factor,
         epochs=args.epochs,
         lr=args.lr,
     )

@@ -52,6 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="do not take public-data tasks (by default a node also trains on shards of the public datasets it builds itself)",
     )
     p.add_argument("--max-tasks", type=int, default=None, help="exit after this many tasks (default: run until stopped)")
+    p.add_argument("--status", action="store_true", help="show this node's measured capacity record, as the aggregator signed it, then exit")
     p.add_argument("--rotate-key", action="store_true", help="replace HOME/identity.pem by a new key, keeping this node's earnings (the old key stays as HOME/identity.<id>.pem), then exit")
 
 
@@ -60,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     from fedgpu.wire.transport import TLSConfig
 
     data = _data_arg(args.data)
-    if not data and not args.rotate_key and not args.public_data:
+    if not data and not args.rotate_key and not args.status and not args.public_data:
         raise ConfigError("a node needs data: pass --data NAME=PATH (e.g. --data mnist1d=/data/mine.npz), or drop --no-public-data to train on public data only")
     return NodeConfig(
         aggregator=args.aggregator,
@@ -97,8 +98,28 @@ def serve(cfg: NodeConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def status(args: argparse.Namespace) -> int:
+    """``fedgpu node --status``: this identity's record at the aggregator (no Register, no task taken)."""
+    from fedgpu.cli.nodes import fetch, table
+    from fedgpu.errors import NotFoundError
+    from fedgpu.wire.auth import Identity
+
+    path = args.home / "identity.pem"
+    if not path.exists():
+        raise ConfigError(f"no identity at {path}: this --home has never run a node (pass the --home it ran with)")
+    node_id = Identity.load_or_create(path).node_id
+    records = fetch(args.aggregator, args.tls_ca, args.insecure, [node_id])
+    if not records:
+        raise NotFoundError(f"the aggregator at {args.aggregator} has no node {node_id}: it registers when it first runs `fedgpu node`")
+    print(table(records))
+    print(records[0].to_json())  # the signed record itself: what the operator keeps as proof of work done
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.status:
+        return status(args)
     return serve(config_from_args(args), args)
 
 
-__all__ = ["add_arguments", "config_from_args", "default_threads", "register", "run", "serve"]
+__all__ = ["add_arguments", "config_from_args", "default_threads", "register", "run", "serve", "status"]

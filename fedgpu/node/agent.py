@@ -89,6 +89,7 @@ class NodeConfig:
     threads: int | None = None   # --threads: torch's intra-op CPU threads for this process (None: leave torch's default)
     public_data: bool = True     # take public-data tasks (the node builds the public datasets itself; --no-public-data)
     skip_step: Callable[[int], bool] | None = None  # the simulated lazy node of fedgpu.adversaries only: batches it skips
+    slowdown: float = 1.0        # simulated slow node (fedgpu.adversaries "slow"): each task's training takes this many times as long
 
 
 class NodeAgent:
@@ -390,6 +391,8 @@ class NodeAgent:
                 train_local(model, data, cfg, self.device, skip_step=self.cfg.skip_step)
         else:
             train_local(model, data, cfg, self.device, skip_step=self.cfg.skip_step)
+        if self.cfg.slowdown > 1:  # a real delay: the aggregator's clocks must see it, whatever the node reports
+            self._stop.wait((self.cfg.slowdown - 1) * (time.perf_counter() - t0))
         seconds = time.perf_counter() - t0
         delta = tensors.flatten(model.state_dict()) - start
         bounds = ClaimBounds.from_wire(task.max_weight, task.update_norm_bound)

@@ -121,6 +121,17 @@ class ReplicaDispute:
 
 
 @dataclass(frozen=True)
+class SelectionPlan:
+    """How the aggregator picks a round's nodes (mirrors ``fedgpu.v1.SelectionPlan``; docs/selection.md).
+    An empty ``rule`` is a spec from a driver that sent none: the job file's defaults (uniform)."""
+
+    rule: str = ""
+    exploration: float = 0.0
+    over_select: float = 0.0
+    dp_over_selection: bool = False
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """A job as its driver submitted it, field for field (the store keeps its protobuf bytes).
 
@@ -156,6 +167,7 @@ class JobSpec:
         from fedgpu.datasets import public_capability
 
         return public_capability(self.dataset) if self.public_data is not None else self.dataset
+    selection: SelectionPlan = field(default_factory=SelectionPlan)
 
     @property
     def claim_bounds(self) -> ClaimBounds:
@@ -383,6 +395,7 @@ __all__ = [
     "ReplicaSet",
     "RoundRecord",
     "RoundResult",
+    "SelectionPlan",
     "Task",
     "TrainingPlan",
     "UploadProgress",

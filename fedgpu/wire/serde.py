@@ -6,6 +6,7 @@ The domain objects are the dataclasses of :mod:`fedgpu.wire.records` and the job
 
 from __future__ import annotations
 
+from fedgpu.capacity import CapacityRecord, SignedRecord
 from fedgpu.config import JobConfig, job_from_dict
 from fedgpu.datasets import SCHEMAS, Schema, schema_to_dict
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, node_pb2
@@ -24,6 +25,7 @@ from fedgpu.wire.records import (
     ReplicaDispute,
     ReplicaSet,
     RoundResult,
+    SelectionPlan,
     Task,
     TrainingPlan,
     UploadProgress,
@@ -32,7 +34,7 @@ from fedgpu.wire.records import (
 
 def job_spec_of(job: JobConfig, encryption: EncryptionContext, num_params: int) -> JobSpec:
     """The spec a driver submits for its job file: what every role reads of the job from then on."""
-    p, a = job.privacy, job.aggregation
+    p, a, sel = job.privacy, job.aggregation, job.selection
     return JobSpec(
         name=job.name,
         model=job.model,
@@ -58,6 +60,7 @@ def job_spec_of(job: JobConfig, encryption: EncryptionContext, num_params: int) 
         schema=job.dataset_schema,
         standardize=job.data.standardize,
         public_data=public_data_plan_of(job),
+        selection=SelectionPlan(rule=sel.rule, exploration=sel.exploration, over_select=sel.over_select, dp_over_selection=sel.dp_over_selection),
     )
 
 
@@ -108,6 +111,9 @@ def job_config(spec: JobSpec, check_registry: bool = True) -> JobConfig:
     if spec.public_data is not None:
         d = spec.public_data
         data["public_data"] = {"samples": d.samples, "data_seed": d.data_seed, "shards": d.shards, "replication": d.replication, "tolerance": d.tolerance}
+    sel = spec.selection
+    if sel.rule:  # a spec without a plan keeps the job file's defaults (uniform)
+        data["selection"] = {"rule": sel.rule, "exploration": sel.exploration, "over_select": sel.over_select, "dp_over_selection": sel.dp_over_selection}
     if p.enabled:
         data["privacy"] = {
             "enabled": True,
@@ -218,6 +224,14 @@ def replica_dispute_from_proto(m: driver_pb2.ReplicaDispute) -> ReplicaDispute:
     return ReplicaDispute(round=m.round, shard=m.shard, seed=m.seed, model_version=m.model_version, members=tuple(m.members), prefer=tuple(m.prefer))
 
 
+def selection_plan_to_proto(p: SelectionPlan) -> driver_pb2.SelectionPlan:
+    return driver_pb2.SelectionPlan(rule=p.rule, exploration=p.exploration, over_select=p.over_select, dp_over_selection=p.dp_over_selection)
+
+
+def selection_plan_from_proto(m: driver_pb2.SelectionPlan) -> SelectionPlan:
+    return SelectionPlan(rule=m.rule, exploration=m.exploration, over_select=m.over_select, dp_over_selection=m.dp_over_selection)
+
+
 def encryption_to_proto(e: EncryptionContext) -> common_pb2.EncryptionContext:
     return common_pb2.EncryptionContext(
         scheme=e.scheme, params=e.params, public_material=e.public_material, fingerprint=e.fingerprint, values_per_chunk=e.values_per_chunk
@@ -254,6 +268,7 @@ def job_spec_to_proto(s: JobSpec) -> driver_pb2.JobSpec:
         schema=schema_to_proto(s.schema),
         standardize=s.standardize,
         public_data=public_data_plan_to_proto(s.public_data) if s.public_data is not None else None,
+        selection=selection_plan_to_proto(s.selection),
     )
 
 
@@ -280,6 +295,7 @@ def job_spec_from_proto(m: driver_pb2.JobSpec) -> JobSpec:
         schema=schema_from_proto(m.schema),
         standardize=m.standardize,
         public_data=public_data_plan_from_proto(m.public_data) if m.HasField("public_data") else None,
+        selection=selection_plan_from_proto(m.selection),
     )
 
 
@@ -430,6 +446,24 @@ def task_wire_size(t: Task) -> int:
     return int(task_to_proto(t).ByteSize())
 
 
+def node_record_to_proto(r: SignedRecord) -> driver_pb2.NodeRecord:
+    c = r.record
+    return driver_pb2.NodeRecord(
+        node_id=c.node_id, name=c.name, device=c.device, tasks=c.tasks, misses=c.misses, samples=c.samples,
+        compute_seconds=c.compute_seconds, turnaround_seconds=c.turnaround_seconds, bytes_up=c.bytes_up,
+        upload_seconds=c.upload_seconds, updated_at=c.updated_at, signature=r.signature, aggregator_key=r.aggregator_key,
+    )
+
+
+def node_record_from_proto(m: driver_pb2.NodeRecord) -> SignedRecord:
+    record = CapacityRecord(
+        node_id=m.node_id, name=m.name, device=m.device, tasks=m.tasks, misses=m.misses, samples=m.samples,
+        compute_seconds=m.compute_seconds, turnaround_seconds=m.turnaround_seconds, bytes_up=m.bytes_up,
+        upload_seconds=m.upload_seconds, updated_at=m.updated_at,
+    )
+    return SignedRecord(record, m.signature, m.aggregator_key)
+
+
 def receipt_to_proto(r: LedgerReceipt) -> node_pb2.Receipt:
     c = r.receipt
     return node_pb2.Receipt(
@@ -476,6 +510,8 @@ __all__ = [
     "job_status_from_proto",
     "job_status_to_proto",
     "job_to_proto",
+    "node_record_from_proto",
+    "node_record_to_proto",
     "privacy_plan_from_proto",
     "privacy_plan_to_proto",
     "public_data_plan_from_proto",
@@ -493,6 +529,8 @@ __all__ = [
     "round_result_to_proto",
     "schema_from_proto",
     "schema_to_proto",
+    "selection_plan_from_proto",
+    "selection_plan_to_proto",
     "task_from_proto",
     "task_to_proto",
     "task_wire_size",

@@ -201,7 +201,7 @@ def test_fuzzed_messages_are_refused_cleanly_and_the_aggregator_keeps_serving(tm
         rng = random.Random(SEED)
         fuzzer = Fuzzer(rng, node, job_id, token)
         methods = every_method()
-        assert len(methods) == 15
+        assert len(methods) == 16
         statuses: Counter[str] = Counter()
         by_method: dict[str, Counter[str]] = {}
         t0 = time.monotonic()

@@ -8,6 +8,7 @@ in CI, where a missing URL fails instead of skipping.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import subprocess
@@ -406,6 +407,45 @@ class StoreContract:
             assert (r["job_id"], r["round"], r["node_id"], r["reward"], r["entry_hash"]) == (row["job_id"], row["round"], "na", row["reward"], row["entry_hash"])
             assert (r["head_hash"], r["signature"]) == (heads[r["job_id"], r["round"]]["head_hash"], heads[r["job_id"], r["round"]]["signature"])
         assert store.receipts_for("nobody", 0) == []
+
+    # --- measured capacity -------------------------------------------------------------------------
+    def test_capacity_records_add_up_per_node_survive_a_reopen_and_sign_like_a_receipt(self) -> None:
+        from fedgpu.aggregator.capacity import CapacityBook
+        from fedgpu.capacity import SignedRecord, sign_record
+
+        store = self.make_store()
+        store.upsert_node("na", b"pk-a", "a", {"models": ["m"], "device": "cuda:H100 (claimed)"})
+        store.upsert_node("nb", b"pk-b", "b", {"models": ["m"]})
+        store.add_capacity("na", tasks=1, samples=500, compute_seconds=2.0, turnaround_seconds=2.5, bytes_up=1000, upload_seconds=0.5)
+        store.add_capacity("na", tasks=1, samples=500, compute_seconds=3.0, turnaround_seconds=3.5, bytes_up=3000, upload_seconds=0.5)
+        store.add_capacity("na", misses=1)
+        with pytest.raises(StorageError, match="unknown capacity"):
+            store.add_capacity("na", gpus=8)
+        store.engine.dispose()
+        again = self.make_store()
+        (row,) = again.capacity()
+        assert (row["node_id"], row["tasks"], row["misses"], row["samples"], row["bytes_up"]) == ("na", 2, 1, 1000, 4000)
+        assert row["compute_seconds"] == pytest.approx(5.0) and row["turnaround_seconds"] == pytest.approx(6.0)
+        recs = {r.node_id: r for r in CapacityBook(again).records()}
+        a = recs["na"]
+        assert a.samples_per_second == pytest.approx(200.0) and a.mean_turnaround == pytest.approx(3.0) and a.upload_rate == pytest.approx(4000.0)
+        assert a.device == "cuda:H100 (claimed)" and recs["nb"].tasks == 0 and recs["nb"].samples_per_second == 0.0
+        signed = sign_record(Ed25519PrivateKey.generate(), a)
+        back = SignedRecord.from_json(signed.to_json())
+        assert back == signed and back.verify()
+        forged = SignedRecord(dataclasses.replace(a, tasks=99), signed.signature, signed.aggregator_key)
+        assert not forged.verify()
+
+    def test_node_values_are_read_back_per_job_and_round(self) -> None:
+        store = self.make_store()
+        key = Ed25519PrivateKey.generate()
+        store.create_job("job-1", "j", b"spec", "t" * 64)
+        store.put_model("job-1", 0, b"model 0", "0" * 64, None)
+        store.save_round("job-1", 1, 1, record([["na", "nb", "nc"]]), iter([]))
+        pay(store, key, "job-1", 1)
+        values = store.node_values("job-1")
+        assert sorted(values) == ["na", "nb", "nc"] and all(len(v) == 1 for v in values.values())
+        assert store.node_values("job-2") == {}
 
     # --- declines --------------------------------------------------------------------------------
     def test_declines_are_kept_per_job_and_node_the_latest_reason_winning(self) -> None:

@@ -26,7 +26,7 @@ JOB_EVENT_KIND_JOB_FAILED: JobEventKind
 JOB_EVENT_KIND_JOB_CANCELLED: JobEventKind
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "model", "dataset", "rounds", "nodes_per_round", "min_nodes", "deadline_seconds", "training", "cohort_size", "seed", "privacy", "encryption", "num_params", "reward_pool", "driver_lease_seconds", "max_weight", "update_norm_bound", "aggregation", "schema", "standardize", "public_data")
+    __slots__ = ("name", "model", "dataset", "rounds", "nodes_per_round", "min_nodes", "deadline_seconds", "training", "cohort_size", "seed", "privacy", "encryption", "num_params", "reward_pool", "driver_lease_seconds", "max_weight", "update_norm_bound", "aggregation", "schema", "standardize", "public_data", "selection")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class JobSpec(_message.Message):
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     STANDARDIZE_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_DATA_FIELD_NUMBER: _ClassVar[int]
+    SELECTION_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     dataset: str
@@ -69,7 +70,8 @@ class JobSpec(_message.Message):
     schema: _common_pb2.DatasetSchema
     standardize: bool
     public_data: PublicDataPlan
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., rounds: _Optional[int] = ..., nodes_per_round: _Optional[int] = ..., min_nodes: _Optional[int] = ..., deadline_seconds: _Optional[float] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., cohort_size: _Optional[int] = ..., seed: _Optional[int] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., num_params: _Optional[int] = ..., reward_pool: _Optional[float] = ..., driver_lease_seconds: _Optional[float] = ..., max_weight: _Optional[float] = ..., update_norm_bound: _Optional[float] = ..., aggregation: _Optional[_Union[AggregationPlan, _Mapping]] = ..., schema: _Optional[_Union[_common_pb2.DatasetSchema, _Mapping]] = ..., standardize: _Optional[bool] = ..., public_data: _Optional[_Union[PublicDataPlan, _Mapping]] = ...) -> None: ...
+    selection: SelectionPlan
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., rounds: _Optional[int] = ..., nodes_per_round: _Optional[int] = ..., min_nodes: _Optional[int] = ..., deadline_seconds: _Optional[float] = ..., training: _Optional[_Union[_common_pb2.TrainingPlan, _Mapping]] = ..., cohort_size: _Optional[int] = ..., seed: _Optional[int] = ..., privacy: _Optional[_Union[_common_pb2.PrivacyPlan, _Mapping]] = ..., encryption: _Optional[_Union[_common_pb2.EncryptionContext, _Mapping]] = ..., num_params: _Optional[int] = ..., reward_pool: _Optional[float] = ..., driver_lease_seconds: _Optional[float] = ..., max_weight: _Optional[float] = ..., update_norm_bound: _Optional[float] = ..., aggregation: _Optional[_Union[AggregationPlan, _Mapping]] = ..., schema: _Optional[_Union[_common_pb2.DatasetSchema, _Mapping]] = ..., standardize: _Optional[bool] = ..., public_data: _Optional[_Union[PublicDataPlan, _Mapping]] = ..., selection: _Optional[_Union[SelectionPlan, _Mapping]] = ...) -> None: ...
 
 class PublicDataPlan(_message.Message):
     __slots__ = ("samples", "data_seed", "shards", "replication", "tolerance")
@@ -84,6 +86,18 @@ class PublicDataPlan(_message.Message):
     replication: float
     tolerance: float
     def __init__(self, samples: _Optional[int] = ..., data_seed: _Optional[int] = ..., shards: _Optional[int] = ..., replication: _Optional[float] = ..., tolerance: _Optional[float] = ...) -> None: ...
+
+class SelectionPlan(_message.Message):
+    __slots__ = ("rule", "exploration", "over_select", "dp_over_selection")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    EXPLORATION_FIELD_NUMBER: _ClassVar[int]
+    OVER_SELECT_FIELD_NUMBER: _ClassVar[int]
+    DP_OVER_SELECTION_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    exploration: float
+    over_select: float
+    dp_over_selection: bool
+    def __init__(self, rule: _Optional[str] = ..., exploration: _Optional[float] = ..., over_select: _Optional[float] = ..., dp_over_selection: _Optional[bool] = ...) -> None: ...
 
 class AggregationPlan(_message.Message):
     __slots__ = ("rule", "trim_fraction", "norm_bound")
@@ -375,3 +389,45 @@ class CancelJobRequest(_message.Message):
     token: str
     reason: str
     def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ("node_ids",)
+    NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    node_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class NodeRecord(_message.Message):
+    __slots__ = ("node_id", "name", "device", "tasks", "misses", "samples", "compute_seconds", "turnaround_seconds", "bytes_up", "upload_seconds", "updated_at", "signature", "aggregator_key")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TURNAROUND_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_UP_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_KEY_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    name: str
+    device: str
+    tasks: int
+    misses: int
+    samples: int
+    compute_seconds: float
+    turnaround_seconds: float
+    bytes_up: int
+    upload_seconds: float
+    updated_at: float
+    signature: str
+    aggregator_key: str
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., device: _Optional[str] = ..., tasks: _Optional[int] = ..., misses: _Optional[int] = ..., samples: _Optional[int] = ..., compute_seconds: _Optional[float] = ..., turnaround_seconds: _Optional[float] = ..., bytes_up: _Optional[int] = ..., upload_seconds: _Optional[float] = ..., updated_at: _Optional[float] = ..., signature: _Optional[str] = ..., aggregator_key: _Optional[str] = ...) -> None: ...
+
+class ListNodesReply(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeRecord]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeRecord, _Mapping]]] = ...) -> None: ...

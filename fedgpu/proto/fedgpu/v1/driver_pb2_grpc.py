@@ -70,6 +70,11 @@ class DriverServiceStub:
                 request_serializer=fedgpu_dot_v1_dot_driver__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=fedgpu_dot_v1_dot_driver__pb2.JobStatus.FromString,
                 _registered_method=True)
+        self.ListNodes = channel.unary_unary(
+                '/fedgpu.v1.DriverService/ListNodes',
+                request_serializer=fedgpu_dot_v1_dot_driver__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=fedgpu_dot_v1_dot_driver__pb2.ListNodesReply.FromString,
+                _registered_method=True)
 
 
 class DriverServiceServicer:
@@ -120,6 +125,13 @@ class DriverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListNodes(self, request, context):
+        """Every registered node's measured capacity record, signed by the aggregator's ledger key (`fedgpu nodes`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DriverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -157,6 +169,11 @@ def add_DriverServiceServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=fedgpu_dot_v1_dot_driver__pb2.CancelJobRequest.FromString,
                     response_serializer=fedgpu_dot_v1_dot_driver__pb2.JobStatus.SerializeToString,
+            ),
+            'ListNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodes,
+                    request_deserializer=fedgpu_dot_v1_dot_driver__pb2.ListNodesRequest.FromString,
+                    response_serializer=fedgpu_dot_v1_dot_driver__pb2.ListNodesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -348,6 +365,33 @@ class DriverService:
             '/fedgpu.v1.DriverService/CancelJob',
             fedgpu_dot_v1_dot_driver__pb2.CancelJobRequest.SerializeToString,
             fedgpu_dot_v1_dot_driver__pb2.JobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgpu.v1.DriverService/ListNodes',
+            fedgpu_dot_v1_dot_driver__pb2.ListNodesRequest.SerializeToString,
+            fedgpu_dot_v1_dot_driver__pb2.ListNodesReply.FromString,
             options,
             channel_credentials,
             insecure,
