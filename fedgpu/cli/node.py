@@ -47,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epsilon-cap", type=float, default=None, help="the data owner's privacy cap: refuse DP tasks that would exceed this epsilon")
     p.add_argument("--device", default="auto", help="where to train: auto (CUDA when present), cpu, cuda or cuda:N (default %(default)s)")
     p.add_argument("--threads", type=int, default=default_threads(), metavar="N", help="CPU threads torch may use (default %(default)s: min(2, cores), so a node leaves its machine usable)")
+    p.add_argument("--flower-client", default=None, metavar="MODULE:ATTR", help="train with a Flower NumPyClient (an instance, a class or a zero-argument factory; MODULE may be a .py file); fedgpu still encrypts, signs and uploads. Declines DP-SGD jobs (docs/flower.md)")
     p.add_argument("--max-tasks", type=int, default=None, help="exit after this many tasks (default: run until stopped)")
     p.add_argument("--rotate-key", action="store_true", help="replace HOME/identity.pem by a new key, keeping this node's earnings (the old key stays as HOME/identity.<id>.pem), then exit")
 
@@ -58,7 +59,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     data = _data_arg(args.data)
     if not data and not args.rotate_key:
         raise ConfigError("a node needs data: pass --data NAME=PATH (e.g. --data mnist1d=/data/mine.npz)")
-    return NodeConfig(
+    cfg = NodeConfig(
         aggregator=args.aggregator,
         data=data,
         identity_path=args.home / "identity.pem",
@@ -69,6 +70,11 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         device=args.device,
         threads=args.threads,
     )
+    if getattr(args, "flower_client", None):
+        from fedgpu.node.flower import FlowerTrainer
+
+        cfg.trainer = FlowerTrainer.from_spec(args.flower_client)
+    return cfg
 
 
 def serve(cfg: NodeConfig, args: argparse.Namespace) -> int:
