@@ -272,7 +272,7 @@ def measure(spec: dict[str, Any], argv: list[str]) -> dict[str, Any]:
     row = {k: spec[k] for k in ("framework", "model", "params", "nodes", "rewards")}
     if proc.returncode != 0 or not (work / "out.json").exists():
         tail = (work / "child.log").read_text(errors="replace")[-1500:]
-        return {**row, "error": f"exit {proc.returncode}: {tail}"}
+        return {**row, "error": f"exit {proc.returncode}: {tail}", "peak_rss_mb_total": round(sampler.peak, 1), "wall_s": round(time.perf_counter() - t0, 1)}
     return {**row, **json.loads((work / "out.json").read_text()), "peak_rss_mb_total": round(sampler.peak, 1), "wall_s": round(time.perf_counter() - t0, 1)}
 
 
