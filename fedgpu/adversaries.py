@@ -57,8 +57,10 @@ def apply_behaviour(cfg: NodeConfig, name: str, slow_factor: float = 4.0) -> Non
     elif name == "signflip":
         cfg.update_hook = lambda task, start, delta: -10.0 * delta
     elif name == "lazy":  # a random half of the batches (its own coin, so two lazy replicas differ too)
+        from fedgpu.node.training import LocalTrainer
+
         coin = np.random.default_rng()
-        cfg.skip_step = lambda step: bool(coin.random() < LAZY_SKIP)
+        cfg.trainer = LocalTrainer(skip_step=lambda step: bool(coin.random() < LAZY_SKIP))
     elif name == "labelflip":  # trains honestly on wrong labels: y -> classes - 1 - y
         from fedgpu.datasets import ArrayDataset, get_schema, load_file
 

@@ -88,6 +88,8 @@ class DemoConfig:
     batch_size: int | None = None
     deadline_seconds: float = 120.0
     keep: bool = False
+    flower_client: str | None = None  # --flower-client MODULE:ATTR: the first flower_nodes nodes train with it (docs/flower.md)
+    flower_nodes: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -103,6 +105,8 @@ def _roles(cfg: DemoConfig) -> list[str]:
         roles[cfg.nodes - 1 - cfg.free_riders - cfg.poisoners - j] = "lazy"
     for i in range(cfg.slow_nodes):  # from the front: the adversaries sit at the back
         roles[i] = "slow"
+    for f in range(cfg.flower_nodes):  # after the slow ones
+        roles[cfg.slow_nodes + f] = "flower"
     return roles
 
 
@@ -172,10 +176,10 @@ class Cluster:
         self.address = ""
         self.closed = False
 
-    def spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start ``python ARGS`` (``-m fedgpu ...`` or ``-m fedgpu.adversaries ...``), logging to ``log_name``."""
         log = (self.work / log_name).open("wb")
-        proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, env={**self.env, **(env or {})}, start_new_session=True, preexec_fn=_die_with_parent)
         self.procs.append(proc)
         return proc
 
@@ -229,6 +233,10 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
         raise ConfigError("--public: a public-data job needs no DP; drop --epsilon")
     if cfg.slow_nodes < 0 or cfg.slow_nodes + cfg.free_riders + cfg.poisoners + cfg.lazy_nodes > cfg.nodes - 1 or not cfg.slow_factor >= 1:
         raise ConfigError("--slow-nodes: honest nodes made slow, at most --nodes - 1 - free riders - poisoners - lazy nodes of them; --slow-factor must be >= 1")
+    if cfg.flower_nodes and (cfg.flower_client is None or cfg.epsilon is not None or cfg.public):
+        raise ConfigError("--flower-nodes needs --flower-client MODULE:ATTR, and no --epsilon or --public (a Flower client reads its own file and cannot run DP-SGD; docs/flower.md)")
+    if cfg.flower_nodes + cfg.slow_nodes + cfg.free_riders + cfg.poisoners + cfg.lazy_nodes > cfg.nodes:
+        raise ConfigError("--flower-nodes + --slow-nodes + --free-riders + --poisoners + --lazy-nodes must not exceed --nodes")
     if cfg.partition not in ("iid", "dirichlet"):
         raise ConfigError(f"--partition {cfg.partition!r}: allowed values are iid, dirichlet")
     job = build_job(cfg)
@@ -256,18 +264,22 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
             home.mkdir(exist_ok=True)
             node_roles[Identity.load_or_create(home / "identity.pem").node_id] = role
             data_args: list[str] = []
+            data_file = home / f"{cfg.dataset}.npz"
             if not cfg.public:  # a public-data job's nodes have no files: they build the shard each task names
-                data_file = home / f"{cfg.dataset}.npz"
                 save_npz(data_file, train.subset(idx))
                 data_args = ["--data", f"{cfg.dataset}={data_file}"]
-            # An honest node is the production `fedgpu node`; an adversary is its own entry point.
-            entry = ["-m", "fedgpu", "node"] if role == "honest" else ["-m", "fedgpu.adversaries", role]
+            # An honest node is the production `fedgpu node` (a Flower one with --flower-client); an adversary is its own entry point.
+            entry = ["-m", "fedgpu", "node"] if role in ("honest", "flower") else ["-m", "fedgpu.adversaries", role]
             if role == "slow":
                 entry += ["--slow-factor", str(cfg.slow_factor)]
+            node_env: dict[str, str] = {}
+            if role == "flower" and cfg.flower_client is not None:
+                entry += ["--flower-client", cfg.flower_client]
+                node_env["FLOWER_DATA"] = str(data_file)  # where examples/flower_client.py reads its own data
             args = [*entry, "--aggregator", address, *cluster.client_args, *data_args, "--home", str(home), "--name", f"node{i}", "--threads", "1"]
             if cfg.epsilon_cap is not None:
                 args += ["--epsilon-cap", str(cfg.epsilon_cap)]
-            cluster.spawn(args, f"node{i}.log")
+            cluster.spawn(args, f"node{i}.log", node_env)
         progress({"event": "nodes", "count": cfg.nodes, "sizes": [len(p) for p in parts], "roles": roles})
         driver = JobDriver(address, job, work / "job", validation=test, progress=progress, tls=cluster.tls)
         watchdog = threading.Thread(target=cluster.watch, args=(driver,), daemon=True)

@@ -7,6 +7,7 @@
     │   ├── NotFoundError      it names a node, job, round or task that does not exist
     │   └── StateError         it is valid but comes at the wrong time (round closed, task done)
     ├── CapabilityError        a node lacks the model or dataset a job needs
+    │   └── UnsupportedTask    its trainer cannot run the task as asked (DP-SGD with a Flower client)
     ├── PrivacyBudgetExceeded  a task would push a data owner past their epsilon cap
     ├── CryptoError            a ciphertext, key or context does not fit
     ├── StorageError           the database or a file could not be read or written
@@ -76,6 +77,11 @@ class SchemaMismatch(ConfigError):
     """Raised when a data owner's file does not fit the job's dataset schema (columns, shape, classes, ranges)."""
 
     exit_code = 2
+
+
+class UnsupportedTask(CapabilityError):
+    """Raised when the node's trainer cannot run a task as asked (a Flower client cannot train with DP-SGD);
+    the node declines that job. Run a native node (no --flower-client) for it, or use client-level DP."""
 
 
 class PrivacyBudgetExceeded(FedgpuError):
@@ -167,4 +173,5 @@ __all__ = [
     "StateError",
     "StorageError",
     "TransportError",
+    "UnsupportedTask",
 ]

@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--slow-factor", type=float, default=4.0, help="how many times as long a slow node's task takes (default %(default)s)")
     p.add_argument("--epochs", type=int, default=None, help="local epochs per round (default: per dataset)")
     p.add_argument("--lr", type=float, default=None, help="local learning rate (default: per dataset)")
+    p.add_argument("--flower-client", default=None, metavar="MODULE:ATTR", help="run --flower-nodes of the nodes with this Flower NumPyClient, e.g. examples/flower_client.py:client_fn (docs/flower.md)")
+    p.add_argument("--flower-nodes", type=int, default=None, help="how many nodes train with --flower-client (default 1 when it is given)")
     p.set_defaults(func=run)
 
 
@@ -64,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         slow_factor=args.slow_factor,
         epochs=args.epochs,
         lr=args.lr,
+        flower_client=args.flower_client,
+        flower_nodes=args.flower_nodes if args.flower_nodes is not None else (1 if args.flower_client else 0),
     )
     t0 = time.perf_counter()
 

@@ -51,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--no-public-data", dest="public_data", action="store_false",
         help="do not take public-data tasks (by default a node also trains on shards of the public datasets it builds itself)",
     )
+    p.add_argument("--flower-client", default=None, metavar="MODULE:ATTR", help="train with a Flower NumPyClient (an instance, a class or a zero-argument factory; MODULE may be a .py file); fedgpu still encrypts, signs and uploads. Declines DP-SGD jobs (docs/flower.md)")
     p.add_argument("--max-tasks", type=int, default=None, help="exit after this many tasks (default: run until stopped)")
     p.add_argument("--status", action="store_true", help="show this node's measured capacity record, as the aggregator signed it, then exit")
     p.add_argument("--rotate-key", action="store_true", help="replace HOME/identity.pem by a new key, keeping this node's earnings (the old key stays as HOME/identity.<id>.pem), then exit")
@@ -63,7 +64,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     data = _data_arg(args.data)
     if not data and not args.rotate_key and not args.status and not args.public_data:
         raise ConfigError("a node needs data: pass --data NAME=PATH (e.g. --data mnist1d=/data/mine.npz), or drop --no-public-data to train on public data only")
-    return NodeConfig(
+    cfg = NodeConfig(
         aggregator=args.aggregator,
         data=data,
         identity_path=args.home / "identity.pem",
@@ -75,6 +76,11 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         threads=args.threads,
         public_data=args.public_data,
     )
+    if getattr(args, "flower_client", None):
+        from fedgpu.node.flower import FlowerTrainer
+
+        cfg.trainer = FlowerTrainer.from_spec(args.flower_client)
+    return cfg
 
 
 def serve(cfg: NodeConfig, args: argparse.Namespace) -> int:

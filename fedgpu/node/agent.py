@@ -45,11 +45,12 @@ from fedgpu.errors import (
     PrivacyBudgetExceeded,
     SchemaMismatch,
     StateError,
+    UnsupportedTask,
 )
 from fedgpu.evaluation import parse_device
 from fedgpu.files import write_atomic
 from fedgpu.models import ModelSpec, available_models, build_model
-from fedgpu.node.training import LocalTrainConfig, deterministic, train_local
+from fedgpu.node.training import LocalTrainConfig, LocalTrainer, Trainer, deterministic
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
 from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors, transport
 from fedgpu.wire.auth import Identity
@@ -88,8 +89,8 @@ class NodeConfig:
     device: str | None = None    # --device: auto (None), cpu, cuda, cuda:N
     threads: int | None = None   # --threads: torch's intra-op CPU threads for this process (None: leave torch's default)
     public_data: bool = True     # take public-data tasks (the node builds the public datasets itself; --no-public-data)
-    skip_step: Callable[[int], bool] | None = None  # the simulated lazy node of fedgpu.adversaries only: batches it skips
     slowdown: float = 1.0        # simulated slow node (fedgpu.adversaries "slow"): each task's training takes this many times as long
+    trainer: Trainer = field(default_factory=LocalTrainer)  # --flower-client: a Flower client's fit (fedgpu.node.flower)
 
 
 class NodeAgent:
@@ -276,10 +277,13 @@ class NodeAgent:
     def handle(self, task: Task) -> None:
         try:
             self._check_capable(task)
+            self.cfg.trainer.check(task)
             self._admit(task)
             delta, weight, seconds, epsilon = self._train(task)
             self._upload(task, delta, weight, seconds, epsilon)
             self.tasks_done += 1
+        except UnsupportedTask as exc:
+            self._decline(task, node_pb2.DECLINE_REASON_FAILED, f"unsupported: {exc}")
         except CapabilityError as exc:
             reason = node_pb2.DECLINE_REASON_MISSING_MODEL if "model" in str(exc) else node_pb2.DECLINE_REASON_MISSING_DATASET
             self._decline(task, reason, str(exc))
@@ -383,14 +387,14 @@ class NodeAgent:
         p = task.training
         cfg = LocalTrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, momentum=p.momentum, seed=p.seed)
         t0 = time.perf_counter()
-        epsilon = 0.0
+        epsilon, examples = 0.0, len(data)
         if task.privacy.enabled and task.privacy.mode == "sample":
             epsilon = self._privacy_gate().train(task, model, data, cfg, self.device)  # charges the ledger first
         elif task.public_data is not None:
             with deterministic():  # bit-identical to any replica of this task on this device class
-                train_local(model, data, cfg, self.device, skip_step=self.cfg.skip_step)
+                examples = self.cfg.trainer.train(model, data, cfg, task.round, self.device)
         else:
-            train_local(model, data, cfg, self.device, skip_step=self.cfg.skip_step)
+            examples = self.cfg.trainer.train(model, data, cfg, task.round, self.device)
         if self.cfg.slowdown > 1:  # a real delay: the aggregator's clocks must see it, whatever the node reports
             self._stop.wait((self.cfg.slowdown - 1) * (time.perf_counter() - t0))
         seconds = time.perf_counter() - t0
@@ -407,7 +411,7 @@ class NodeAgent:
             delta = self.cfg.update_hook(task, start, delta)
         if not np.isfinite(delta).all():
             raise FedgpuError("training diverged (NaN or infinite weights); lower the learning rate")
-        delta, weight = self._bound(delta, len(data) * self.cfg.weight_scale, bounds if not client_dp else ClaimBounds(bounds.max_weight, math.inf))
+        delta, weight = self._bound(delta, examples * self.cfg.weight_scale, bounds if not client_dp else ClaimBounds(bounds.max_weight, math.inf))
         return delta, weight, seconds, epsilon
 
     def _bound(self, delta: np.ndarray, weight: float, bounds: ClaimBounds) -> tuple[np.ndarray, float]:

@@ -1,6 +1,7 @@
 """Local training on a node: a few epochs of SGD on the owner's data, on CUDA when present.
 
-``train_local`` is the plain path. ``train_local_dp`` is the same loop under DP-SGD (Opacus): the
+``train_local`` is the plain path; :class:`LocalTrainer` is it as the node's :class:`Trainer` (the
+other trainer is a Flower client, :mod:`fedgpu.node.flower`). ``train_local_dp`` is the same loop under DP-SGD (Opacus): the
 model is privatised for this call only and trained in place. What a node runs for one round of a DP
 job (plan sigma for its own data, charge the owner's ledger, then train) is
 :class:`fedgpu.node.privacy_gate.PrivacyGate`. ``deterministic`` is what a public-data task trains
@@ -16,7 +17,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from fedgpu.evaluation import pick_device
 
 if TYPE_CHECKING:  # Opacus is imported only when a DP task runs: the plain path stays light
     from fedgpu.privacy.dp import GradSampleMode
+    from fedgpu.wire.records import Task
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,31 @@ def train_local(
     return TrainResult(num_samples=len(data), steps=steps, loss=last, seconds=time.perf_counter() - t0)
 
 
+class Trainer(Protocol):
+    """What trains the model for one task on a node. The agent does the rest (download, the change, claims,
+    client-level DP, encryption, signing, upload), so a trainer only turns global weights into local ones."""
+
+    def check(self, task: Task) -> None:
+        """Raise :class:`fedgpu.errors.UnsupportedTask` for a task this trainer cannot run as asked (declined)."""
+
+    def train(self, model: nn.Module, data: ArrayDataset, cfg: LocalTrainConfig, round: int, device: torch.device) -> int:
+        """Train ``model`` (holding the global weights) in place; return the example count it claims."""
+
+
+@dataclass
+class LocalTrainer:
+    """fedgpu's own loop (:func:`train_local`): every task it is offered, sample-level DP included (the agent runs that).
+    ``skip_step`` is for the simulated lazy node of fedgpu.adversaries only: the batches it skips."""
+
+    skip_step: Callable[[int], bool] | None = None
+
+    def check(self, task: Task) -> None:
+        return None
+
+    def train(self, model: nn.Module, data: ArrayDataset, cfg: LocalTrainConfig, round: int, device: torch.device) -> int:
+        return train_local(model, data, cfg, device, skip_step=self.skip_step).num_samples
+
+
 def train_local_dp(
     model: nn.Module,
     data: ArrayDataset,
@@ -188,4 +215,4 @@ def train_local_dp(
     )
 
 
-__all__ = ["DPTrainResult", "LocalTrainConfig", "TrainResult", "deterministic", "make_loader", "train_local", "train_local_dp"]
+__all__ = ["DPTrainResult", "LocalTrainConfig", "LocalTrainer", "TrainResult", "Trainer", "deterministic", "make_loader", "train_local", "train_local_dp"]

@@ -1,0 +1,1 @@
+"""Flower side of scripts/bench_vs_flower.py."""
