@@ -39,6 +39,13 @@ from fedgpu.wire.serde import task_wire_size
 log = logging.getLogger("fedgpu.aggregator")
 
 
+def task_seed(job_seed: int, rnd: int, node_name: str) -> int:
+    """A node's training seed for a round: its own, so that honest nodes do not train in lockstep, and from
+    its name (not its fresh random key) so that a rerun with the same seed and node names trains the same."""
+    node_salt = int.from_bytes(hashlib.sha256(node_name.encode()).digest()[:4], "little")
+    return (job_seed * 7919 + rnd * 104729 + node_salt) % (2**63)
+
+
 class Rounds:
     def __init__(self, store: Store, registry: NodeRegistry, uploads: Uploads, events: Events) -> None:
         self.store = store
@@ -130,9 +137,6 @@ class Rounds:
         )
         for ci, members in enumerate(cohorts):
             for node_id in members:
-                # Each node gets its own seed so honest nodes do not train in lockstep; from its name (not
-                # its fresh random key) so that a rerun with the same seed and node names trains the same.
-                node_salt = int.from_bytes(hashlib.sha256(self.registry.name(node_id).encode()).digest()[:4], "little")
                 task = Task(
                     task_id=uuid.uuid4().hex,
                     job_id=job_id,
@@ -140,7 +144,7 @@ class Rounds:
                     model_version=version,
                     model=spec.model,
                     dataset=spec.dataset,
-                    training=dataclasses.replace(spec.training, seed=(spec.seed * 7919 + rnd * 104729 + node_salt) % (2**63)),
+                    training=dataclasses.replace(spec.training, seed=task_seed(spec.seed, rnd, self.registry.name(node_id))),
                     privacy=spec.privacy,
                     encryption=enc,
                     deadline_ms=int(rs.deadline * 1000),
@@ -229,4 +233,5 @@ class Rounds:
 
 __all__ = [
     "Rounds",
+    "task_seed",
 ]

@@ -34,7 +34,7 @@ from fedgpu.driver.records import round_record, tally_nodes
 from fedgpu.driver.state import DriverState, load_state, save_state
 from fedgpu.driver.sums import CohortSum, DroppedCohort, decrypt_sums, with_dropped
 from fedgpu.driver.valuation import RoundValuer
-from fedgpu.errors import ProtocolError, RoundFailed, StorageError
+from fedgpu.errors import ProtocolError, RoundFailed, StateError, StorageError
 from fedgpu.evaluation import evaluate
 from fedgpu.faults import crash_point
 from fedgpu.files import write_atomic
@@ -54,7 +54,7 @@ JOB_FILE = "job.json"
 class JobDriver:
     def __init__(
         self,
-        target: str,
+        target: str | None,
         job: JobConfig,
         out_dir: Path,
         validation: ArrayDataset | None = None,
@@ -70,8 +70,9 @@ class JobDriver:
         if validation is None and validation_path is not None:
             validation = load_file(validation_path, get_schema(job.dataset))
         self.progress = progress or (lambda ev: None)
-        self.channel = open_channel(target, tls)
-        self.stub = driver_pb2_grpc.DriverServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        # None: no aggregator (fedgpu.simulation hands the driver its sums in process; it never submits or publishes)
+        self.channel = open_channel(target, tls) if target is not None else None
+        self._stub = driver_pb2_grpc.DriverServiceStub(self.channel) if self.channel is not None else None  # type: ignore[no-untyped-call]
         schema = get_schema(job.dataset)
         self.spec = ModelSpec(schema.input_shape, schema.num_classes)
         self.model = build_model(job.model, self.spec, seed=job.seed)
@@ -122,10 +123,17 @@ class JobDriver:
         driver._load()
         return driver
 
+    @property
+    def stub(self) -> driver_pb2_grpc.DriverServiceStub:
+        if self._stub is None:
+            raise StateError("this driver has no aggregator (a simulation's): it cannot submit, watch or publish")
+        return self._stub
+
     def abort(self, reason: str) -> None:
         """Stop ``run`` from another thread (e.g. the demo saw every node die)."""
         self._abort = reason
-        self.channel.close()
+        if self.channel is not None:
+            self.channel.close()
 
     # ---- setup ---------------------------------------------------------------------------------
     def _context(self) -> common_pb2.EncryptionContext:
@@ -275,6 +283,14 @@ class JobDriver:
         """Fetch and decrypt the round's sums, aggregate, value, evaluate; the new model is in ``self.state``."""
         t0 = time.perf_counter()
         sums, dropped = self.fetch_sums(ev.round)
+        return self.apply_sums(ev, sums, dropped, t0)
+
+    def apply_sums(
+        self, ev: JobEvent, sums: list[CohortSum], dropped: list[DroppedCohort], started: float | None = None
+    ) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
+        """Aggregate, value and evaluate the round's decrypted sums; the new model is in ``self.state``.
+        ``started``: when the round's driver work began (its driver_seconds count from there)."""
+        t0 = time.perf_counter() if started is None else started
         start = tensors.flatten(self.state)
         valuation = None
         if not sums:  # every cohort was dropped (bounded claims): the round publishes the model unchanged

@@ -148,10 +148,7 @@ def _dense_reference(observations: list[tuple[list[str], float]], ridge: float, 
         idx = np.array([index[m] for m in members])
         gram[np.ix_(idx, idx)] += 1.0
         target[idx] += value
-    if ridge > 0.0:
-        x = np.linalg.solve(gram + ridge * np.eye(n), target)
-    else:
-        x = np.linalg.lstsq(gram, target, rcond=None)[0]
+    x = np.linalg.solve(gram + ridge * np.eye(n), target) if ridge > 0.0 else np.linalg.lstsq(gram, target, rcond=None)[0]
     inv = np.linalg.pinv(gram + ridge * np.eye(n))
     xb = inv @ target
     resid = [v - sum(xb[index[m]] for m in members) for members, v in observations]
