@@ -99,6 +99,9 @@ def run_simulation(job: JobConfig, cfg: SimulationConfig, out: Path, progress: P
     adder = crypto.adder(job.encryption.scheme, keys.params)
 
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # A local Ray starts its workers niced; here they are the nodes' compute, not background work: on a
+    # busy machine niced actors would starve behind everything else.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     own_ray = not ray.is_initialized()
     if own_ray:
         if cfg.address is None:
