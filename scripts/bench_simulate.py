@@ -7,8 +7,8 @@ repeat across nodes: 10x at 1,000 nodes, 1,000x at 100,000). Prints one JSON obj
 
     {"runs": [{"nodes", "per_round", "cohort_size", "params", "rounds_per_min", "peak_rss_mb", "phases", ...}]}
 
-``phases`` is CPU seconds per round by phase (train, encrypt, add on the Ray actors, summed over them;
-decrypt, value, evaluate on the driver); ``rounds_per_min`` counts round wall time only (Ray's start,
+``phases`` is seconds per round by phase (train, encrypt, add: wall time inside the Ray actors, summed
+over them, ``actor_cpu_seconds`` their CPU time; decrypt, value, evaluate on the driver); ``rounds_per_min`` counts round wall time only (Ray's start,
 the dataset and the actors' start are ``setup_seconds``). The machine's other load counts too: compare
 sizes within one run.
 
@@ -82,6 +82,8 @@ def run(nodes: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "workers": sim["workers"],
         "phases": phases,
         "workers_seconds": sum(r["simulation"]["workers_seconds"] for r in rounds) / len(rounds),  # wall: until every cohort's sum was back
+        # the actors' CPU time per round (their wall time above includes waiting for a core on a busy machine)
+        "actor_cpu_seconds": {k: sum(r["simulation"]["actor_cpu_seconds"][k] for r in rounds) / len(rounds) for k in ("train", "encrypt", "add")},
         "dominant_phase": max(phases, key=lambda k: phases[k]),
         "setup_seconds": sim["setup_seconds"],
         "samples_per_node": sim["samples_per_node"],

@@ -40,7 +40,7 @@ def print_round(ev: dict[str, Any]) -> None:
         sim = ev["simulation"]
         split = "  ".join(f"{k} {v:.1f}s" for k, v in sim["phases"].items())
         late = f"  late {sim['late']}" if sim["late"] else ""
-        print(f"          wall {sim['wall_seconds']:.1f}s  cpu: {split}{late}", flush=True)
+        print(f"          wall {sim['wall_seconds']:.1f}s  by phase: {split}{late}", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -175,7 +175,7 @@ def run_simulation(job: JobConfig, cfg: SimulationConfig, out: Path, progress: P
             rec["simulation"] = {
                 "attempts": attempt + 1,
                 "wall_seconds": done - t_round,
-                # CPU seconds summed over the actors (train, encrypt, add) and on the driver (combine .. evaluate)
+                # seconds summed over the actors (train, encrypt, add: wall time inside each) and on the driver (combine .. evaluate)
                 "phases": {
                     "train": sum(r.seconds["train"] for r in results),
                     "encrypt": sum(r.seconds["encrypt"] for r in results),
@@ -185,6 +185,7 @@ def run_simulation(job: JobConfig, cfg: SimulationConfig, out: Path, progress: P
                     "evaluate": done - t_driver - value,
                 },
                 "workers_seconds": t_sums - t_round,  # wall time until every cohort's sum was back
+                "actor_cpu_seconds": {k: sum(r.cpu_seconds[k] for r in results) for k in ("train", "encrypt", "add")},
                 "late": sum(1 for s in status.values() if s.startswith("late")),
             }
             elapsed = time.perf_counter() - started

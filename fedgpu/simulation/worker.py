@@ -50,7 +50,8 @@ class CohortResult:
     status: dict[str, str] = field(default_factory=dict)       # per member: complete, late: ..., failed: ...
     train_seconds: dict[str, float] = field(default_factory=dict)  # simulated: measured / the node's speed
     bytes_up: dict[str, int] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)    # this actor's CPU time by phase: train, encrypt, add
+    seconds: dict[str, float] = field(default_factory=dict)    # this actor's wall time by phase: train, encrypt, add
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # and its CPU time (below the wall time on a busy machine)
     peak_rss_mb: float = 0.0                                   # the actor process's, so far
 
 
@@ -80,13 +81,14 @@ class CohortWorker:
         """Train, clamp, encrypt and add every member of ``cohort`` from the global model ``start``
         (``previous``: the model before it, what a replaying node replays the change from)."""
         job = self.ctx.job
-        out = CohortResult(cohort, [], [], seconds={"train": 0.0, "encrypt": 0.0, "add": 0.0})
+        out = CohortResult(cohort, [], [], seconds={"train": 0.0, "encrypt": 0.0, "add": 0.0}, cpu_seconds={"train": 0.0, "encrypt": 0.0, "add": 0.0})
         acc = [self.adder.zero() for _ in range(self.layout.num_chunks)]
         for node in nodes:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             delta, weight = self._train(node, start, previous)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             out.seconds["train"] += t1 - t0
+            out.cpu_seconds["train"] += c1 - c0
             simulated = (t1 - t0) / node.speed
             out.train_seconds[node.name] = simulated
             if delta is None:
@@ -96,13 +98,15 @@ class CohortWorker:
                 out.status[node.name] = f"late: {simulated:.1f} s of training at speed {node.speed:g}, deadline {job.deadline_seconds:g} s"
                 continue
             payloads = [self.encryptor.encrypt(v) for v in self.layout.split(delta, weight)]
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.process_time()
             for i, payload in enumerate(payloads):
                 self.adder.check(payload)  # as an upload is checked before it is folded in
                 acc[i] = self.adder.add(acc[i], payload)
-            t3 = time.perf_counter()
+            t3, c3 = time.perf_counter(), time.process_time()
             out.seconds["encrypt"] += t2 - t1
             out.seconds["add"] += t3 - t2
+            out.cpu_seconds["encrypt"] += c2 - c1
+            out.cpu_seconds["add"] += c3 - c2
             out.bytes_up[node.name] = sum(len(p) for p in payloads)
             out.status[node.name] = "complete"
             out.reported.append(node.name)
