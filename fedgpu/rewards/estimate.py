@@ -224,7 +224,7 @@ def split_cohort_value(cohort_value: float, members: Sequence[str], estimates: M
     total = float(weights.sum())
     if total <= 0.0:
         return {m: cohort_value / len(cohort) for m in cohort}
-    return {m: cohort_value * float(w) / total for m, w in zip(cohort, weights, strict=True)}
+    return {m: cohort_value * (float(w) / total) for m, w in zip(cohort, weights, strict=True)}  # the share first: subnormal weights must not underflow the product
 
 
 class Reputation:

@@ -21,7 +21,7 @@ from fedgpu.errors import ConfigError
 
 ALIASES = {"free_rider": "zeros"}  # what the issue calls a node that sends nothing useful
 PARTITIONS = ("iid", "dirichlet")
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 def parse_mix(text: str, flag: str, allowed: tuple[str, ...] | None = None) -> dict[str, float]:
@@ -129,7 +129,7 @@ class Population:
         return out
 
 
-def _pick(mix: Mapping[T, float], u: float, rest: T) -> T:
+def _pick(mix: Mapping[_T, float], u: float, rest: _T) -> _T:
     """The mix's entry whose cumulative share bin holds u; ``rest`` beyond them."""
     edge = 0.0
     for value, share in mix.items():
