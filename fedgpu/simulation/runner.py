@@ -113,7 +113,8 @@ def run_simulation(job: JobConfig, cfg: SimulationConfig, out: Path, progress: P
     try:
         workers = cfg.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         x_ref, y_ref = ray.put(train.x), ray.put(train.y)
-        actor = ray.remote(num_cpus=1)(CohortWorker)
+        # An actor Ray kills (its memory monitor, on a crowded machine) is restarted and its cohort retried: a cohort's work is pure.
+        actor = ray.remote(num_cpus=1, max_restarts=3, max_task_retries=3)(CohortWorker)
         pool = ActorPool([actor.remote(x_ref, y_ref, ctx) for _ in range(workers)])
         setup_seconds = time.perf_counter() - started
         history: list[list[list[str]]] = []
