@@ -20,7 +20,7 @@ import numpy as np
 from fedgpu.errors import ConfigError
 
 if TYPE_CHECKING:  # the agent imports torch and gRPC; behaviours only set fields on its config
-    from fedgpu.node.agent import NodeConfig
+    from fedgpu.node.agent import NodeConfig, UpdateHook
     from fedgpu.wire.records import Task
 
 BEHAVIOURS = ("honest", "zeros", "noise", "replay", "signflip", "labelflip", "lazy", "slow")
@@ -39,34 +39,48 @@ class _Replay:
         return out
 
 
-def apply_behaviour(cfg: NodeConfig, name: str, slow_factor: float = 4.0) -> None:
-    """Make the node ``cfg`` configures behave as ``name`` (one of ``BEHAVIOURS``); ``slow``: ``slow_factor`` x slower."""
+def update_hook(name: str) -> UpdateHook | None:
+    """What replaces the honest update of a node that behaves as ``name``; None for those that send what
+    they trained, or change how they train (honest, labelflip, lazy, slow; replay needs the node's history)."""
     if name not in BEHAVIOURS:
         raise ConfigError(f"behaviour {name!r}: allowed values are {', '.join(BEHAVIOURS)}")
-    if name == "slow":
+    if name == "zeros":
+        return lambda task, start, delta: np.zeros_like(delta)
+    if name == "noise":
+        rng = np.random.default_rng()
+        return lambda task, start, delta: rng.normal(0.0, float(np.std(delta)) or 1e-2, size=delta.shape)
+    if name == "signflip":
+        return lambda task, start, delta: -10.0 * delta
+    return None
+
+
+def flip_labels(y: np.ndarray, classes: int) -> np.ndarray:
+    """labelflip's data: y -> classes - 1 - y."""
+    return classes - 1 - y
+
+
+def apply_behaviour(cfg: NodeConfig, name: str, slow_factor: float = 4.0) -> None:
+    """Make the node ``cfg`` configures behave as ``name`` (one of ``BEHAVIOURS``); ``slow``: ``slow_factor`` x slower."""
+    hook = update_hook(name)
+    if hook is not None:
+        cfg.update_hook = hook
+    elif name == "slow":
         if not slow_factor >= 1:
             raise ConfigError(f"--slow-factor {slow_factor}: must be >= 1 (how many times as long a task takes)")
         cfg.slowdown = slow_factor
-    elif name == "zeros":
-        cfg.update_hook = lambda task, start, delta: np.zeros_like(delta)
-    elif name == "noise":
-        rng = np.random.default_rng()
-        cfg.update_hook = lambda task, start, delta: rng.normal(0.0, float(np.std(delta)) or 1e-2, size=delta.shape)
     elif name == "replay":
         cfg.update_hook = _Replay()
-    elif name == "signflip":
-        cfg.update_hook = lambda task, start, delta: -10.0 * delta
     elif name == "lazy":  # a random half of the batches (its own coin, so two lazy replicas differ too)
         from fedgpu.node.training import LocalTrainer
 
         coin = np.random.default_rng()
         cfg.trainer = LocalTrainer(skip_step=lambda step: bool(coin.random() < LAZY_SKIP))
-    elif name == "labelflip":  # trains honestly on wrong labels: y -> classes - 1 - y
+    elif name == "labelflip":  # trains honestly on wrong labels
         from fedgpu.datasets import ArrayDataset, get_schema, load_file
 
         for dataset, path in cfg.data.items():
             ds, classes = load_file(path, get_schema(dataset)), get_schema(dataset).num_classes
-            cfg.extra_datasets[dataset] = ArrayDataset(ds.x, classes - 1 - ds.y)
+            cfg.extra_datasets[dataset] = ArrayDataset(ds.x, flip_labels(ds.y, classes))
         cfg.data = {}
 
 
@@ -93,4 +107,4 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["BEHAVIOURS", "LAZY_SKIP", "apply_behaviour", "main"]
+__all__ = ["BEHAVIOURS", "LAZY_SKIP", "apply_behaviour", "flip_labels", "main", "update_hook"]

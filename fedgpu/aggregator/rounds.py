@@ -43,6 +43,13 @@ from fedgpu.wire.serde import task_wire_size
 log = logging.getLogger("fedgpu.aggregator")
 
 
+def task_seed(job_seed: int, rnd: int, node_name: str) -> int:
+    """A node's training seed for a round: its own, so that honest nodes do not train in lockstep, and from
+    its name (not its fresh random key) so that a rerun with the same seed and node names trains the same."""
+    node_salt = int.from_bytes(hashlib.sha256(node_name.encode()).digest()[:4], "little")
+    return (job_seed * 7919 + rnd * 104729 + node_salt) % (2**63)
+
+
 class Rounds:
     def __init__(self, store: Store, registry: NodeRegistry, uploads: Uploads, events: Events, capacity: CapacityBook | None = None) -> None:
         self.store = store
@@ -159,10 +166,7 @@ class Rounds:
         )
         for ci, members in enumerate(cohorts):
             for node_id in members:
-                # Each node gets its own seed so honest nodes do not train in lockstep; from its name (not
-                # its fresh random key) so that a rerun with the same seed and node names trains the same.
-                node_salt = int.from_bytes(hashlib.sha256(self.registry.name(node_id).encode()).digest()[:4], "little")
-                seed, start, shard = (spec.seed * 7919 + rnd * 104729 + node_salt) % (2**63), version, None
+                seed, start, shard = task_seed(spec.seed, rnd, self.registry.name(node_id)), version, None
                 if plan is not None:  # a public-data task: its shard and seed are the task's, shared by its replicas
                     planned = plan.task_of(node_id)
                     seed, start, shard = planned.seed, planned.model_version, replication.shard_of(spec.public_data, planned)  # type: ignore[arg-type]
@@ -272,4 +276,5 @@ class Rounds:
 
 __all__ = [
     "Rounds",
+    "task_seed",
 ]

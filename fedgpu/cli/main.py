@@ -15,7 +15,7 @@ from fedgpu.wire.transport import rpc_errors
 
 BROKEN_PIPE_EXIT = 141  # what a shell reports for a process ended by SIGPIPE (128 + 13)
 
-SUBCOMMANDS = ["demo", "aggregator", "node", "nodes", "train", "jobs", "budget", "rewards", "models", "datasets", "certs"]
+SUBCOMMANDS = ["demo", "aggregator", "node", "nodes", "train", "simulate", "jobs", "budget", "rewards", "models", "datasets", "certs"]
 
 
 def build_parser() -> argparse.ArgumentParser:

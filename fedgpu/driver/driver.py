@@ -39,7 +39,7 @@ from fedgpu.driver.state import DriverState, load_state, save_state
 from fedgpu.driver.sums import CohortSum, DroppedCohort, decrypt_sums, with_dropped
 from fedgpu.driver.valuation import RoundValuer
 from fedgpu.driver.verification import ReplicaChecks, Screen, reexecute
-from fedgpu.errors import ConfigError, ProtocolError, RoundFailed, StorageError
+from fedgpu.errors import ConfigError, ProtocolError, RoundFailed, StateError, StorageError
 from fedgpu.evaluation import evaluate
 from fedgpu.faults import crash_point
 from fedgpu.files import write_atomic
@@ -60,7 +60,7 @@ SCALER = ("feature_mean", "feature_std")  # a model's standardisation buffers: s
 class JobDriver:
     def __init__(
         self,
-        target: str,
+        target: str | None,
         job: JobConfig,
         out_dir: Path,
         validation: ArrayDataset | None = None,
@@ -90,8 +90,9 @@ class JobDriver:
                 )
         self._fixed = self._fixed_positions()
         self.progress = progress or (lambda ev: None)
-        self.channel = open_channel(target, tls)
-        self.stub = driver_pb2_grpc.DriverServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        # None: no aggregator (fedgpu.simulation hands the driver its sums in process; it never submits or publishes)
+        self.channel = open_channel(target, tls) if target is not None else None
+        self._stub = driver_pb2_grpc.DriverServiceStub(self.channel) if self.channel is not None else None  # type: ignore[no-untyped-call]
         pd = job.public_data
         if validation is None and pd.enabled:  # the held-out part of the very dataset the nodes shard
             _, validation = public_split(job.dataset, num_samples=pd.samples or None, seed=pd.data_seed)
@@ -156,10 +157,17 @@ class JobDriver:
         driver._load()
         return driver
 
+    @property
+    def stub(self) -> driver_pb2_grpc.DriverServiceStub:
+        if self._stub is None:
+            raise StateError("this driver has no aggregator (a simulation's): it cannot submit, watch or publish")
+        return self._stub
+
     def abort(self, reason: str) -> None:
         """Stop ``run`` from another thread (e.g. the demo saw every node die)."""
         self._abort = reason
-        self.channel.close()
+        if self.channel is not None:
+            self.channel.close()
 
     # ---- setup ---------------------------------------------------------------------------------
     def _context(self) -> common_pb2.EncryptionContext:
@@ -357,6 +365,14 @@ class JobDriver:
             return self.on_statistics(ev)
         t0 = time.perf_counter()
         sums, dropped = self.fetch_sums(ev.round)
+        return self.apply_sums(ev, sums, dropped, t0)
+
+    def apply_sums(
+        self, ev: JobEvent, sums: list[CohortSum], dropped: list[DroppedCohort], started: float | None = None
+    ) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
+        """Aggregate, value and evaluate the round's decrypted sums; the new model is in ``self.state``.
+        ``started``: when the round's driver work began (its driver_seconds count from there)."""
+        t0 = time.perf_counter() if started is None else started
         for s in sums:  # the scaler is the statistics round's: no update (nor a client-DP noise share) moves it
             s.weighted[self._fixed] = 0.0
         start = tensors.flatten(self.state)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,16 +33,27 @@ class NodeValueEstimator:
     ``ridge`` is the L2 penalty. The small default only makes the system solvable while nodes are
     still confounded; raise it (to about noise variance / prior variance of a node's value) to shrink
     the estimates of nodes seen only a few times towards 0.
+
+    Memory grows with the observations, not with the square of the nodes: the normal equations are
+    sparse (two nodes meet only by sharing a cohort), and they split into independent blocks, one
+    per connected set of nodes (linked by shared cohorts), each solved on its own. A block is solved
+    densely up to ``dense_limit`` nodes (the same arithmetic as one dense system), above it by a
+    sparse factorisation. A simulation of 10^5 nodes thus never holds an n x n matrix.
     """
 
-    def __init__(self, ridge: float = 1e-6) -> None:
+    def __init__(self, ridge: float = 1e-6, dense_limit: int = 4096) -> None:
         if not ridge >= 0.0:
             raise RewardsError(f"ridge must be >= 0, got {ridge}")
+        if dense_limit < 1:
+            raise RewardsError(f"dense_limit must be >= 1, got {dense_limit}")
         self.ridge = ridge
+        self.dense_limit = dense_limit
         self._index: dict[str, int] = {}
-        self._gram = np.zeros((0, 0))  # X^T X: how often each pair of nodes shared a cohort
-        self._target = np.zeros(0)  # X^T v
+        self._target = np.zeros(16)  # X^T v, grown by doubling (the first len(self._index) entries are used)
         self._observations: list[Observation] = []
+        self._rows: list[np.ndarray] = []  # per observation: its members' indices
+        self._blocks: list[tuple[np.ndarray, list[np.ndarray]]] | None = None  # connected sets of nodes, cached until the next observation
+        self._gram: Any = None  # X^T X as a scipy.sparse CSR matrix: how often each pair of nodes shared a cohort
 
     @property
     def observations(self) -> tuple[Observation, ...]:
@@ -64,9 +76,10 @@ class NodeValueEstimator:
             if node not in self._index:
                 self._grow(node)
         idx = np.array([self._index[node] for node in cohort])
-        self._gram[np.ix_(idx, idx)] += 1.0
         self._target[idx] += value
+        self._rows.append(idx)
         self._observations.append(Observation(int(round), cohort, float(value)))
+        self._blocks, self._gram = None, None
 
     def observe_round(self, round: int, cohorts: Sequence[Sequence[str]], values: Sequence[float]) -> None:
         if len(cohorts) != len(values):
@@ -78,11 +91,16 @@ class NodeValueEstimator:
         """Each node's estimated value per round it takes part in."""
         if not self._index:
             return {}
-        n = len(self._index)
-        if self.ridge > 0.0:
-            x = np.linalg.solve(self._gram + self.ridge * np.eye(n), self._target)
-        else:
-            x = np.linalg.lstsq(self._gram, self._target, rcond=None)[0]  # minimum-norm solution
+        x = np.zeros(len(self._index))
+        target = self._target[: len(self._index)]
+        for block, rows in self._connected():
+            gram = self._block_gram(len(block), rows)
+            if len(block) > self.dense_limit:
+                x[block] = self._sparse_solve(gram, target[block])
+            elif self.ridge > 0.0:
+                x[block] = np.linalg.solve(gram + self.ridge * np.eye(len(block)), target[block])
+            else:
+                x[block] = np.linalg.lstsq(gram, target[block], rcond=None)[0]  # minimum-norm solution
         return {node: float(x[i]) for node, i in self._index.items()}
 
     def lower_bounds(self, z: float = 2.0) -> dict[str, float]:
@@ -98,20 +116,90 @@ class NodeValueEstimator:
             return {}
         if m < 2 * n:
             return {node: -math.inf for node in self._index}
-        inv = np.linalg.pinv(self._gram + self.ridge * np.eye(n))
-        x = inv @ self._target
-        resid = [o.value - sum(x[self._index[node]] for node in o.members) for o in self._observations]
+        x, var = np.zeros(n), np.zeros(n)
+        target = self._target[:n]
+        for block, rows in self._connected():
+            gram = self._block_gram(len(block), rows)
+            if len(block) > self.dense_limit:
+                x[block], var[block] = self._sparse_inverse_diag(gram, target[block])
+            else:
+                inv = np.linalg.pinv(gram + self.ridge * np.eye(len(block)))
+                x[block], var[block] = inv @ target[block], np.diag(inv)
+        resid = [o.value - sum(x[i] for i in idx) for o, idx in zip(self._observations, self._rows, strict=True)]
         sigma2 = math.fsum(r * r for r in resid) / (m - n)
-        se = np.sqrt(np.maximum(np.diag(inv), 0.0) * sigma2)
+        se = np.sqrt(np.maximum(var, 0.0) * sigma2)
         return {node: float(x[i] - z * se[i]) for node, i in self._index.items()}
 
     def _grow(self, node: str) -> None:
         n = len(self._index)
-        gram = np.zeros((n + 1, n + 1))
-        gram[:n, :n] = self._gram
-        self._gram = gram
-        self._target = np.append(self._target, 0.0)
+        if n == len(self._target):
+            self._target = np.concatenate([self._target, np.zeros(n)])
         self._index[node] = n
+
+    def _gram_matrix(self) -> Any:
+        if self._gram is None:
+            from scipy import sparse
+
+            n = len(self._index)
+            rows = np.concatenate([np.repeat(idx, len(idx)) for idx in self._rows])
+            cols = np.concatenate([np.tile(idx, len(idx)) for idx in self._rows])
+            self._gram = sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()  # duplicates add up
+        return self._gram
+
+    def _connected(self) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+        """The sets of nodes linked through shared cohorts, each in index order (one set: the dense system),
+        with its observations' members in the set's own numbering."""
+        if self._blocks is None:
+            from scipy.sparse.csgraph import connected_components
+
+            count, labels = connected_components(self._gram_matrix(), directed=False)
+            order = np.argsort(labels, kind="stable")
+            cuts = np.flatnonzero(np.diff(labels[order])) + 1
+            blocks = np.split(order, cuts) if count > 1 else [order]
+            local = np.empty(len(labels), dtype=np.int64)
+            for block in blocks:
+                local[block] = np.arange(len(block))
+            rows: list[list[np.ndarray]] = [[] for _ in blocks]
+            for idx in self._rows:
+                rows[labels[idx[0]]].append(local[idx])
+            self._blocks = list(zip(blocks, rows, strict=True))  # blocks are in label order
+        return self._blocks
+
+    def _block_gram(self, size: int, rows: list[np.ndarray]) -> Any:
+        """A block's X^T X: dense up to dense_limit nodes, else sparse (CSR)."""
+        if size <= self.dense_limit:
+            gram = np.zeros((size, size))
+            for idx in rows:
+                gram[np.ix_(idx, idx)] += 1.0
+            return gram
+        from scipy import sparse
+
+        r = np.concatenate([np.repeat(idx, len(idx)) for idx in rows])
+        c = np.concatenate([np.tile(idx, len(idx)) for idx in rows])
+        return sparse.coo_matrix((np.ones(len(r)), (r, c)), shape=(size, size)).tocsr()
+
+    def _factor(self, gram: Any) -> Any:
+        from scipy import sparse
+        from scipy.sparse.linalg import splu
+
+        if self.ridge <= 0.0:
+            raise RewardsError(f"a block of {gram.shape[0]} linked nodes (over dense_limit {self.dense_limit}) needs ridge > 0")
+        return splu((gram + self.ridge * sparse.identity(gram.shape[0], format="csr")).tocsc())
+
+    def _sparse_solve(self, gram: Any, target: np.ndarray) -> np.ndarray:
+        return np.asarray(self._factor(gram).solve(target))
+
+    def _sparse_inverse_diag(self, gram: Any, target: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """The solution and diag((G + lambda I)^-1) from one factorisation, a batch of unit columns at a time."""
+        lu = self._factor(gram)
+        n = gram.shape[0]
+        diag = np.empty(n)
+        for lo in range(0, n, batch):
+            hi = min(lo + batch, n)
+            unit = np.zeros((n, hi - lo))
+            unit[np.arange(lo, hi), np.arange(hi - lo)] = 1.0
+            diag[lo:hi] = lu.solve(unit)[np.arange(lo, hi), np.arange(hi - lo)]
+        return np.asarray(lu.solve(target)), diag
 
 
 def split_cohort_value(cohort_value: float, members: Sequence[str], estimates: Mapping[str, float]) -> dict[str, float]:
@@ -136,7 +224,7 @@ def split_cohort_value(cohort_value: float, members: Sequence[str], estimates: M
     total = float(weights.sum())
     if total <= 0.0:
         return {m: cohort_value / len(cohort) for m in cohort}
-    return {m: cohort_value * float(w) / total for m, w in zip(cohort, weights, strict=True)}
+    return {m: cohort_value * (float(w) / total) for m, w in zip(cohort, weights, strict=True)}  # the share first: subnormal weights must not underflow the product
 
 
 class Reputation:

@@ -134,3 +134,59 @@ def test_a_rounds_observations_are_bounded_by_its_scale_and_divided_by_its_root(
     assert round_observations([0.04, -50.0, 0.0], scale=0.04) == pytest.approx([0.2, -0.2, 0.0])
     with pytest.raises(RewardsError, match="scale"):
         round_observations([1.0], scale=0.0)
+
+
+def _dense_reference(observations: list[tuple[list[str], float]], ridge: float, z: float) -> tuple[dict[str, float], dict[str, float]]:
+    """The estimator as it was before it went sparse: one dense n x n system over every node."""
+    index: dict[str, int] = {}
+    for members, _ in observations:
+        for m in members:
+            index.setdefault(m, len(index))
+    n, count = len(index), len(observations)
+    gram, target = np.zeros((n, n)), np.zeros(n)
+    for members, value in observations:
+        idx = np.array([index[m] for m in members])
+        gram[np.ix_(idx, idx)] += 1.0
+        target[idx] += value
+    x = np.linalg.solve(gram + ridge * np.eye(n), target) if ridge > 0.0 else np.linalg.lstsq(gram, target, rcond=None)[0]
+    inv = np.linalg.pinv(gram + ridge * np.eye(n))
+    xb = inv @ target
+    resid = [v - sum(xb[index[m]] for m in members) for members, v in observations]
+    sigma2 = math.fsum(r * r for r in resid) / (count - n)
+    se = np.sqrt(np.maximum(np.diag(inv), 0.0) * sigma2)
+    return {m: float(x[i]) for m, i in index.items()}, {m: float(xb[i] - z * se[i]) for m, i in index.items()}
+
+
+@pytest.mark.parametrize(("ridge", "dense_limit", "groups"), [(1e-6, 4096, 1), (1e-6, 4096, 3), (0.0, 4096, 3), (1e-6, 2, 3), (0.5, 1, 1)])
+def test_sparse_blocks_equal_the_dense_system(ridge: float, dense_limit: int, groups: int) -> None:
+    """Per connected block (dense or, over dense_limit, a sparse factorisation) the estimates and lower
+    bounds are the dense n x n system's; with one block the arithmetic is the same."""
+    rng = np.random.default_rng(7)
+    observations: list[tuple[list[str], float]] = []
+    for g in range(groups):  # nodes of different groups never share a cohort: separate blocks
+        nodes = [f"g{g}n{i}" for i in range(6)]
+        for _ in range(8):
+            order = list(rng.permutation(nodes))
+            observations += [(order[i : i + 2], float(rng.normal())) for i in range(0, 6, 2)]
+    est = NodeValueEstimator(ridge=ridge, dense_limit=dense_limit)
+    for rnd, (members, value) in enumerate(observations):
+        est.observe(rnd, members, value)
+    want_x, want_lb = _dense_reference(observations, ridge, z=1.5)
+    got_x, got_lb = est.estimates(), est.lower_bounds(1.5)
+    assert set(got_x) == set(want_x) and len(got_x) == 6 * groups
+    for node in want_x:
+        assert math.isclose(got_x[node], want_x[node], rel_tol=1e-7, abs_tol=1e-9), node
+        assert math.isclose(got_lb[node], want_lb[node], rel_tol=1e-7, abs_tol=1e-9), node
+    if groups == 1 and dense_limit > 6:
+        assert got_x == want_x  # one block: the very same solve
+
+
+def test_sparse_estimator_keeps_no_square_matrix_at_scale() -> None:
+    """20,000 nodes seen once each in cohorts of five (a dense system: 3.2 GB): memory is the observations'."""
+    est = NodeValueEstimator()
+    for c in range(4_000):
+        est.observe(0, [f"n{5 * c + j}" for j in range(5)], 1.0)
+    got = est.estimates()
+    assert len(got) == 20_000
+    assert all(math.isclose(v, 0.2, rel_tol=1e-4) for v in list(got.values())[:50])
+    assert est._gram_matrix().nnz == 4_000 * 25
