@@ -2,8 +2,10 @@
 
 Everything is the real loop in one process, as in scripts/bench_valuation.py: a LocalAggregator
 (grpc.aio on 127.0.0.1), NodeAgent threads, a JobDriver. MNIST-1D, 10 nodes with 400 samples each
-(disjoint slices of one generated train split), all of them in every round (nodes_per_round =
-min_nodes = 10), cohorts of k = 3 (so 3 cohorts a round, of 3, 3 and 4 nodes). For each rule and
+(disjoint slices of one generated train split), by default all of them in every round
+(nodes_per_round = min_nodes = 10; ``--per-round`` fewer, with ``--selection utility`` choosing
+them by measured value so the poisoner gets less and less work), cohorts of k = 3 (so 3 cohorts a
+round, of 3, 3 and 4 nodes). For each rule and
 each seed (``--seeds``; the seed draws the data, the split and the training), up to three jobs on the
 same data (``--runs``, default clean and poisoned):
 
@@ -52,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fedgpu.adversaries import apply_behaviour
 from fedgpu.aggregator.local import LocalAggregator
-from fedgpu.config import AggregationConfig, EncryptionConfig, JobConfig, RewardsConfig, TrainingConfig
+from fedgpu.config import AggregationConfig, EncryptionConfig, JobConfig, RewardsConfig, SelectionConfig, TrainingConfig
 from fedgpu.datasets import ArrayDataset, public_split, save_npz
 from fedgpu.driver.driver import JobDriver
 from fedgpu.errors import RoundFailed
@@ -102,8 +104,8 @@ def run_job(
         model=args.model,
         dataset=DATASET,
         rounds=args.rounds,
-        nodes_per_round=NODES,
-        min_nodes=NODES,
+        nodes_per_round=args.per_round,
+        min_nodes=args.per_round,
         deadline_seconds=120.0,
         cohort_size=K,
         seed=args.seed,
@@ -111,6 +113,7 @@ def run_job(
         encryption=EncryptionConfig("none"),
         rewards=RewardsConfig(pool_per_round=pool),
         aggregation=agg_cfg,
+        selection=SelectionConfig(args.selection, over_select=0.0),
     ).validate()
     t0 = time.perf_counter()
     agg = LocalAggregator(str(run_dir / "agg.db"), run_dir / "spool")
@@ -246,6 +249,8 @@ def main() -> None:
     ap.add_argument("--trim-fraction", type=float, default=0.34, help="trimmed_mean: with 3 cohorts, >= 1/3 cuts one from each end")
     ap.add_argument("--norm-bound", type=float, default=1.5, help="norm_bounded: about an honest cohort's mean update early on (1.2-1.8 measured)")
     ap.add_argument("--rules", default="fedavg,median,trimmed_mean,norm_bounded")
+    ap.add_argument("--per-round", type=int, default=NODES, help="nodes a round (default all %(default)s; fewer leaves selection a choice)")
+    ap.add_argument("--selection", choices=["uniform", "utility"], default="uniform", help="[selection] rule: utility gives nodes with non-positive value estimates less work")
     ap.add_argument("--runs", default="clean,poisoned", help="a subset of clean,poisoned,alone (alone: the rule with rewards off)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -271,7 +276,9 @@ def main() -> None:
         "samples_per_node": SAMPLES,
         "poisoner": "signflip: -10 x its honest update, one node of 10",
         "k": K,
-        "cohorts_per_round": NODES // K,
+        "per_round": args.per_round,
+        "selection": args.selection,
+        "cohorts_per_round": args.per_round // K,
         "rounds": args.rounds,
         "model": args.model,
         "epochs": args.epochs,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -65,22 +66,39 @@ def make_loader(data: ArrayDataset, batch_size: int, seed: int, device: torch.de
     return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=gen, pin_memory=device.type == "cuda")
 
 
+_DETERMINISTIC_LOCK = threading.Lock()
+_deterministic_users = 0
+_deterministic_before: tuple[int, bool, bool, bool, bool] | None = None
+
+
 @contextlib.contextmanager
 def deterministic(threads: int = 1) -> Iterator[None]:
     """Deterministic kernels and a fixed number of CPU threads while it lasts (a CPU reduction's order
-    depends on the thread count): a task's replicas on two nodes of one device class then train alike."""
+    depends on the thread count): a task's replicas on two nodes of one device class then train alike.
+    The settings are process-wide, so nested or concurrent users (node threads in one process) share
+    them: the first one in saves torch's settings and the last one out restores them."""
+    global _deterministic_users, _deterministic_before
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
-    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    with _DETERMINISTIC_LOCK:
+        if _deterministic_users == 0:
+            _deterministic_before = (
+                torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+            )
+            torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        _deterministic_users += 1
     try:
         yield
     finally:
-        torch.set_num_threads(before[0])
-        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        with _DETERMINISTIC_LOCK:
+            _deterministic_users -= 1
+            if _deterministic_users == 0 and _deterministic_before is not None:
+                n, enabled, warn_only, cudnn_det, cudnn_bench = _deterministic_before
+                torch.set_num_threads(n)
+                torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_det, cudnn_bench
 
 
 def train_local(

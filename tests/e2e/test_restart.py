@@ -33,6 +33,7 @@ from fedgpu.errors import RoundFailed
 from fedgpu.node.agent import NodeAgent, NodeConfig
 from fedgpu.proto.fedgpu.v1 import node_pb2, node_pb2_grpc
 from fedgpu.rewards.chain import Receipt
+from fedgpu.wire import PROTOCOL_VERSION
 from fedgpu.wire.auth import Identity
 from fedgpu.wire.certs import CertFiles
 from fedgpu.wire.transport import TLSConfig, open_channel
@@ -281,7 +282,7 @@ def test_a_request_signed_before_a_restart_is_refused_after_it(tmp_path: Path) -
         with LocalAggregator(str(tmp_path / "agg.db"), tmp_path / "spool") as agg, open_channel(agg.address, TLSConfig()) as channel:
                 stub = node_pb2_grpc.NodeServiceStub(channel)
                 if life == 0:
-                    reg = node_pb2.RegisterRequest(public_key=ident.public_key, name="r", capabilities=node_pb2.Capabilities(), protocol_version=1)
+                    reg = node_pb2.RegisterRequest(public_key=ident.public_key, name="r", capabilities=node_pb2.Capabilities(), protocol_version=PROTOCOL_VERSION)
                     ident.sign("Register", reg)
                     stub.Register(reg)
                     hb = node_pb2.HeartbeatRequest()

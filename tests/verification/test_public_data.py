@@ -128,3 +128,37 @@ def test_replica_sets_and_disputes_round_trip_the_wire_and_the_store() -> None:
     assert RoundRecord.from_dict({k: v for k, v in rec.to_dict().items() if k != "replicas"}).replicas == ()  # older records
     res = RoundResult(accuracy=0.5, disputes=(ReplicaDispute(5, 3, 9, 4, ("a", "b"), ("c",)),), flagged=("d",))
     assert round_result_from_proto(round_result_to_proto(res)) == res
+
+
+def test_overlapping_deterministic_sections_in_two_threads_restore_torchs_settings() -> None:
+    """Node threads of one process (benchmarks, the in-process aggregator tests) share torch's settings:
+    the last section out restores them, whichever order the threads leave in."""
+    import threading
+
+    from fedgpu.node.training import deterministic
+
+    threads_before = torch.get_num_threads()
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    inside: list[bool] = []
+
+    def first() -> None:
+        with deterministic():
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(10)
+        with deterministic():
+            second_in.set()
+            first_out.wait(10)
+            inside.append(torch.are_deterministic_algorithms_enabled())  # the first one left; this one is still in
+
+    ts = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(20)
+    assert inside == [True]
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.get_num_threads() == threads_before
