@@ -161,11 +161,14 @@ def poisoner_figures(report: dict[str, Any], roles: dict[str, str]) -> dict[str,
     """The poisoner's rewards and how often its cohort was part of the round's model."""
     poisoner = next(n for n, r in roles.items() if r == "signflip")
     rewards = {n: 0.0 for n in roles}
-    in_model = 0
+    in_model = rounds_in = 0
     for rec in report["rounds"]:
         for n, r in ((rec.get("valuation") or {}).get("rewards") or {}).items():
             rewards[n] += float(r)
-        cohort = next(i for i, c in enumerate(rec["cohorts"]) if poisoner in c)
+        cohort = next((i for i, c in enumerate(rec["cohorts"]) if poisoner in c), None)
+        if cohort is None:  # not chosen this round (selection by measured value)
+            continue
+        rounds_in += 1
         in_model += cohort not in rec["excluded_cohorts"]
     total = math.fsum(rewards.values())
     honest = [v for n, v in rewards.items() if n != poisoner]
@@ -174,6 +177,7 @@ def poisoner_figures(report: dict[str, Any], roles: dict[str, str]) -> dict[str,
         "poisoner_reward_share": rewards[poisoner] / total if total > 0 else 0.0,
         "honest_reward_median": statistics.median(honest),
         "rounds_poisoner_cohort_in_model": in_model,
+        "rounds_poisoner_chosen": rounds_in,
     }
 
 
