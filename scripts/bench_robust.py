@@ -42,7 +42,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -59,7 +58,8 @@ from fedgpu.datasets import ArrayDataset, public_split, save_npz
 from fedgpu.driver.driver import JobDriver
 from fedgpu.errors import RoundFailed
 from fedgpu.evaluation import evaluate
-from fedgpu.node.agent import NodeAgent, NodeConfig
+from fedgpu.node.agent import NodeConfig
+from fedgpu.node.threads import NodeThreads
 
 DATASET = "mnist1d"
 NODES = 10
@@ -117,7 +117,7 @@ def run_job(
     ).validate()
     t0 = time.perf_counter()
     agg = LocalAggregator(str(run_dir / "agg.db"), run_dir / "spool")
-    agents: list[tuple[NodeAgent, threading.Thread]] = []
+    nodes = NodeThreads()
     roles: dict[str, str] = {}
     driver: JobDriver | None = None
     try:
@@ -125,11 +125,8 @@ def run_job(
         for i, (f, behaviour) in enumerate(zip(files, behaviours, strict=True)):
             cfg = NodeConfig(aggregator=agg.address, data={DATASET: f}, identity_path=work / "ids" / f"node{i}" / "id.pem", name=f"node{i}", poll_seconds=1)
             apply_behaviour(cfg, behaviour)
-            agent = NodeAgent(cfg)
+            agent = nodes.start(cfg, f"node{i}")
             roles[agent.node_id] = behaviour
-            th = threading.Thread(target=agent.run, name=f"node{i}", daemon=True)
-            th.start()
-            agents.append((agent, th))
 
         def progress(ev: dict[str, Any]) -> None:
             if ev["event"] == "round":
@@ -146,11 +143,7 @@ def run_job(
         driver.model.load_state_dict(driver.state)  # the last model the driver applied
         test_accuracy, _ = evaluate(driver.model, test)
     finally:
-        for agent, _ in agents:
-            agent.stop()
-        for agent, th in agents:
-            th.join(30)
-            agent.channel.close()
+        nodes.stop()
         if driver is not None:
             driver.channel.close()
         agg.stop()

@@ -44,7 +44,8 @@ from fedgpu.aggregator.local import LocalAggregator
 from fedgpu.config import EncryptionConfig, JobConfig, RewardsConfig, SelectionConfig, TrainingConfig
 from fedgpu.datasets import ArrayDataset, partition_iid, public_split, save_npz
 from fedgpu.driver.driver import JobDriver
-from fedgpu.node.agent import NodeAgent, NodeConfig
+from fedgpu.node.agent import NodeConfig
+from fedgpu.node.threads import NodeThreads
 
 DATASET = "mnist1d"
 
@@ -78,7 +79,7 @@ def run_job(tag: str, rule: str, files: list[Path], slow: list[float], args: arg
         selection=SelectionConfig(rule=rule),
     ).validate()
     agg = LocalAggregator(str(run_dir / "agg.db"), run_dir / "spool")
-    agents: list[tuple[NodeAgent, threading.Thread]] = []
+    nodes = NodeThreads()
     driver: JobDriver | None = None
     curve: list[tuple[int, float, float]] = []  # (round, seconds since submission, accuracy)
     t0 = time.perf_counter()
@@ -87,10 +88,7 @@ def run_job(tag: str, rule: str, files: list[Path], slow: list[float], args: arg
         for i, (f, factor) in enumerate(zip(files, slow, strict=True)):
             cfg = NodeConfig(aggregator=agg.address, data={DATASET: f}, identity_path=run_dir / f"node{i}" / "id.pem", name=f"node{i}-x{factor:.1f}", poll_seconds=1)
             apply_behaviour(cfg, "slow" if factor > 1 else "honest", factor)
-            agent = NodeAgent(cfg)
-            th = threading.Thread(target=agent.run, name=f"node{i}", daemon=True)
-            th.start()
-            agents.append((agent, th))
+            nodes.start(cfg, f"node{i}")
 
         def progress(ev: dict[str, Any]) -> None:
             if ev["event"] == "submitted":
@@ -108,13 +106,9 @@ def run_job(tag: str, rule: str, files: list[Path], slow: list[float], args: arg
             for c in rnd["cohorts"]:
                 for n in c:
                     picks[n] = picks.get(n, 0) + 1
-        name_of = {a.node_id: a.cfg.name for a, _ in agents}
+        name_of = {a.node_id: a.cfg.name for a in nodes.agents}
     finally:
-        for agent, _ in agents:
-            agent.stop()
-        for agent, th in agents:
-            th.join(30)
-            agent.channel.close()
+        nodes.stop()
         if driver is not None:
             driver.channel.close()
         agg.stop()

@@ -60,7 +60,6 @@ import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -78,7 +77,8 @@ from fedgpu.aggregator.local import LocalAggregator
 from fedgpu.config import EncryptionConfig, JobConfig, RewardsConfig, SelectionConfig, TrainingConfig
 from fedgpu.datasets import ArrayDataset, public_split, save_npz
 from fedgpu.driver.driver import JobDriver
-from fedgpu.node.agent import NodeAgent, NodeConfig
+from fedgpu.node.agent import NodeConfig
+from fedgpu.node.threads import NodeThreads
 from fedgpu.rewards import NodeValueEstimator, round_observations
 
 DATASET = "mnist1d"
@@ -182,7 +182,7 @@ def run_job(
     ).validate()
     t0 = time.perf_counter()
     agg = LocalAggregator(str(run_dir / "agg.db"), run_dir / "spool")
-    agents: list[tuple[NodeAgent, threading.Thread]] = []
+    nodes = NodeThreads()
     driver: JobDriver | None = None
     try:
         agg.start()
@@ -190,10 +190,7 @@ def run_job(
             # Identities live outside the run folder: the same node keeps its node_id in every run.
             cfg = NodeConfig(aggregator=agg.address, data={DATASET: files[s.name]}, identity_path=work / "ids" / s.name / "id.pem", name=s.name, poll_seconds=1)
             apply_behaviour(cfg, s.behaviour)
-            agent = NodeAgent(cfg)
-            th = threading.Thread(target=agent.run, name=f"node-{s.name}", daemon=True)
-            th.start()
-            agents.append((agent, th))
+            nodes.start(cfg, f"node-{s.name}")
 
         def progress(ev: dict[str, Any]) -> None:
             if ev["event"] == "round":
@@ -209,15 +206,11 @@ def run_job(
         driver = JobDriver(agg.address, job, run_dir / "out", validation=validation, progress=progress)
         report = driver.run()
     finally:
-        for agent, _ in agents:
-            agent.stop()
-        for agent, th in agents:
-            th.join(30)
-            agent.channel.close()
+        nodes.stop()
         if driver is not None:
             driver.channel.close()
         agg.stop()
-    names = {agent.node_id: s.name for (agent, _), s in zip(agents, specs, strict=False)}
+    names = {agent.node_id: s.name for agent, s in zip(nodes.agents, specs, strict=False)}
     return report, names, time.perf_counter() - t0
 
 

@@ -41,7 +41,6 @@ import math
 import platform
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,8 @@ from fedgpu.config import DEFAULT_REPLICA_TOLERANCE, EncryptionConfig, JobConfig
 from fedgpu.datasets import get_schema, public_shard, public_split
 from fedgpu.driver.driver import JobDriver
 from fedgpu.models import ModelSpec, build_model
-from fedgpu.node.agent import NodeAgent, NodeConfig
+from fedgpu.node.agent import NodeConfig
+from fedgpu.node.threads import NodeThreads
 from fedgpu.node.training import LocalTrainConfig, deterministic, train_local
 from fedgpu.rewards.replicas import relative_distance
 from fedgpu.wire import tensors
@@ -152,7 +152,7 @@ def run_job(tag: str, replication: float, args: argparse.Namespace, work: Path) 
     ).validate()
     t0 = time.perf_counter()
     agg = LocalAggregator(str(run_dir / "agg.db"), run_dir / "spool")
-    agents: list[tuple[NodeAgent, threading.Thread]] = []
+    nodes = NodeThreads()
     roles: dict[str, str] = {}
     driver: JobDriver | None = None
     try:
@@ -160,11 +160,8 @@ def run_job(tag: str, replication: float, args: argparse.Namespace, work: Path) 
         for i, role in enumerate(ROLES):
             cfg = NodeConfig(aggregator=agg.address, data={}, identity_path=run_dir / "ids" / f"node{i}" / "id.pem", name=f"node{i}", poll_seconds=1)
             apply_behaviour(cfg, role)
-            agent = NodeAgent(cfg)
+            agent = nodes.start(cfg, f"node{i}")
             roles[agent.node_id] = role
-            th = threading.Thread(target=agent.run, name=f"node{i}", daemon=True)
-            th.start()
-            agents.append((agent, th))
 
         def progress(ev: dict[str, Any]) -> None:
             if ev["event"] == "round":
@@ -175,11 +172,7 @@ def run_job(tag: str, replication: float, args: argparse.Namespace, work: Path) 
         driver = JobDriver(agg.address, job, run_dir / "out", validation=validation, progress=progress)
         report = driver.run()
     finally:
-        for agent, _ in agents:
-            agent.stop()
-        for agent, th in agents:
-            th.join(30)
-            agent.channel.close()
+        nodes.stop()
         if driver is not None:
             driver.channel.close()
         agg.stop()
