@@ -107,11 +107,14 @@ class NodeAgent:
         self._checked: dict[tuple[str, Schema], ArrayDataset] = {}  # (name, the job's schema) -> the file, checked against it
         named = available_schemas()
         for name, path in cfg.data.items():
-            if name in named:
-                self._data[name] = load_file(path, named[name])  # a named schema: fail early on a bad file
-            elif not Path(path).exists():
+            if not Path(path).exists():
                 raise ConfigError(f"--data {name}={path}: the file does not exist")
-            # a schema only jobs declare: the file is checked against the job's schema when a task arrives
+            if name in named:
+                try:  # a named schema: a bad file is told at start, while the operator is looking
+                    self._data[name] = load_file(path, named[name])
+                except SchemaMismatch as exc:  # a job may declare its own schema under this name: keep the file for that
+                    log.warning("--data %s: %s; it will be checked against each job's declared schema when a task arrives", name, exc)
+            # otherwise the file is checked against the job's schema when a task arrives
         self._models: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
         self._stop = threading.Event()
         self.channel = transport.open_channel(cfg.aggregator, cfg.tls)
