@@ -8,7 +8,7 @@ are in tests/e2e/test_liveness.py.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -252,29 +252,46 @@ def test_a_node_holds_at_most_two_pulls_at_once(start) -> None:  # type: ignore[
 
 
 # ---- liveness ----------------------------------------------------------------------------------
+def live_at(a: LocalAggregator, node_id: str, after_last_life: float | None = None) -> bool:
+    """Whether the registry counts the node live ``after_last_life`` seconds after its last sign of life (None:
+    a minute from now) — the grace is checked against the registry's own clock values, so load cannot blur it."""
+
+    async def look() -> bool:
+        assert a.agg is not None
+        r = a.agg.registry
+        now = time.monotonic() + 60 if after_last_life is None else r.last_life[node_id] + after_last_life
+        return r.live(node_id, now)
+
+    return bool(a.call(look))
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.02)
+
+
 def test_a_node_is_eligible_while_it_pulls_and_a_few_seconds_after_not_once_it_is_gone(start) -> None:  # type: ignore[no-untyped-def]
     a = start()
     c = Client(a.address)
     c.register()
+    node = c.id.node_id
     assert eligible(a) == []  # registering is not a sign of life
     a.agg.registry.live_grace = 0.5
-    pulling = c.stub.PullTask.future(c.pull_request(wait=2), timeout=15)
-    time.sleep(1.0)
-    assert eligible(a) == [c.id.node_id]  # a long-poll in flight, past the grace
+    pulling = c.stub.PullTask.future(c.pull_request(wait=5), timeout=30)
+    wait_until(lambda: eligible(a) == [node])
+    assert live_at(a, node)  # a long-poll in flight: live a minute on, far past the grace
     pulling.result()
-    assert eligible(a) == [c.id.node_id]  # just returned: within the grace
-    time.sleep(0.7)
-    assert eligible(a) == []
+    assert live_at(a, node, 0.45) and not live_at(a, node, 0.55)  # just returned: within the grace, then not
+    wait_until(lambda: eligible(a) == [])
     c.heartbeat()
-    assert eligible(a) == [c.id.node_id]  # a heartbeat within the grace
+    assert live_at(a, node, 0.45) and not live_at(a, node, 0.55)  # a heartbeat counts like a returned pull
     a.agg.registry.live_grace = 30.0
     pulling = c.stub.PullTask.future(c.pull_request(wait=30), timeout=40)
-    time.sleep(0.5)
+    wait_until(lambda: live_at(a, node))  # the pull is in flight
     pulling.cancel()  # the node went away (a killed process closes its connection the same way)
-    end = time.monotonic() + 3
-    while eligible(a) and time.monotonic() < end:
-        time.sleep(0.05)
-    assert eligible(a) == []  # at once, not after the 30 s grace
+    wait_until(lambda: eligible(a) == [], timeout=20)  # well before the 30 s grace: cancelling ends its life at once
     c.close()
 
 

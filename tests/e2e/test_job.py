@@ -164,7 +164,7 @@ def test_bad_update_rejected_round_completes(aggregator, tmp_path: Path, digits,
     nodes = start_nodes(aggregator.address, tmp_path, train, 2)
     raw = RawNode(aggregator.address, tmp_path, "attacker")
     result: dict = {}
-    drv = threading.Thread(target=lambda: result.update(run_driver(aggregator.address, job(rounds=1), tmp_path / "out", test)))
+    drv = threading.Thread(target=lambda: result.update(run_driver(aggregator.address, job(rounds=1, deadline_seconds=120), tmp_path / "out", test)))
     drv.start()
     task = raw.pull()
     n = int(task.num_params) + 1
@@ -189,4 +189,4 @@ def test_bad_update_rejected_round_completes(aggregator, tmp_path: Path, digits,
     rnd = result["rounds"][0]
     assert sorted(rnd["participants"]) == sorted(a.node_id for a, _ in nodes)
     assert rnd["node_status"][raw.id.node_id].startswith("failed")
-    assert time.monotonic() - t0 < 15  # the round did not wait for the deadline (20 s)
+    assert time.monotonic() - t0 < 60  # the round closed when the honest updates were in, not at its 120 s deadline
