@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,24 @@ class JobConfig:
         p = self.privacy
         return ClaimBounds.declared(self.max_weight, self.update_norm_bound, p.client_clip if p.enabled and p.mode == "client" else None)
 
+    def _check_ckks_headroom(self, need: Callable[[bool, str, str], None]) -> None:
+        """Every summand of a cohort sum is ``weight x change`` with weight <= max_weight and ||change|| <= B,
+        so no coordinate of it exceeds max_weight x B; the largest sum must still decrypt (a wrapped sum is
+        garbage that costs its honest members their round)."""
+        from fedgpu.aggregator.cohorts import max_sum_members
+        from fedgpu.crypto.ckks_format import CkksParams
+
+        b = self.claim_bounds
+        if not math.isfinite(b.update_norm_bound):
+            return  # no bound declared: nodes check each value against the headroom, nothing more is known
+        members = max_sum_members(self.cohort_size, self.nodes_per_round)
+        worst, headroom = members * b.max_weight * b.update_norm_bound, CkksParams().max_abs_sum
+        need(
+            worst <= headroom, "max_weight",
+            f"a cohort sum of up to {members} updates, each up to max_weight {b.max_weight:g} x update_norm_bound {b.update_norm_bound:g}, "
+            f"can reach {worst:.3g}, past ckks's headroom {headroom:.3g}: lower max_weight or update_norm_bound, or cohort_size",
+        )
+
     def validate(self, check_registry: bool = True) -> JobConfig:
         """Check every field; ``check_registry=False`` skips the model registry (the aggregator has none)."""
         from fedgpu.crypto import SCHEMES, max_summands
@@ -272,6 +291,8 @@ class JobConfig:
             limit is None or self.nodes_per_round <= limit, "nodes_per_round",
             f"encryption.scheme = {self.encryption.scheme!r} adds at most {limit} updates into one sum; lower it to {limit} or use ckks",
         )
+        if self.encryption.scheme == "ckks":
+            self._check_ckks_headroom(need)
         need(0 <= self.training.server_momentum < 1, "training.server_momentum", f"must be in [0, 1), got {self.training.server_momentum}")
         need(self.rewards.pool_per_round >= 0, "rewards.pool_per_round", "must be >= 0")
         need(

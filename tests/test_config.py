@@ -32,6 +32,7 @@ BASE = {"model": "cnn1d", "dataset": "mnist1d"}
         ({"max_weight": 0}, "max_weight"),
         ({"max_weight": 1e4}, "max_weight"),
         ({"max_weight": float("inf")}, "max_weight"),
+        ({"max_weight": 1000, "cohort_size": 3, "min_nodes": 3, "nodes_per_round": 9}, "max_weight: a cohort sum of up to 7 updates"),
         ({"update_norm_bound": -1.0}, "update_norm_bound"),
         ({"update_norm_bound": float("nan")}, "update_norm_bound"),
         ({"update_norm_bound": "big"}, "update_norm_bound"),

@@ -72,4 +72,11 @@ def merge_small(sizes: list[int], k: int) -> list[list[int]] | None:
     return [sorted(g) for g in groups]
 
 
-__all__ = ["Pair", "assign_cohorts", "co_membership", "merge_small"]
+def max_sum_members(k: int, nodes_per_round: int) -> int:
+    """The most updates one released sum can hold: cohorts are cut to at most 2k - 1 members, and
+    ``merge_small`` adds a group that shrank below k (at most k - 1 members) to the smallest other one,
+    so no sum exceeds 3k - 2 (nor the round's nodes). The encryption's headroom must hold that many."""
+    return max(1, min(nodes_per_round, 3 * k - 2))
+
+
+__all__ = ["Pair", "assign_cohorts", "co_membership", "max_sum_members", "merge_small"]

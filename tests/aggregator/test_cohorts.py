@@ -5,7 +5,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedgpu.aggregator.cohorts import assign_cohorts, co_membership, merge_small
+from fedgpu.aggregator.cohorts import assign_cohorts, co_membership, max_sum_members, merge_small
 from fedgpu.aggregator.core import Aggregator
 from fedgpu.aggregator.store import Store
 from fedgpu.wire.records import RoundRecord
@@ -33,6 +33,17 @@ def test_merged_groups_never_release_fewer_than_k(sizes: list[int], k: int) -> N
     assert all(sum(sizes[i] for i in g) >= k for g in groups)
     assert sorted(i for g in groups for i in g) == [i for i, s in enumerate(sizes) if s > 0]
 
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 40), k=st.integers(1, 6), seed=st.integers(0, 1000), data=st.data())
+def test_no_released_sum_holds_more_updates_than_the_headroom_check_allows(n: int, k: int, seed: int, data: st.DataObject) -> None:
+    """Cohorts as assigned, any members missing at the close, merged: the largest sum fits max_sum_members."""
+    cohorts = assign_cohorts([f"n{i}" for i in range(n)], k, random.Random(seed))
+    sizes = [data.draw(st.integers(0, len(c))) for c in cohorts]
+    groups = merge_small(sizes, k) or []
+    assert all(sum(sizes[i] for i in g) <= max_sum_members(k, n) for g in groups)
+    assert max_sum_members(k, n) <= max(n, 1) and max_sum_members(1, n) == 1
 
 def test_reshuffling_spreads_pairs_over_rounds() -> None:
     """Best of random partitions by past co-membership: pairs repeat far less than with plain shuffling.
