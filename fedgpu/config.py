@@ -249,8 +249,8 @@ class JobConfig:
             if self.privacy.enabled:  # the statistics round is a Gaussian mechanism on each node (docs/tabular.md)
                 need(
                     self.privacy.mode == "sample", "data.standardize",
-                    "the DP statistics round protects records (privacy.mode = \"sample\"), not whole nodes; with client-level DP "
-                    "declare [schema] ranges and set standardize = false (nodes then scale each feature to [-1, 1] by its public range)",
+                    "the DP statistics round protects records (privacy.mode = \"sample\"), not whole nodes, whose sums have no bound: "
+                    "use mode = \"sample\", or standardise the features before the job and set standardize = false",
                 )
                 need(
                     bool(self.dataset_schema.ranges), "data.standardize",

@@ -51,6 +51,7 @@ from fedgpu.aggregator.local import LocalAggregator
 from fedgpu.config import PrivacyConfig, load_job
 from fedgpu.datasets import load_file
 from fedgpu.datasets.export import TABULAR, export_tabular
+from fedgpu.datasets.statistics import public_scaling
 from fedgpu.driver.driver import JobDriver
 from fedgpu.models import load_trained
 from fedgpu.node.agent import NodeAgent, NodeConfig
@@ -109,6 +110,7 @@ def run_one(name: str, work: Path, seed: int, dp: float | None = None, statistic
         acc = float((model(torch.from_numpy(test.x)).argmax(1).numpy() == test.y).mean())
     mean, std = model.get_buffer("feature_mean").double().numpy(), model.get_buffer("feature_std").double().numpy()
     pooled_mean, pooled_std = train_x.mean(axis=0), train_x.std(axis=0)
+    center, half = public_scaling(schema)
     extra: dict[str, Any] = {}
     if dp is not None:
         from fedgpu.privacy.dp import epsilon_of
@@ -143,6 +145,11 @@ def run_one(name: str, work: Path, seed: int, dp: float | None = None, statistic
             "max_mean_error_in_std": float(np.max(np.abs(mean - pooled_mean) / pooled_std)),
             "max_std_relative_error": float(np.max(np.abs(std - pooled_std) / pooled_std)),
             "imprecise_features": report["rounds"][0].get("statistics", {}).get("imprecise_features"),
+            "median_mean_error_in_std": float(np.median(np.abs(mean - pooled_mean) / pooled_std)),
+            "median_std_relative_error": float(np.median(np.abs(std - pooled_std) / pooled_std)),
+            # the baseline a DP scaler must beat: the schema's public ranges alone (center, half-width)
+            "public_ranges_median_mean_error_in_std": float(np.median(np.abs(center - pooled_mean) / pooled_std)),
+            "public_ranges_median_std_relative_error": float(np.median(np.abs(half - pooled_std) / pooled_std)),
         },
         "seconds": round(seconds, 1),
         "central_seconds": round(central_seconds, 3),

@@ -376,7 +376,7 @@ class NodeAgent:
         epsilon = 0.0
         if task.privacy.enabled:
             if task.privacy.mode != "sample":
-                raise UnsupportedTask("a statistics round under client-level DP is not offered: the job should standardise with public ranges only")
+                raise UnsupportedTask("a statistics round under client-level DP is not offered (fedgpu refuses such a job file): standardise the features before the job, or use privacy.mode = sample")
             key = (task.job_id, task.dataset)
             if key in self._dp_released:  # a retried attempt gets the same noisy sums: a release repeated costs no epsilon
                 vec, weight, epsilon = self._dp_released[key]
