@@ -19,6 +19,7 @@ A job file looks like ``examples/mnist1d.toml``::
 
     [privacy]         # optional; see docs/privacy.md
     epsilon = 8.0
+    statistics_epsilon = 0.8  # with [data] standardize: the DP statistics round's own share (default 10 %)
 
     [encryption]      # optional; ckks is the default, bfv8 / bfv8-32 the 8-bit bandwidth modes
     scheme = "ckks"

@@ -80,7 +80,8 @@ def test_a_dp_csv_job_standardises_from_noisy_sums_and_charges_each_owner_once(a
     finally:
         stop_nodes(nodes)
     assert report["status"] == "done" and len(report["rounds"]) == 4
-    assert report["final_accuracy"] >= 0.8  # measured 0.91 (central logistic regression: 1.0; chance ~0.4)
+    # measured 0.91 and 0.92 (central logistic regression: 1.0; chance ~0.4); the DP noise is drawn from the OS, so a margin
+    assert report["final_accuracy"] >= 0.75
     stats = report["rounds"][0]["statistics"]
     noise = statistics_noise(0.8, 1e-5, "prv")
     assert stats["epsilon"] == pytest.approx(0.8) and stats["noise_std"] == pytest.approx(noise * np.sqrt(27) * np.sqrt(3))

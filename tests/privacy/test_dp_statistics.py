@@ -78,7 +78,7 @@ def _task(rnd: int, epsilon: float, statistics_epsilon: float, rounds: int = 3) 
 def test_the_statistics_round_is_charged_first_and_the_job_ends_at_its_epsilon(tmp_path: Path) -> None:
     gate = PrivacyGate(tmp_path / "privacy.db", cap=100.0, owner="o")
     gate.ledger = OwnerLedger(tmp_path / "privacy.db", accountant="rdp")  # RDP: PRV is too slow for a unit test
-    data = ArrayDataset(cells(200).x, cells(200).y)
+    data = cells(200)
     gate.admit(_task(1, 3.0, 0.5), data)
     noise, after_stats = gate.statistics(_task(1, 3.0, 0.5), data)
     assert noise == statistics_noise(0.5, 1e-5, "rdp") and 0.499 <= after_stats <= 0.5
