@@ -19,6 +19,7 @@ A job file looks like ``examples/mnist1d.toml``::
 
     [privacy]         # optional; see docs/privacy.md
     epsilon = 8.0
+    statistics_epsilon = 0.8  # with [data] standardize: the DP statistics round's own share (default 10 %)
 
     [encryption]      # optional; ckks is the default, bfv8 / bfv8-32 the 8-bit bandwidth modes
     scheme = "ckks"
@@ -75,6 +76,9 @@ class PrivacyConfig:
     mode: str = "sample"       # "sample": DP-SGD on the node; "client": clip + noise each update
     client_clip: float = 1.0   # client mode only
     client_noise_multiplier: float = 1.0  # client mode only
+    # With [data] standardize: the share of epsilon the statistics round's Gaussian mechanism is planned for
+    # alone (0: 10 % of epsilon). The whole job, statistics and DP-SGD composed, still ends at epsilon.
+    statistics_epsilon: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,10 @@ class AggregationConfig:
     @property
     def params(self) -> RuleParams:
         return RuleParams(trim_fraction=self.trim_fraction, norm_bound=self.norm_bound)
+
+
+# The default share of a DP job's epsilon its statistics round is planned for alone ([privacy] statistics_epsilon).
+STATISTICS_SHARE = 0.1
 
 
 # Largest relative L2 distance ||a - b|| / max(||a||, ||b||) between two honest replicas of a task
@@ -204,6 +212,14 @@ class JobConfig:
         return get_schema(self.dataset, self.schema)
 
     @property
+    def statistics_epsilon(self) -> float:
+        """The epsilon the DP statistics round is planned for alone; 0 when the job has none (no DP or no standardize)."""
+        p = self.privacy
+        if not (p.enabled and self.data.standardize):
+            return 0.0
+        return p.statistics_epsilon or STATISTICS_SHARE * p.epsilon
+
+    @property
     def claim_bounds(self) -> ClaimBounds:
         """The cap and B this job enforces, defaults filled in."""
         p = self.privacy
@@ -250,10 +266,17 @@ class JobConfig:
         else:
             need(self.dataset in SCHEMAS, "dataset", f"{self.dataset!r} is not a built-in schema; the job spec must carry its schema")
         if self.data.standardize:
-            need(
-                not self.privacy.enabled, "data.standardize",
-                "federated standardisation is not yet noised for DP jobs; standardise the features before the job, or turn [privacy] off",
-            )
+            if self.privacy.enabled:  # the statistics round is a Gaussian mechanism on each node (docs/tabular.md)
+                need(
+                    self.privacy.mode == "sample", "data.standardize",
+                    "the DP statistics round protects records (privacy.mode = \"sample\"), not whole nodes, whose sums have no bound: "
+                    "use mode = \"sample\", or standardise the features before the job and set standardize = false",
+                )
+                need(
+                    bool(self.dataset_schema.ranges), "data.standardize",
+                    "a DP statistics round needs every feature's public range to bound what one record adds to the sums: "
+                    "declare ranges = [[low, high], ...] in the job's [schema] (or turn standardize off)",
+                )
             need(self.rounds >= 2, "data.standardize", f"round 1 is the statistics round: rounds must be >= 2, got {self.rounds}")
             need(
                 self.encryption.scheme in ("ckks", "none"), "data.standardize",
@@ -285,6 +308,14 @@ class JobConfig:
             need(p.max_grad_norm > 0, "privacy.max_grad_norm", f"must be > 0, got {p.max_grad_norm}")
             need(p.accountant in ("prv", "rdp"), "privacy.accountant", f"allowed values are prv, rdp; got {p.accountant!r}")
             need(p.mode in ("sample", "client"), "privacy.mode", f"allowed values are sample, client; got {p.mode!r}")
+            need(
+                math.isfinite(p.statistics_epsilon) and 0 <= p.statistics_epsilon < p.epsilon, "privacy.statistics_epsilon",
+                f"must be in [0, epsilon = {p.epsilon:g}) (0: {STATISTICS_SHARE:.0%} of epsilon), got {p.statistics_epsilon}",
+            )
+            need(
+                p.statistics_epsilon == 0 or self.data.standardize, "privacy.statistics_epsilon",
+                "only a job with [data] standardize = true has a statistics round: remove it, or turn standardize on",
+            )
         need(self.encryption.scheme in SCHEMES, "encryption.scheme", f"allowed values are {', '.join(SCHEMES)}; got {self.encryption.scheme!r}")
         limit = max_summands(self.encryption.scheme)
         need(
@@ -420,6 +451,7 @@ __all__ = [
     "PrivacyConfig",
     "PublicDataConfig",
     "RewardsConfig",
+    "STATISTICS_SHARE",
     "SelectionConfig",
     "TrainingConfig",
     "job_from_dict",

@@ -15,7 +15,13 @@ ones, relative to the pooled std.
 Prints ONE JSON object (stdout) with, per dataset, ``federated_accuracy``, ``central_logreg_accuracy``,
 ``gap_points`` (central minus federated, in points); progress goes to stderr.
 
+``--dp EPSILON``: the same job under record-level DP (``[privacy] epsilon``; the statistics round a Gaussian
+mechanism on each node at ``--statistics-epsilon``, default 10 % of it, composed into the one epsilon):
+per dataset also ``dp``: the epsilon each owner's ledger shows (whole job, and the statistics round's
+charge), and the scaler's error against the pooled one, from the DP statistics round.
+
     .venv/bin/python scripts/bench_tabular.py            # ~2-4 min on 2 shared cores
+    .venv/bin/python scripts/bench_tabular.py --dp 8     # DP: ~5-10 min (PRV accounting on each node)
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported: node threads share the cores
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
@@ -41,9 +48,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fedgpu.aggregator.local import LocalAggregator
-from fedgpu.config import load_job
+from fedgpu.config import PrivacyConfig, load_job
 from fedgpu.datasets import load_file
 from fedgpu.datasets.export import TABULAR, export_tabular
+from fedgpu.datasets.statistics import public_scaling
 from fedgpu.driver.driver import JobDriver
 from fedgpu.models import load_trained
 from fedgpu.node.agent import NodeAgent, NodeConfig
@@ -60,9 +68,13 @@ def central_logreg(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     return float(clf.score(scaler.transform(test_x), test_y))
 
 
-def run_one(name: str, work: Path, seed: int) -> dict[str, Any]:
+def run_one(name: str, work: Path, seed: int, dp: float | None = None, statistics_epsilon: float = 0.0, rounds: int = 0) -> dict[str, Any]:
     written = export_tabular(name, work / "data", nodes=3, seed=seed)
     job = load_job(ROOT / "examples" / f"{name}.toml")
+    if rounds:
+        job = dataclasses.replace(job, rounds=rounds)
+    if dp is not None:
+        job = dataclasses.replace(job, privacy=PrivacyConfig(enabled=True, epsilon=dp, statistics_epsilon=statistics_epsilon)).validate()
     schema = job.dataset_schema
     node_files = [Path(f["path"]) for f in written["nodes"]]
     test_path = Path(written["test"]["path"])
@@ -98,6 +110,24 @@ def run_one(name: str, work: Path, seed: int) -> dict[str, Any]:
         acc = float((model(torch.from_numpy(test.x)).argmax(1).numpy() == test.y).mean())
     mean, std = model.get_buffer("feature_mean").double().numpy(), model.get_buffer("feature_std").double().numpy()
     pooled_mean, pooled_std = train_x.mean(axis=0), train_x.std(axis=0)
+    center, half = public_scaling(schema)
+    extra: dict[str, Any] = {}
+    if dp is not None:
+        from fedgpu.privacy.dp import epsilon_of
+        from fedgpu.privacy.ledger import OwnerLedger
+
+        ledgers = [OwnerLedger(work / f"{name}-node{i}" / "privacy.db") for i in range(len(node_files))]
+        extra["dp"] = {
+            "epsilon": dp,
+            "delta": job.privacy.delta,
+            "statistics_epsilon_planned": job.statistics_epsilon,
+            "owner_epsilon": [led.epsilon(job.privacy.delta) for led in ledgers],
+            "owner_statistics_charge": [
+                epsilon_of([e.event.segment for e in led.events() if e.event.round == 1], job.privacy.delta) for led in ledgers
+            ],
+            "reported_epsilon_round1": report["rounds"][0].get("epsilon"),
+            "statistics_noise_std": report["rounds"][0].get("statistics", {}).get("noise_std"),
+        }
     return {
         "federated_accuracy": acc,
         "central_logreg_accuracy": central,
@@ -115,9 +145,15 @@ def run_one(name: str, work: Path, seed: int) -> dict[str, Any]:
             "max_mean_error_in_std": float(np.max(np.abs(mean - pooled_mean) / pooled_std)),
             "max_std_relative_error": float(np.max(np.abs(std - pooled_std) / pooled_std)),
             "imprecise_features": report["rounds"][0].get("statistics", {}).get("imprecise_features"),
+            "median_mean_error_in_std": float(np.median(np.abs(mean - pooled_mean) / pooled_std)),
+            "median_std_relative_error": float(np.median(np.abs(std - pooled_std) / pooled_std)),
+            # the baseline a DP scaler must beat: the schema's public ranges alone (center, half-width)
+            "public_ranges_median_mean_error_in_std": float(np.median(np.abs(center - pooled_mean) / pooled_std)),
+            "public_ranges_median_std_relative_error": float(np.median(np.abs(half - pooled_std) / pooled_std)),
         },
         "seconds": round(seconds, 1),
         "central_seconds": round(central_seconds, 3),
+        **extra,
     }
 
 
@@ -125,6 +161,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", nargs="+", default=list(TABULAR), choices=TABULAR)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dp", type=float, default=None, metavar="EPSILON", help="record-level DP at this epsilon per owner, statistics round included")
+    ap.add_argument("--statistics-epsilon", type=float, default=0.0, help="with --dp: the statistics round's own epsilon (0: 10 %% of --dp)")
+    ap.add_argument("--rounds", type=int, default=0, help="rounds of the job (0: the example's)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     torch.set_num_threads(1)
@@ -132,7 +171,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="fedgpu-tabular-") as tmp:
         for name in args.datasets:
-            results[name] = run_one(name, Path(tmp), args.seed)
+            results[name] = run_one(name, Path(tmp), args.seed, args.dp, args.statistics_epsilon, args.rounds)
     print(json.dumps({
         **results,
         "within_2_points": all(r["gap_points"] <= 2.0 for r in results.values()),

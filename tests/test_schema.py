@@ -62,11 +62,26 @@ def test_a_job_with_its_own_schema_travels_whole_and_resumes() -> None:
     assert serde.job_spec_from_proto(spec).schema == job.schema  # and its tasks carry the schema
 
 
-def test_an_unknown_dataset_without_a_schema_is_refused_and_standardize_needs_ckks_without_dp() -> None:
+def test_an_unknown_dataset_without_a_schema_is_refused_and_standardize_needs_ckks_and_ranges_under_dp() -> None:
     with pytest.raises(ConfigError, match="declare it in a \\[schema\\] table"):
         job_from_dict({"model": "tab_mlp", "dataset": "cells"})
-    with pytest.raises(ConfigError, match=r"data\.standardize: federated standardisation is not yet noised for DP"):
-        job_from_dict({**JOB, "data": {"standardize": True}, "privacy": {"epsilon": 8.0}})
+    no_ranges = {**JOB, "schema": {"columns": ["a", "b", "c"], "classes": 2}}
+    job_from_dict({**no_ranges, "data": {"standardize": True}})  # without DP the ranges are optional
+    with pytest.raises(ConfigError, match=r"data\.standardize: a DP statistics round needs every feature's public range .* declare ranges"):
+        job_from_dict({**no_ranges, "data": {"standardize": True}, "privacy": {"epsilon": 8.0}})
+    with pytest.raises(ConfigError, match=r"data\.standardize: the DP statistics round protects records .* set standardize = false"):
+        job_from_dict({**JOB, "data": {"standardize": True}, "privacy": {"epsilon": 8.0, "mode": "client"}})
+    with pytest.raises(ConfigError, match=r"privacy\.statistics_epsilon: must be in \[0, epsilon = 8\)"):
+        job_from_dict({**JOB, "data": {"standardize": True}, "privacy": {"epsilon": 8.0, "statistics_epsilon": 8.0}})
+    with pytest.raises(ConfigError, match=r"privacy\.statistics_epsilon: only a job with \[data\] standardize"):
+        job_from_dict({**JOB, "privacy": {"epsilon": 8.0, "statistics_epsilon": 1.0}})
+    dp = job_from_dict({**JOB, "data": {"standardize": True}, "privacy": {"epsilon": 8.0}})
+    assert dp.statistics_epsilon == pytest.approx(0.8) and job_from_dict({**JOB, "privacy": {"epsilon": 8.0}}).statistics_epsilon == 0
+    enc = EncryptionContext(scheme="ckks", params=b"p", public_material=b"k", fingerprint="f", values_per_chunk=8)
+    for job in (dp, job_from_dict({**JOB, "data": {"standardize": True}, "privacy": {"epsilon": 8.0, "statistics_epsilon": 2.0}})):
+        spec = serde.job_to_proto(job, serde.encryption_to_proto(enc), 500)
+        assert spec.privacy.statistics_epsilon == job.statistics_epsilon > 0  # what every node plans with
+        assert serde.job_from_proto(spec, check_registry=False) == job
     with pytest.raises(ConfigError, match=r"data\.standardize: encryption\.scheme = 'bfv8'"):
         job_from_dict({**JOB, "data": {"standardize": True}, "encryption": {"scheme": "bfv8"}, "nodes_per_round": 2})
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -327,8 +328,10 @@ class JobDriver:
 
     def on_statistics(self, ev: JobEvent) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
         """Round 1 of a job with standardize: the cohort sums of feature moments give the global mean and
-        std, set into the model's scaler (published as the model round 2 trains). Nothing is valued or paid."""
-        from fedgpu.datasets.statistics import stats_from_sums
+        std, set into the model's scaler (published as the model round 2 trains). Nothing is valued or paid.
+        On a DP job the sums are the nodes' noisy ones (Gaussian mechanism, docs/tabular.md): what noise made
+        impossible is clamped, and said."""
+        from fedgpu.datasets.statistics import statistics_sensitivity, stats_from_noisy_sums, stats_from_sums
 
         t0 = time.perf_counter()
         sums, dropped = self.fetch_sums(ev.round, statistics=True)
@@ -337,8 +340,26 @@ class JobDriver:
         weighted = np.sum([s.weighted for s in sums], axis=0)
         weight = float(sum(s.weight for s in sums))
         value_error = sum(crypto.sum_error(self.keys.scheme, self.keys.params, len(s.members))[0] for s in sums)
-        stats = stats_from_sums(weighted, weight, self.schema, value_error)
-        if stats.imprecise:
+        dp = self.job.statistics_epsilon > 0
+        if dp:
+            from fedgpu.privacy.planning import statistics_noise
+
+            p = self.job.privacy
+            noise = statistics_noise(self.job.statistics_epsilon, p.delta, p.accountant)
+            members = sum(len(s.members) for s in sums)
+            noise_std = noise * statistics_sensitivity(self.schema.num_features) * math.sqrt(members)
+            stats = stats_from_noisy_sums(weighted, self.schema, noise_std, value_error)
+            if stats.count_clamped:
+                log.warning("job %s: the noisy sample count of the DP statistics round came out below 1 and was clamped to 1", self.job_id)
+        else:
+            stats = stats_from_sums(weighted, weight, self.schema, value_error)
+        if stats.imprecise and dp:
+            log.warning(
+                "job %s: %d features' noisy variance lies below the DP noise's error (first #%d); their std is floored there. "
+                "More data per node or a larger privacy.statistics_epsilon makes them precise",
+                self.job_id, len(stats.imprecise), stats.imprecise[0],
+            )
+        elif stats.imprecise:
             log.warning(
                 "job %s: %d features vary too little for their encrypted statistics (first #%d); their std is floored. Declare ranges in [schema]",
                 self.job_id, len(stats.imprecise), stats.imprecise[0],
@@ -354,6 +375,8 @@ class JobDriver:
             client_epsilon=None, model_bytes=len(tensors.state_to_bytes(self.state)), server_momentum=0.0,
         )
         rec["statistics"] = {"samples": stats.samples, "imprecise_features": list(stats.imprecise)}
+        if dp:
+            rec["statistics"].update({"epsilon": self.job.statistics_epsilon, "noise_std": stats.noise_std, "count_clamped": stats.count_clamped})
         tally_nodes(self.node_info, ev, None)
         self.rounds.append(rec)
         log.info("job %s: federated standardisation over %.0f samples", self.job_id, stats.samples)
@@ -501,7 +524,7 @@ class JobDriver:
             "params": count_params(self.model),
             "encryption": self.job.encryption.scheme,
             "cohort_size": self.job.cohort_size,
-            "privacy": {"enabled": True, "mode": self.job.privacy.mode, "epsilon": self.job.privacy.epsilon, "delta": self.job.privacy.delta, "client_epsilon": self._client_epsilon(len(self.rounds)) if self.rounds else None} if self.job.privacy.enabled else None,
+            "privacy": {"enabled": True, "mode": self.job.privacy.mode, "epsilon": self.job.privacy.epsilon, "delta": self.job.privacy.delta, "statistics_epsilon": self.job.statistics_epsilon, "client_epsilon": self._client_epsilon(len(self.rounds)) if self.rounds else None} if self.job.privacy.enabled else None,
             "final_accuracy": self.rounds[-1]["accuracy"] if self.rounds else 0.0,
             "seconds": seconds,
             "rounds": self.rounds,

@@ -121,6 +121,8 @@ class NodeAgent:
         self.stub = node_pb2_grpc.NodeServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.tasks_done = 0
         self.privacy: PrivacyGate | None = None  # the owner's privacy gate, opened with the first DP task
+        # (job, dataset) -> the DP statistics upload released (vector, weight, epsilon): re-sent, never re-drawn, on a retry
+        self._dp_released: dict[tuple[str, str], tuple[np.ndarray, float, float]] = {}
         self.receipts_path = cfg.identity_path.with_name("receipts.jsonl")
         self.chain_path = cfg.identity_path.with_name("identity.chain")  # the ids of the keys this node rotated away from
         self.former_ids = set(self.chain_path.read_text().split()[::2]) if self.chain_path.exists() else set()
@@ -365,16 +367,32 @@ class NodeAgent:
         return self._models[key]
 
     def _statistics(self, task: Task) -> tuple[np.ndarray, float, float, float]:
-        """A statistics task (federated standardisation): the local feature moments as the upload, weighted by the sample count."""
-        from fedgpu.datasets.statistics import statistics_update
+        """A statistics task (federated standardisation): the local feature moments as the upload, weighted by the sample count.
+        On a DP job: the noisy sums of the Gaussian mechanism, charged to the owner's ledger first (fedgpu.datasets.statistics)."""
+        from fedgpu.datasets.statistics import dp_statistics_update, statistics_update
 
         t0 = time.perf_counter()
         data = self._dataset(task)
         enc = task.encryption
         headroom = crypto.headroom(enc.scheme, enc.params)
-        vec, weight = statistics_update(data, task.schema or get_schema(task.dataset), int(task.num_params), task.max_weight, headroom, task.nodes_per_round)
-        log.info("job %s round %d: feature statistics of %d samples", task.job_id, task.round, len(data))
-        return vec, weight, time.perf_counter() - t0, 0.0
+        schema = task.schema or get_schema(task.dataset)
+        epsilon = 0.0
+        if task.privacy.enabled:
+            if task.privacy.mode != "sample":
+                raise UnsupportedTask("a statistics round under client-level DP is not offered (fedgpu refuses such a job file): standardise the features before the job, or use privacy.mode = sample")
+            key = (task.job_id, task.dataset)
+            if key in self._dp_released:  # a retried attempt gets the same noisy sums: a release repeated costs no epsilon
+                vec, weight, epsilon = self._dp_released[key]
+                log.info("job %s round %d: the DP feature statistics released before, sent again (nothing charged)", task.job_id, task.round)
+            else:
+                noise, epsilon = self._privacy_gate().statistics(task, data)  # charged (durably) before anything is computed
+                vec, weight = dp_statistics_update(data, schema, int(task.num_params), noise, headroom, task.nodes_per_round, np.random.default_rng())
+                self._dp_released = {**dict(list(self._dp_released.items())[-7:]), key: (vec, weight, epsilon)}
+                log.info("job %s round %d: DP feature statistics of %d samples (noise multiplier %.3f, epsilon now %.4f)", task.job_id, task.round, len(data), noise, epsilon)
+        else:
+            vec, weight = statistics_update(data, schema, int(task.num_params), task.max_weight, headroom, task.nodes_per_round)
+            log.info("job %s round %d: feature statistics of %d samples", task.job_id, task.round, len(data))
+        return vec, weight, time.perf_counter() - t0, epsilon
 
     def _train(self, task: Task) -> tuple[np.ndarray, float, float, float]:
         if task.statistics:

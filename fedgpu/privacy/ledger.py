@@ -238,8 +238,14 @@ class OwnerLedger:
 
     def project(self, event: PrivacyEvent) -> float:
         """Epsilon of ``event``'s dataset, at ``event.delta``, if ``event`` were added (admission accountant)."""
-        history = [s.event.segment for s in self.events(dataset_fp=event.dataset_fp)] + [event.segment]
-        return self._epsilon(history, event.delta, self.admission_accountant(history))
+        return self.project_all([event])
+
+    def project_all(self, events: list[PrivacyEvent]) -> float:
+        """Epsilon of the events' dataset, at the first one's delta, if all of ``events`` (one dataset) were added."""
+        if not events or len({e.dataset_fp for e in events}) != 1:
+            raise ConfigError("project_all takes one or more events of one dataset")
+        history = [s.event.segment for s in self.events(dataset_fp=events[0].dataset_fp)] + [e.segment for e in events]
+        return self._epsilon(history, events[0].delta, self.admission_accountant(history))
 
     # -- writing ---------------------------------------------------------------------------------
 

@@ -51,10 +51,15 @@ class PlanKey:
     tolerance: float
     planner: int
     engine: str
+    # the job's segments before its DP-SGD steps (the statistics round's Gaussian): the plan composes with them
+    before: tuple[tuple[float, float, int], ...] = ()
 
     def text(self) -> str:
         # json writes floats with repr, which reads back to the same float: the key is exact
-        return json.dumps([self.epsilon, self.delta, self.sample_rate, self.steps, self.accountant, self.tolerance, self.planner, self.engine])
+        fields: list[object] = [self.epsilon, self.delta, self.sample_rate, self.steps, self.accountant, self.tolerance, self.planner, self.engine]
+        if self.before:  # keys of plans without a prefix read as before
+            fields.append([list(s) for s in self.before])
+        return json.dumps(fields)
 
 
 @dataclass(frozen=True)

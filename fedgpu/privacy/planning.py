@@ -37,11 +37,16 @@ class _OutOfReach(ValueError):
     """The target needs a noise multiplier above MAX_SIGMA."""
 
 
-def _proxy_epsilon(sigma: float, sample_rate: float, steps: int, delta: float) -> float:
+_Before = tuple[tuple[float, float, int], ...]  # segments a job runs before its DP-SGD steps (the statistics round)
+
+
+def _proxy_epsilon(sigma: float, sample_rate: float, steps: int, delta: float, before: _Before = ()) -> float:
     """RDP over integer orders only: a few ms, a little looser than Opacus's RDP. Only ever a guess."""
     from opacus.accountants.analysis import rdp as rdp_analysis
 
     rdp = rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=sigma, steps=steps, orders=_PROXY_ORDERS)
+    for z, q, n in before:
+        rdp = rdp + rdp_analysis.compute_rdp(q=q, noise_multiplier=z, steps=n, orders=_PROXY_ORDERS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "optimal order is the largest alpha": fine for a guess
         eps, _ = rdp_analysis.get_privacy_spent(orders=_PROXY_ORDERS, rdp=rdp, delta=delta)
@@ -108,9 +113,10 @@ def _find_sigma(
     raise ConfigError(f"no noise multiplier found in {max_evaluations} evaluations of the accountant")  # pragma: no cover
 
 
-def plan_key(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: Accountant, tolerance: float) -> PlanKey:
+def plan_key(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: Accountant, tolerance: float, before: _Before = ()) -> PlanKey:
     """The cache key of a plan: its inputs, the planner's version and the versions that compute epsilon."""
-    return PlanKey(float(epsilon), float(delta), float(sample_rate), int(steps), accountant.value, float(tolerance), PLANNER_VERSION, _engine())
+    prefix = tuple((float(z), float(q), int(n)) for z, q, n in before)
+    return PlanKey(float(epsilon), float(delta), float(sample_rate), int(steps), accountant.value, float(tolerance), PLANNER_VERSION, _engine(), prefix)
 
 
 @lru_cache(maxsize=1)
@@ -121,14 +127,19 @@ def _engine() -> str:
 
 
 @lru_cache(maxsize=256)
-def _search(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: Accountant, tolerance: float) -> NoisePlan:
+def _search(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: Accountant, tolerance: float, before: _Before = ()) -> NoisePlan:
     t0 = time.perf_counter()
+    if before and epsilon_of(list(before), delta, accountant) >= epsilon - tolerance:
+        raise ConfigError(
+            f"the job's statistics round alone spends epsilon {epsilon_of(list(before), delta, accountant):.4g} of its {epsilon:g}: "
+            "nothing is left for training; lower privacy.statistics_epsilon or raise privacy.epsilon"
+        )
 
     def proxy(sigma: float) -> float:
-        return _proxy_epsilon(sigma, sample_rate, steps, delta)
+        return _proxy_epsilon(sigma, sample_rate, steps, delta, before)
 
     def exact(sigma: float) -> float:
-        return epsilon_of([(sigma, sample_rate, steps)], delta, accountant)
+        return epsilon_of([*before, (sigma, sample_rate, steps)], delta, accountant)
 
     def ratio_step(sigma: float, eps: float) -> float:
         # the accountant's epsilon over the proxy's changes slowly with sigma: keep it, re-solve the proxy
@@ -156,8 +167,10 @@ def noise_plan(
     accountant: str | Accountant = Accountant.PRV,
     tolerance: float | None = None,
     cache: PlanCache | None = None,
+    before: _Before = (),
 ) -> NoisePlan:
-    """The plan of ``plan_noise``, with the epsilon it reaches; from ``cache`` (the node's file) when it has it."""
+    """The plan of ``plan_noise``, with the epsilon it reaches; from ``cache`` (the node's file) when it has it.
+    ``before``: segments the job runs first (its statistics round); the plan's epsilon is that of them and the steps composed."""
     check_epsilon_delta(epsilon, delta)
     if not (0 < sample_rate <= 1):
         raise ConfigError(f"sample_rate must lie in (0, 1], got {sample_rate}")
@@ -167,13 +180,13 @@ def noise_plan(
     if not (math.isfinite(tol) and 0 < tol < epsilon):
         raise ConfigError(f"tolerance must lie in (0, epsilon), got {tolerance}")
     acc = parse_accountant(accountant)
-    key = plan_key(epsilon, delta, sample_rate, steps, acc, tol)
+    key = plan_key(epsilon, delta, sample_rate, steps, acc, tol, before)
     if cache is not None:
         t0 = time.perf_counter()
         hit = cache.get(key)
         if hit is not None:
             return NoisePlan(hit.noise_multiplier, hit.epsilon, 0, time.perf_counter() - t0)
-    plan = _search(key.epsilon, key.delta, key.sample_rate, key.steps, acc, key.tolerance)
+    plan = _search(key.epsilon, key.delta, key.sample_rate, key.steps, acc, key.tolerance, key.before)
     if cache is not None:
         cache.put(key, plan)
     return plan
@@ -206,19 +219,30 @@ def noise_for_job(
     accountant: str | Accountant = Accountant.PRV,
     tolerance: float | None = None,
     cache: PlanCache | None = None,
+    before: _Before = (),
 ) -> tuple[float, float, int]:
     """(noise_multiplier, sample_rate, steps_per_round) for one node of a job.
 
     Each node knows its own n, so each node plans its own sigma such that all ``rounds`` rounds of
     ``epochs`` local epochs together reach the job's epsilon, within ``tolerance`` below it (see
-    ``plan_noise``). Cached within the process and, with ``cache``, on the node's disk; a search
-    takes a fraction of a second (docs/privacy.md).
+    ``plan_noise``). ``before``: the job's segments ahead of its DP-SGD rounds (the statistics round,
+    ``statistics_noise``): the rounds get what is left, the whole job ends at ``epsilon``. Cached within
+    the process and, with ``cache``, on the node's disk; a search takes a fraction of a second (docs/privacy.md).
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ConfigError(f"rounds must be a positive integer, got {rounds!r}")
     q, per_round = planned_steps(num_samples, batch_size, epochs)
-    plan = noise_plan(float(epsilon), float(delta), q, rounds * per_round, accountant, tolerance, cache)
+    plan = noise_plan(float(epsilon), float(delta), q, rounds * per_round, accountant, tolerance, cache, before)
     return plan.noise_multiplier, q, per_round
+
+
+def statistics_noise(epsilon: float, delta: float, accountant: str | Accountant = Accountant.PRV, cache: PlanCache | None = None) -> float:
+    """The noise multiplier of a DP statistics round: one Gaussian release (sample rate 1, one step) at ``epsilon``.
+
+    It depends on the job's settings only, not on a node's data size, so the driver derives the same
+    figure as every node. Its ledger segment is ``(noise_multiplier, 1.0, 1)``.
+    """
+    return noise_plan(float(epsilon), float(delta), 1.0, 1, accountant, None, cache).noise_multiplier
 
 
 __all__ = [
@@ -228,4 +252,5 @@ __all__ = [
     "noise_plan",
     "plan_key",
     "plan_noise",
+    "statistics_noise",
 ]

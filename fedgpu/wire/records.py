@@ -46,6 +46,7 @@ class PrivacyPlan:
     client_noise_multiplier: float = 0.0
     client_clip: float = 0.0
     cohort_size: int = 0
+    statistics_epsilon: float = 0.0  # > 0: round 1 is a DP statistics round planned for this epsilon alone
 
 
 @dataclass(frozen=True)

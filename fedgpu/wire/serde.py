@@ -7,7 +7,7 @@ The domain objects are the dataclasses of :mod:`fedgpu.wire.records` and the job
 from __future__ import annotations
 
 from fedgpu.capacity import CapacityRecord, SignedRecord
-from fedgpu.config import JobConfig, job_from_dict
+from fedgpu.config import STATISTICS_SHARE, JobConfig, job_from_dict
 from fedgpu.datasets import SCHEMAS, Schema, schema_to_dict
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, node_pb2
 from fedgpu.rewards.chain import Receipt
@@ -49,6 +49,7 @@ def job_spec_of(job: JobConfig, encryption: EncryptionContext, num_params: int) 
         privacy=PrivacyPlan(
             enabled=p.enabled, epsilon=p.epsilon, delta=p.delta, max_grad_norm=p.max_grad_norm, rounds=job.rounds, accountant=p.accountant,
             mode=p.mode, client_noise_multiplier=p.client_noise_multiplier, client_clip=p.client_clip, cohort_size=job.cohort_size,
+            statistics_epsilon=job.statistics_epsilon,
         ),
         encryption=encryption,
         num_params=num_params,
@@ -124,6 +125,8 @@ def job_config(spec: JobSpec, check_registry: bool = True) -> JobConfig:
             "mode": p.mode,
             "client_clip": p.client_clip,
             "client_noise_multiplier": p.client_noise_multiplier,
+            # the spec carries the resolved figure; the default share reads back as the default (0), so the job is the same
+            "statistics_epsilon": 0.0 if p.statistics_epsilon == STATISTICS_SHARE * p.epsilon else p.statistics_epsilon,
         }
     return job_from_dict(data, check_registry)
 
@@ -166,6 +169,7 @@ def privacy_plan_to_proto(p: PrivacyPlan) -> common_pb2.PrivacyPlan:
         client_noise_multiplier=p.client_noise_multiplier,
         client_clip=p.client_clip,
         cohort_size=p.cohort_size,
+        statistics_epsilon=p.statistics_epsilon,
     )
 
 
@@ -181,6 +185,7 @@ def privacy_plan_from_proto(m: common_pb2.PrivacyPlan) -> PrivacyPlan:
         client_noise_multiplier=m.client_noise_multiplier,
         client_clip=m.client_clip,
         cohort_size=m.cohort_size,
+        statistics_epsilon=m.statistics_epsilon,
     )
 
 

@@ -53,7 +53,7 @@ class TrainingPlan(_message.Message):
     def __init__(self, epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., momentum: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class PrivacyPlan(_message.Message):
-    __slots__ = ("enabled", "epsilon", "delta", "max_grad_norm", "rounds", "accountant", "mode", "client_noise_multiplier", "client_clip", "cohort_size")
+    __slots__ = ("enabled", "epsilon", "delta", "max_grad_norm", "rounds", "accountant", "mode", "client_noise_multiplier", "client_clip", "cohort_size", "statistics_epsilon")
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,7 @@ class PrivacyPlan(_message.Message):
     CLIENT_NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
     CLIENT_CLIP_FIELD_NUMBER: _ClassVar[int]
     COHORT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STATISTICS_EPSILON_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     epsilon: float
     delta: float
@@ -74,7 +75,8 @@ class PrivacyPlan(_message.Message):
     client_noise_multiplier: float
     client_clip: float
     cohort_size: int
-    def __init__(self, enabled: _Optional[bool] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., max_grad_norm: _Optional[float] = ..., rounds: _Optional[int] = ..., accountant: _Optional[str] = ..., mode: _Optional[str] = ..., client_noise_multiplier: _Optional[float] = ..., client_clip: _Optional[float] = ..., cohort_size: _Optional[int] = ...) -> None: ...
+    statistics_epsilon: float
+    def __init__(self, enabled: _Optional[bool] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., max_grad_norm: _Optional[float] = ..., rounds: _Optional[int] = ..., accountant: _Optional[str] = ..., mode: _Optional[str] = ..., client_noise_multiplier: _Optional[float] = ..., client_clip: _Optional[float] = ..., cohort_size: _Optional[int] = ..., statistics_epsilon: _Optional[float] = ...) -> None: ...
 
 class EncryptionContext(_message.Message):
     __slots__ = ("scheme", "params", "public_material", "fingerprint", "values_per_chunk")
