@@ -202,12 +202,14 @@ def checked_figures(report: dict[str, Any], roles: dict[str, str]) -> dict[str, 
         fresh = [c for c in checks if "settles" not in c]
         checked_node_rounds += sum(len(r["members"]) for r in rec.get("replica_sets", []) if not r["settles"])
         settles = [c for c in checks if "settles" in c]
-        tasks += len(rec["participants"]) - sum(len(c["members"]) - 1 for c in fresh) - len(settles)
+        reruns = [c for c in settles if c.get("third")]  # the others the driver settled by its own run
+        tasks += len(rec["participants"]) - sum(len(c["members"]) - 1 for c in fresh) - len(reruns)
         replicated += len(fresh)
         for c in fresh:  # all but one replica of a task is extra work
             extra += math.fsum(sorted(secs.get(m, 0.0) for m in c["members"])[1:])
-        for c in settles:
+        for c in reruns:
             extra += secs.get(c["third"], 0.0)  # its task re-ran a disputed one: none of this round's
+        for c in settles:
             for m in c["members"]:
                 if roles[m] != "honest":
                     disputes_against[roles[m]].append(m in c["flagged"])
@@ -215,6 +217,7 @@ def checked_figures(report: dict[str, Any], roles: dict[str, str]) -> dict[str, 
             flagged_round.setdefault(n, rec["round"])
     cheats_paid, all_paid = rewards_by_role(report, roles)
     honest = [n for n, r in roles.items() if r == "honest"]
+    released = (report.get("verification") or {}).get("released_at_end", {})
     return {
         "check_probability": checked_node_rounds / max(node_rounds, 1),
         "replicated_task_share": replicated / max(tasks, 1),
@@ -228,6 +231,9 @@ def checked_figures(report: dict[str, Any], roles: dict[str, str]) -> dict[str, 
         # honest nodes never checked by the end: what they earned is still held (pay_after_check)
         "honest_held_unpaid_share": math.fsum(v for n, v in (report.get("verification") or {}).get("held", {}).items() if roles.get(n) == "honest")
         / max(all_paid + math.fsum((report.get("verification") or {}).get("held", {}).values()), 1e-12),
+        # held pay of nodes never flagged, paid in the last round (docs/verification.md, the end of a job)
+        "honest_released_at_end_share": math.fsum(v for n, v in released.items() if roles.get(n) == "honest") / max(all_paid, 1e-12),
+        "cheat_released_at_end": math.fsum(v for n, v in released.items() if roles.get(n) != "honest"),
         "rewards_paid": all_paid,
         "verification": report.get("verification"),
         "final_accuracy": report["final_accuracy"],
@@ -305,6 +311,8 @@ def main() -> None:
         "node_seconds": checked["node_seconds"],
         "cheat_reward_share": checked["cheat_reward_share"],
         "honest_held_unpaid_share": checked["honest_held_unpaid_share"],
+        "honest_released_at_end_share": checked["honest_released_at_end_share"],
+        "cheat_released_at_end": checked["cheat_released_at_end"],
         "cheat_reward_share_unchecked": base_cheats / base_all if base_all > 0 else 0.0,
         "final_accuracy": checked["final_accuracy"],
         "final_accuracy_unchecked": base["final_accuracy"],

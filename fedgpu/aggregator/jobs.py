@@ -122,29 +122,31 @@ class Jobs:
             if rec.get("state") != "ready":
                 raise StateError(f"round {version} of job {job_id} is not closed yet")
         res = None
-        disputes: list[ReplicaDispute] = []
+        disputes: list[ReplicaDispute] | None = None  # None: nothing to replace (not a public-data round)
+        flagged: list[str] = []
         rows: list[LedgerRow] = []
         head = None
         if result is not None and version >= 1:
             res = {"accuracy": result.accuracy, "loss": result.loss, "cohort_values": dict(result.cohort_values)}
             rows, head = round_rows(self.store, self.signing_key, self.spec(job_id), job_id, version, rec["record"], result)
             disputes = self._disputes(job_id, version, rec["record"], result)
+            if self.spec(job_id).public_data is not None:
+                flagged = sorted(set(result.flagged[:100_000]))  # the driver sends them all each round
         crash_point("publish_received")
-        self.store.put_model(job_id, version, data, hashlib.sha256(data).hexdigest(), res, [r.to_record() for r in rows], head)
+        self.store.put_model(job_id, version, data, hashlib.sha256(data).hexdigest(), res, [r.to_record() for r in rows], head, disputes, flagged)
         crash_point("published")
-        if disputes:
-            self.rounds.disputes[job_id] = disputes
-        if result is not None and result.flagged and self.spec(job_id).public_data is not None:
-            self.rounds.flagged[job_id] = set(result.flagged[:100_000])  # the driver sends them all each round
+        if disputes is not None:
+            self.rounds.verification_published(job_id, disputes, set(flagged))
         self.published.setdefault(job_id, asyncio.Event()).set()  # receipts reach each node with its next pull
 
-    def _disputes(self, job_id: str, version: int, record: RoundRecord, result: RoundResult) -> list[ReplicaDispute]:
-        """A public-data round's disputed tasks, checked: each is re-run by a third node next round (fedgpu.aggregator.replication)."""
+    def _disputes(self, job_id: str, version: int, record: RoundRecord, result: RoundResult) -> list[ReplicaDispute] | None:
+        """A public-data round's disputed tasks, checked: each is re-run by a third node next round (fedgpu.aggregator.replication).
+        None on other jobs: they have no verification state to replace."""
         spec = self.spec(job_id)
-        if not result.disputes:
-            return []
         if spec.public_data is None:
-            raise ProtocolError("disputes are for public-data jobs only")
+            if result.disputes:
+                raise ProtocolError("disputes are for public-data jobs only")
+            return None
         ran = set(record.participants)
         for d in result.disputes:
             if len(set(d.members)) != 2 or not set(d.members) <= ran or d.round != version or d.model_version != version - 1:

@@ -40,7 +40,14 @@ def round_rows(
     if not result.rewards and not result.node_values:
         return [], None
     participants = set(record.participants)
-    unknown = (set(result.rewards) | set(result.node_values)) - participants
+    released = set(result.released) - participants
+    if released:  # held rewards paid at the job's end to nodes that took part earlier (docs/verification.md)
+        if rnd != spec.rounds or spec.public_data is None:
+            raise ProtocolError(f"only the last round of a public-data job may release held rewards; round {rnd} of {spec.rounds} names {sorted(released)[:3]}")
+        earlier = {m for r in store.rounds_of(job_id) if r["round"] < rnd for m in r["record"].participants}
+        if not released <= earlier:
+            raise ProtocolError(f"released names nodes that took part in no earlier round of job {job_id}: {sorted(released - earlier)[:3]}")
+    unknown = (set(result.rewards) | set(result.node_values)) - participants - released
     if unknown:
         raise ProtocolError(f"rewards name nodes that were not in round {rnd}: {sorted(unknown)[:3]}")
     values = list(result.rewards.values()) + list(result.node_values.values())
@@ -55,8 +62,8 @@ def round_rows(
     cohort_of = {m: tuple(c) for c in record.cohorts for m in c}
     evidence = hashlib.sha256(result.evidence).hexdigest()
     entries = [
-        LedgerEntry(job_id, rnd, node, result.node_values.get(node, 0.0), result.rewards.get(node, 0.0), cohort_of[node], evidence)
-        for node in sorted(participants)
+        LedgerEntry(job_id, rnd, node, result.node_values.get(node, 0.0), result.rewards.get(node, 0.0), cohort_of.get(node, ()), evidence)
+        for node in sorted(participants | released)  # a released node was in no cohort of this round
     ]
     rows = build_rows(store.ledger_head() or GENESIS, entries)
     head_hash = rows[-1].entry_hash

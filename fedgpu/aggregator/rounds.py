@@ -59,10 +59,11 @@ class Rounds:
         self.capacity = capacity or CapacityBook(store)  # measured per node: selection's input, `fedgpu nodes`' output
         self.open: dict[str, RoundState] = {}              # job -> open round
         self._released: dict[str, dict[int, list[list[str]]]] = {}  # job -> round -> cohorts released (cache of the store)
-        # Public-data jobs: tasks the driver found disputed, each re-run by a third node in the next round
-        # (kept in memory: after a restart a dispute stays unsettled, its task unpaid).
-        self.disputes: dict[str, list[ReplicaDispute]] = {}
-        self.flagged: dict[str, set[str]] = {}  # public-data jobs: nodes the driver caught, offered none of the job's tasks
+        # Public-data jobs, caches of the store (written with each publish, so a restart resumes them): the tasks
+        # the driver found disputed in the latest round, each re-run by a third node in the next, and the nodes
+        # the driver caught, offered none of the job's tasks.
+        self._disputes: dict[str, list[ReplicaDispute]] = {}
+        self._flagged: dict[str, set[str]] = {}
 
     # ---- cohort history ------------------------------------------------------------------------
     def together(self, job_id: str) -> Counter[frozenset[str]]:
@@ -79,11 +80,27 @@ class Rounds:
         if job_id in self._released:
             self._released[job_id][rnd] = cohorts
 
+    def disputes(self, job_id: str) -> list[ReplicaDispute]:
+        """The disputes published with the job's latest round (each re-run once, in the round after it)."""
+        if job_id not in self._disputes:
+            self._disputes[job_id] = self.store.disputes(job_id)
+        return self._disputes[job_id]
+
+    def flagged(self, job_id: str) -> set[str]:
+        if job_id not in self._flagged:
+            self._flagged[job_id] = set(self.store.flagged(job_id))
+        return self._flagged[job_id]
+
+    def verification_published(self, job_id: str, disputes: list[ReplicaDispute], flagged: set[str]) -> None:
+        """A round's publish wrote these to the store: the next round's plan uses them."""
+        self._disputes[job_id] = disputes
+        self.flagged(job_id).update(flagged)
+
     def forget(self, job_id: str) -> None:
         """The job ended: its history is no longer needed."""
         self._released.pop(job_id, None)
-        self.disputes.pop(job_id, None)
-        self.flagged.pop(job_id, None)
+        self._disputes.pop(job_id, None)
+        self._flagged.pop(job_id, None)
         self.capacity.forget(job_id)
 
     # ---- releasing sums ------------------------------------------------------------------------
@@ -110,7 +127,7 @@ class Rounds:
         ends after ``timeout`` (within one deadline), not twice it."""
         end = time.monotonic() + timeout
         while True:
-            flagged = self.flagged.get(job_id, set())
+            flagged = self.flagged(job_id)
             nodes = self.registry.eligible(spec.model, spec.dataset_capability, set(self.store.declined(job_id)) | self.uploads.busy() | flagged)
             want = max(spec.nodes_per_round - len(flagged), 1)  # a flagged node never comes back to the job: no waiting for it
             if len(nodes) >= want or (time.monotonic() >= end and len(nodes) >= max(spec.min_nodes, 1)):
@@ -136,7 +153,7 @@ class Rounds:
             minimum=max(spec.min_nodes, spec.cohort_size), dp=spec.privacy.enabled,
         )
         chosen = picked.chosen
-        plan, disputes = None, self.disputes.pop(job_id, [])
+        plan, disputes = None, self.disputes(job_id)  # a retried attempt re-runs them again
         if spec.public_data is not None:
             device = {n: str(self.registry.node_caps.get(n, {}).get("device", "")) for n in chosen}
             plan = replication.plan_round(spec.public_data, spec.seed, rnd, version, chosen, random.SystemRandom(), disputes, device)
@@ -202,10 +219,7 @@ class Rounds:
         except asyncio.CancelledError:
             self._drop(rs)
             raise
-        record = self._close(rs, spec)
-        if record is None and disputes:
-            self.disputes[job_id] = disputes  # the retry re-runs them
-        return record
+        return self._close(rs, spec)
 
     def _drop(self, rs: RoundState) -> None:
         """Forget an open round (its job was cancelled): its tasks are refused from now on."""

@@ -129,6 +129,29 @@ node_capacity = Table(
     Column("updated_at", Float, nullable=False),
 )
 
+# Public-data jobs (docs/verification.md): the disputes the driver published with the job's latest round,
+# each re-run by a third node in the next round (replaced at every publish, in its transaction), and every
+# node the driver flagged, offered none of the job's tasks. In the database, so a restart resumes both.
+replica_disputes = Table(
+    "replica_disputes",
+    metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("shard", Integer, primary_key=True),
+    Column("seed", BigInteger, nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("members", Text, nullable=False),  # JSON list: the two node ids that disagreed
+    Column("prefer", Text, nullable=False),  # JSON list: verified nodes the third should be drawn from
+)
+
+flagged_nodes = Table(
+    "flagged_nodes",
+    metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("node_id", String(32), primary_key=True),
+    Column("round", Integer, nullable=False),  # the round whose publish first named it
+)
+
 meta_kv = Table(
     "meta",
     metadata,
@@ -140,6 +163,7 @@ meta_kv = Table(
 __all__ = [
     "cohort_sums",
     "declines",
+    "flagged_nodes",
     "jobs",
     "key_rotations",
     "ledger",
@@ -149,5 +173,6 @@ __all__ = [
     "models",
     "node_capacity",
     "nodes",
+    "replica_disputes",
     "rounds",
 ]

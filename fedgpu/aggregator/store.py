@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -35,6 +35,7 @@ from fedgpu.aggregator.database import normalise_url, redact_url, sqlite_pragmas
 from fedgpu.aggregator.schema import (
     cohort_sums,
     declines,
+    flagged_nodes,
     jobs,
     key_rotations,
     ledger,
@@ -43,11 +44,12 @@ from fedgpu.aggregator.schema import (
     models,
     node_capacity,
     nodes,
+    replica_disputes,
     rounds,
 )
 from fedgpu.errors import NotFoundError, StorageError
 from fedgpu.faults import crash_point
-from fedgpu.wire.records import RoundRecord
+from fedgpu.wire.records import ReplicaDispute, RoundRecord
 
 _T = TypeVar("_T")
 
@@ -218,8 +220,14 @@ class Store:
         self._run(lambda c: c.execute(update(jobs).where(jobs.c.id == job_id).values(**values)))
 
     # --- models --------------------------------------------------------------------------------
-    def put_model(self, job_id: str, version: int, data: bytes, sha256: str, round_result: dict[str, Any] | None, ledger_rows: list[dict[str, Any]] | None = None, head: dict[str, Any] | None = None) -> None:
-        """Store a model version; for version r >= 1 also close round r and write its rewards, in one transaction."""
+    def put_model(
+        self, job_id: str, version: int, data: bytes, sha256: str, round_result: dict[str, Any] | None, ledger_rows: list[dict[str, Any]] | None = None,
+        head: dict[str, Any] | None = None, disputes: Sequence[ReplicaDispute] | None = None, flagged: Sequence[str] = (),
+    ) -> None:
+        """Store a model version; for version r >= 1 also close round r and write its rewards, in one transaction.
+        ``disputes`` (public-data jobs): the round's open disputes, replacing the job's earlier ones;
+        ``flagged``: nodes caught so far (added to the job's list). Both in the same transaction, so a
+        restart finds the verification state of exactly the rounds whose rewards it holds."""
 
         def fn(c: Connection) -> None:
             c.execute(delete(models).where(models.c.job_id == job_id, models.c.version == version))
@@ -236,6 +244,10 @@ class Store:
                 c.execute(insert(ledger).values(**row))
             if head is not None:
                 c.execute(insert(ledger_heads).values(**head))
+            if disputes is not None:
+                self._put_disputes(c, job_id, disputes)
+            if flagged:
+                self._add_flagged(c, job_id, version, flagged)
             c.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
             crash_point("ledger_write")  # inside the transaction: a kill here must leave none of it
 
@@ -297,6 +309,41 @@ class Store:
         if data is None:
             raise NotFoundError(f"no sum for cohort {cohort} chunk {chunk} of round {rnd}")
         return bytes(data)
+
+    # --- verification state (public-data jobs) ---------------------------------------------------
+    @staticmethod
+    def _put_disputes(c: Connection, job_id: str, disputes: Sequence[ReplicaDispute]) -> None:
+        c.execute(delete(replica_disputes).where(replica_disputes.c.job_id == job_id))
+        for d in disputes:
+            c.execute(
+                insert(replica_disputes).values(
+                    job_id=job_id, round=d.round, shard=d.shard, seed=d.seed, model_version=d.model_version,
+                    members=json.dumps(list(d.members)), prefer=json.dumps(list(d.prefer)),
+                )
+            )
+
+    @staticmethod
+    def _add_flagged(c: Connection, job_id: str, rnd: int, flagged: Sequence[str]) -> None:
+        have = set(c.execute(select(flagged_nodes.c.node_id).where(flagged_nodes.c.job_id == job_id)).scalars())
+        for node_id in sorted(set(flagged) - have):
+            c.execute(insert(flagged_nodes).values(job_id=job_id, node_id=node_id, round=rnd))
+
+    def disputes(self, job_id: str) -> list[ReplicaDispute]:
+        """The disputes published with the job's latest round: the next round gives each to a third node."""
+        rows = self._run(
+            lambda c: c.execute(
+                select(replica_disputes).where(replica_disputes.c.job_id == job_id).order_by(replica_disputes.c.round, replica_disputes.c.shard)
+            ).mappings().all()
+        )
+        return [
+            ReplicaDispute(r["round"], r["shard"], int(r["seed"]), r["model_version"], tuple(json.loads(r["members"])), tuple(json.loads(r["prefer"])))
+            for r in rows
+        ]
+
+    def flagged(self, job_id: str) -> dict[str, int]:
+        """Every node the job's driver flagged, and the round whose publish first named it."""
+        rows = self._run(lambda c: c.execute(select(flagged_nodes.c.node_id, flagged_nodes.c.round).where(flagged_nodes.c.job_id == job_id)).all())
+        return {str(n): int(r) for n, r in rows}
 
     # --- declines ------------------------------------------------------------------------------
     def add_decline(self, job_id: str, node_id: str, reason: str, message: str) -> None:

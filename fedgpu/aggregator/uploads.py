@@ -36,6 +36,8 @@ from fedgpu.wire.records import Task, UploadProgress
 
 log = logging.getLogger("fedgpu.aggregator")
 
+NOT_NEEDED_KEPT = 10_000  # tasks closed without their update that are still answered "not needed"
+
 
 class Uploads:
     def __init__(self, store: Store, registry: NodeRegistry, spool_dir: Path) -> None:
@@ -49,6 +51,9 @@ class Uploads:
         self.wakeups: dict[str, asyncio.Event] = {}
         self.tasks: dict[str, tuple[RoundState, TaskState]] = {}
         self.job_nodes: dict[str, set[str]] = {}           # job -> nodes ever given a task
+        # Tasks an over-selected round closed without (task -> node), newest last: their updates are answered
+        # "not needed" instead of "unknown task". Bounded: an older straggler just meets NOT_FOUND.
+        self.not_needed: dict[str, str] = {}
         self._model_cache: dict[str, tuple[int, bytes]] = {}
 
     # ---- offering and pulling ------------------------------------------------------------------
@@ -120,6 +125,8 @@ class Uploads:
 
     # ---- uploads -------------------------------------------------------------------------------
     def upload_status(self, node_id: str, task_id: str) -> UploadProgress:
+        if self.not_needed.get(task_id) == node_id:
+            return UploadProgress(received=0, complete=False, not_needed=True)
         _, ts = self._task(node_id, task_id)
         return UploadProgress(received=ts.received, complete=ts.status is TaskStatus.COMPLETE)
 
@@ -129,6 +136,8 @@ class Uploads:
             async for msg in stream:
                 node_id = self.registry.authenticate("UploadUpdate", msg)
                 if ts is None:  # the first message says whose upload this is: one of its max_calls_per_node
+                    if self.not_needed.get(msg.task_id) == node_id:  # a straggler of an over-selected round: a typed reply, no error
+                        return UploadProgress(received=0, complete=False, not_needed=True)
                     slot.enter_context(self.registry.call_slot(node_id, "UploadUpdate"))
                 rs, ts = self._task(node_id, msg.task_id)
                 self._take_chunk(rs, ts, msg)
@@ -230,6 +239,9 @@ class Uploads:
             elif ts.status.open and early:
                 ts.status, ts.message = TaskStatus.FAILED, "not needed: the round had enough updates before its deadline"
                 self.part_path(tid).unlink(missing_ok=True)
+                self.not_needed[tid] = ts.node_id
+                while len(self.not_needed) > NOT_NEEDED_KEPT:
+                    del self.not_needed[next(iter(self.not_needed))]
             elif ts.status.open:
                 ts.status, ts.message = TaskStatus.FAILED, "missed the deadline" if ts.status is TaskStatus.ASSIGNED else "upload incomplete at the deadline"
                 ts.missed_deadline = True
@@ -238,5 +250,6 @@ class Uploads:
 
 
 __all__ = [
+    "NOT_NEEDED_KEPT",
     "Uploads",
 ]

@@ -420,8 +420,11 @@ class JobDriver:
             if beta > 0:  # FedAvgM: helps non-IID and DP runs, whose averaged updates are noisy
                 self._server_buf = delta if self._server_buf is None else beta * self._server_buf + delta
                 delta = self._server_buf
+        final = ev.round >= self.job.rounds  # the job's last round: every dispute settled, held pay released
         if screen is not None and valuation is not None and self.valuer is not None:
-            valuation = self.checks.pay(ev, screen, valuation, self.valuer)  # type: ignore[union-attr]
+            valuation = self.checks.pay(ev, screen, valuation, self.valuer, final)  # type: ignore[union-attr]
+        elif screen is not None:  # nothing is paid, but disputes still end in verdicts
+            self.checks.settle_leftovers(ev, screen, final)  # type: ignore[union-attr]
         new = tensors.unflatten(start + delta, self.state)
         self.model.load_state_dict(new)
         t_eval = time.perf_counter()
@@ -438,6 +441,8 @@ class JobDriver:
         if screen is not None:
             result.disputes.extend(replica_dispute_to_proto(d) for d in screen.disputes)
             result.flagged.extend(sorted(self.checks.flagged))  # type: ignore[union-attr]
+            if final and valuation is not None:
+                result.released.extend(sorted(n for n in self.checks.released if n in valuation.rewards))  # type: ignore[union-attr]
         rec = round_record(
             ev, acc, loss, driver_seconds, sums, dropped, valuation,
             client_epsilon=self._client_epsilon(ev.round), model_bytes=len(tensors.state_to_bytes(self.state)),

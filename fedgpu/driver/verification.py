@@ -101,6 +101,7 @@ class ReplicaChecks:
         self.held: dict[str, float] = {}         # rewards waiting for the node's first matched check
         self.forfeited = 0.0
         self.open: dict[tuple[int, int], _Dispute] = {}  # (round, shard) -> the two disputed updates
+        self.released: dict[str, float] = {}     # held rewards paid at the job's end without a matched check
         self.counts = {"checks": 0, "matched": 0, "disputed": 0, "settled": 0, "refereed": 0, "unsettled": 0}
 
     # ---- before valuation ----------------------------------------------------------------------
@@ -148,16 +149,23 @@ class ReplicaChecks:
         return sc
 
     def _settle(self, ev: JobEvent, disputed: int, shard: int, present: list[str], by_node: dict[str, CohortSum], out: dict[str, str], sc: Screen) -> None:
-        d = self.open.pop((disputed, shard), None)
+        d = self.open.get((disputed, shard))
         if d is None or not present:
             return
+        del self.open[(disputed, shard)]
         third = present[0]
         out[third] = f"re-ran the task disputed in round {disputed}: it settles that task, not this round's model"
-        replicas = {**d.updates, third: by_node[third].weighted}
+        check: dict[str, Any] = {"round": ev.round, "settles": disputed, "shard": shard, "third": third}
+        self._decide(d, {**d.updates, third: by_node[third].weighted}, check, sc)
+
+    def _decide(self, d: _Dispute, replicas: dict[str, np.ndarray], check: dict[str, Any], sc: Screen) -> None:
+        """Settle dispute ``d`` over its ``replicas`` (its two, and a third's when one re-ran it): by majority,
+        else by the driver's own run when it matches one, else nobody is paid and all lose reputation."""
         verdict = majority(replicas, self.tolerance)
-        check: dict[str, Any] = {"round": ev.round, "settles": disputed, "shard": shard, "members": sorted(replicas), "third": third}
+        check["members"] = sorted(replicas)
         check["distances"] = {f"{a}/{b}": v for (a, b), v in verdict.distances.items()}
-        agreed, outvoted, why = list(verdict.agreed), list(verdict.outvoted), f"outvoted by two of three replicas of its task of round {disputed}"
+        agreed, outvoted = list(verdict.agreed), list(verdict.outvoted)
+        why = f"outvoted by two of three replicas of its task of round {d.round}"
         if not verdict.settled and self.referee is not None and d.start is not None:
             mine = self.referee(d.start, d.shard, d.seed)  # no two agree: the driver's own run decides, if it matches one
             near = {n: relative_distance(u, mine) for n, u in replicas.items()}
@@ -166,7 +174,7 @@ class ReplicaChecks:
                 self.counts["refereed"] += 1
                 agreed = sorted(n for n, v in near.items() if v <= self.tolerance)
                 outvoted = sorted(n for n in replicas if n not in agreed)
-                why = f"differs from the driver's own run of its task of round {disputed}"
+                why = f"differs from the driver's own run of its task of round {d.round}"
         if agreed:
             self.counts["settled"] += 1
             self.verified.update(agreed)
@@ -175,16 +183,32 @@ class ReplicaChecks:
                 self.flagged.setdefault(n, why)
                 sc.flagged_now.append(n)
             check["outcome"], check["flagged"] = "settled", outvoted
-        else:  # nobody is proven right: nobody is paid the task, all three lose reputation, none is flagged
+        else:  # nobody is proven right: nobody is paid the task, all of its replicas lose reputation, none is flagged
             self.counts["unsettled"] += 1
-            sc.unsettled_now.extend(sorted([*d.updates, third]))
+            sc.unsettled_now.extend(sorted(replicas))
             sc.returned += d.pay
             check["outcome"], check["flagged"] = "unsettled", []
         sc.checks.append(check)
 
+    def settle_leftovers(self, ev: JobEvent, sc: Screen, final: bool) -> None:
+        """Disputes no third node will re-run, settled now by the driver's own run (:meth:`_decide` over their two
+        replicas): those of earlier rounds whose re-run did not come in (the third failed, or none was free; the
+        aggregator keeps a model only for the round after), and, in the job's last round (``final``), every one
+        still open, this round's own included, so that no pay stays held when the job ends."""
+        for key in sorted(self.open):
+            d = self.open[key]
+            if d.round < ev.round or final:
+                del self.open[key]
+                how = "the job's last round" if final and d.round == ev.round else "no third replica reported"
+                self._decide(d, dict(d.updates), {"round": ev.round, "settles": d.round, "shard": d.shard, "third": None, "by": how}, sc)
+        if final:
+            sc.disputes = []  # settled here: nothing for a third node to re-run
+
     # ---- after valuation -----------------------------------------------------------------------
-    def pay(self, ev: JobEvent, sc: Screen, valuation: RoundValuation, valuer: RoundValuer) -> RoundValuation:
-        """The round's rewards once the checks have spoken: twins share, the held wait, the flagged get nothing."""
+    def pay(self, ev: JobEvent, sc: Screen, valuation: RoundValuation, valuer: RoundValuer, final: bool = False) -> RoundValuation:
+        """The round's rewards once the checks have spoken: twins share, the held wait, the flagged get nothing.
+        ``final``: the job's last round: every dispute is settled here and every node never flagged is paid
+        what it still holds (:attr:`released`), so nothing stays held when the job ends."""
         rewards = dict(valuation.rewards)
         values = dict(valuation.node_values)
         before = dict(rewards)
@@ -198,6 +222,7 @@ class ReplicaChecks:
             for key in new:
                 self.open[key].pay = reserve / len(new)
             rewards = {n: r * (1 - reserve / total) for n, r in rewards.items()}
+        self.settle_leftovers(ev, sc, final)
         for first, rest in sc.twins.items():
             share = rewards.get(first, 0.0) / (1 + len(rest))
             for n in (first, *rest):
@@ -225,6 +250,12 @@ class ReplicaChecks:
         for n in sorted(self.verified & participants):
             if n in self.held and n not in self.flagged:
                 rewards[n] = rewards.get(n, 0.0) + self.held.pop(n)
+        if final:  # the end-of-job rule: what a node never flagged still holds is paid (docs/verification.md)
+            for n in sorted(self.held):
+                if n not in self.flagged:
+                    amount = self.held.pop(n)
+                    rewards[n] = rewards.get(n, 0.0) + amount
+                    self.released[n] = self.released.get(n, 0.0) + amount
         for n, r in rewards.items():
             valuer.totals[n] = valuer.totals.get(n, 0.0) + r - before.get(n, 0.0)
         return dataclasses.replace(valuation, rewards=rewards, node_values=values)
@@ -239,6 +270,7 @@ class ReplicaChecks:
             "verified": sorted(self.verified),
             "held": dict(self.held),
             "forfeited": self.forfeited,
+            "released_at_end": dict(self.released),
             "open_disputes": [[r, s] for r, s in sorted(self.open)],
         }
 
@@ -248,6 +280,7 @@ class ReplicaChecks:
         arrays.update({f"dispute:{d.round}:{d.shard}": np.array(d.start) for d in self.open.values() if d.start is not None})
         meta = {
             "verified": sorted(self.verified), "flagged": self.flagged, "held": self.held, "forfeited": self.forfeited, "counts": self.counts,
+            "released": self.released,
             "open": [{"round": d.round, "shard": d.shard, "seed": d.seed, "pay": d.pay, "members": sorted(d.updates)} for d in self.open.values()],
         }
         return meta, arrays
@@ -258,6 +291,7 @@ class ReplicaChecks:
         self.held = {k: float(v) for k, v in meta["held"].items()}
         self.forfeited = float(meta["forfeited"])
         self.counts = dict(meta["counts"])
+        self.released = {k: float(v) for k, v in meta.get("released", {}).items()}
         self.open = {
             (int(d["round"]), int(d["shard"])): _Dispute(
                 int(d["round"]), int(d["shard"]), int(d["seed"]), {n: arrays[f"dispute:{d['round']}:{d['shard']}:{n}"] for n in d["members"]}, float(d["pay"]),

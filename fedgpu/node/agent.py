@@ -468,13 +468,16 @@ class NodeAgent:
                 if reply.complete:
                     log.info("job %s round %d: uploaded %d chunks (%.1f s training)", task.job_id, task.round, count, seconds)
                     return
+                if reply.not_needed:  # over-selection: others were faster; not a fault of this node
+                    log.info("job %s round %d: round closed without this update (it had enough before this one)", task.job_id, task.round)
+                    return
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE:
                     raise
                 log.info("upload interrupted (%s); resuming", exc.code().name)
                 time.sleep(0.5 * 2**attempt)
             status = upload_progress_from_proto(self.stub.UploadStatus(self._signed("UploadStatus", node_pb2.UploadStatusRequest(task_id=task.task_id)), timeout=30))
-            if status.complete:
+            if status.complete or status.not_needed:
                 return
             start = status.received
 

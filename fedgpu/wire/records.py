@@ -207,6 +207,7 @@ class UploadProgress:
 
     received: int
     complete: bool
+    not_needed: bool = False  # the round closed with enough updates before this one arrived (over-selection)
 
 
 @dataclass(frozen=True)
@@ -367,6 +368,7 @@ class RoundResult:
     rewards: Mapping[str, float] = field(default_factory=dict)
     disputes: tuple[ReplicaDispute, ...] = ()  # public-data jobs: tasks a third node must re-run
     flagged: tuple[str, ...] = ()  # public-data jobs: nodes caught so far (no more tasks of the job)
+    released: tuple[str, ...] = ()  # the job's last round: earlier participants paid their held rewards here
 
 
 @dataclass(frozen=True)

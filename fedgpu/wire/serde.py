@@ -396,6 +396,7 @@ def round_result_from_proto(m: driver_pb2.RoundResult) -> RoundResult:
         rewards=dict(m.rewards),
         disputes=tuple(replica_dispute_from_proto(d) for d in m.disputes),
         flagged=tuple(m.flagged),
+        released=tuple(m.released),
     )
 
 
@@ -489,11 +490,11 @@ def receipt_from_proto(m: node_pb2.Receipt) -> LedgerReceipt:
 
 
 def upload_progress_to_proto(p: UploadProgress) -> node_pb2.UploadReply:
-    return node_pb2.UploadReply(received=p.received, complete=p.complete)
+    return node_pb2.UploadReply(received=p.received, complete=p.complete, not_needed=p.not_needed)
 
 
 def upload_progress_from_proto(m: node_pb2.UploadReply) -> UploadProgress:
-    return UploadProgress(received=m.received, complete=m.complete)
+    return UploadProgress(received=m.received, complete=m.complete, not_needed=m.not_needed)
 
 
 __all__ = [

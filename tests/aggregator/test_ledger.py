@@ -90,3 +90,23 @@ def test_an_unearned_pool_carries_over_but_the_job_never_pays_more_than_its_pool
     too_much = RoundResult(rewards={"a": 200.0, "b": 41.0, "c": 0.0})
     with pytest.raises(ProtocolError, match="more than 3 rounds' pools"):
         round_rows(store, key, spec, "job-1", 3, record, too_much)
+
+
+def test_the_last_round_of_a_public_data_job_may_pay_held_rewards_to_earlier_participants_only(tmp_path: Path) -> None:
+    from fedgpu.wire.records import PublicDataPlan
+
+    store = Store(str(tmp_path / "a.db"))
+    key = Ed25519PrivateKey.generate()
+    store.create_job("job-1", "j", b"", "t")
+    for rnd, members in ((1, ("a", "q")), (2, ("a", "b"))):
+        store.save_round("job-1", rnd, 1, RoundRecord(members, tuple((m,) for m in members), {}, 0, 0, {}, {}, {}, {}, 0.0), iter([]))
+    spec = JobSpec(reward_pool=100.0, rounds=3, public_data=PublicDataPlan(replication=0.1))
+    record = RoundRecord(("a", "b"), (("a",), ("b",)), {}, 0, 0, {}, {}, {}, {}, 0.0)
+    rows, _ = round_rows(store, key, spec, "job-1", 3, record, RoundResult(rewards={"a": 1.0, "b": 1.0, "q": 5.0}, released=("q",)))
+    assert [(r.node_id, r.reward, r.cohort) for r in rows] == [("a", 1.0, ("a",)), ("b", 1.0, ("b",)), ("q", 5.0, ())]
+    with pytest.raises(ProtocolError, match="no earlier round"):
+        round_rows(store, key, spec, "job-1", 3, record, RoundResult(rewards={"z": 1.0}, released=("z",)))
+    with pytest.raises(ProtocolError, match="only the last round"):
+        round_rows(store, key, JobSpec(reward_pool=100.0, rounds=4, public_data=spec.public_data), "job-1", 3, record, RoundResult(rewards={"q": 1.0}, released=("q",)))
+    with pytest.raises(ProtocolError, match="not in round 3"):
+        round_rows(store, key, spec, "job-1", 3, record, RoundResult(rewards={"q": 1.0}))  # not listed as released

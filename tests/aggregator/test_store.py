@@ -34,7 +34,7 @@ from fedgpu.aggregator.store import Store
 from fedgpu.cli.rewards import verify
 from fedgpu.errors import NotFoundError, StorageError
 from fedgpu.rewards.chain import GENESIS, LedgerEntry, LedgerRow, build_rows, public_key_bytes, sign_head, verify_ledger
-from fedgpu.wire.records import RoundRecord
+from fedgpu.wire.records import ReplicaDispute, RoundRecord
 
 SCRIPT = ScriptDirectory(str(MIGRATIONS))
 HEAD = SCRIPT.get_current_head()
@@ -446,6 +446,32 @@ class StoreContract:
         values = store.node_values("job-1")
         assert sorted(values) == ["na", "nb", "nc"] and all(len(v) == 1 for v in values.values())
         assert store.node_values("job-2") == {}
+
+    # --- verification state ----------------------------------------------------------------------
+    def test_disputes_and_flagged_nodes_are_written_with_the_publish_and_survive_a_reopen(self) -> None:
+        store = self.make_store()
+        key = Ed25519PrivateKey.generate()
+        store.create_job("job-1", "j", b"spec", "t" * 64)
+        store.put_model("job-1", 0, b"model 0", "0" * 64, None)
+        big_seed = 2**63 - 5  # task seeds are 63-bit
+        d1 = ReplicaDispute(1, 3, big_seed, 0, ("na", "nb"), ("nc",))
+        store.save_round("job-1", 1, 1, record([["na"], ["nb"], ["nc"]]), iter([]))
+        store.put_model("job-1", 1, b"model 1", "1" * 64, {"accuracy": 0.5}, disputes=[d1], flagged=["nx"])
+        store.engine.dispose()
+        again = self.make_store()
+        assert again.disputes("job-1") == [d1] and again.flagged("job-1") == {"nx": 1}
+        # the next publish replaces the disputes (each is re-run once) and adds to the flagged list
+        again.save_round("job-1", 2, 1, record([["na"], ["nc"]]), iter([]))
+        again.put_model("job-1", 2, b"model 2", "2" * 64, {"accuracy": 0.6}, disputes=[], flagged=["nx", "nb"])
+        assert again.disputes("job-1") == [] and again.flagged("job-1") == {"nx": 1, "nb": 2}
+        assert again.disputes("job-2") == [] and again.flagged("job-2") == {}
+        # a publish that fails writes none of it
+        with pytest.raises(StorageError):
+            rows = build_rows(again.ledger_head() or GENESIS, entries("job-1", 3))
+            head = {"job_id": "job-1", "round": 3, "head_hash": rows[-1].entry_hash, "signature": sign_head(key, "job-1", 3, rows[-1].entry_hash).hex(), "evidence": "{}"}
+            twice = [r.to_record() for r in rows] * 2  # a duplicate payment: refused by the database
+            again.put_model("job-1", 3, b"model 3", "3" * 64, {"accuracy": 0.7}, twice, head, disputes=[d1], flagged=["nz"])
+        assert again.disputes("job-1") == [] and again.flagged("job-1") == {"nx": 1, "nb": 2}
 
     # --- declines --------------------------------------------------------------------------------
     def test_declines_are_kept_per_job_and_node_the_latest_reason_winning(self) -> None:

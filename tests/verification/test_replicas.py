@@ -200,3 +200,40 @@ def test_when_no_two_agree_the_drivers_own_run_decides() -> None:
     assert sorted(checks.flagged) == ["b", "c"] and "driver's own run" in checks.flagged["b"]
     assert checks.counts["refereed"] == 1 and "a" in checks.verified
     assert paid.rewards["a"] == pytest.approx(1.0 + 3.0) and paid.rewards["b"] == 0.0
+
+
+def test_a_dispute_of_the_last_round_is_settled_by_the_drivers_run_and_held_pay_is_released() -> None:
+    checks = ReplicaChecks(TOL, pay_after_check=True, referee=lambda start, shard, seed: HONEST + NOISE)
+    valuer = _Valuer()
+    # round 1: "quiet" is never checked, so its pay is held
+    ev = JobEvent(JobEventKind.SUMS_READY, 1, ("quiet", "a"))
+    checks.pay(ev, checks.screen(ev, [_sum("quiet", 0, HONEST), _sum("a", 1, HONEST)]), _valuation({"quiet": 2.0, "a": 2.0}), valuer)  # type: ignore[arg-type]
+    assert checks.held == {"quiet": 2.0, "a": 2.0}
+    # round 2, the last: a and lazy disagree; nobody is left to re-run it, so the driver's own run decides now
+    ev2 = JobEvent(JobEventKind.SUMS_READY, 2, ("a", "lazy", "h"), replicas=(ReplicaSet(("a", "lazy"), 0, 5),))
+    sc = checks.screen(ev2, [_sum("a", 0, HONEST), _sum("lazy", 1, 0.5 * HONEST), _sum("h", 2, HONEST)], start=np.zeros(3))
+    assert [d.members for d in sc.disputes] == [("a", "lazy")]
+    paid = checks.pay(ev2, sc, _valuation({"a": 0.0, "lazy": 0.0, "h": 4.0}), valuer, final=True)  # type: ignore[arg-type]
+    assert sc.disputes == [] and checks.open == {}  # nothing left for a third node
+    assert checks.flagged.keys() == {"lazy"} and "driver's own run" in checks.flagged["lazy"] and sc.flagged_now == ["lazy"]
+    assert [c["outcome"] for c in sc.checks] == ["disputed", "settled"] and sc.checks[1]["by"] == "the job's last round"
+    # the disputed task's half of the round goes to a, now verified, with its round-1 pay; h and quiet were never
+    # checked: their held pay is released at the end; lazy gets nothing and holds nothing
+    assert paid.rewards["a"] == pytest.approx(2.0 + 2.0) and paid.rewards["h"] == pytest.approx(2.0) and paid.rewards["quiet"] == pytest.approx(2.0)
+    assert paid.rewards["lazy"] == 0.0 and checks.held == {}
+    assert checks.released == pytest.approx({"quiet": 2.0, "h": 2.0})
+    assert checks.summary()["released_at_end"] == checks.released
+
+
+def test_a_dispute_whose_third_never_reported_is_settled_by_the_driver_in_the_next_round() -> None:
+    checks = ReplicaChecks(TOL, pay_after_check=False, referee=lambda start, shard, seed: -HONEST)
+    valuer = _Valuer()
+    ev = JobEvent(JobEventKind.SUMS_READY, 1, ("a", "b"), replicas=(ReplicaSet(("a", "b"), 0, 5),))
+    sc = checks.screen(ev, [_sum("a", 0, HONEST), _sum("b", 1, -HONEST)], start=np.zeros(3))
+    checks.pay(ev, sc, _valuation({"a": 0.0, "b": 0.0, "c": 2.0}), valuer)  # type: ignore[arg-type]
+    assert checks.open.keys() == {(1, 0)} and checks.flagged == {}
+    ev2 = JobEvent(JobEventKind.SUMS_READY, 2, ("a", "b"))  # the third's re-run is not in the round
+    sc2 = checks.screen(ev2, [_sum("a", 0, HONEST), _sum("b", 1, HONEST)])
+    paid = checks.pay(ev2, sc2, _valuation({"a": 1.0, "b": 1.0}), valuer)  # type: ignore[arg-type]
+    assert checks.open == {} and list(checks.flagged) == ["a"] and paid.rewards == {"a": 0.0, "b": pytest.approx(1.0 + 1.0)}
+    assert sc2.checks[0]["by"] == "no third replica reported"

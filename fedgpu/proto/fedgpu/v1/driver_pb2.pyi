@@ -142,7 +142,7 @@ class PublishChunk(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., version: _Optional[int] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ..., result: _Optional[_Union[RoundResult, _Mapping]] = ...) -> None: ...
 
 class RoundResult(_message.Message):
-    __slots__ = ("accuracy", "loss", "cohort_values", "evidence", "node_values", "rewards", "disputes", "flagged")
+    __slots__ = ("accuracy", "loss", "cohort_values", "evidence", "node_values", "rewards", "disputes", "flagged", "released")
     class CohortValuesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +172,7 @@ class RoundResult(_message.Message):
     REWARDS_FIELD_NUMBER: _ClassVar[int]
     DISPUTES_FIELD_NUMBER: _ClassVar[int]
     FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
     accuracy: float
     loss: float
     cohort_values: _containers.ScalarMap[str, float]
@@ -180,7 +181,8 @@ class RoundResult(_message.Message):
     rewards: _containers.ScalarMap[str, float]
     disputes: _containers.RepeatedCompositeFieldContainer[ReplicaDispute]
     flagged: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., cohort_values: _Optional[_Mapping[str, float]] = ..., evidence: _Optional[bytes] = ..., node_values: _Optional[_Mapping[str, float]] = ..., rewards: _Optional[_Mapping[str, float]] = ..., disputes: _Optional[_Iterable[_Union[ReplicaDispute, _Mapping]]] = ..., flagged: _Optional[_Iterable[str]] = ...) -> None: ...
+    released: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., cohort_values: _Optional[_Mapping[str, float]] = ..., evidence: _Optional[bytes] = ..., node_values: _Optional[_Mapping[str, float]] = ..., rewards: _Optional[_Mapping[str, float]] = ..., disputes: _Optional[_Iterable[_Union[ReplicaDispute, _Mapping]]] = ..., flagged: _Optional[_Iterable[str]] = ..., released: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReplicaDispute(_message.Message):
     __slots__ = ("round", "shard", "seed", "model_version", "members", "prefer")

@@ -218,12 +218,14 @@ class UploadStatusRequest(_message.Message):
     def __init__(self, auth: _Optional[_Union[_common_pb2.NodeAuth, _Mapping]] = ..., task_id: _Optional[str] = ...) -> None: ...
 
 class UploadReply(_message.Message):
-    __slots__ = ("received", "complete")
+    __slots__ = ("received", "complete", "not_needed")
     RECEIVED_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    NOT_NEEDED_FIELD_NUMBER: _ClassVar[int]
     received: int
     complete: bool
-    def __init__(self, received: _Optional[int] = ..., complete: _Optional[bool] = ...) -> None: ...
+    not_needed: bool
+    def __init__(self, received: _Optional[int] = ..., complete: _Optional[bool] = ..., not_needed: _Optional[bool] = ...) -> None: ...
 
 class RotateKeyRequest(_message.Message):
     __slots__ = ("auth", "new_public_key", "new_key_signature")
