@@ -53,6 +53,7 @@ from fedgpu.wire.records import ReplicaDispute, RoundRecord
 
 _T = TypeVar("_T")
 
+
 @dataclass(frozen=True)
 class JobRow:
     id: str

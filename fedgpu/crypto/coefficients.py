@@ -164,6 +164,7 @@ def check_ring(scheme: str, n: int, q: int) -> None:
     if (1 << k) - q >= MAX_GAP:
         raise CryptoError(f"{scheme} modulus {q}: must lie within 2**32 below a power of two")
 
+
 __all__ = [
     "MAX_BITS",
     "MAX_GAP",

@@ -45,6 +45,7 @@ def test_no_released_sum_holds_more_updates_than_the_headroom_check_allows(n: in
     assert all(sum(sizes[i] for i in g) <= max_sum_members(k, n) for g in groups)
     assert max_sum_members(k, n) <= max(n, 1) and max_sum_members(1, n) == 1
 
+
 def test_reshuffling_spreads_pairs_over_rounds() -> None:
     """Best of random partitions by past co-membership: pairs repeat far less than with plain shuffling.
 
