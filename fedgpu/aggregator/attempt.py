@@ -67,7 +67,7 @@ class RoundState:
     cohorts: list[list[str]]
     tasks: dict[str, TaskState]
     num_chunks: int
-    acc_dir: Path  # one .npy accumulator per (cohort, chunk): memory stays O(chunk) whatever the node count
+    acc_dir: Path  # one .raw update or .npy accumulator per (cohort, chunk): memory stays O(chunk) whatever the node count
     done: asyncio.Event = field(default_factory=asyncio.Event)
     replicas: ReplicaPlan | None = None  # public-data jobs: the task each member runs (fedgpu.aggregator.replication)
     enough: int = 0  # the attempt may close once this many updates are in (over-selection); 0: when every task ended
@@ -75,18 +75,29 @@ class RoundState:
     def acc_path(self, cohort: int, chunk: int) -> Path:
         return self.acc_dir / f"c{cohort}-{chunk}.npy"
 
+    def raw_path(self, cohort: int, chunk: int) -> Path:
+        return self.acc_dir / f"c{cohort}-{chunk}.raw"
+
     def accumulate(self, cohort: int, chunk: int, payload: bytes) -> None:
         """Add one verified chunk into its cohort's running sum on disk.
 
-        The first update writes the file (atomic replace); later ones add into it in place through a
-        memory map, so an update costs its own bytes and not a load and a save of the whole sum. No
-        crash safety is lost: a restart redoes the attempt from nothing.
+        The first update is kept as it came (``.raw``): a cohort of one, the default (k = 1), is then
+        released without decoding it. The second turns it into an accumulator (``.npy``, atomic
+        replace); later ones add into that in place through a memory map, so an update costs its own
+        bytes and not a load and a save of the whole sum. No crash safety is lost: a restart redoes
+        the attempt from nothing.
         """
-        p = self.acc_path(cohort, chunk)
+        p, raw = self.acc_path(cohort, chunk), self.raw_path(cohort, chunk)
         if not p.exists():
+            if not raw.exists():
+                tmp = raw.with_suffix(".tmp")
+                tmp.write_bytes(payload)
+                tmp.replace(raw)
+                return
             tmp = p.with_suffix(".tmp.npy")
-            np.save(tmp, self.adder.add(self.adder.zero(), payload), allow_pickle=False)
+            np.save(tmp, self.adder.add(self.adder.add(self.adder.zero(), raw.read_bytes()), payload), allow_pickle=False)
             tmp.replace(p)
+            raw.unlink()
             return
         acc = np.load(p, mmap_mode="r+", allow_pickle=False)
         try:
@@ -95,6 +106,14 @@ class RoundState:
                 acc[...] = out
         finally:
             del acc  # unmapped: what it wrote is in the page cache, which the next reader sees
+
+    def cohort_sum(self, cohort: int, chunk: int) -> np.ndarray | Path | None:
+        """The cohort's running sum of one chunk: an accumulator, the file of its only update, or None (no update)."""
+        p, raw = self.acc_path(cohort, chunk), self.raw_path(cohort, chunk)
+        if p.exists():
+            acc: np.ndarray = np.load(p, allow_pickle=False)
+            return acc
+        return raw if raw.exists() else None
 
     def check_done(self) -> None:
         complete = sum(t.status is TaskStatus.COMPLETE for t in self.tasks.values())

@@ -132,6 +132,7 @@ class Jobs:
         crash_point("publish_received")
         self.store.put_model(job_id, version, data, hashlib.sha256(data).hexdigest(), res, [r.to_record() for r in rows], head)
         crash_point("published")
+        self.rounds.published(job_id, version)  # after the commit: a kill before it leaves a folder the next start sweeps
         if disputes:
             self.rounds.disputes[job_id] = disputes
         if result is not None and result.flagged and self.spec(job_id).public_data is not None:

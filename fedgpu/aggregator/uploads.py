@@ -5,7 +5,8 @@ each node is offered, the long-poll wake-ups, which nodes ever had a task in a j
 download its model), the spool of partial uploads, and a one-copy cache of the newest model.
 An upload is spooled chunk by chunk and added into its cohort's sum only when complete and
 verified, so a node that vanishes mid-upload leaves no trace in any sum. The spool is wiped at
-start: whatever an earlier process spooled belongs to attempts it never closed.
+start but for its ``released/`` folder (closed rounds' sums, fedgpu.aggregator.released): whatever
+else an earlier process spooled belongs to attempts it never closed.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from fedgpu import crypto
 from fedgpu.aggregator.attempt import RoundState, TaskState, TaskStatus
 from fedgpu.aggregator.registry import NodeRegistry
+from fedgpu.aggregator.released import RELEASED
 from fedgpu.aggregator.store import Store
 from fedgpu.errors import (
     AuthError,
@@ -42,9 +44,12 @@ class Uploads:
         self.store = store
         self.registry = registry
         self.spool = spool_dir
-        # Whatever an earlier process spooled belongs to attempts it never closed: discard it all.
-        shutil.rmtree(self.spool, ignore_errors=True)
+        self.released_dir = spool_dir / RELEASED  # closed rounds' sums: the store's rows name them (Rounds.sweep keeps those)
+        # Whatever else an earlier process spooled belongs to attempts it never closed: discard it all.
         self.spool.mkdir(parents=True, exist_ok=True)
+        for p in self.spool.iterdir():
+            if p != self.released_dir:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         self.pending: dict[str, Task] = {}                 # node -> task to deliver
         self.wakeups: dict[str, asyncio.Event] = {}
         self.tasks: dict[str, tuple[RoundState, TaskState]] = {}
@@ -123,22 +128,26 @@ class Uploads:
         _, ts = self._task(node_id, task_id)
         return UploadProgress(received=ts.received, complete=ts.status is TaskStatus.COMPLETE)
 
-    async def upload(self, stream: AsyncIterator[node_pb2.UpdateChunk]) -> UploadProgress:
+    async def upload(self, stream: AsyncIterator[node_pb2.UpdateChunk], received: Callable[[int], None] | None = None) -> UploadProgress:
+        """Take an upload stream; ``received`` hears each message's size (metrics), refused ones too."""
         ts: TaskState | None = None
         with contextlib.ExitStack() as slot:
             async for msg in stream:
+                size = msg.ByteSize()  # ~0.7 ms for a parsed 1 MiB message (upb encodes to count): once
+                if received is not None:
+                    received(size)
                 node_id = self.registry.authenticate("UploadUpdate", msg)
                 if ts is None:  # the first message says whose upload this is: one of its max_calls_per_node
                     slot.enter_context(self.registry.call_slot(node_id, "UploadUpdate"))
                 rs, ts = self._task(node_id, msg.task_id)
-                self._take_chunk(rs, ts, msg)
+                self._take_chunk(rs, ts, msg, size)
         if ts is None:
             raise ProtocolError("empty upload stream")
         return UploadProgress(received=ts.received, complete=ts.status is TaskStatus.COMPLETE)
 
-    def _take_chunk(self, rs: RoundState, ts: TaskState, msg: node_pb2.UpdateChunk) -> None:
+    def _take_chunk(self, rs: RoundState, ts: TaskState, msg: node_pb2.UpdateChunk, size: int) -> None:
         try:
-            self._accept_chunk(rs, ts, msg)
+            self._accept_chunk(rs, ts, msg, size)
         except (AuthError, StateError):
             raise
         except ProtocolError as exc:
@@ -146,7 +155,7 @@ class Uploads:
             self._fail_task(rs, ts, str(exc))
             raise
 
-    def _accept_chunk(self, rs: RoundState, ts: TaskState, msg: node_pb2.UpdateChunk) -> None:
+    def _accept_chunk(self, rs: RoundState, ts: TaskState, msg: node_pb2.UpdateChunk, size: int) -> None:
         if ts.status is TaskStatus.COMPLETE:
             raise StateError(f"task {ts.task.task_id} is already complete: replayed or duplicate chunk")
         if not ts.status.open:
@@ -177,7 +186,7 @@ class Uploads:
             f.write(data)
         ts.offsets.append((off, len(data)))
         ts.received += 1
-        ts.bytes_up += msg.ByteSize()  # not a re-serialisation: a 1 MiB copy per chunk for a length
+        ts.bytes_up += size
         ts.status = TaskStatus.UPLOADING
         ts.train_seconds = max(ts.train_seconds, msg.train_seconds)
         ts.encrypt_seconds = max(ts.encrypt_seconds, msg.encrypt_seconds)
