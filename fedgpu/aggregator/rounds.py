@@ -59,6 +59,7 @@ class Rounds:
         self.events = events
         self.capacity = capacity or CapacityBook(store)  # measured per node: selection's input, `fedgpu nodes`' output
         self.sums = ReleasedSums(uploads.released_dir)      # closed rounds' sums, until their model is published
+        self._ready: dict[tuple[str, int], str] = {}        # (job, round) -> attempt id of a ready round the driver is fetching
         self.open: dict[str, RoundState] = {}              # job -> open round
         self._released: dict[str, dict[int, list[list[str]]]] = {}  # job -> round -> cohorts released (cache of the store)
         # Public-data jobs: tasks the driver found disputed, each re-run by a third node in the next round
@@ -85,6 +86,7 @@ class Rounds:
         """The job ended: its history is no longer needed."""
         self._released.pop(job_id, None)
         self.sums.drop(job_id)
+        self._ready = {key: a for key, a in self._ready.items() if key[0] != job_id}
         self.disputes.pop(job_id, None)
         self.flagged.pop(job_id, None)
         self.capacity.forget(job_id)
@@ -105,6 +107,7 @@ class Rounds:
     def published(self, job_id: str, version: int) -> None:
         """Model ``version`` is stored: round ``version``'s sums (and any older) are no longer needed."""
         self.sums.drop(job_id, range(1, version + 1))
+        self._ready = {key: a for key, a in self._ready.items() if key[0] != job_id or key[1] > version}
 
     def cohort_sums(self, job_id: str, rnd: int, k: int) -> tuple[list[list[str]], list[tuple[int, int]]]:
         """A closed round's cohorts and its (cohort, chunk) index, checked once more against k."""
@@ -117,13 +120,18 @@ class Rounds:
             raise StateError(f"refusing to release a sum of {len(small[0])} contributors (cohort size k = {k})")
         if rec["state"] != "ready":
             raise StateError(f"round {rnd} of job {job_id} was published: its sums are gone")
-        return cohorts, self.sums.index(job_id, rnd, rec["record"].attempt_id)
+        attempt_id = self._ready[(job_id, rnd)] = rec["record"].attempt_id
+        return cohorts, self.sums.index(job_id, rnd, attempt_id)
 
     def cohort_sum(self, job_id: str, rnd: int, cohort: int, chunk: int) -> bytes:
-        rec = self.store.round(job_id, rnd)
-        if rec is None or rec["state"] != "ready":
-            raise StateError(f"round {rnd} of job {job_id} is not ready: its sums are not released or already gone")
-        return self.sums.read(job_id, rnd, rec["record"].attempt_id, cohort, chunk)
+        """One chunk of a ready round's sums (its attempt remembered from :meth:`cohort_sums`: no query per chunk)."""
+        attempt_id = self._ready.get((job_id, rnd))
+        if attempt_id is None:
+            rec = self.store.round(job_id, rnd)
+            if rec is None or rec["state"] != "ready":
+                raise StateError(f"round {rnd} of job {job_id} is not ready: its sums are not released or already gone")
+            attempt_id = rec["record"].attempt_id
+        return self.sums.read(job_id, rnd, attempt_id, cohort, chunk)
 
     # ---- one attempt ---------------------------------------------------------------------------
     async def _wait_for_nodes(self, job_id: str, spec: JobSpec, timeout: float, hopeless: Callable[[], str | None] | None = None) -> list[str]:

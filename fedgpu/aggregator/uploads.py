@@ -22,7 +22,7 @@ from pathlib import Path
 from fedgpu import crypto
 from fedgpu.aggregator.attempt import RoundState, TaskState, TaskStatus
 from fedgpu.aggregator.registry import NodeRegistry
-from fedgpu.aggregator.released import RELEASED
+from fedgpu.aggregator.released import RELEASED, flush_ahead
 from fedgpu.aggregator.store import Store
 from fedgpu.errors import (
     AuthError,
@@ -178,13 +178,11 @@ class Uploads:
         got = rs.adder.count(data)
         if got != expected_values:
             raise ProtocolError(f"chunk {msg.chunk.index} holds {got} values, the model needs {expected_values}: wrong shape")
-        path = self.part_path(ts.task.task_id)
+        folder = self.part_path(ts.task.task_id)
         if ts.received == 0:
             ts.upload_started = time.monotonic()
-        with path.open("ab") as f:
-            off = f.tell()
-            f.write(data)
-        ts.offsets.append((off, len(data)))
+            folder.mkdir(exist_ok=True)
+        (folder / str(msg.chunk.index)).write_bytes(data)  # a file per chunk: a cohort's first update moves in, uncopied
         ts.received += 1
         ts.bytes_up += size
         ts.status = TaskStatus.UPLOADING
@@ -193,18 +191,22 @@ class Uploads:
         if msg.epsilon > 0:
             ts.epsilon = msg.epsilon
         if ts.received == ts.task.num_chunks:
-            self._fold(rs, ts, path)
+            self._fold(rs, ts, folder)
             crash_point("upload_folded")
         else:
             crash_point("upload_chunk")
 
     def part_path(self, task_id: str) -> Path:
+        """The folder of a task's spooled chunks."""
         return self.spool / f"{task_id}.part"
+
+    def _discard(self, task_id: str) -> None:
+        shutil.rmtree(self.part_path(task_id), ignore_errors=True)
 
     def _fail_task(self, rs: RoundState, ts: TaskState, message: str) -> None:
         if ts.status.open:
             ts.status, ts.message = TaskStatus.FAILED, message
-            self.part_path(ts.task.task_id).unlink(missing_ok=True)
+            self._discard(ts.task.task_id)
             self.pending.pop(ts.node_id, None)
             log.info("node %s: update rejected: %s", ts.node_id, message)
             rs.check_done()
@@ -212,14 +214,12 @@ class Uploads:
     def _fold(self, rs: RoundState, ts: TaskState, path: Path) -> None:
         """Add a complete upload into its cohort's sum, one chunk in memory at a time, then forget it."""
         t0 = time.monotonic()
-        with path.open("rb") as f:
-            for i, (off, size) in enumerate(ts.offsets):
-                f.seek(off)
-                rs.accumulate(ts.cohort, i, f.read(size))
-        path.unlink(missing_ok=True)
+        moved = [m for i in range(ts.received) if (m := rs.accumulate(ts.cohort, i, path / str(i))) is not None]
+        self._discard(ts.task.task_id)
+        if moved:  # likely released as they are: flushed to disk now, not at the close
+            asyncio.get_running_loop().run_in_executor(None, flush_ahead, moved)
         ts.fold_seconds = time.monotonic() - t0
         ts.upload_seconds = time.monotonic() - ts.upload_started
-        ts.offsets.clear()
         ts.status = TaskStatus.COMPLETE
         self.pending.pop(ts.node_id, None)
         rs.check_done()
@@ -235,14 +235,14 @@ class Uploads:
             if self.pending.get(ts.node_id) is ts.task:
                 self.pending.pop(ts.node_id, None)
             if not at_deadline:
-                self.part_path(tid).unlink(missing_ok=True)
+                self._discard(tid)
             elif ts.status.open and early:
                 ts.status, ts.message = TaskStatus.FAILED, "not needed: the round had enough updates before its deadline"
-                self.part_path(tid).unlink(missing_ok=True)
+                self._discard(tid)
             elif ts.status.open:
                 ts.status, ts.message = TaskStatus.FAILED, "missed the deadline" if ts.status is TaskStatus.ASSIGNED else "upload incomplete at the deadline"
                 ts.missed_deadline = True
-                self.part_path(tid).unlink(missing_ok=True)
+                self._discard(tid)
                 self.registry.missed_deadline(ts.node_id)  # no task again until it pulls after this
 
 
