@@ -40,7 +40,6 @@ class TaskState:
     cohort: int
     status: TaskStatus = TaskStatus.ASSIGNED
     received: int = 0
-    offsets: list[tuple[int, int]] = field(default_factory=list)
     bytes_up: int = 0
     bytes_down: int = 0
     train_seconds: float = 0.0
@@ -67,7 +66,7 @@ class RoundState:
     cohorts: list[list[str]]
     tasks: dict[str, TaskState]
     num_chunks: int
-    acc_dir: Path  # one .npy accumulator per (cohort, chunk): memory stays O(chunk) whatever the node count
+    acc_dir: Path  # one .raw update or .npy accumulator per (cohort, chunk): memory stays O(chunk) whatever the node count
     done: asyncio.Event = field(default_factory=asyncio.Event)
     replicas: ReplicaPlan | None = None  # public-data jobs: the task each member runs (fedgpu.aggregator.replication)
     enough: int = 0  # the attempt may close once this many updates are in (over-selection); 0: when every task ended
@@ -75,19 +74,29 @@ class RoundState:
     def acc_path(self, cohort: int, chunk: int) -> Path:
         return self.acc_dir / f"c{cohort}-{chunk}.npy"
 
-    def accumulate(self, cohort: int, chunk: int, payload: bytes) -> None:
-        """Add one verified chunk into its cohort's running sum on disk.
+    def raw_path(self, cohort: int, chunk: int) -> Path:
+        return self.acc_dir / f"c{cohort}-{chunk}.raw"
 
-        The first update writes the file (atomic replace); later ones add into it in place through a
-        memory map, so an update costs its own bytes and not a load and a save of the whole sum. No
-        crash safety is lost: a restart redoes the attempt from nothing.
+    def accumulate(self, cohort: int, chunk: int, spooled: Path) -> Path | None:
+        """Add one verified, spooled chunk into its cohort's running sum on disk.
+
+        The first update's file moves in as it came (``.raw``, a rename): a cohort of one, the default
+        (k = 1), is then released without a copy or a decode. The second turns it into an accumulator
+        (``.npy``, atomic replace); later ones add into that in place through a memory map, so an
+        update costs its own bytes and not a load and a save of the whole sum. No crash safety is
+        lost: a restart redoes the attempt from nothing. Returns the moved file, if it was moved.
         """
-        p = self.acc_path(cohort, chunk)
+        p, raw = self.acc_path(cohort, chunk), self.raw_path(cohort, chunk)
+        if not p.exists() and not raw.exists():
+            spooled.replace(raw)
+            return raw
+        payload = spooled.read_bytes()
         if not p.exists():
             tmp = p.with_suffix(".tmp.npy")
-            np.save(tmp, self.adder.add(self.adder.zero(), payload), allow_pickle=False)
+            np.save(tmp, self.adder.add(self.adder.add(self.adder.zero(), raw.read_bytes()), payload), allow_pickle=False)
             tmp.replace(p)
-            return
+            raw.unlink()
+            return None
         acc = np.load(p, mmap_mode="r+", allow_pickle=False)
         try:
             out = self.adder.add(acc, payload)
@@ -95,6 +104,15 @@ class RoundState:
                 acc[...] = out
         finally:
             del acc  # unmapped: what it wrote is in the page cache, which the next reader sees
+        return None
+
+    def cohort_sum(self, cohort: int, chunk: int) -> np.ndarray | Path | None:
+        """The cohort's running sum of one chunk: an accumulator, the file of its only update, or None (no update)."""
+        p, raw = self.acc_path(cohort, chunk), self.raw_path(cohort, chunk)
+        if p.exists():
+            acc: np.ndarray = np.load(p, allow_pickle=False)
+            return acc
+        return raw if raw.exists() else None
 
     def check_done(self) -> None:
         complete = sum(t.status is TaskStatus.COMPLETE for t in self.tasks.values())

@@ -16,16 +16,18 @@ cohort only when it is complete and verified, so a node that vanishes mid-upload
 any sum, and memory stays one encrypted model per cohort whatever the number of nodes.
 
 Crash consistency: every round attempt has its own id and spool folder, and a process starts by
-deleting the whole spool. What an attempt accumulated exists only inside the process that opened it;
-a closed round's sums live in the database, written in one transaction. A restart therefore redoes
-the open round from nothing and can never add a killed attempt's leftovers into a released sum.
+deleting the spool but for the released sums that a ready round names. What an attempt accumulated
+exists only inside the process that opened it; a closed round's sums are written whole to their own
+folder before the transaction that marks the round ready (fedgpu.aggregator.released). A restart
+therefore redoes the open round from nothing and can never add a killed attempt's leftovers into a
+released sum.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -72,6 +74,7 @@ class Aggregator:
     async def start(self) -> None:
         """Load the registered nodes and resume every running job (its open round is redone)."""
         self.registry.load()
+        self.rounds.sweep()
         await self.jobs.start()
 
     async def stop(self) -> None:
@@ -108,13 +111,11 @@ class Aggregator:
         return self.uploads.upload_status(node_id, task_id)
 
     async def upload(self, stream: AsyncIterator[node_pb2.UpdateChunk]) -> UploadProgress:
-        async def counted(messages: AsyncIterable[node_pb2.UpdateChunk]) -> AsyncIterator[node_pb2.UpdateChunk]:
-            async for msg in messages:
-                self.counters.bytes_in += msg.ByteSize()
-                yield msg
+        def received(size: int) -> None:
+            self.counters.bytes_in += size
 
         try:
-            progress = await self.uploads.upload(counted(stream))
+            progress = await self.uploads.upload(stream, received)
         except FedgpuError:
             self.counters.uploads_refused += 1
             raise

@@ -135,6 +135,7 @@ class Jobs:
         crash_point("publish_received")
         self.store.put_model(job_id, version, data, hashlib.sha256(data).hexdigest(), res, [r.to_record() for r in rows], head, disputes, flagged)
         crash_point("published")
+        self.rounds.published(job_id, version)  # after the commit: a kill before it leaves a folder the next start sweeps
         if disputes is not None:
             self.rounds.verification_published(job_id, disputes, set(flagged))
         self.published.setdefault(job_id, asyncio.Event()).set()  # receipts reach each node with its next pull

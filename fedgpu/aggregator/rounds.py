@@ -4,9 +4,10 @@ It owns the open attempt of each job (``open``: job -> RoundState) and the cache
 each closed round released (read from the store once per job and process, so it survives a
 restart). Opening picks eligible nodes (registry), splits them into cohorts that rarely meet again
 and offers their tasks (uploads; on a public-data job, fedgpu.aggregator.replication says which task each
-member runs, and which tasks run twice); closing merges cohorts smaller than k and writes the record and
-the sums in one transaction. A closed round's sums live only in the database: what an attempt
-accumulated is in its own spool folder, so a restart redoes it from nothing.
+member runs, and which tasks run twice); closing merges cohorts smaller than k, writes the released sums
+to their folder (fedgpu.aggregator.released) and then the record in one transaction, off the event
+loop. What an attempt accumulated is in its own spool folder, so a restart redoes it from nothing; a
+closed round's sums stay until its model is published.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-
-import numpy as np
+from pathlib import Path
 
 from fedgpu import crypto
 from fedgpu.aggregator import replication
@@ -32,6 +32,7 @@ from fedgpu.aggregator.capacity import CapacityBook
 from fedgpu.aggregator.cohorts import assign_cohorts, co_membership, merge_small
 from fedgpu.aggregator.events import Events
 from fedgpu.aggregator.registry import NodeRegistry
+from fedgpu.aggregator.released import ReleasedSums
 from fedgpu.aggregator.selection import plan_of, select
 from fedgpu.aggregator.store import Store
 from fedgpu.aggregator.uploads import Uploads
@@ -57,6 +58,8 @@ class Rounds:
         self.uploads = uploads
         self.events = events
         self.capacity = capacity or CapacityBook(store)  # measured per node: selection's input, `fedgpu nodes`' output
+        self.sums = ReleasedSums(uploads.released_dir)      # closed rounds' sums, until their model is published
+        self._ready: dict[tuple[str, int], str] = {}        # (job, round) -> attempt id of a ready round the driver is fetching
         self.open: dict[str, RoundState] = {}              # job -> open round
         self._released: dict[str, dict[int, list[list[str]]]] = {}  # job -> round -> cohorts released (cache of the store)
         # Public-data jobs, caches of the store (written with each publish, so a restart resumes them): the tasks
@@ -99,11 +102,30 @@ class Rounds:
     def forget(self, job_id: str) -> None:
         """The job ended: its history is no longer needed."""
         self._released.pop(job_id, None)
+        self.sums.drop(job_id)
+        self._ready = {key: a for key, a in self._ready.items() if key[0] != job_id}
         self._disputes.pop(job_id, None)
         self._flagged.pop(job_id, None)
         self.capacity.forget(job_id)
 
     # ---- releasing sums ------------------------------------------------------------------------
+    def sweep(self) -> None:
+        """At start: delete every folder of sums that no ready round names (closes killed before their
+        commit, rounds published but killed before their folder went)."""
+        keep = set()
+        for job in self.store.all_jobs():
+            rec = self.store.round(job.id, job.model_version + 1)
+            if rec is not None and rec["state"] == "ready":
+                keep.add(ReleasedSums.name(job.id, rec["round"], rec["record"].attempt_id))
+        gone = self.sums.sweep(keep)
+        if gone:
+            log.info("deleted %d folders of sums no ready round names: %s", len(gone), ", ".join(gone[:5]))
+
+    def published(self, job_id: str, version: int) -> None:
+        """Model ``version`` is stored: round ``version``'s sums (and any older) are no longer needed."""
+        self.sums.drop(job_id, range(1, version + 1))
+        self._ready = {key: a for key, a in self._ready.items() if key[0] != job_id or key[1] > version}
+
     def cohort_sums(self, job_id: str, rnd: int, k: int) -> tuple[list[list[str]], list[tuple[int, int]]]:
         """A closed round's cohorts and its (cohort, chunk) index, checked once more against k."""
         rec = self.store.round(job_id, rnd)
@@ -115,10 +137,18 @@ class Rounds:
             raise StateError(f"refusing to release a sum of {len(small[0])} contributors (cohort size k = {k})")
         if rec["state"] != "ready":
             raise StateError(f"round {rnd} of job {job_id} was published: its sums are gone")
-        return cohorts, self.store.cohort_sum_index(job_id, rnd)
+        attempt_id = self._ready[(job_id, rnd)] = rec["record"].attempt_id
+        return cohorts, self.sums.index(job_id, rnd, attempt_id)
 
     def cohort_sum(self, job_id: str, rnd: int, cohort: int, chunk: int) -> bytes:
-        return self.store.cohort_sum(job_id, rnd, cohort, chunk)
+        """One chunk of a ready round's sums (its attempt remembered from :meth:`cohort_sums`: no query per chunk)."""
+        attempt_id = self._ready.get((job_id, rnd))
+        if attempt_id is None:
+            rec = self.store.round(job_id, rnd)
+            if rec is None or rec["state"] != "ready":
+                raise StateError(f"round {rnd} of job {job_id} is not ready: its sums are not released or already gone")
+            attempt_id = rec["record"].attempt_id
+        return self.sums.read(job_id, rnd, attempt_id, cohort, chunk)
 
     # ---- one attempt ---------------------------------------------------------------------------
     async def _wait_for_nodes(self, job_id: str, spec: JobSpec, timeout: float, hopeless: Callable[[], str | None] | None = None) -> list[str]:
@@ -219,7 +249,7 @@ class Rounds:
         except asyncio.CancelledError:
             self._drop(rs)
             raise
-        return self._close(rs, spec)
+        return await self._close(rs, spec)
 
     def _drop(self, rs: RoundState) -> None:
         """Forget an open round (its job was cancelled): its tasks are refused from now on."""
@@ -227,7 +257,7 @@ class Rounds:
         self.open.pop(rs.job_id, None)
         shutil.rmtree(rs.acc_dir, ignore_errors=True)
 
-    def _close(self, rs: RoundState, spec: JobSpec) -> RoundRecord | None:
+    async def _close(self, rs: RoundState, spec: JobSpec) -> RoundRecord | None:
         self.uploads.retire(rs, at_deadline=True)
         self.open.pop(rs.job_id, None)
         self.capacity.round_closed(rs)
@@ -244,19 +274,23 @@ class Rounds:
             return None
         merged_members = [sorted(m for ci in g for m in by_cohort[ci]) for g in groups]
 
-        def merged() -> Iterator[tuple[int, int, bytes]]:
-            """Each released sum, one chunk at a time: the members' cohorts added together."""
+        adder = rs.adder
+
+        def merged() -> Iterator[tuple[int, int, bytes | Path]]:
+            """Each released sum, one chunk at a time: the members' cohorts added together (a lone
+            update's spooled file as it is, where the scheme's sum of one is the payload)."""
             for gi, g in enumerate(groups):
                 for chunk in range(rs.num_chunks):
-                    acc = None
-                    for ci in g:
-                        p = rs.acc_path(ci, chunk)
-                        if by_cohort[ci] and p.exists():
-                            part = np.load(p, allow_pickle=False)
-                            acc = part if acc is None else rs.adder.combine(acc, part)
-                    if acc is None:
+                    parts = [part for ci in g if by_cohort[ci] and (part := rs.cohort_sum(ci, chunk)) is not None]
+                    if not parts:
                         raise StateError("internal: a reporting cohort has an empty chunk")
-                    yield gi, chunk, rs.adder.to_bytes(acc)
+                    if len(parts) == 1 and isinstance(parts[0], Path) and adder.sum_is_payload:
+                        yield gi, chunk, parts[0]
+                        continue
+                    first, *rest = (adder.add(adder.zero(), p.read_bytes()) if isinstance(p, Path) else p for p in parts)
+                    for other in rest:
+                        first = adder.combine(first, other)
+                    yield gi, chunk, adder.to_bytes(first)
 
         tasks = rs.tasks.values()
         record = RoundRecord(
@@ -278,10 +312,20 @@ class Rounds:
             encrypt_seconds={ts.node_id: ts.encrypt_seconds for ts in tasks if ts.status is TaskStatus.COMPLETE},
             replicas=rs.replicas.replica_sets({m for c in merged_members for m in c}) if rs.replicas is not None else (),
         )
-        try:
-            self.store.save_round(rs.job_id, rs.round, rs.attempt, record, merged())
-        finally:
-            shutil.rmtree(rs.acc_dir, ignore_errors=True)
+
+        def persist() -> None:
+            """The sums, durably, then the row that names them; in a thread: the loop goes on serving."""
+            try:
+                self.sums.write(rs.job_id, rs.round, rs.attempt_id, merged())
+                try:
+                    self.store.save_round(rs.job_id, rs.round, rs.attempt, record)
+                except BaseException:
+                    self.sums.drop(rs.job_id, [rs.round])
+                    raise
+            finally:
+                shutil.rmtree(rs.acc_dir, ignore_errors=True)
+
+        await asyncio.to_thread(persist)
         crash_point("round_saved")
         self.released(rs.job_id, rs.round, merged_members)
         log.info("job %s round %d closed: %d nodes in %d cohorts", rs.job_id, rs.round, complete, len(groups))

@@ -164,9 +164,26 @@ def _model_stream(version: int, data: bytes, start: int = 0) -> Iterator[common_
         yield common_pb2.ModelChunk(version=version, chunk=chunks.make_chunk(i, count, part))
 
 
+class _ModelChunks:
+    """The chunk messages of each job's newest model, made once per version: N nodes downloading it
+    cost one slicing and hashing of it, not N (the bytes are Uploads' one cached copy)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[int, bytes, list[common_pb2.ModelChunk]]] = {}
+
+    def get(self, job_id: str, version: int, data: bytes, start: int) -> list[common_pb2.ModelChunk]:
+        hit = self._cache.get(job_id)
+        if hit is None or hit[0] != version or hit[1] is not data:
+            hit = self._cache[job_id] = (version, data, list(_model_stream(version, data)))
+        if start > len(hit[2]):
+            raise ProtocolError(f"from_chunk {start} beyond the {len(hit[2])} chunks of the model")
+        return hit[2][start:]
+
+
 class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     def __init__(self, agg: Aggregator) -> None:
         self.agg = agg
+        self.model_chunks = _ModelChunks()
 
     @_abort_on_error
     async def Register(self, request: node_pb2.RegisterRequest, context: Any) -> node_pb2.RegisterReply:
@@ -197,7 +214,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         node_id = self.agg.authenticate("DownloadModel", request)
         with self.agg.call_slot(node_id, "DownloadModel"):
             data = self.agg.model_for_node(node_id, request.job_id, request.version)
-            for msg in _model_stream(request.version, data, request.from_chunk):
+            for msg in self.model_chunks.get(request.job_id, request.version, data, request.from_chunk):
                 yield msg
 
     @_abort_on_error

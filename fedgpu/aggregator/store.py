@@ -1,8 +1,9 @@
-"""The aggregator's database: nodes, jobs, models, rounds, cohort sums, rewards.
+"""The aggregator's database: nodes, jobs, models, rounds, rewards (cohort sums are files: fedgpu.aggregator.released).
 
 SQLAlchemy Core over any URL: a SQLite file by default (WAL, synchronous=FULL), or PostgreSQL
 (``pip install "fedgpu[postgres]"``); tests/aggregator/test_store.py runs one contract suite on both.
-Everything a restart needs lives here; an open round's in-flight uploads do not: a round attempt
+Everything a restart needs lives here but the released sums, which a ready round's row names by its
+attempt id; an open round's in-flight uploads do not: a round attempt
 the process did not close is discarded on restart and the round is opened again (docs/protocol.md).
 
 The tables are in :mod:`fedgpu.aggregator.schema` and ship as Alembic revisions in
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -240,7 +241,8 @@ class Store:
                 values["state"] = "running"
             if round_result is not None:
                 c.execute(update(rounds).where(rounds.c.job_id == job_id, rounds.c.round == version).values(state="done", result=json.dumps(round_result)))
-                c.execute(delete(cohort_sums).where(cohort_sums.c.job_id == job_id, cohort_sums.c.round == version))
+                # Sums are files now (fedgpu.aggregator.released); rows of a database from before that go with their round.
+                c.execute(delete(cohort_sums).where(cohort_sums.c.job_id == job_id, cohort_sums.c.round <= version))
             for row in ledger_rows or []:
                 c.execute(insert(ledger).values(**row))
             if head is not None:
@@ -265,14 +267,11 @@ class Store:
         return bytes(data)
 
     # --- rounds --------------------------------------------------------------------------------
-    def save_round(self, job_id: str, rnd: int, attempts: int, record: RoundRecord, sums: Iterator[tuple[int, int, bytes]]) -> None:
-        """Persist a closed round and its cohort sums atomically; the driver may fetch them from now on."""
+    def save_round(self, job_id: str, rnd: int, attempts: int, record: RoundRecord) -> None:
+        """Persist a closed round, ready for its driver; its sums are already in their folder (fedgpu.aggregator.released)."""
 
         def fn(c: Connection) -> None:
-            c.execute(delete(cohort_sums).where(cohort_sums.c.job_id == job_id, cohort_sums.c.round == rnd))
             c.execute(delete(rounds).where(rounds.c.job_id == job_id, rounds.c.round == rnd))
-            for cohort, chunk, data in sums:
-                c.execute(insert(cohort_sums).values(job_id=job_id, round=rnd, cohort=cohort, chunk=chunk, data=data))
             c.execute(insert(rounds).values(job_id=job_id, round=rnd, state="ready", attempts=attempts, record=record.to_json(), result="{}", closed_at=time.time()))
             c.execute(update(jobs).where(jobs.c.id == job_id).values(round=rnd))
 
@@ -287,29 +286,6 @@ class Store:
     def rounds_of(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._run(lambda c: c.execute(select(rounds).where(rounds.c.job_id == job_id).order_by(rounds.c.round)).mappings().all())
         return [{**r, "record": RoundRecord.from_json(r["record"]), "result": json.loads(r["result"])} for r in rows]
-
-    def cohort_sum_index(self, job_id: str, rnd: int) -> list[tuple[int, int]]:
-        rows = self._run(
-            lambda c: c.execute(
-                select(cohort_sums.c.cohort, cohort_sums.c.chunk)
-                .where(cohort_sums.c.job_id == job_id, cohort_sums.c.round == rnd)
-                .order_by(cohort_sums.c.cohort, cohort_sums.c.chunk)
-            ).all()
-        )
-        return [(r[0], r[1]) for r in rows]
-
-    def cohort_sum(self, job_id: str, rnd: int, cohort: int, chunk: int) -> bytes:
-        """One chunk of one released sum: streamed one at a time, never the whole round in memory."""
-        data = self._run(
-            lambda c: c.execute(
-                select(cohort_sums.c.data).where(
-                    cohort_sums.c.job_id == job_id, cohort_sums.c.round == rnd, cohort_sums.c.cohort == cohort, cohort_sums.c.chunk == chunk
-                )
-            ).scalar()
-        )
-        if data is None:
-            raise NotFoundError(f"no sum for cohort {cohort} chunk {chunk} of round {rnd}")
-        return bytes(data)
 
     # --- verification state (public-data jobs) ---------------------------------------------------
     @staticmethod

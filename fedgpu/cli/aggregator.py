@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("aggregator", help="run the gRPC aggregator", description="Run the aggregator: registers nodes, drives rounds, adds encrypted updates per cohort. Holds no key.")
     p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to listen on (port 0 picks a free one; default %(default)s). Off loopback it needs TLS or --insecure")
     p.add_argument("--db", default="fedgpu.db", help="database URL or SQLite file path (default %(default)s); PostgreSQL: postgresql://user@host/db")
-    p.add_argument("--spool", type=Path, default=None, help="folder for uploads in flight (default: next to the database or ./spool)")
+    p.add_argument("--spool", type=Path, default=None, help="folder for uploads in flight and closed rounds' sums (default: next to the database or ./spool)")
     p.add_argument("--tls-cert", type=Path, default=None, metavar="PEM", help="serve TLS with this certificate chain (see docs/tls.md; `fedgpu certs` makes one)")
     p.add_argument("--tls-key", type=Path, default=None, metavar="PEM", help="the private key of --tls-cert")
     p.add_argument("--insecure", action="store_true", help="allow cleartext on a non-loopback --listen (only behind a VPN or a TLS proxy)")

@@ -285,6 +285,8 @@ class Bfv8Adder:
     decrypts it like a single upload. Refuses any sum of more than ``max_summands`` payloads.
     """
 
+    sum_is_payload = True  # every bit of an upload is a coefficient or a checked header field (summands = 1)
+
     def __init__(self, params: bytes) -> None:
         self.params = Bfv8Params.from_bytes(params)
         self.values_per_chunk = self.params.values_per_chunk

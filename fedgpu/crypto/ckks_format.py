@@ -225,6 +225,8 @@ class CkksAdder:
     The sum of payloads is itself a payload, so the driver decrypts it like a single upload.
     """
 
+    sum_is_payload = True  # every bit of a payload is a coefficient or a checked header field
+
     def __init__(self, params: bytes) -> None:
         self.params = CkksParams.from_bytes(params)
         self.values_per_chunk = self.params.values_per_chunk

@@ -24,6 +24,8 @@ class PlainEncryptor:
 class PlainAdder:
     """Sums float32 chunks into a float64 accumulator."""
 
+    sum_is_payload = False  # a sum is float64, an update float32
+
     def __init__(self, values_per_chunk: int = PLAIN_VALUES_PER_CHUNK) -> None:
         self.values_per_chunk = values_per_chunk
 

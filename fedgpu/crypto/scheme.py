@@ -34,6 +34,10 @@ class Encryptor(Protocol):
 class Adder(Protocol):
     """Aggregator side: adds payloads without any key. Memory is one accumulator per chunk index."""
 
+    # True when ``to_bytes(add(zero(), p)) == p`` for every payload ``p`` that passes :meth:`check`:
+    # a cohort of one update then releases the spooled payload itself, with no decode and re-encode.
+    sum_is_payload: bool
+
     def check(self, payload: bytes) -> None:
         """Raise ProtocolError/CryptoError if ``payload`` is not a well-formed ciphertext of this context."""
 

@@ -85,13 +85,13 @@ def _record(cohorts: list[list[str]]) -> RoundRecord:
 def test_the_cohort_history_is_read_from_the_store_once_and_survives_a_restart(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "a.db"))
     store.create_job("job-1", "j", b"", "t")
-    store.save_round("job-1", 1, 1, _record([["a", "b", "c"], ["d", "e", "f"]]), iter([]))
+    store.save_round("job-1", 1, 1, _record([["a", "b", "c"], ["d", "e", "f"]]))
     reads = []
     original = store.rounds_of
     store.rounds_of = lambda job_id: reads.append(job_id) or original(job_id)  # type: ignore[method-assign]
     agg = Aggregator(store, tmp_path / "spool")
     assert agg.together("job-1")[frozenset({"a", "b"})] == 1
-    store.save_round("job-1", 2, 1, _record([["a", "b", "d"], ["c", "e", "f"]]), iter([]))
+    store.save_round("job-1", 2, 1, _record([["a", "b", "d"], ["c", "e", "f"]]))
     agg.released("job-1", 2, [["a", "b", "d"], ["c", "e", "f"]])  # what closing a round does after saving it
     agg.released("job-1", 2, [["a", "b", "d"], ["c", "e", "f"]])  # a redone round replaces, never adds
     together = agg.together("job-1")

@@ -141,14 +141,14 @@ class StoreContract:
         store.upsert_node("na", b"pk-a", "a", {"models": ["m"]})
         store.create_job("job-1", "j", b"spec", "t" * 64)
         store.put_model("job-1", 0, b"model 0", "0" * 64, None)
-        store.save_round("job-1", 1, 1, record([["na", "nb", "nc"]]), iter([(0, 0, b"sum")]))
+        store.save_round("job-1", 1, 1, record([["na", "nb", "nc"]]))
         pay(store, key, "job-1", 1)
         store.engine.dispose()
         again = self.make_store()
         assert again.get_meta("signing_key") == pem(key)
         assert [n["id"] for n in again.all_nodes()] == ["na"]
         assert again.job("job-1").model_version == 1
-        assert again.round("job-1", 1) is not None and again.cohort_sum_index("job-1", 1) == []
+        assert again.round("job-1", 1) is not None
         ok, message = verify_ledger(again.ledger_rows(), again.heads(), public_key_bytes(key))
         assert ok, message
 
@@ -284,58 +284,29 @@ class StoreContract:
         assert store.model("job-1", 4) == b"model 4 again" and store.model_sha256("job-1", 4) == "5" * 64
 
     # --- rounds and sums -------------------------------------------------------------------------
-    def test_a_saved_round_releases_its_sums_and_closing_it_drops_them(self) -> None:
+    def test_a_saved_round_is_ready_and_publishing_its_model_closes_it(self) -> None:
         store = self.make_store()
         store.create_job("job-1", "j", b"", "t")
         rec = record([["na", "nb"], ["nc", "nd"]])
-        store.save_round("job-1", 1, 2, rec, iter([(1, 0, b"c1k0"), (0, 1, b"\x00c0k1"), (0, 0, b"c0k0")]))
+        store.save_round("job-1", 1, 2, rec)
         rnd = store.round("job-1", 1)
         assert rnd is not None
         assert (rnd["state"], rnd["attempts"], rnd["record"], rnd["result"]) == ("ready", 2, rec, {})
         assert store.job("job-1").round == 1
-        assert store.cohort_sum_index("job-1", 1) == [(0, 0), (0, 1), (1, 0)]
-        assert store.cohort_sum("job-1", 1, 0, 1) == b"\x00c0k1"
-        with pytest.raises(NotFoundError):
-            store.cohort_sum("job-1", 1, 2, 0)
         assert store.round("job-1", 2) is None
         store.put_model("job-1", 1, b"model 1", "1" * 64, {"accuracy": 0.9})
         closed = store.round("job-1", 1)
         assert closed is not None and (closed["state"], closed["result"]) == ("done", {"accuracy": 0.9})
-        assert store.cohort_sum_index("job-1", 1) == []
-        store.save_round("job-1", 2, 1, record([["na"]]), iter([]))
+        store.save_round("job-1", 2, 1, record([["na"]]))
         assert [r["round"] for r in store.rounds_of("job-1")] == [1, 2]
 
-    def test_saving_a_round_again_replaces_its_sums_entirely(self) -> None:
+    def test_saving_a_round_again_replaces_its_record(self) -> None:
         store = self.make_store()
         store.create_job("job-1", "j", b"", "t")
-        store.save_round("job-1", 1, 1, record([["na"], ["nb"]]), iter([(0, 0, b"old"), (1, 0, b"old")]))
-        store.save_round("job-1", 1, 2, record([["na", "nb"]], attempt=1), iter([(0, 0, b"new")]))
+        store.save_round("job-1", 1, 1, record([["na"], ["nb"]]))
+        store.save_round("job-1", 1, 2, record([["na", "nb"]], attempt=1))
         rnd = store.round("job-1", 1)
-        assert rnd is not None and rnd["attempts"] == 2 and rnd["record"].attempt == 1
-        assert store.cohort_sum_index("job-1", 1) == [(0, 0)] and store.cohort_sum("job-1", 1, 0, 0) == b"new"
-
-    def test_save_round_writes_all_or_nothing_when_reading_the_sums_fails(self) -> None:
-        store = self.make_store()
-        store.create_job("job-1", "j", b"", "t")
-
-        def sums() -> Iterator[tuple[int, int, bytes]]:
-            yield (0, 0, b"written")
-            raise OSError("the spool's file vanished")
-
-        with pytest.raises(OSError):
-            store.save_round("job-1", 1, 1, record([["na"]]), sums())
-        assert store.round("job-1", 1) is None and store.cohort_sum_index("job-1", 1) == [] and store.job("job-1").round == 0
-
-    def test_save_round_writes_all_or_nothing_when_the_database_refuses(self) -> None:
-        store = self.make_store()
-        store.create_job("job-1", "j", b"", "t")
-        first = record([["na"]])
-        store.save_round("job-1", 1, 1, first, iter([(0, 0, b"first")]))
-        with pytest.raises(StorageError):  # the same (cohort, chunk) twice: the second insert is refused
-            store.save_round("job-1", 1, 2, record([["nb"]]), iter([(0, 0, b"a"), (0, 0, b"b")]))
-        rnd = store.round("job-1", 1)
-        assert rnd is not None and rnd["record"] == first and rnd["attempts"] == 1  # the deletes rolled back too
-        assert store.cohort_sum("job-1", 1, 0, 0) == b"first"
+        assert rnd is not None and rnd["attempts"] == 2 and rnd["record"].attempt == 1 and rnd["record"].cohorts == (("na", "nb"),)
 
     # --- rewards ledger --------------------------------------------------------------------------
     def test_a_round_closes_with_its_ledger_rows_and_signed_head_and_the_chain_verifies(self) -> None:
@@ -346,7 +317,7 @@ class StoreContract:
         store.create_job("job-2", "k", b"", "t")
         assert store.ledger_head() is None and store.paid("job-1") == 0.0
         for rnd in (1, 2):
-            store.save_round("job-1", rnd, 1, record([["na", "nb", "nc"]]), iter([(0, 0, b"s")]))
+            store.save_round("job-1", rnd, 1, record([["na", "nb", "nc"]]))
             pay(store, key, "job-1", rnd)
         last = pay(store, key, "job-2", 1, "abcde")
         rows = store.ledger_rows()
@@ -374,16 +345,16 @@ class StoreContract:
         store = self.make_store()
         key = Ed25519PrivateKey.generate()
         store.create_job("job-1", "j", b"", "t")
-        store.save_round("job-1", 1, 1, record([["na", "nb", "nc"]]), iter([(0, 0, b"s")]))
+        store.save_round("job-1", 1, 1, record([["na", "nb", "nc"]]))
         pay(store, key, "job-1", 1)
-        store.save_round("job-1", 2, 1, record([["na"]]), iter([(0, 0, b"s2")]))
+        store.save_round("job-1", 2, 1, record([["na"]]))
         again = build_rows(store.ledger_head() or GENESIS, [LedgerEntry("job-1", 1, "na", 0.1, 10.0, ("na",), "d" * 64)])
         with pytest.raises(StorageError, match="duplicate payment"):
             store.put_model("job-1", 2, b"model 2", "2" * 64, {"accuracy": 1.0}, [again[0].to_record()], None)
         assert len(store.ledger_rows()) == 3 and store.paid("job-1") == pytest.approx(sum(10.0 * i + 1 / 3 for i in range(3)))
         assert store.job("job-1").model_version == 1 and store.model_sha256("job-1", 2) is None
         rnd = store.round("job-1", 2)
-        assert rnd is not None and rnd["state"] == "ready" and store.cohort_sum("job-1", 2, 0, 0) == b"s2"  # still fetchable
+        assert rnd is not None and rnd["state"] == "ready"  # its sums still fetchable
         with pytest.raises(StorageError):  # a second head for the round is refused the same way
             store.put_model("job-1", 2, b"model 2", "2" * 64, None, None, {"job_id": "job-1", "round": 1, "head_hash": "x", "signature": "y", "evidence": "{}"})
 
@@ -441,7 +412,7 @@ class StoreContract:
         key = Ed25519PrivateKey.generate()
         store.create_job("job-1", "j", b"spec", "t" * 64)
         store.put_model("job-1", 0, b"model 0", "0" * 64, None)
-        store.save_round("job-1", 1, 1, record([["na", "nb", "nc"]]), iter([]))
+        store.save_round("job-1", 1, 1, record([["na", "nb", "nc"]]))
         pay(store, key, "job-1", 1)
         values = store.node_values("job-1")
         assert sorted(values) == ["na", "nb", "nc"] and all(len(v) == 1 for v in values.values())
