@@ -99,7 +99,7 @@ def test_the_last_round_of_a_public_data_job_may_pay_held_rewards_to_earlier_par
     key = Ed25519PrivateKey.generate()
     store.create_job("job-1", "j", b"", "t")
     for rnd, members in ((1, ("a", "q")), (2, ("a", "b"))):
-        store.save_round("job-1", rnd, 1, RoundRecord(members, tuple((m,) for m in members), {}, 0, 0, {}, {}, {}, {}, 0.0), iter([]))
+        store.save_round("job-1", rnd, 1, RoundRecord(members, tuple((m,) for m in members), {}, 0, 0, {}, {}, {}, {}, 0.0))
     spec = JobSpec(reward_pool=100.0, rounds=3, public_data=PublicDataPlan(replication=0.1))
     record = RoundRecord(("a", "b"), (("a",), ("b",)), {}, 0, 0, {}, {}, {}, {}, 0.0)
     rows, _ = round_rows(store, key, spec, "job-1", 3, record, RoundResult(rewards={"a": 1.0, "b": 1.0, "q": 5.0}, released=("q",)))

@@ -426,13 +426,13 @@ class StoreContract:
         store.put_model("job-1", 0, b"model 0", "0" * 64, None)
         big_seed = 2**63 - 5  # task seeds are 63-bit
         d1 = ReplicaDispute(1, 3, big_seed, 0, ("na", "nb"), ("nc",))
-        store.save_round("job-1", 1, 1, record([["na"], ["nb"], ["nc"]]), iter([]))
+        store.save_round("job-1", 1, 1, record([["na"], ["nb"], ["nc"]]))
         store.put_model("job-1", 1, b"model 1", "1" * 64, {"accuracy": 0.5}, disputes=[d1], flagged=["nx"])
         store.engine.dispose()
         again = self.make_store()
         assert again.disputes("job-1") == [d1] and again.flagged("job-1") == {"nx": 1}
         # the next publish replaces the disputes (each is re-run once) and adds to the flagged list
-        again.save_round("job-1", 2, 1, record([["na"], ["nc"]]), iter([]))
+        again.save_round("job-1", 2, 1, record([["na"], ["nc"]]))
         again.put_model("job-1", 2, b"model 2", "2" * 64, {"accuracy": 0.6}, disputes=[], flagged=["nx", "nb"])
         assert again.disputes("job-1") == [] and again.flagged("job-1") == {"nx": 1, "nb": 2}
         assert again.disputes("job-2") == [] and again.flagged("job-2") == {}
