@@ -397,6 +397,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
                 log(f"run {tag}: {len(sel_specs)} nodes, k = {k}, {per_round or len(sel_specs)} a round, selection {rule}, {sel_st.rounds} rounds")
                 reports[tag] = run_job(tag, sel_specs, files, k, budget, sel_st, validation, work, POOL, per_round, rule)
                 log(f"run {tag} done in {reports[tag][2]:.0f}s, final accuracy {reports[tag][0]['final_accuracy']:.3f}")
+                if args.reports is not None:
+                    args.reports.mkdir(parents=True, exist_ok=True)
+                    (args.reports / f"{tag}-seed{seed}.json").write_text(json.dumps({"names": reports[tag][1], "report": reports[tag][0]}))
 
     # ---- fidelity
     nodes_detail: dict[str, dict[str, Any]] = {s.name: {"role": s.role, "samples": s.samples, "label_noise": s.label_noise} for s in honest}

@@ -68,7 +68,7 @@ def test_an_unknown_dataset_without_a_schema_is_refused_and_standardize_needs_ck
     with pytest.raises(ConfigError, match=r"data\.standardize: federated standardisation is not yet noised for DP"):
         job_from_dict({**JOB, "data": {"standardize": True}, "privacy": {"epsilon": 8.0}})
     with pytest.raises(ConfigError, match=r"data\.standardize: encryption\.scheme = 'bfv8'"):
-        job_from_dict({**JOB, "data": {"standardize": True}, "encryption": {"scheme": "bfv8"}, "nodes_per_round": 2})
+        job_from_dict({**JOB, "data": {"standardize": True}, "encryption": {"scheme": "bfv8"}, "nodes_per_round": 2, "cohort_size": 1})
 
 
 def test_a_csv_is_read_by_the_schemas_column_names(tmp_path: Path) -> None:

@@ -117,3 +117,21 @@ def test_a_node_cut_by_an_early_close_counts_as_tried_and_as_at_least_that_slow(
     picks = [select(NODES, 4, history, UTILITY, random.Random(r), deadline_seconds=60.0).chosen for r in range(50)]
     assert not any("n8" in p for p in picks)  # slower than the deadline on its own record
     assert all("n9" in p for p in picks)  # the one fresh node is explored
+
+
+def test_at_k3_every_slot_is_a_weighted_draw_without_over_selection_and_non_positive_estimates_get_less_work() -> None:
+    # n0, n1: estimates <= 0 for their last 6 rounds (a free rider's); the rest positive. n9 is the fastest
+    # by far, which decides nothing at k > 1 (the ranking by value per second is what concentrated the work).
+    values = {n: (0.1,) * 6 for n in NODES} | {"n0": (0.0,) * 6, "n1": (-0.01, 0.0, -0.02, 0.0, 0.0, -0.01)}
+    history = {n: NodeHistory(tasks=6, seconds=0.1 if n == "n9" else 5.0, values=values[n]) for n in NODES}
+    c: Counter[str] = Counter()
+    for r in range(300):
+        got = select(NODES, 6, history, UTILITY, random.Random(r), 60.0, cohort_size=3)
+        assert len(got.chosen) == 6 == got.enough  # no extra task to cut: the slowest hold the most data
+        c.update(got.chosen)
+    honest = [c[n] for n in NODES[2:]]
+    assert max(c["n0"], c["n1"]) < 0.2 * min(honest)  # 2^-(6 - 2): a sixteenth of an honest node's weight
+    assert max(honest) < 1.3 * min(honest)  # the fastest is not preferred
+    # a node never tried is drawn like any node with no streak
+    fresh = {n: h for n, h in history.items() if n != "n5"}
+    assert sum("n5" in select(NODES, 6, fresh, UTILITY, random.Random(r), 60.0, cohort_size=3).chosen for r in range(100)) > 50
