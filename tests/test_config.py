@@ -111,7 +111,7 @@ def test_a_job_file_without_cohort_size_gets_k3_on_private_data_and_k1_on_public
     public = job_from_dict({"model": "digits_cnn", "dataset": "digits", "public_data": {}})
     assert (public.cohort_size, public.min_nodes) == (1, 1)
     assert job_from_dict({**BASE, "cohort_size": 1}).cohort_size == 1  # an explicit k is the owner's
-    with pytest.raises(ConfigError, match="cohort_size: a private-data job defaults to cohort_size = 3.*set cohort_size = 1"):
+    with pytest.raises(ConfigError, match=r"cohort_size: a private-data job defaults to cohort_size = 3.*set cohort_size = 1"):
         job_from_dict({**BASE, "nodes_per_round": 2})
-    with pytest.raises(ConfigError, match="min_nodes: .* must be >= 3 \\(got 2\\)"):
+    with pytest.raises(ConfigError, match=r"min_nodes: .* must be >= 3 \(got 2\)"):
         job_from_dict({**BASE, "min_nodes": 2})

@@ -13,7 +13,7 @@ driver's ``node_values``) divided by its measured offer-to-upload time in this j
     exploration scaled by 2^-(streak - usual), so it gets less and less work (usual: GRACE, or the
     median node's streak when that is longer: late in a job most gains are valued 0).
 At k > 1 (cohorts of several nodes) a node's value is a running estimate from cohort values, too noisy
-to rank by: every slot is drawn with the 2^-streak weight instead, without over-selection.
+to act on: the slots are drawn uniformly among the nodes in time for the deadline, without over-selection.
 Claimed hardware is not an input: nothing here can read it.
 """
 
@@ -107,22 +107,20 @@ def _weights(nodes: Sequence[str], h: Mapping[str, NodeHistory]) -> dict[str, fl
     return {n: 0.5 ** max(0, h[n].nonpositive_streak - usual) for n in nodes}
 
 
-def _draw_by_evidence(
-    nodes: Sequence[str], want: int, history: Mapping[str, NodeHistory], rng: random.Random, deadline_seconds: float, minimum: int,
-) -> Selection:
-    """Selection at k > 1: every slot drawn at random with the 2^-streak weight, no over-selection.
+def _draw_at_k(nodes: Sequence[str], want: int, history: Mapping[str, NodeHistory], rng: random.Random, deadline_seconds: float, minimum: int) -> Selection:
+    """Selection at k > 1: a uniform draw among the nodes in time for the deadline, no over-selection.
 
-    A node's values are then the driver's running estimates from cohort values (its ledger value),
-    noisy for a long while (a free rider's may rank above honest nodes' for many rounds): ranking by
-    them hands the job to a few nodes, whose cohort-mates, free riders included, share their credit,
-    while the honest nodes left out are never observed enough to be paid. Draws keep every node seen
-    in reshuffled cohorts, and a node whose estimate keeps falling to <= 0, as a free rider's does, is
-    drawn less and less, so it takes part in fewer rounds. Over-selection would cut the slowest, and
-    at k > 1 on private data the slowest are mostly the nodes with the most data.
+    A node's values are then the driver's running estimates from cohort values, and within a job of
+    tens of rounds they are too noisy to act on: ranking by them handed the job to a few nodes, whose
+    cohort-mates, free riders included, shared their credit, and the 2^-streak weight starved honest
+    nodes whose estimate dipped below 0, so they were never observed enough to be paid (both measured,
+    docs/selection.md). A uniform draw keeps every node seen in reshuffled cohorts, which is what the
+    estimates need; the payout's lower bound is what keeps free riders' pay down. Over-selection would
+    cut the slowest, and on private data the slowest are mostly the nodes with the most data.
     """
     h = {n: history.get(n, NodeHistory()) for n in nodes}
     in_time = _in_time(nodes, h, deadline_seconds, minimum)
-    chosen = _weighted_pick(sorted(in_time), _weights(in_time, h), min(len(in_time), want), rng)
+    chosen = rng.sample(sorted(in_time), min(len(in_time), want))
     return Selection(chosen, len(chosen))
 
 
@@ -139,12 +137,12 @@ def select(
 ) -> Selection:
     """Pick the round's nodes among ``nodes`` (eligible, sorted); deterministic for a given ``rng``.
     ``minimum``: fewer cannot close the round (the deadline rule gives way to it); ``dp``: a DP job;
-    ``cohort_size``: the job's k (above 1, see :func:`_draw_by_evidence`)."""
+    ``cohort_size``: the job's k (above 1, see :func:`_draw_at_k`)."""
     if policy.rule == "uniform":
         chosen = rng.sample(list(nodes), min(len(nodes), want))
         return Selection(chosen, len(chosen))
     if cohort_size > 1:
-        return _draw_by_evidence(nodes, want, history, rng, deadline_seconds, minimum)
+        return _draw_at_k(nodes, want, history, rng, deadline_seconds, minimum)
     extra = math.ceil(policy.over_select * want) if (not dp or policy.dp_over_selection) else 0
     h = {n: history.get(n, NodeHistory()) for n in nodes}
     in_time = _in_time(nodes, h, deadline_seconds, minimum)
