@@ -163,7 +163,7 @@ class RewardsConfig:
     momentum_steps: tuple[float, ...] = (0.0, 0.5, 1.0)
     # In cohorts of k > 1 a member is credited max(estimate - confidence * standard error, 0): higher pays
     # free riders less often and honest newcomers later (a round nobody earned carries over; docs/selection.md).
-    confidence: float = 1.0
+    confidence: float = 1.5
 
 
 @dataclass(frozen=True)
