@@ -170,9 +170,9 @@ class RewardsConfig:
     # takes its own best step and momentum of these grids.
     # With rewards on it replaces training.server_momentum, which must then be one of these.
     momentum_steps: tuple[float, ...] = (0.0, 0.5, 1.0)
-    # A cohort's gain is credited only to members whose estimate - confidence * standard error is > 0:
-    # higher pays free riders less often and honest newcomers later (a round nobody earned carries over).
-    confidence: float = 0.5
+    # In cohorts of k > 1 a member is credited max(estimate - confidence * standard error, 0): higher pays
+    # free riders less often and honest newcomers later (a round nobody earned carries over; docs/selection.md).
+    confidence: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ class JobConfig:
     nodes_per_round: int = 5
     min_nodes: int = 1
     deadline_seconds: float = 120.0
-    cohort_size: int = 1          # k: the driver never sees a sum of fewer than k nodes
+    cohort_size: int = 1          # k: the driver never sees a sum of fewer than k nodes (a job file's default: 3, public data 1)
     seed: int = 0
     validation_samples: int = 0   # 0: the whole held-out split of the public dataset
     # The aggregator cancels the job when no driver has been attached for this long (nothing is paid
@@ -416,8 +416,28 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where or 'job'}: {exc}") from exc
 
 
+# A job file without cohort_size gets k by the kind of data: private data is only ever seen by the driver
+# in sums of PRIVATE_COHORT_SIZE nodes; public-data updates reveal nothing private, and spot checks compare
+# single updates. min_nodes, when absent too, is raised to k so that the default is a valid job.
+PRIVATE_COHORT_SIZE = 3
+PUBLIC_COHORT_SIZE = 1
+
+
 def job_from_dict(data: dict[str, Any], check_registry: bool = True) -> JobConfig:
     job: JobConfig = _build(JobConfig, data, "")
+    if "cohort_size" not in data:
+        k = PUBLIC_COHORT_SIZE if job.public_data.enabled else PRIVATE_COHORT_SIZE
+        if k > job.nodes_per_round:
+            raise ConfigError(
+                f"cohort_size: a private-data job defaults to cohort_size = {k}, more than nodes_per_round = {job.nodes_per_round}; "
+                f"raise nodes_per_round to >= {k}, or set cohort_size = 1 if the job's owner accepts that the driver sees single updates"
+            )
+        if "min_nodes" in data and job.min_nodes < k:
+            raise ConfigError(
+                f"min_nodes: a private-data job defaults to cohort_size = {k}, so min_nodes must be >= {k} (got {job.min_nodes}); "
+                "raise it, or set cohort_size explicitly"
+            )
+        job = dataclasses.replace(job, cohort_size=k, min_nodes=max(job.min_nodes, k))
     return job.validate(check_registry)
 
 
@@ -448,6 +468,8 @@ __all__ = [
     "DataConfig",
     "EncryptionConfig",
     "JobConfig",
+    "PRIVATE_COHORT_SIZE",
+    "PUBLIC_COHORT_SIZE",
     "PrivacyConfig",
     "PublicDataConfig",
     "RewardsConfig",

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from fedgpu.config import (
+    PRIVATE_COHORT_SIZE,
+    PUBLIC_COHORT_SIZE,
     EncryptionConfig,
     JobConfig,
     PrivacyConfig,
@@ -63,7 +65,7 @@ def defaults(cfg: DemoConfig) -> dict[str, Any]:
 
 @dataclass
 class DemoConfig:
-    nodes: int = 5
+    nodes: int = 9               # three cohorts of 3 at the default k
     rounds: int | None = None
     dataset: str = "mnist1d"
     model: str | None = None
@@ -73,7 +75,7 @@ class DemoConfig:
     partition: str = "iid"
     alpha: float = 0.5
     encryption: str = "ckks"
-    cohort_size: int = 1
+    cohort_size: int | None = None  # k; None: 3 (private data, PRIVATE_COHORT_SIZE), 1 with public=True
     epsilon: float | None = None
     epsilon_cap: float | None = None
     free_riders: int = 0
@@ -110,8 +112,16 @@ def _roles(cfg: DemoConfig) -> list[str]:
     return roles
 
 
+def demo_cohort_size(cfg: DemoConfig) -> int:
+    """The demo's k: the one asked for, else the job files' default for its kind of data."""
+    if cfg.cohort_size is not None:
+        return cfg.cohort_size
+    return PUBLIC_COHORT_SIZE if cfg.public else PRIVATE_COHORT_SIZE
+
+
 def build_job(cfg: DemoConfig) -> JobConfig:
     d = defaults(cfg)
+    k = demo_cohort_size(cfg)
     t: TrainingConfig = d["training"]
     training = TrainingConfig(epochs=cfg.epochs or t.epochs, batch_size=cfg.batch_size or t.batch_size, lr=cfg.lr or t.lr, momentum=t.momentum, server_momentum=t.server_momentum)
     privacy = PrivacyConfig(enabled=cfg.epsilon is not None, epsilon=cfg.epsilon or 8.0)
@@ -123,9 +133,9 @@ def build_job(cfg: DemoConfig) -> JobConfig:
         # Slow nodes: a round wants the others' updates and offers the slow ones too (over-selection), so it
         # closes when enough are in; measured-speed selection learns who is slow.
         nodes_per_round=max(1, cfg.nodes - cfg.slow_nodes),
-        min_nodes=max(1, min(cfg.nodes - cfg.slow_nodes, max(cfg.cohort_size, (cfg.nodes + 1) // 2))),
+        min_nodes=max(1, min(cfg.nodes - cfg.slow_nodes, max(k, (cfg.nodes + 1) // 2))),
         deadline_seconds=cfg.deadline_seconds,
-        cohort_size=cfg.cohort_size,
+        cohort_size=k,
         seed=cfg.seed,
         training=training,
         privacy=privacy,
@@ -227,6 +237,11 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
 
     if cfg.nodes < 1:
         raise ConfigError("--nodes must be >= 1")
+    if cfg.nodes - cfg.slow_nodes < demo_cohort_size(cfg):
+        raise ConfigError(
+            f"--nodes {cfg.nodes} (less --slow-nodes) cannot fill one cohort of k = {demo_cohort_size(cfg)}: add nodes, or pass -k 1 "
+            "(the driver then decrypts every single update)"
+        )
     if cfg.free_riders + cfg.poisoners + cfg.lazy_nodes >= cfg.nodes:
         raise ConfigError("--free-riders + --poisoners + --lazy-nodes must leave at least one honest node")
     if cfg.public and cfg.epsilon is not None:
@@ -309,4 +324,4 @@ def run_demo(cfg: DemoConfig, progress: Callable[[dict[str, Any]], None] | None 
             shutil.rmtree(work, ignore_errors=True)
 
 
-__all__ = ["Cluster", "DEFAULTS", "DEMO_SHAPLEY_BUDGET", "DP_DEFAULTS", "DemoConfig", "build_job", "defaults", "run_demo"]
+__all__ = ["Cluster", "DEFAULTS", "DEMO_SHAPLEY_BUDGET", "DP_DEFAULTS", "DemoConfig", "build_job", "defaults", "demo_cohort_size", "run_demo"]

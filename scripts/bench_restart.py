@@ -200,7 +200,7 @@ def driver_resume_run(rounds: int, seed: int, rng: random.Random, validation: Ar
         save_npz(val, validation)
         spec = work / "job.toml"
         spec.write_text(
-            f'name = "resume"\nmodel = "digits_cnn"\ndataset = "digits"\nrounds = {rounds}\nnodes_per_round = 3\nmin_nodes = 2\n'
+            f'name = "resume"\nmodel = "digits_cnn"\ndataset = "digits"\nrounds = {rounds}\nnodes_per_round = 3\nmin_nodes = 2\ncohort_size = 1\n'
             f'deadline_seconds = 20\nseed = {seed}\n[training]\nepochs = 3\nbatch_size = 16\nlr = 0.05\n[encryption]\nscheme = "none"\n'
             '[rewards]\npool_per_round = 100\nbudget = 16\n'
         )

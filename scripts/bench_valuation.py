@@ -21,7 +21,8 @@ each, all nodes in every round (nodes_per_round = min_nodes = 10):
 With ``--selection`` (instead of those five): a private-data job at k = 3 with 6 of 10 nodes a round
 (8 honest, 2 free riders), 40 rounds, once with ``[selection] rule = "utility"`` (k3sel) and once with
 "uniform" (k3uni); ``k3_selection_free_rider_ratio`` (and ``_uniform``) is the better free rider's total
-reward over the honest median total. k3sel1 runs the same nodes at k = 1 (budget 256: sampled, to keep 40 rounds short) for the identifiability bound
+reward over the honest median total. At k > 1 utility selection draws uniformly among the nodes in time
+for the deadline (docs/selection.md), so the two runs differ by their draws and the runs' own noise. k3sel1 runs the same nodes at k = 1 (budget 256: sampled, to keep 40 rounds short) for the identifiability bound
 beside it (``k3_selection_bound_free_rider_above_honest_median``, at 40 rounds).
 
 Honest nodes of the fidelity runs differ in worth: 200..800 samples and 0..50 % label noise (the
@@ -397,6 +398,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
                 log(f"run {tag}: {len(sel_specs)} nodes, k = {k}, {per_round or len(sel_specs)} a round, selection {rule}, {sel_st.rounds} rounds")
                 reports[tag] = run_job(tag, sel_specs, files, k, budget, sel_st, validation, work, POOL, per_round, rule)
                 log(f"run {tag} done in {reports[tag][2]:.0f}s, final accuracy {reports[tag][0]['final_accuracy']:.3f}")
+                if args.reports is not None:
+                    args.reports.mkdir(parents=True, exist_ok=True)
+                    (args.reports / f"{tag}-seed{seed}.json").write_text(json.dumps({"names": reports[tag][1], "report": reports[tag][0]}))
 
     # ---- fidelity
     nodes_detail: dict[str, dict[str, Any]] = {s.name: {"role": s.role, "samples": s.samples, "label_noise": s.label_noise} for s in honest}

@@ -103,3 +103,16 @@ def test_bad_toml_is_a_config_error(tmp_path) -> None:  # type: ignore[no-untype
         load_job(p)
     with pytest.raises(ConfigError, match="does not exist"):
         load_job(tmp_path / "missing.toml")
+
+
+def test_a_job_file_without_cohort_size_gets_k3_on_private_data_and_k1_on_public_data() -> None:
+    private = job_from_dict(BASE)  # nodes_per_round 5, min_nodes not given: raised to k
+    assert (private.cohort_size, private.min_nodes) == (3, 3)
+    assert job_from_dict({**BASE, "min_nodes": 4}).cohort_size == 3
+    public = job_from_dict({"model": "digits_cnn", "dataset": "digits", "public_data": {}})
+    assert (public.cohort_size, public.min_nodes) == (1, 1)
+    assert job_from_dict({**BASE, "cohort_size": 1}).cohort_size == 1  # an explicit k is the owner's
+    with pytest.raises(ConfigError, match=r"cohort_size: a private-data job defaults to cohort_size = 3.*set cohort_size = 1"):
+        job_from_dict({**BASE, "nodes_per_round": 2})
+    with pytest.raises(ConfigError, match=r"min_nodes: .* must be >= 3 \(got 2\)"):
+        job_from_dict({**BASE, "min_nodes": 2})

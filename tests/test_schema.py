@@ -83,7 +83,7 @@ def test_an_unknown_dataset_without_a_schema_is_refused_and_standardize_needs_ck
         assert spec.privacy.statistics_epsilon == job.statistics_epsilon > 0  # what every node plans with
         assert serde.job_from_proto(spec, check_registry=False) == job
     with pytest.raises(ConfigError, match=r"data\.standardize: encryption\.scheme = 'bfv8'"):
-        job_from_dict({**JOB, "data": {"standardize": True}, "encryption": {"scheme": "bfv8"}, "nodes_per_round": 2})
+        job_from_dict({**JOB, "data": {"standardize": True}, "encryption": {"scheme": "bfv8"}, "nodes_per_round": 2, "cohort_size": 1})
 
 
 def test_a_csv_is_read_by_the_schemas_column_names(tmp_path: Path) -> None:

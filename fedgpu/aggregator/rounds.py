@@ -180,7 +180,7 @@ class Rounds:
         rng = random.Random(spec.seed * 1_000_003 + rnd * 1009 + attempt)
         picked = select(
             nodes, spec.nodes_per_round, self.capacity.history(job_id), plan_of(spec.selection), rng, spec.deadline_seconds,
-            minimum=max(spec.min_nodes, spec.cohort_size), dp=spec.privacy.enabled,
+            minimum=max(spec.min_nodes, spec.cohort_size), dp=spec.privacy.enabled, cohort_size=spec.cohort_size,
         )
         chosen = picked.chosen
         plan, disputes = None, self.disputes(job_id)  # a retried attempt re-runs them again

@@ -12,6 +12,8 @@ driver's ``node_values``) divided by its measured offer-to-upload time in this j
   * a node whose latest value estimates were all non-positive has its score and its chance in
     exploration scaled by 2^-(streak - usual), so it gets less and less work (usual: GRACE, or the
     median node's streak when that is longer: late in a job most gains are valued 0).
+At k > 1 (cohorts of several nodes) a node's value is a running estimate from cohort values, too noisy
+to act on: the slots are drawn uniformly among the nodes in time for the deadline, without over-selection.
 Claimed hardware is not an input: nothing here can read it.
 """
 
@@ -89,6 +91,39 @@ def _weighted_pick(pool: list[str], weight: Mapping[str, float], count: int, rng
     return out
 
 
+def _in_time(nodes: Sequence[str], h: Mapping[str, NodeHistory], deadline_seconds: float, minimum: int) -> list[str]:
+    """Too slow for this job's deadline, on its own measured record: skipped while enough others remain."""
+    in_time = [n for n in nodes if not (h[n].tried and h[n].seconds > deadline_seconds)]
+    if len(in_time) < minimum:
+        late = sorted((n for n in nodes if n not in in_time), key=lambda n: h[n].seconds)
+        in_time += late[: minimum - len(in_time)]
+    return in_time
+
+
+def _weights(nodes: Sequence[str], h: Mapping[str, NodeHistory]) -> dict[str, float]:
+    """2^-(streak - usual) per node. Against the typical node: once the model has converged most gains
+    are valued 0, and a long streak that everyone shares says nothing about the node."""
+    usual = max(GRACE, int(statistics.median(h[n].nonpositive_streak for n in nodes)) if nodes else 0)
+    return {n: 0.5 ** max(0, h[n].nonpositive_streak - usual) for n in nodes}
+
+
+def _draw_at_k(nodes: Sequence[str], want: int, history: Mapping[str, NodeHistory], rng: random.Random, deadline_seconds: float, minimum: int) -> Selection:
+    """Selection at k > 1: a uniform draw among the nodes in time for the deadline, no over-selection.
+
+    A node's values are then the driver's running estimates from cohort values, and within a job of
+    tens of rounds they are too noisy to act on: ranking by them handed the job to a few nodes, whose
+    cohort-mates, free riders included, shared their credit, and the 2^-streak weight starved honest
+    nodes whose estimate dipped below 0, so they were never observed enough to be paid (both measured,
+    docs/selection.md). A uniform draw keeps every node seen in reshuffled cohorts, which is what the
+    estimates need; the payout's lower bound is what keeps free riders' pay down. Over-selection would
+    cut the slowest, and on private data the slowest are mostly the nodes with the most data.
+    """
+    h = {n: history.get(n, NodeHistory()) for n in nodes}
+    in_time = _in_time(nodes, h, deadline_seconds, minimum)
+    chosen = rng.sample(sorted(in_time), min(len(in_time), want))
+    return Selection(chosen, len(chosen))
+
+
 def select(
     nodes: Sequence[str],
     want: int,
@@ -98,26 +133,23 @@ def select(
     deadline_seconds: float,
     minimum: int = 1,
     dp: bool = False,
+    cohort_size: int = 1,
 ) -> Selection:
     """Pick the round's nodes among ``nodes`` (eligible, sorted); deterministic for a given ``rng``.
-    ``minimum``: fewer cannot close the round (the deadline rule gives way to it); ``dp``: a DP job."""
+    ``minimum``: fewer cannot close the round (the deadline rule gives way to it); ``dp``: a DP job;
+    ``cohort_size``: the job's k (above 1, see :func:`_draw_at_k`)."""
     if policy.rule == "uniform":
         chosen = rng.sample(list(nodes), min(len(nodes), want))
         return Selection(chosen, len(chosen))
+    if cohort_size > 1:
+        return _draw_at_k(nodes, want, history, rng, deadline_seconds, minimum)
     extra = math.ceil(policy.over_select * want) if (not dp or policy.dp_over_selection) else 0
     h = {n: history.get(n, NodeHistory()) for n in nodes}
-    # Too slow for this job's deadline, on its own measured record: skipped while enough others remain.
-    in_time = [n for n in nodes if not (h[n].tried and h[n].seconds > deadline_seconds)]
-    if len(in_time) < minimum:
-        late = sorted((n for n in nodes if n not in in_time), key=lambda n: h[n].seconds)
-        in_time += late[: minimum - len(in_time)]
+    in_time = _in_time(nodes, h, deadline_seconds, minimum)
     total = min(len(in_time), want + extra)
     fresh = [n for n in in_time if not h[n].tried]
     tried = [n for n in in_time if h[n].tried]
-    # Against the typical node: once the model has converged most gains are valued 0, and a long streak
-    # that everyone shares says nothing about the node.
-    usual = max(GRACE, int(statistics.median(h[n].nonpositive_streak for n in in_time)) if in_time else 0)
-    weight = {n: 0.5 ** max(0, h[n].nonpositive_streak - usual) for n in in_time}
+    weight = _weights(in_time, h)
     # Nodes with no value estimate yet (rewards off, or not valued yet) are scored at the median of the
     # others'. A floor of a tenth of the typical positive value keeps speed deciding once gains fall below
     # the driver's noise floor (late rounds value most nodes at 0), and the 2^-streak weight still applies.

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run an aggregator, N nodes and a job driver on 127.0.0.1",
         description="End-to-end federated training on an embedded default: starts an aggregator, N node processes and a job driver on 127.0.0.1, shows progress, prints the final accuracy, and stops every process it started.",
     )
-    p.add_argument("--nodes", type=int, default=5, help="node processes (default %(default)s)")
+    p.add_argument("--nodes", type=int, default=9, help="node processes (default %(default)s: three cohorts at k = 3)")
     p.add_argument("--rounds", type=int, default=None, help="rounds (default: per dataset)")
     p.add_argument("--dataset", default="mnist1d", choices=["mnist1d", "digits"], help="public dataset, generated locally (default %(default)s)")
     p.add_argument("--samples", type=int, default=None, help="dataset size to generate (default: per dataset)")
@@ -23,7 +23,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--partition", choices=["iid", "dirichlet"], default="iid", help="how the data is split between nodes (default %(default)s)")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for --partition dirichlet (default %(default)s)")
     p.add_argument("--encryption", choices=["ckks", "bfv8", "bfv8-32", "none"], default="ckks", help="update encryption; bfv8 and bfv8-32 (<= 32 nodes) are the 8-bit bandwidth modes (default %(default)s)")
-    p.add_argument("--cohort-size", "-k", type=int, default=1, help="k: the driver only sees sums of >= k nodes (default %(default)s)")
+    p.add_argument(
+        "--cohort-size", "-k", type=int, default=None,
+        help="k: the driver only sees sums of >= k nodes (default 3; 1 with --public, whose updates reveal nothing private)",
+    )
     p.add_argument("--epsilon", type=float, default=None, help="turn on DP-SGD on the nodes with this epsilon target for the job")
     p.add_argument("--epsilon-cap", type=float, default=None, help="each data owner's epsilon cap; tasks past it are refused")
     p.add_argument("--free-riders", type=int, default=0, help="nodes that send zeros / noise / the replayed global change")

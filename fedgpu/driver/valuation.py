@@ -14,9 +14,9 @@ paired evaluation noise, and nothing is kept when what is left does clearly wors
 takes the best free step, which may be to stay). The round's model is the rule over the kept cohorts, and Shapley values (exact up to
 8 cohorts, sampled above) are computed in the game over them. Without this, any cohort would earn by
 *outweighing* a poisoner inside coalitions. Values below the evaluation's own noise count 0. A ridge
-estimate across reshuffled cohorts says what each node is worth; a cohort's gain is credited to the
-members whose lower bound clears 0, and the round's pool is paid pro rata to positive credit (a pool
-nobody has earned yet waits for the next round).
+estimate across reshuffled cohorts says what each node is worth; each member of a kept cohort is
+credited its proven worth (the lower bound, when it clears 0), and the round's pool is paid pro rata
+to positive credit (a pool nobody has earned yet waits, at most one extra pool a round).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from fedgpu.rewards import (
     encode_utilities,
     noise_floor,
     payout,
+    proven_credit,
     round_observations,
     shapley,
     split_cohort_value,
@@ -126,10 +127,12 @@ class RoundValuer:
         values = zero_below_floor(values, floor)
         scale = max([abs(float(values[i])) for i in kept] + [floor, 1e-12])
         self.estimator.observe_round(rnd, cohorts, round_observations(values, scale))
-        node_values = self.credit(cohorts, values)
-        offered = self.pool + self.carried
-        rewards = payout(node_values, offered)
-        self.carried = offered - math.fsum(rewards.values())
+        credited, node_values = self.credit(cohorts, values, math.sqrt(scale))
+        # An unearned pool waits, but a round releases at most one more: a node that is the first to be
+        # proven must not collect every earlier round's pool on its first lower bound above 0.
+        offered = self.pool + min(self.carried, self.pool)
+        rewards = payout(credited, offered)
+        self.carried += self.pool - math.fsum(rewards.values())
         for node, v in node_values.items():
             self.reputation.update(node, v)
             self.totals[node] = self.totals.get(node, 0.0) + rewards.get(node, 0.0)
@@ -189,27 +192,32 @@ class RoundValuer:
             values = values * (u_all / total)
         return ShapleyResult(values=values, evaluations=2, utilities={frozenset(): 0.0, grand: u_all}, exact=False)
 
-    def credit(self, cohorts: list[list[str]], values: np.ndarray) -> dict[str, float]:
-        """Each node's share of its cohort's value this round.
+    def credit(self, cohorts: list[list[str]], values: np.ndarray, unit: float = 1.0) -> tuple[dict[str, float], dict[str, float]]:
+        """(credit, value) of each node this round: what the pool is shared by, and what the ledger records.
 
-        A cohort of one is its member's own measured value. Inside larger cohorts a gain is credited
-        only to members whose lower bound ``estimate - z * se`` is above 0, pro rata to it: a free
-        rider that sat in a good cohort has an estimate near 0 and is credited nothing, and until the
-        evidence shows who earned a gain nobody is credited it (that round's pool waits for the next
-        round). A loss is charged to the members with negative estimates.
+        A cohort of one is its member's own measured value, both. In a larger cohort that was kept (value
+        >= 0) each member is credited its proven worth, ``max(estimate - z * se, 0)`` (``unit``: the
+        round's scale back from the estimator's), whatever this round's noisy cohort value, so a free
+        rider that sat with a good cohort is credited nothing and a node seen in few cohorts is not paid
+        on noise (until the evidence shows who earned a round nobody is, and its pool waits); its
+        recorded value is its point estimate (selection reads it). A cohort left out (value < 0) is
+        charged to the members with negative estimates, both.
         """
         est = self.estimator.estimates()
-        proven = {n: max(b, 0.0) for n, b in self.estimator.lower_bounds(self.confidence).items()}
-        out: dict[str, float] = {}
+        lower = self.estimator.lower_bounds(self.confidence)
+        credited: dict[str, float] = {}
+        recorded: dict[str, float] = {}
         for v, members in zip(values, cohorts, strict=True):
             if len(members) == 1:
-                out[members[0]] = float(v)
-            elif v > 0:
-                weights = {m: proven.get(m, 0.0) for m in members}
-                out.update(split_cohort_value(float(v), members, weights) if any(weights.values()) else {m: 0.0 for m in members})
+                credited[members[0]] = recorded[members[0]] = float(v)
+            elif v >= 0:
+                credited.update(proven_credit(members, lower, unit))
+                recorded.update({m: est.get(m, 0.0) * unit for m in members})
             else:
-                out.update(split_cohort_value(float(v), members, est))
-        return out
+                share = split_cohort_value(float(v), members, est)
+                credited.update(share)
+                recorded.update(share)
+        return credited, recorded
 
     @staticmethod
     def keep(game: CohortGame, z_drop: float = 1.0, z: float = 2.0, screen: np.ndarray | None = None) -> list[int]:

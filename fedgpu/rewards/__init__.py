@@ -31,7 +31,14 @@ from fedgpu.rewards.chain import (
     verify_head,
     verify_ledger,
 )
-from fedgpu.rewards.estimate import NodeValueEstimator, Observation, Reputation, round_observations, split_cohort_value
+from fedgpu.rewards.estimate import (
+    NodeValueEstimator,
+    Observation,
+    Reputation,
+    proven_credit,
+    round_observations,
+    split_cohort_value,
+)
 from fedgpu.rewards.payout import payout, payout_units
 from fedgpu.rewards.shapley import (
     ShapleyResult,
@@ -79,6 +86,7 @@ __all__ = [
     "noise_floor",
     "payout",
     "payout_units",
+    "proven_credit",
     "public_key_bytes",
     "round_observations",
     "shapley",

@@ -227,6 +227,28 @@ def split_cohort_value(cohort_value: float, members: Sequence[str], estimates: M
     return {m: cohort_value * (float(w) / total) for m, w in zip(cohort, weights, strict=True)}  # the share first: subnormal weights must not underflow the product
 
 
+def proven_credit(members: Sequence[str], lower_bounds: Mapping[str, float], unit: float = 1.0) -> dict[str, float]:
+    """What each member of a kept cohort of two or more is credited this round: its proven worth.
+
+    That is ``max(lower bound, 0) * unit`` (``unit`` turns the estimator's scale back into the round's
+    value), not a share of the cohort's value: one cohort's value is far noisier than a node's worth
+    (docs/selection.md), and a share of it pays whoever sat with a good
+    cohort. A node seen in few cohorts has a wide error and a lower bound <= 0, so it is paid nothing
+    on noise; a free rider's bound clears 0 only as often as the confidence allows. Members without
+    a bound (never observed) are credited 0.
+    """
+    if not (math.isfinite(unit) and unit >= 0):
+        raise RewardsError(f"unit must be a finite number >= 0, got {unit}")
+    cohort = list(members)
+    if len(set(cohort)) != len(cohort):
+        raise RewardsError(f"cohort {cohort} names a node twice")
+    out = {}
+    for m in cohort:
+        b = lower_bounds.get(m, -math.inf)
+        out[m] = max(b, 0.0) * unit if math.isfinite(b) else 0.0
+    return out
+
+
 class Reputation:
     """Exponential moving average of each node's per-round value: r <- (1 - alpha) r + alpha v.
 
@@ -275,4 +297,4 @@ def round_observations(values: Sequence[float] | np.ndarray, scale: float) -> li
     return [max(min(float(v), scale), -scale) / root for v in values]
 
 
-__all__ = ["NodeValueEstimator", "Observation", "Reputation", "round_observations", "split_cohort_value"]
+__all__ = ["NodeValueEstimator", "Observation", "Reputation", "proven_credit", "round_observations", "split_cohort_value"]

@@ -117,3 +117,19 @@ def test_a_node_cut_by_an_early_close_counts_as_tried_and_as_at_least_that_slow(
     picks = [select(NODES, 4, history, UTILITY, random.Random(r), deadline_seconds=60.0).chosen for r in range(50)]
     assert not any("n8" in p for p in picks)  # slower than the deadline on its own record
     assert all("n9" in p for p in picks)  # the one fresh node is explored
+
+
+def test_at_k3_slots_are_a_uniform_draw_among_nodes_in_time_without_over_selection() -> None:
+    # n0, n1: estimates <= 0 for their last 6 rounds; n9 is the fastest by far; n8 is past the deadline.
+    # At k > 1 none of it but the deadline decides: a node's estimate from cohort values is too noisy.
+    values = {n: (0.1,) * 6 for n in NODES} | {"n0": (0.0,) * 6, "n1": (-0.01, 0.0, -0.02, 0.0, 0.0, -0.01)}
+    history = {n: NodeHistory(tasks=6, seconds={"n9": 0.1, "n8": 90.0}.get(n, 5.0), values=values[n]) for n in NODES}
+    c: Counter[str] = Counter()
+    for r in range(300):
+        got = select(NODES, 6, history, UTILITY, random.Random(r), 60.0, cohort_size=3)
+        assert len(got.chosen) == 6 == got.enough  # no extra task to cut: the slowest hold the most data
+        c.update(got.chosen)
+    assert c["n8"] == 0
+    drawn = [c[n] for n in NODES if n != "n8"]
+    assert min(drawn) > 0.8 * 300 * 6 / 9 and max(drawn) < 1.2 * 300 * 6 / 9  # each about 6 of 9 rounds
+    assert len(select(NODES, 6, history, UTILITY, random.Random(0), 60.0, cohort_size=1).chosen) == 8  # k = 1: ranked, over-selected

@@ -10,7 +10,7 @@ from fedgpu.demo import DemoConfig, run_demo
 def test_demo_trains_over_tls(tmp_path: Path) -> None:
     events: list[dict] = []
     out = tmp_path / "demo"
-    report = run_demo(DemoConfig(nodes=2, rounds=2, dataset="digits", encryption="none", out=out), events.append)
+    report = run_demo(DemoConfig(nodes=2, rounds=2, dataset="digits", encryption="none", cohort_size=1, out=out), events.append)
     assert [r["round"] for r in report["rounds"]] == [1, 2]
     assert report["final_accuracy"] > 0.5
     assert next(ev for ev in events if ev["event"] == "aggregator")["tls"] is True

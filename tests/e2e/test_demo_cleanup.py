@@ -32,7 +32,7 @@ def processes_mentioning(text: str) -> list[int]:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_demo_stops_every_process_it_started(tmp_path: Path, sig: signal.Signals) -> None:
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "fedgpu", "demo", "--dataset", "digits", "--nodes", "2", "--rounds", "50", "--encryption", "none", "--out", str(out)]
+    cmd = [sys.executable, "-m", "fedgpu", "demo", "--dataset", "digits", "--nodes", "2", "-k", "1", "--rounds", "50", "--encryption", "none", "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         assert proc.stdout is not None

@@ -12,7 +12,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "flower_client.py"
 
 def test_flower_client_trains_beside_native_nodes(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    cfg = DemoConfig(nodes=3, rounds=6, samples=6000, out=out, flower_client=f"{EXAMPLE}:client_fn", flower_nodes=1)
+    cfg = DemoConfig(nodes=3, rounds=6, samples=6000, cohort_size=1, out=out, flower_client=f"{EXAMPLE}:client_fn", flower_nodes=1)
     report = run_demo(cfg)
     flower_id = Identity.load_or_create(out / "node0" / "identity.pem").node_id
     log = (out / "node0.log").read_text()

@@ -190,6 +190,7 @@ dataset = "digits"
 rounds = 4
 nodes_per_round = 3
 min_nodes = 2
+cohort_size = 1
 deadline_seconds = 20
 driver_lease_seconds = {lease}
 

@@ -190,3 +190,52 @@ def test_sparse_estimator_keeps_no_square_matrix_at_scale() -> None:
     assert len(got) == 20_000
     assert all(math.isclose(v, 0.2, rel_tol=1e-4) for v in list(got.values())[:50])
     assert est._gram_matrix().nnz == 4_000 * 25
+
+
+def _cohort_game(seed: int, credit_rule: str, rounds: int = 40, z: float = 1.5) -> dict[str, float]:
+    """Total rewards of 8 honest nodes and 2 free riders (worth 0), 6 of them a round in cohorts of 3.
+
+    A round's pool (1) goes pro rata to the round's credit; a cohort's value is its members' worth plus
+    noise as large as the mean honest worth."""
+    from fedgpu.rewards import payout, proven_credit
+
+    rng = np.random.default_rng(seed)
+    worth = {f"h{i}": float(w) for i, w in enumerate(rng.uniform(0.5, 1.5, 8))} | {"fr0": 0.0, "fr1": 0.0}
+    nodes, est = sorted(worth), NodeValueEstimator()
+    totals = dict.fromkeys(nodes, 0.0)
+    for rnd in range(1, rounds + 1):
+        chosen = list(rng.choice(nodes, 6, replace=False))
+        cohorts = [chosen[:3], chosen[3:]]
+        values = [max(sum(worth[m] for m in c) + float(rng.normal(0.0, 1.0)), 0.0) for c in cohorts]
+        est.observe_round(rnd, cohorts, values)
+        lower, credit = est.lower_bounds(z), {}
+        for c, v in zip(cohorts, values, strict=True):
+            w = {m: max(lower[m], 0.0) for m in c}
+            credit |= proven_credit(c, lower) if credit_rule == "proven" else split_cohort_value(v, c, w) if any(w.values()) else dict.fromkeys(c, 0.0)
+        for n, r in payout(credit, 1.0).items():
+            totals[n] += r
+    return totals
+
+
+def test_proven_credit_pays_free_riders_about_nothing_and_honest_nodes_positively() -> None:
+    ratios, shares = [], []
+    for seed in range(6):
+        proven, split = _cohort_game(seed, "proven"), _cohort_game(seed, "split", z=0.5)  # the old rule: a share of the cohort's value
+        honest = sorted(v for n, v in proven.items() if n.startswith("h"))
+        median = (honest[3] + honest[4]) / 2
+        assert median > 0.0 and sum(v > 0 for v in honest) >= 6  # honest nodes get paid
+        ratios.append(max(proven["fr0"], proven["fr1"]) / median)
+        split_honest = sorted(v for n, v in split.items() if n.startswith("h"))
+        shares.append(max(split["fr0"], split["fr1"]) / ((split_honest[3] + split_honest[4]) / 2))
+    assert float(np.median(ratios)) <= 0.1 < float(np.median(shares))  # a share by a loose bound pays them several times more
+
+
+def test_proven_credit_is_the_lower_bound_in_the_rounds_unit() -> None:
+    from fedgpu.rewards import proven_credit
+
+    got = proven_credit(["a", "b", "c", "d"], {"a": 0.5, "b": -0.2, "c": -math.inf}, unit=2.0)
+    assert got == {"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0}
+    with pytest.raises(RewardsError, match="twice"):
+        proven_credit(["a", "a"], {"a": 1.0})
+    with pytest.raises(RewardsError, match="unit"):
+        proven_credit(["a"], {"a": 1.0}, unit=math.nan)

@@ -27,7 +27,7 @@ def test_a_public_data_table_turns_it_on_and_round_trips_the_wire() -> None:
     assert spec.public_data is not None and spec.public_data.shards == 4  # 0: nodes_per_round
     assert spec.dataset_capability == "public:digits"
     assert job_config(spec).public_data.replication == 0.25
-    private = job_spec_of(job_from_dict(BASE), EncryptionContext(scheme="none"), 10)
+    private = job_spec_of(job_from_dict({**BASE, "cohort_size": 1}), EncryptionContext(scheme="none"), 10)
     assert private.public_data is None and private.dataset_capability == "digits"
 
 

@@ -225,6 +225,7 @@ dataset = "digits"
 rounds = 1
 nodes_per_round = 1
 min_nodes = 1
+cohort_size = 1
 [encryption]
 scheme = "none"
 [rewards]
