@@ -9,7 +9,8 @@ local epochs, batch size, learning rate and rounds; both evaluate the global mod
 test set after every round.
 
 Prints one JSON object: {"runs": [{"framework", "model", "params", "nodes", "rewards", "round_s",
-"time_to_final_round_s", "final_accuracy", "bytes_up_per_node", "peak_rss_mb_total", ...}]}
+"time_to_final_round_s", "final_accuracy", "bytes_up_per_node", "peak_rss_mb_total", "peak_pss_mb_total",
+"memory_by_role", "leftover_processes", ...}], "ratios": [...], "leftover_processes": 0, ...}
 
   round_s               median time between the ends of consecutive rounds, round 1 left out (it
                         carries the start-up)
@@ -19,16 +20,30 @@ Prints one JSON object: {"runs": [{"framework", "model", "params", "nodes", "rew
                         payload, without HTTP framing)
   peak_rss_mb_total     the peak, over samples every 0.25 s, of the summed RSS of every process of the run
                         (each run's processes carry a tag in their environment, so processes Flower starts
-                        detached are counted too); the job driver counts for fedgpu, the CLI for Flower
+                        detached are counted too); the job driver counts for fedgpu, the CLI for Flower (not
+                        the bench's launcher process). Shared library pages count once per process.
+  peak_pss_mb_total     the same sum of PSS (every 0.5 s): a page shared by k processes counts 1/k in each.
+                        Pages shared with processes outside the run (other users of the same venv) count
+                        a share too, so on a busy machine PSS reads a little low for both frameworks.
+  memory_by_role        per role (flower-superlink, flwr-clientapp, fedgpu-node, bench-child = fedgpu's
+                        driver, ...): how many processes, and one process's largest peak RSS and PSS
+  leftover_processes    tagged processes still alive after the run was stopped (must be 0). Every process
+                        runs in its own session; SIGTERM/SIGINT/SIGHUP, exceptions and atexit all end in
+                        killing every process carrying the run's tag (only those: other users run Flower
+                        too), and a run's child kills its tree if the bench dies, even by SIGKILL.
+  flower_token_failures ClientApp/ServerApp processes refused with "401 Runtime task-token authentication
+                        failed": each came up after its task's claim expired, and Flower started another
+                        (see --flower-heartbeat and scripts/flower_bench_site/sitecustomize.py)
 
 Usage: python scripts/bench_vs_flower.py [--nodes 2,10] [--models cnn,mlp] [--frameworks flower,fedgpu-ckks,fedgpu-none]
-       [--rounds 5] [--rewards-off]
+       [--rounds 5] [--rewards-off] [--flower-heartbeat 120]
 Needs `pip install "fedgpu[flower-bench]"` (Flower >= 1.42: the SuperLink/SuperNode over HTTP it measures).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import itertools
 import json
@@ -49,67 +64,216 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "scripts" / "flower_bench_app"
 BIN = Path(sys.executable).parent
+SITE = ROOT / "scripts" / "flower_bench_site"
 MODELS = {"cnn": "cnn1d", "mlp": "mlp_1m"}
 TAG = "FEDGPU_BENCH_RUN"
+HEARTBEAT_ENV = "FEDGPU_BENCH_FLWR_HEARTBEAT"
+TOKEN_FAILURE = "task-token authentication failed"
 PAGE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
-# ---- memory: the summed RSS of every process carrying the run's tag ------------------------------
+# ---- processes: every one a run starts carries its tag, and dies on every exit path -----------------
+def _tag_of(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+    except OSError:  # gone, or not ours
+        return None
+    prefix = f"{TAG}=".encode()
+    return next((e[len(prefix):].decode() for e in env if e.startswith(prefix)), None)
+
+
+def _age_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            start = int(f.read().rsplit(")", 1)[1].split()[19]) / TICKS
+        with open("/proc/uptime") as f:
+            return float(f.read().split()[0]) - start
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class TagScanner:
+    """The live processes carrying a tag. A process's environment changes only at exec, which follows its fork
+    within milliseconds, so an untagged process is remembered once it is 2 s old (the machine runs hundreds
+    of other processes; rereading all their environments every tick would cost a good part of a core)."""
+
+    def __init__(self) -> None:
+        self._untagged: set[int] = set()
+
+    def pids(self, tag: str) -> list[int]:
+        live = {int(e) for e in os.listdir("/proc") if e.isdigit()}
+        self._untagged &= live
+        found = []
+        for pid in sorted(live - self._untagged):
+            t = _tag_of(pid)  # reread each time: a zombie's environment is empty
+            if t == tag:
+                found.append(pid)
+            elif t is None and _age_s(pid) > 2.0:
+                self._untagged.add(pid)
+        return found
+
+
 def tagged_pids(tag: str) -> list[int]:
-    needle = f"{TAG}={tag}".encode()
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    out.append(int(entry))
-        except OSError:  # gone, or not ours
-            continue
-    return out
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and _tag_of(int(e)) == tag]
 
 
-def rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / 2**20
+def kill_tagged(tag: str, grace: float = 5.0, limit: float = 60.0) -> int:
+    """Stop what is left of a run: only processes this benchmark started (they carry its tag). SIGTERM, then
+    SIGKILL to the rest after ``grace`` s, again and again (a SuperExec may start a ClientApp meanwhile);
+    returns how many are still alive after ``limit`` s (0 unless something cannot be killed)."""
+    me = os.getpid()
+
+    def alive() -> list[int]:
+        return [p for p in tagged_pids(tag) if p != me]
+
+    for pid in alive():
+        with contextlib.suppress(OSError):  # already gone
+            os.kill(pid, signal.SIGTERM)
+    end = time.monotonic() + grace
+    while alive() and time.monotonic() < end:
+        time.sleep(0.2)
+    end = time.monotonic() + limit
+    while (pids := alive()) and time.monotonic() < end:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    return len(alive())
 
 
-class RssSampler:
-    def __init__(self, tag: str) -> None:
-        self.tag, self.peak, self._stop = tag, 0.0, threading.Event()
+LIVE_TAGS: set[str] = set()  # runs whose processes may still be alive: killed at exit, however the bench exits
+
+
+def kill_live() -> None:
+    for tag in list(LIVE_TAGS):
+        if kill_tagged(tag) == 0:
+            LIVE_TAGS.discard(tag)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every finally, then atexit
+
+
+def install_exit_handlers() -> None:
+    """SIGTERM, SIGINT and SIGHUP exit through the finally blocks and atexit, which kill every tagged process."""
+    atexit.register(kill_live)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
+
+
+def watch_parent(tag: str) -> None:
+    """In a run's child: when the bench dies (even by SIGKILL, which no handler sees), kill the run's tree and exit."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        kill_tagged(tag, grace=2.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+# ---- memory: the summed RSS and PSS of every process carrying the run's tag ----------------------
+def role_of(pid: int) -> str:
+    """What a process is, from its command line: flower-superlink, flwr-clientapp, ..., fedgpu-node, fedgpu-aggregator."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return "gone"
+    if not argv:
+        return "unknown"
+    if "--child" in argv:
+        return "bench-child"
+    if len(argv) > 2 and argv[1] == "-m" and argv[2] != "fedgpu":
+        return argv[2]
+    names = [Path(a).name for a in argv[:2]]
+    flower = next((n for n in names if n.startswith(("flower-", "flwr"))), None)
+    if flower is not None:
+        return flower
+    if "fedgpu" in argv:
+        rest = [a for a in argv[argv.index("fedgpu") + 1:] if not a.startswith("-")]
+        return f"fedgpu-{rest[0]}" if rest else "fedgpu"
+    return names[0]
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE / 2**20
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _pss_mb(pid: int) -> float | None:
+    """Proportional set size: each shared page counted once across the processes that map it."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, IndexError, ValueError):
+        return None
+    return None
+
+
+class MemorySampler:
+    """Peaks of the summed RSS (every 0.25 s) and PSS (every 0.5 s: smaps_rollup walks page tables) of a run's
+    processes, and each process's own peaks by role. ``skip`` roles (the launcher of a Flower run) are not summed."""
+
+    def __init__(self, tag: str, skip: tuple[str, ...] = ()) -> None:
+        self.tag, self.skip = tag, skip
+        self.peak_rss = self.peak_pss = 0.0
+        self.procs: dict[int, dict[str, Any]] = {}
+        self._scanner, self._stop = TagScanner(), threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self, with_pss: bool) -> None:
+        rss_total = pss_total = 0.0
+        for pid in self._scanner.pids(self.tag):
+            proc = self.procs.setdefault(pid, {"role": "unknown", "rss": 0.0, "pss": 0.0})
+            if (role := role_of(pid)) not in ("gone", "unknown"):  # a zombie has no command line left
+                proc["role"] = role  # read again each time: a fork keeps its parent's command line until it execs
+            rss = _rss_mb(pid)
+            if rss is None:
+                continue
+            proc["rss"] = max(proc["rss"], rss)
+            counted = proc["role"] not in self.skip
+            rss_total += rss if counted else 0.0
+            if with_pss and (pss := _pss_mb(pid)) is not None:
+                proc["pss"] = max(proc["pss"], pss)
+                pss_total += pss if counted else 0.0
+        self.peak_rss = max(self.peak_rss, rss_total)
+        if with_pss:
+            self.peak_pss = max(self.peak_pss, pss_total)
+
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mb(tagged_pids(self.tag)))
+        for tick in itertools.count():
+            if self._stop.is_set():
+                return
+            self._sample(with_pss=tick % 2 == 0)
             self._stop.wait(0.25)
 
-    def __enter__(self) -> RssSampler:
+    def by_role(self) -> dict[str, dict[str, float]]:
+        """Per role: how many processes, and the largest peak RSS and PSS of one of them (MB)."""
+        out: dict[str, dict[str, float]] = {}
+        for proc in self.procs.values():
+            r = out.setdefault(proc["role"], {"processes": 0, "max_rss_mb": 0.0, "max_pss_mb": 0.0})
+            r["processes"] += 1
+            r["max_rss_mb"] = round(max(r["max_rss_mb"], proc["rss"]), 1)
+            r["max_pss_mb"] = round(max(r["max_pss_mb"], proc["pss"]), 1)
+        return dict(sorted(out.items()))
+
+    def __enter__(self) -> MemorySampler:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def kill_tagged(tag: str) -> None:
-    """Stop what is left of a run: only processes this benchmark started (they carry its tag)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = [p for p in tagged_pids(tag) if p != os.getpid()]
-        for pid in pids:
-            with contextlib.suppress(OSError):  # already gone
-                os.kill(pid, sig)
-        if not pids:
-            return
-        time.sleep(2.0)
 
 
 def free_port() -> int:
@@ -155,12 +319,14 @@ def run_flower(work: Path, model: str, nodes: int, a: argparse.Namespace, env: d
     port = free_port()
     (home / "config.toml").write_text(f'[superlink]\ndefault = "bench"\n\n[superlink.bench]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
     env = {**env, "FLWR_HOME": str(home), "PATH": os.pathsep.join([str(BIN), env.get("PATH", "")])}  # it starts flower-superexec etc. by name
+    if a.flower_heartbeat > 0:  # scripts/flower_bench_site/sitecustomize.py sets Flower's heartbeat interval in each Flower process
+        env = {**env, HEARTBEAT_ENV: str(a.flower_heartbeat), "PYTHONPATH": os.pathsep.join([str(SITE), env.get("PYTHONPATH", "")])}
     logs: list[Any] = []
 
     def start(cmd: list[str], name: str) -> subprocess.Popen[bytes]:
         log = (work / name).open("wb")
         logs.append(log)
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work, start_new_session=True)
 
     procs = [start([str(BIN / "flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(port)], "superlink.log")]
     try:
@@ -182,9 +348,9 @@ def run_flower(work: Path, model: str, nodes: int, a: argparse.Namespace, env: d
         end = time.monotonic() + a.timeout
         while not result.exists():
             if time.monotonic() > end:
-                raise RuntimeError(f"the Flower run did not finish in {a.timeout:.0f} s; see {work}/*.log")
+                raise RuntimeError(f"the Flower run did not finish in {a.timeout:.0f} s; see {work}/*.log ({token_failures(work)} task-token failures)")
             if any(p.poll() is not None for p in procs):
-                raise RuntimeError(f"a Flower process exited; see {work}/*.log")
+                raise RuntimeError(f"a Flower process exited; see {work}/*.log ({token_failures(work)} task-token failures)")
             time.sleep(0.25)
         cli.wait(timeout=60)
     finally:
@@ -202,7 +368,16 @@ def run_flower(work: Path, model: str, nodes: int, a: argparse.Namespace, env: d
     ends = [r["t"] for r in rows if r["round"] >= 1]
     train = json.loads(result.read_text())["train_metrics"]
     last = train[str(a.rounds)]
-    return {**round_stats(ends, start_t), "final_accuracy": rows[-1]["accuracy"], "bytes_up_per_node": int(last["bytes-up"]), "train_s": round(float(last["train-s"]), 3)}
+    return {
+        **round_stats(ends, start_t), "final_accuracy": rows[-1]["accuracy"], "bytes_up_per_node": int(last["bytes-up"]), "train_s": round(float(last["train-s"]), 3),
+        "flower_token_failures": token_failures(work),
+    }
+
+
+def token_failures(work: Path) -> int:
+    """How often a Flower app process came up after its task's claim had expired (its token refused with 401):
+    each time, the SuperExec started another process for the task."""
+    return sum(log.read_text(errors="replace").count(TOKEN_FAILURE) for log in work.glob("*.log"))
 
 
 # ---- fedgpu: aggregator + nodes (processes) + the driver (this process) ---------------------------
@@ -249,6 +424,10 @@ def run_fedgpu(work: Path, model: str, nodes: int, scheme: str, rewards: bool, a
 
 # ---- one run per child process, measured from the parent ------------------------------------------
 def child(spec: dict[str, Any], a: argparse.Namespace) -> None:
+    tag = os.environ[TAG]
+    install_exit_handlers()
+    LIVE_TAGS.add(tag)  # at exit, whatever the path, the processes this run started die with it (not this one)
+    watch_parent(tag)
     work = Path(spec["work"])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     if spec["framework"] == "flower":
@@ -263,17 +442,25 @@ def measure(spec: dict[str, Any], argv: list[str]) -> dict[str, Any]:
     work = Path(spec["work"])
     env = {**os.environ, TAG: tag, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
     t0 = time.perf_counter()
-    with RssSampler(tag) as sampler, (work / "child.log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, __file__, *argv, "--child", json.dumps(spec)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    LIVE_TAGS.add(tag)
+    skip = ("bench-child",) if spec["framework"] == "flower" else ()  # Flower's run: the launcher is not Flower; fedgpu's: it is the driver
+    with MemorySampler(tag, skip) as sampler, (work / "child.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, __file__, *argv, "--child", json.dumps(spec)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             proc.wait()
         finally:
-            kill_tagged(tag)
+            left = kill_tagged(tag)
+            if left == 0:
+                LIVE_TAGS.discard(tag)
     row = {k: spec[k] for k in ("framework", "model", "params", "nodes", "rewards")}
+    memory = {
+        "peak_rss_mb_total": round(sampler.peak_rss, 1), "peak_pss_mb_total": round(sampler.peak_pss, 1), "memory_by_role": sampler.by_role(),
+        "leftover_processes": left, "wall_s": round(time.perf_counter() - t0, 1),
+    }
     if proc.returncode != 0 or not (work / "out.json").exists():
         tail = (work / "child.log").read_text(errors="replace")[-1500:]
-        return {**row, "error": f"exit {proc.returncode}: {tail}", "peak_rss_mb_total": round(sampler.peak, 1), "wall_s": round(time.perf_counter() - t0, 1)}
-    return {**row, **json.loads((work / "out.json").read_text()), "peak_rss_mb_total": round(sampler.peak, 1), "wall_s": round(time.perf_counter() - t0, 1)}
+        return {**row, "error": f"exit {proc.returncode}: {tail}", **memory}
+    return {**row, **json.loads((work / "out.json").read_text()), **memory}
 
 
 def main() -> None:
@@ -290,16 +477,22 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=10_000, help="MNIST-1D samples generated (80 %% split between the nodes, 20 %% test)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds one run may take")
     ap.add_argument("--keep", type=Path, default=None, help="keep the runs' folders (logs) here")
+    ap.add_argument(
+        "--flower-heartbeat", type=float, default=120.0,
+        help="Flower's heartbeat interval in s (its HEARTBEAT_DEFAULT_INTERVAL, 30): a claimed task's app process must send its first "
+        "heartbeat within it, or its token expires (401) and the task is started again; 0 keeps Flower's (default %(default)s)",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child is not None:
         child(json.loads(a.child), a)
         return
+    install_exit_handlers()
     if not (BIN / "flower-superlink").exists():
         sys.exit(f'no flower-superlink beside {sys.executable}: pip install "fedgpu[flower-bench]" (Flower 1.42\'s deployment runtime)')
     from fedgpu.models import ModelSpec, build_model, count_params
 
-    argv = [f"--rounds={a.rounds}", f"--epochs={a.epochs}", f"--batch-size={a.batch_size}", f"--lr={a.lr}", f"--momentum={a.momentum}", f"--timeout={a.timeout}"]
+    argv = [f"--rounds={a.rounds}", f"--epochs={a.epochs}", f"--batch-size={a.batch_size}", f"--lr={a.lr}", f"--momentum={a.momentum}", f"--timeout={a.timeout}", f"--flower-heartbeat={a.flower_heartbeat}"]
     root = Path(tempfile.mkdtemp(prefix="fedgpu-vs-flower-")) if a.keep is None else a.keep
     runs: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -329,11 +522,14 @@ def main() -> None:
                 ratios.append({
                     "model": r["model"], "nodes": r["nodes"], "flower_over_fedgpu_ckks_round_s": round(fl["round_s"] / r["round_s"], 2),
                     "fedgpu_ckks_over_flower_rss": round(r["peak_rss_mb_total"] / fl["peak_rss_mb_total"], 3),
+                    "fedgpu_ckks_over_flower_pss": round(r["peak_pss_mb_total"] / fl["peak_pss_mb_total"], 3),
                     "accuracy_points_fedgpu_minus_flower": round(100 * (r["final_accuracy"] - fl["final_accuracy"]), 2),
                 })
     out = {
-        "runs": runs, "ratios": ratios, "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end (shared: figures under load)",
-        "settings": {"rounds": a.rounds, "epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "samples": a.samples, "torch_threads_per_node": 1},
+        "runs": runs, "ratios": ratios, "leftover_processes": sum(r["leftover_processes"] for r in runs), "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end (shared: figures under load)",
+        "settings": {"rounds": a.rounds, "epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "samples": a.samples, "torch_threads_per_node": 1,
+            "flower_heartbeat_s": a.flower_heartbeat or 30.0,
+        },
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     print(json.dumps(out, indent=2))
