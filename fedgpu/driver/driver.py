@@ -17,6 +17,7 @@ On a public-data job the driver also compares the round's replicated tasks befor
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ from typing import Any
 import grpc
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from fedgpu import crypto
 from fedgpu.aggregation import get_rule
@@ -57,7 +59,7 @@ Progress = Callable[[dict[str, Any]], None]
 JOB_FILE = "job.json"
 # The driver's evaluations run deterministic at this many torch threads, as nodes train (fedgpu.node.training):
 # its values are then reproducible, and on a shared or busy CPU a second thread spun on barriers for 6-8x the
-# CPU seconds of one (docs/protocol.md, "Valuation cost"). `fedgpu train --threads N` raises it.
+# CPU seconds of one, and numpy's BLAS likewise (docs/protocol.md, "Valuation cost"). `fedgpu train --threads N` raises it.
 DRIVER_THREADS = 1
 SCALER = ("feature_mean", "feature_std")  # a model's standardisation buffers: set by the statistics round, then fixed
 
@@ -357,7 +359,7 @@ class JobDriver:
         new["feature_mean"] = torch.from_numpy(stats.mean).to(self.state["feature_mean"].dtype)
         new["feature_std"] = torch.from_numpy(stats.std).to(self.state["feature_std"].dtype)
         self.model.load_state_dict(new)
-        with deterministic(self.threads):
+        with self._compute():
             acc, loss = evaluate(self.model, self.validation)
         self.state = new
         rec = round_record(
@@ -383,8 +385,15 @@ class JobDriver:
     ) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
         """Aggregate, value and evaluate the round's decrypted sums; the new model is in ``self.state``.
         ``started``: when the round's driver work began (its driver_seconds count from there)."""
-        with deterministic(self.threads):
+        with self._compute():
             return self._apply_sums(ev, sums, dropped, time.perf_counter() if started is None else started)
+
+    @contextlib.contextmanager
+    def _compute(self) -> Iterator[None]:
+        """The driver's evaluations: deterministic torch at ``threads`` threads, and numpy's BLAS at as many
+        (its dot products over a model's parameters spin a second thread as torch's kernels do)."""
+        with deterministic(self.threads), threadpool_limits(self.threads):
+            yield
 
     def _apply_sums(self, ev: JobEvent, sums: list[CohortSum], dropped: list[DroppedCohort], t0: float) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
         for s in sums:  # the scaler is the statistics round's: no update (nor a client-DP noise share) moves it
