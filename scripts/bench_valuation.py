@@ -606,8 +606,8 @@ def scaling(args: argparse.Namespace) -> dict[str, Any]:
 def _subset_fidelity(model_name: str, spec: Any, snapshot: tuple[dict[str, Any], dict[str, np.ndarray]], start: np.ndarray, members: list[list[str]],
                      sums: list[np.ndarray], weights: list[float], test: ArrayDataset, rc: RewardsConfig, seed: int, samples: int = 2000) -> dict[str, Any]:
     """The last round valued again from the same state on ``samples`` held-out samples, once on all of them and once
-    on the job default's subset (rewards.valuation_samples): Spearman of the kept cohorts' Shapley values (before
-    the noise floor; of all cohorts' values when the kept sets differ), whether the kept sets and steps agree, and the CPU of each."""
+    on the job default's subset (rewards.valuation_samples): Spearman of the Shapley values (before the noise floor)
+    of the cohorts both kept, whether the kept sets and steps agree, and the CPU of each."""
     from fedgpu.driver.valuation import RoundValuer
     from fedgpu.models import build_model
 
@@ -620,12 +620,15 @@ def _subset_fidelity(model_name: str, spec: Any, snapshot: tuple[dict[str, Any],
         c0 = time.process_time()
         got[name] = (v.value(3, start, members, sums, weights), time.process_time() - c0)
     (full, full_cpu), (sub, sub_cpu) = got["full"], got["subset"]
-    same = full.kept == sub.kept
-    a, b = (json.loads(full.evidence)["shapley"], json.loads(sub.evidence)["shapley"]) if same else (full.cohort_values, sub.cohort_values)
+    # each kept cohort's Shapley value (before the noise floor), compared on the cohorts both kept
+    fv = dict(zip(full.kept, json.loads(full.evidence)["shapley"], strict=True))
+    sv = dict(zip(sub.kept, json.loads(sub.evidence)["shapley"], strict=True))
+    both = sorted(set(fv) & set(sv))
+    a, b = [fv[c] for c in both], [sv[c] for c in both]
     return {
         "validation_samples": len(held), "subset_samples": rc.valuation_samples,
-        "spearman_subset_vs_full": round(spearman(list(a), list(b)), 3) if len(a) > 1 else None,
-        "kept_same": same, "kept_full": len(full.kept), "kept_subset": len(sub.kept),
+        "spearman_subset_vs_full": round(spearman(a, b), 3) if len(both) > 1 else None, "compared_cohorts": len(both),
+        "kept_same": full.kept == sub.kept, "kept_full": len(full.kept), "kept_subset": len(sub.kept),
         "step_full": [full.step, full.momentum], "step_subset": [sub.step, sub.momentum],
         "cpu_s_full": round(full_cpu, 3), "cpu_s_subset": round(sub_cpu, 3),
     }
