@@ -173,6 +173,11 @@ class RewardsConfig:
     # In cohorts of k > 1 a member is credited max(estimate - confidence * standard error, 0): higher pays
     # free riders less often and honest newcomers later (a round nobody earned carries over; docs/selection.md).
     confidence: float = 1.5
+    # Validation samples a round is valued on, drawn afresh each round (0: all of them): a round's
+    # valuation is tens of forward passes, so its cost follows this, not the held-out set's size. The
+    # reported accuracy is always on the whole set. 512: what the robust rule's figures were measured
+    # at (docs/robust.md), and 2x the noise floor of 2,000 samples (docs/protocol.md, "Valuation cost").
+    valuation_samples: int = 512
 
 
 @dataclass(frozen=True)
@@ -341,6 +346,7 @@ class JobConfig:
                 f"{list(self.rewards.momentum_steps)}; add {self.training.server_momentum} there or set server_momentum to 0",
             )
         need(1 <= self.rewards.budget <= 100_000, "rewards.budget", "must be in 1..100000")
+        need(self.rewards.valuation_samples == 0 or self.rewards.valuation_samples >= 2, "rewards.valuation_samples", "must be 0 (all) or >= 2")
         need(0 <= self.rewards.confidence <= 10, "rewards.confidence", f"must be in [0, 10], got {self.rewards.confidence}")
         a = self.aggregation
         if check_registry:

@@ -9,12 +9,16 @@ object: final accuracy, wall time and median round time of each, and the CKKS / 
   driver_s_per_round         the driver's work of a round (fetch, decrypt, value, evaluate, then publish), median
   slowest_train_s_per_round  the slowest node's training time in that round (what it reported), median
   driver_within_train_rounds rounds whose driver time was at most that round's slowest training
-Usage: python scripts/bench_demo.py [--only default,none,dirichlet,digits]
+  driver_phases_s            that driver time by phase (fetch, decrypt, valuation, evaluate, publish), medians
+  driver_cpu_s_per_round     this process's CPU seconds per round (the driver runs in it), median
+  valuation_forward_passes   the valuation's passes over the validation set per round, median
+Usage: python scripts/bench_demo.py [--only default,none,dirichlet,digits,k3]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -30,11 +34,17 @@ VARIANTS = {
     "none": {"encryption": "none"},
     "dirichlet": {"partition": "dirichlet"},
     "digits": {"dataset": "digits"},
+    "k3": {"nodes": 9, "cohort_size": 3},  # `fedgpu demo --nodes 9 -k 3`: three cohorts of three
 }
+PHASES = ("fetch", "decrypt", "valuation", "evaluate", "publish")
 
 
 def driver_s(rec: dict) -> float:
     return float(rec["driver_seconds"] + rec.get("publish_seconds", 0.0))
+
+
+def phase_s(rec: dict, name: str) -> float:
+    return float(rec.get("valuation", {}).get("seconds", 0.0) if name == "valuation" else rec.get(f"{name}_seconds", 0.0))
 
 
 def main() -> None:
@@ -44,11 +54,18 @@ def main() -> None:
     args = ap.parse_args()
     out: dict = {"machine": f"{os.cpu_count()} cores", "load_before": os.getloadavg()[0]}
     for name in args.only.split(","):
+        cpu: list[float] = []  # this process's CPU seconds at each round's end (the driver runs in this process)
+
+        def progress(ev: dict, cpu: list[float] = cpu) -> None:
+            if ev.get("event") == "round":
+                cpu.append(time.process_time())
+
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            report = run_demo(DemoConfig(seed=args.seed, out=Path(tmp) / "demo", **VARIANTS[name]))
+            report = run_demo(DemoConfig(seed=args.seed, out=Path(tmp) / "demo", **VARIANTS[name]), progress)
             wall = time.perf_counter() - t0
         rounds = report["rounds"][1:]
+        cpu_per_round = [b - a for a, b in itertools.pairwise(cpu)]
         out[name] = {
             "final_accuracy": report["final_accuracy"],
             "wall_s": round(wall, 1),
@@ -57,6 +74,9 @@ def main() -> None:
             "valuation_s": statistics.median(r.get("valuation", {}).get("seconds", 0.0) for r in rounds),
             "driver_s_per_round": statistics.median(driver_s(r) for r in rounds),
             "slowest_train_s_per_round": statistics.median(max(r["train_seconds"].values()) for r in rounds),
+            "driver_phases_s": {k: round(statistics.median(phase_s(r, k) for r in rounds), 4) for k in PHASES},
+            "driver_cpu_s_per_round": round(statistics.median(cpu_per_round), 3) if cpu_per_round else None,
+            "valuation_forward_passes": statistics.median(r.get("valuation", {}).get("evaluations", 0.0) for r in rounds),
             "driver_within_train_rounds": f"{sum(driver_s(r) <= max(r['train_seconds'].values()) for r in rounds)}/{len(rounds)}",
             "bytes_up_per_node_round": statistics.median(b for r in rounds for b in r["bytes_up_by_node"].values()),
             "params": report["params"],

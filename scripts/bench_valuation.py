@@ -571,13 +571,15 @@ def scaling(args: argparse.Namespace) -> dict[str, Any]:
         shards = [train.subset(np.sort(order[i * 500 : (i + 1) * 500])) for i in range(count)]
         v = valuer()
         flat = flatten(build_model(args.model, spec, seed=seed).state_dict())
-        secs, passes, train_s = [], [], []
+        secs, cpu, passes, train_s = [], [], [], []
         members = [[f"n{i}"] for i in range(count)]
         for rnd in range(1, 4):
             sums, weights, t = _cohort_updates(args.model, flat, shards, seed + rnd)
             train_s.append(t)
             snapshot = v.state()
+            c0 = time.process_time()
             res = v.value(rnd, flat, members, sums, weights)
+            cpu.append(time.process_time() - c0)
             secs.append(res.seconds)
             passes.append(res.evaluations)
             last, flat = flat, flat + res.update
@@ -586,18 +588,54 @@ def scaling(args: argparse.Namespace) -> dict[str, Any]:
             "cohorts": count,
             "valuation_s_per_round": round(statistics.median(secs[1:]), 3),
             "valuation_s_by_round": [round(x, 3) for x in secs],
+            "valuation_cpu_s_per_round": round(statistics.median(cpu[1:]), 3),
             "forward_passes_per_round": statistics.median(passes[1:]),
             "train_s_one_node": round(statistics.median(train_s), 3),
             "estimator": json.loads(res.evidence).get("estimator", "exact" if json.loads(res.evidence)["exact"] else "sampled"),
             "kept": len(res.kept),
             **({} if ref is None else ref),
         })
+        if count <= 30 and hasattr(v, "round_validation"):
+            out.setdefault("subset_fidelity", {})[str(count)] = _subset_fidelity(args.model, spec, snapshot, last, members, sums, weights, test, rc, seed)
         if count >= 8 and "fidelity" not in out:
             out.setdefault("fidelity", {})[str(count)] = _fidelity_exact(args.model, spec, last, sums, weights, validation, rc, seed)
-    base = out["runs"][0]["valuation_s_per_round"]
+    base, base_cpu = out["runs"][0]["valuation_s_per_round"], out["runs"][0]["valuation_cpu_s_per_round"]
     for r in out["runs"]:
         r["over_first"] = round(r["valuation_s_per_round"] / base, 2)
+        r["over_first_cpu"] = round(r["valuation_cpu_s_per_round"] / base_cpu, 2)
+        r["over_first_passes"] = round(r["forward_passes_per_round"] / out["runs"][0]["forward_passes_per_round"], 2)
     return out
+
+
+def _subset_fidelity(model_name: str, spec: Any, snapshot: tuple[dict[str, Any], dict[str, np.ndarray]], start: np.ndarray, members: list[list[str]],
+                     sums: list[np.ndarray], weights: list[float], test: ArrayDataset, rc: RewardsConfig, seed: int, samples: int = 2000) -> dict[str, Any]:
+    """The last round valued again from the same state on ``samples`` held-out samples, once on all of them and once
+    on the job default's subset (rewards.valuation_samples): Spearman of the Shapley values (before the noise floor)
+    of the cohorts both kept, whether the kept sets and steps agree, and the CPU of each."""
+    from fedgpu.driver.valuation import RoundValuer
+    from fedgpu.models import build_model
+
+    held = test.subset(np.arange(min(samples, len(test))))
+    got: dict[str, Any] = {}
+    for name, n in (("full", None), ("subset", rc.valuation_samples)):
+        v = RoundValuer(lambda: build_model(model_name, spec), held, rc.budget, POOL, seed=seed, step_sizes=tuple(rc.step_sizes),
+                        momenta=tuple(rc.momentum_steps), confidence=rc.confidence, samples=n)
+        v.load_state(*snapshot)
+        c0 = time.process_time()
+        got[name] = (v.value(3, start, members, sums, weights), time.process_time() - c0)
+    (full, full_cpu), (sub, sub_cpu) = got["full"], got["subset"]
+    # each kept cohort's Shapley value (before the noise floor), compared on the cohorts both kept
+    fv = dict(zip(full.kept, json.loads(full.evidence)["shapley"], strict=True))
+    sv = dict(zip(sub.kept, json.loads(sub.evidence)["shapley"], strict=True))
+    both = sorted(set(fv) & set(sv))
+    a, b = [fv[c] for c in both], [sv[c] for c in both]
+    return {
+        "validation_samples": len(held), "subset_samples": rc.valuation_samples,
+        "spearman_subset_vs_full": round(spearman(a, b), 3) if len(both) > 1 else None, "compared_cohorts": len(both),
+        "kept_same": full.kept == sub.kept, "kept_full": len(full.kept), "kept_subset": len(sub.kept),
+        "step_full": [full.step, full.momentum], "step_subset": [sub.step, sub.momentum],
+        "cpu_s_full": round(full_cpu, 3), "cpu_s_subset": round(sub_cpu, 3),
+    }
 
 
 def _sampled_reference(model_name: str, spec: Any, v: Any, snapshot: tuple[dict[str, Any], dict[str, np.ndarray]], start: np.ndarray,

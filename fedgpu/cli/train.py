@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--tls-ca", type=Path, default=None, metavar="PEM", help="trust the aggregator's certificate if this CA signed it (default: cleartext on loopback, the system's CAs elsewhere)")
     p.add_argument("--insecure", action="store_true", help="cleartext even to a non-loopback aggregator (only behind a VPN or a TLS proxy)")
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="output folder (default %(default)s)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads for the driver's evaluations (default 1: see docs/protocol.md, \"Valuation cost\")")
     p.add_argument("--validation", type=Path, default=None, help="held-out .npz/.csv (default: the public test split of the job's dataset)")
     p.set_defaults(func=run)
 
@@ -63,18 +64,19 @@ def print_progress(ev: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fedgpu.config import load_job
-    from fedgpu.driver.driver import JobDriver
+    from fedgpu.driver.driver import DRIVER_THREADS, JobDriver
     from fedgpu.errors import ConfigError, FedgpuError
     from fedgpu.wire.transport import TLSConfig
 
     if (args.job is None) == (args.resume is None):
         raise ConfigError("give a job spec to submit, or --resume OUT to re-attach to a running job (not both)")
     tls = TLSConfig(ca=args.tls_ca, insecure=args.insecure)
+    threads = DRIVER_THREADS if args.threads is None else args.threads
     if args.resume is not None:
-        driver = JobDriver.resume(args.aggregator, args.resume, progress=print_progress, tls=tls)
+        driver = JobDriver.resume(args.aggregator, args.resume, progress=print_progress, tls=tls, threads=threads)
         out = args.resume
     else:
-        driver = JobDriver(args.aggregator, load_job(args.job), args.out, validation_path=args.validation, progress=print_progress, tls=tls)
+        driver = JobDriver(args.aggregator, load_job(args.job), args.out, validation_path=args.validation, progress=print_progress, tls=tls, threads=threads)
         out = args.out
     try:
         report = driver.run()

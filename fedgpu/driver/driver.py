@@ -17,6 +17,7 @@ On a public-data job the driver also compares the round's replicated tasks befor
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ from typing import Any
 import grpc
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from fedgpu import crypto
 from fedgpu.aggregation import get_rule
@@ -45,6 +47,7 @@ from fedgpu.evaluation import evaluate
 from fedgpu.faults import crash_point
 from fedgpu.files import write_atomic
 from fedgpu.models import ModelSpec, build_model, count_params, save_trained
+from fedgpu.node.training import deterministic
 from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2, driver_pb2_grpc
 from fedgpu.report import write_report
 from fedgpu.wire import PROTOCOL_VERSION, chunks, tensors
@@ -55,6 +58,10 @@ from fedgpu.wire.transport import TLSConfig, handshake_failed, open_channel
 log = logging.getLogger("fedgpu.driver")
 Progress = Callable[[dict[str, Any]], None]
 JOB_FILE = "job.json"
+# The driver's evaluations run deterministic at this many torch threads, as nodes train (fedgpu.node.training):
+# its values are then reproducible, and on a shared or busy CPU a second thread spun on barriers for 6-8x the
+# CPU seconds of one, and numpy's BLAS likewise (docs/protocol.md, "Valuation cost"). `fedgpu train --threads N` raises it.
+DRIVER_THREADS = 1
 SCALER = ("feature_mean", "feature_std")  # a model's standardisation buffers: set by the statistics round, then fixed
 
 
@@ -69,7 +76,11 @@ class JobDriver:
         keys: crypto.KeyPair | None = None,
         validation_path: Path | None = None,
         tls: TLSConfig | None = None,
+        threads: int = DRIVER_THREADS,
     ) -> None:
+        if threads < 1:
+            raise ConfigError(f"driver threads {threads}: must be at least 1")
+        self.threads = threads  # torch's CPU threads for the driver's evaluations (valuation, the round's accuracy)
         self.job = job
         self.out = out_dir
         self.out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +130,7 @@ class JobDriver:
             self.valuer = RoundValuer(
                 lambda: build_model(job.model, self.spec), self.validation, job.rewards.budget, job.rewards.pool_per_round, seed=job.seed,
                 step_sizes=tuple(job.rewards.step_sizes), momenta=tuple(job.rewards.momentum_steps), confidence=job.rewards.confidence,
-                rule=self.rule,
+                rule=self.rule, samples=job.rewards.valuation_samples or None,
             )
         self.checks = None
         if pd.enabled:  # with no replication no check can ever match: nothing is held for one
@@ -144,7 +155,8 @@ class JobDriver:
 
     @classmethod
     def resume(
-        cls, target: str, out_dir: Path, validation: ArrayDataset | None = None, progress: Progress | None = None, tls: TLSConfig | None = None
+        cls, target: str, out_dir: Path, validation: ArrayDataset | None = None, progress: Progress | None = None, tls: TLSConfig | None = None,
+        threads: int = DRIVER_THREADS,
     ) -> JobDriver:
         """Re-attach to the job whose driver wrote ``out_dir`` (it was killed, or lost its aggregator)."""
         try:
@@ -153,7 +165,7 @@ class JobDriver:
             raise StorageError(f"{out_dir / JOB_FILE} is missing or unreadable: {out_dir} is not the --out folder of a submitted job") from exc
         job = job_from_dict(info["job"])
         path = Path(info["validation"]) if info.get("validation") and validation is None else None
-        driver = cls(target, job, out_dir, validation, progress, crypto.load_keys(job.encryption.scheme, out_dir / "keys"), path, tls)
+        driver = cls(target, job, out_dir, validation, progress, crypto.load_keys(job.encryption.scheme, out_dir / "keys"), path, tls, threads)
         driver.job_id, driver.token = info["job_id"], info["token"]
         driver._load()
         return driver
@@ -368,7 +380,8 @@ class JobDriver:
         new["feature_mean"] = torch.from_numpy(stats.mean).to(self.state["feature_mean"].dtype)
         new["feature_std"] = torch.from_numpy(stats.std).to(self.state["feature_std"].dtype)
         self.model.load_state_dict(new)
-        acc, loss = evaluate(self.model, self.validation)
+        with self._compute():
+            acc, loss = evaluate(self.model, self.validation)
         self.state = new
         rec = round_record(
             ev, acc, loss, time.perf_counter() - t0, sums, dropped, None,
@@ -395,7 +408,17 @@ class JobDriver:
     ) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
         """Aggregate, value and evaluate the round's decrypted sums; the new model is in ``self.state``.
         ``started``: when the round's driver work began (its driver_seconds count from there)."""
-        t0 = time.perf_counter() if started is None else started
+        with self._compute():
+            return self._apply_sums(ev, sums, dropped, time.perf_counter() if started is None else started)
+
+    @contextlib.contextmanager
+    def _compute(self) -> Iterator[None]:
+        """The driver's evaluations: deterministic torch at ``threads`` threads, and numpy's BLAS at as many
+        (its dot products over a model's parameters spin a second thread as torch's kernels do)."""
+        with deterministic(self.threads), threadpool_limits(self.threads):
+            yield
+
+    def _apply_sums(self, ev: JobEvent, sums: list[CohortSum], dropped: list[DroppedCohort], t0: float) -> tuple[dict[str, Any], driver_pb2.RoundResult]:
         for s in sums:  # the scaler is the statistics round's: no update (nor a client-DP noise share) moves it
             s.weighted[self._fixed] = 0.0
         start = tensors.flatten(self.state)
@@ -543,6 +566,7 @@ class JobDriver:
 
 
 __all__ = [
+    "DRIVER_THREADS",
     "JOB_FILE",
     "JobDriver",
     "Progress",

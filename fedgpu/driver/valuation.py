@@ -33,6 +33,7 @@ from torch import nn
 
 from fedgpu.aggregation import AggregationRule, FedAvg
 from fedgpu.datasets import ArrayDataset
+from fedgpu.errors import RewardsError
 from fedgpu.rewards import (
     CohortGame,
     NodeValueEstimator,
@@ -82,7 +83,11 @@ class RoundValuer:
         momenta: tuple[float, ...] = (0.0,),
         confidence: float = 1.0,
         rule: AggregationRule | None = None,
+        samples: int | None = None,
     ) -> None:
+        if samples is not None and samples < 2:
+            raise RewardsError(f"valuation samples {samples}: a round needs at least 2 validation samples to value on (None: all of them)")
+        self.samples = samples  # validation samples a round is valued on (round_validation); None: all
         self.rule: AggregationRule = rule if rule is not None else FedAvg()  # the job's: the update and the game
         self.step_sizes = tuple(step_sizes)
         self.momenta = tuple(momenta)
@@ -103,18 +108,16 @@ class RoundValuer:
     def value(self, rnd: int, global_flat: np.ndarray, cohorts: list[list[str]], sums: list[np.ndarray], weights: list[float]) -> RoundValuation:
         t0 = time.perf_counter()
         rng = np.random.default_rng(self.seed * 7919 + rnd)
+        val_x, val_y = self.round_validation(rnd)
         full = CohortGame(
-            self.model_factory, global_flat, self.baseline, sums, weights, self.validation.x, self.validation.y, self.rule,
+            self.model_factory, global_flat, self.baseline, sums, weights, val_x, val_y, self.rule,
             members=cohorts, step_sizes=self.step_sizes, momenta=self.momenta, server_lr=self.server_lr, momentum=self.momentum,
         )
         large = full.linear and len(sums) > SCREEN_ABOVE
-        # Past SCREEN_ABOVE cohorts a solo value is measured only for a cohort left out: the kept ones'
-        # values come from the game over the kept cohorts, so the round costs no pass per cohort.
-        singles: list[float | None] = [None] * len(sums) if large else [full(frozenset([c])) for c in range(len(sums))]
         kept = self.keep(full, screen=full.linear_values() if large else None)
-        for c in range(len(sums)):
-            if singles[c] is None and c not in kept:
-                singles[c] = full(frozenset([c]))
+        # A solo value is measured only for a cohort left out: the kept ones' values come from the game
+        # over the kept cohorts, so the round costs no pass per kept cohort.
+        singles: list[float | None] = [None if c in kept else full(frozenset([c])) for c in range(len(sums))]
         # The round's model is the rule over the kept cohorts alone, at the server's learning rate: a cohort
         # left out is not a zero that shortens the step. The Shapley game is played over them.
         game = full if len(kept) in (0, len(sums)) else full.restrict(kept)
@@ -152,6 +155,7 @@ class RoundValuer:
             "estimator": "exact" if res.exact else ("linear" if res.permutations == 0 and len(kept) > 0 else "sampled"),
             "seed": self.seed * 7919 + rnd,
             "rule": self.rule.name,  # the game's aggregation rule (the job spec carries its parameters)
+            "validation_samples": [len(val_y), len(self.validation)],  # valued on (round_validation), of
         }
         self.baseline = game.update(grand, (step, momentum))
         # A trust region the server keeps for itself: next round's learning rate is the one that worked
@@ -172,6 +176,20 @@ class RoundValuer:
             seconds=time.perf_counter() - t0,
             evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode(),
         )
+
+    def round_validation(self, rnd: int) -> tuple[np.ndarray, np.ndarray]:
+        """The validation samples round ``rnd`` is valued on: ``samples`` of them drawn afresh each round
+        (``np.random.default_rng([seed, rnd]).choice(n, samples, replace=False)``, sorted), or all.
+
+        A game costs forward passes over these, so the round's cost stops growing with the held-out set;
+        the model's reported accuracy is still the whole set's. Fresh each round, so that no round's
+        choice of cohorts and step is fitted to one subset. docs/protocol.md, "Valuation cost", measures
+        what it does to the values."""
+        n = len(self.validation)
+        if self.samples is None or self.samples >= n:
+            return self.validation.x, self.validation.y
+        idx = np.sort(np.random.default_rng([self.seed, rnd]).choice(n, self.samples, replace=False))
+        return self.validation.x[idx], self.validation.y[idx]
 
     def exact_fits(self, cohorts: int) -> bool:
         """Whether exact Shapley over this many cohorts fits the evaluation budget (2^n subsets)."""

@@ -180,6 +180,7 @@ class CohortGame:
         self._quarter: dict[tuple[Coalition, tuple[float, float]], np.ndarray] = {}  # candidates' losses on the choice quarter
         self._last_step: tuple[Coalition, np.ndarray] | None = None
         self._linear: np.ndarray | None = None  # linear_values, once computed
+        self._sum_all: np.ndarray | None = None  # FedAvg's numerator over all cohorts (_fedavg_without)
         self.forward_passes = 0.0  # in passes over the whole validation set (a quarter counts 1/4)
 
     @property
@@ -211,11 +212,14 @@ class CohortGame:
         members kept), without its part along the last change."""
         if not coalition:
             return np.zeros_like(self.global_params)
-        cohorts = [
-            CohortRecord(self.cohort_sums[c] if c in coalition else self._zeros, self.cohort_weights[c], self.cohort_members[c])
-            for c in range(self.num_cohorts)
-        ]
-        delta = np.asarray(self.aggregate(cohorts), dtype=np.float64)
+        if self.linear and 2 * len(coalition) > self.num_cohorts:
+            delta = self._fedavg_without([c for c in range(self.num_cohorts) if c not in coalition])
+        else:
+            cohorts = [
+                CohortRecord(self.cohort_sums[c] if c in coalition else self._zeros, self.cohort_weights[c], self.cohort_members[c])
+                for c in range(self.num_cohorts)
+            ]
+            delta = np.asarray(self.aggregate(cohorts), dtype=np.float64)
         if delta.shape != self.global_params.shape:
             raise RewardsError(f"aggregate returned shape {delta.shape}, expected {self.global_params.shape}")
         if self._along is not None:
@@ -224,6 +228,17 @@ class CohortGame:
             if float(np.linalg.norm(delta)) <= 1e-9 * norm:
                 delta = np.zeros_like(delta)  # a replay of the last change: rounding residue is no direction
         return delta
+
+    def _fedavg_without(self, absent: Sequence[int]) -> np.ndarray:
+        """FedAvg of the round with the ``absent`` cohorts sending zeros, from the sum of all of them less
+        theirs: a set near the grand coalition (the elimination's) costs its few absent cohorts, not all."""
+        total = math.fsum(self.cohort_weights)
+        if total <= 0.0:
+            return np.zeros_like(self.global_params)
+        if self._sum_all is None:
+            self._sum_all = np.add.reduce([s for s, w in zip(self.cohort_sums, self.cohort_weights, strict=True) if w > 0.0] or [self._zeros])
+        less = [self.cohort_sums[c] for c in absent if self.cohort_weights[c] > 0.0]
+        return (self._sum_all - np.add.reduce(less) if less else self._sum_all) / total
 
     def restrict(self, cohorts: Sequence[int]) -> CohortGame:
         """The same round's game over some of its cohorts (the kept ones: the rule over them is the round's
@@ -237,6 +252,7 @@ class CohortGame:
         sub._steps = {k: v for k, v in self._steps.items() if k == empty}
         sub._quarter = {k: v for k, v in self._quarter.items() if k[0] == empty}
         sub._last_step = None
+        sub._sum_all = None
         sub._linear = None
         sub.forward_passes = 0.0
         return sub
@@ -358,11 +374,20 @@ class CohortGame:
         add up to u(all) up to third order. FedAvg only (:attr:`linear`).
         """
         if self._linear is None:
-            parts = self.parts()
+            if not self.linear:
+                self.parts()  # raises: the rule is not linear in its cohorts
+            # d_c = g P(s_c) / W with P symmetric, so d_c . grad = g s_c . P(grad) / W: no (cohorts x params) matrix.
             beta = self.step(frozenset())[1]
-            mid = self.global_params + beta * self.baseline_delta + 0.5 * parts.sum(axis=0)
-            self._linear = -(parts @ self._gradient(mid))
+            mid = self.global_params + beta * self.baseline_delta + 0.5 * self.server_step(frozenset(range(self.num_cohorts)))
+            grad = self._project(self._gradient(mid))
+            total = math.fsum(self.cohort_weights)
+            scale = self.server_lr / total if total > 0.0 else 0.0
+            self._linear = np.array([-scale * float(s @ grad) if w > 0.0 else 0.0 for s, w in zip(self.cohort_sums, self.cohort_weights, strict=True)])
         return self._linear.copy()
+
+    def _project(self, vec: np.ndarray) -> np.ndarray:
+        """P: ``vec`` without its part along the last change."""
+        return vec if self._along is None else vec - float(vec @ self._along) * self._along
 
     def _gradient(self, params: np.ndarray) -> np.ndarray:
         """Gradient of the mean capped per-sample validation loss at ``params``, in the flat order."""
