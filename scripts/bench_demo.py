@@ -12,7 +12,7 @@ object: final accuracy, wall time and median round time of each, and the CKKS / 
   driver_phases_s            that driver time by phase (fetch, decrypt, valuation, evaluate, publish), medians
   driver_cpu_s_per_round     this process's CPU seconds per round (the driver runs in it), median
   valuation_forward_passes   the valuation's passes over the validation set per round, median
-Usage: python scripts/bench_demo.py [--only default,none,dirichlet,digits,k3]
+Usage: python scripts/bench_demo.py [--only default,none,dirichlet,digits,k1]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ VARIANTS = {
     "none": {"encryption": "none"},
     "dirichlet": {"partition": "dirichlet"},
     "digits": {"dataset": "digits"},
-    "k3": {"nodes": 9, "cohort_size": 3},  # `fedgpu demo --nodes 9 -k 3`: three cohorts of three
+    "k1": {"nodes": 5, "cohort_size": 1},  # `fedgpu demo -k 1 --nodes 5`: the single-update demo (default: 9 nodes, k = 3)
 }
 PHASES = ("fetch", "decrypt", "valuation", "evaluate", "publish")
 

@@ -58,7 +58,7 @@ def self_cpu_s() -> float:
     return time.process_time()
 
 
-def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: int, work: Path) -> dict:
+def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: int, work: Path, k: int = 1) -> dict:
     work.mkdir(parents=True)
     train, test = public_split("mnist1d", num_samples=int(samples_per_node * nodes / 0.8) + 10, seed=0)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -70,6 +70,7 @@ def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: 
         rounds=rounds,
         nodes_per_round=nodes,
         min_nodes=nodes,
+        cohort_size=k,
         deadline_seconds=300,
         training=TrainingConfig(epochs=1, batch_size=32, lr=0.05),
         encryption=EncryptionConfig(scheme),
@@ -116,6 +117,7 @@ def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: 
         "encryption": scheme,
         "params": report["params"],
         "nodes": nodes,
+        "cohort_size": k,
         "rounds_measured": len(round_s),
         "round_s": statistics.median(round_s),
         "train_s": statistics.median(statistics.median(t.values()) for t in per_round_train),
@@ -149,18 +151,20 @@ def main() -> None:
     ap.add_argument("--models", default="cnn1d,mlp_1m")
     ap.add_argument("--schemes", default="none,ckks")
     ap.add_argument("--memory-nodes", type=int, default=3, help="also run mlp_1m/ckks with this many nodes to show memory does not grow (0: skip)")
+    ap.add_argument("--cohort-sizes", default="1", help="k of each run, comma-separated (1: the driver decrypts every update; 3: a job file's default on private data)")
     ap.add_argument("--quick", action="store_true", help="3 nodes, 3 rounds, cnn1d only")
     args = ap.parse_args()
     if args.quick:
         args.nodes, args.rounds, args.models, args.memory_nodes = 3, 3, "cnn1d", 0
-    configs = [(m, s, args.nodes) for m in args.models.split(",") for s in args.schemes.split(",")]
+    ks = [int(k) for k in args.cohort_sizes.split(",")]
+    configs = [(m, s, args.nodes, k) for m in args.models.split(",") for s in args.schemes.split(",") for k in ks]
     if args.memory_nodes:
-        configs.append(("mlp_1m", "ckks", args.memory_nodes))
+        configs.append(("mlp_1m", "ckks", args.memory_nodes, 1))
     runs = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fedgpu-bench-") as tmp:
-        for model, scheme, nodes in configs:
-            runs.append(one_run(model, scheme, nodes, args.rounds, args.samples_per_node, Path(tmp) / f"{model}-{scheme}-{nodes}"))
+        for model, scheme, nodes, k in configs:
+            runs.append(one_run(model, scheme, nodes, args.rounds, args.samples_per_node, Path(tmp) / f"{model}-{scheme}-{nodes}-k{k}", k))
     print(json.dumps({"runs": runs, "machine": f"{os.cpu_count()} cores", "wall_s": round(time.perf_counter() - t0, 1)}, indent=2))
 
 

@@ -391,8 +391,11 @@ def run_fedgpu(work: Path, model: str, nodes: int, scheme: str, rewards: bool, a
 
     with np.load(work / "test.npz") as f:
         test = ArrayDataset(f["x"], f["y"])
-    job = JobConfig(
+    from fedgpu.config import PRIVATE_COHORT_SIZE
+
+    job = JobConfig(  # k as a job file on private data defaults to it (1 where there are fewer nodes)
         name=f"vs-flower-{model}", model=model, dataset="mnist1d", rounds=a.rounds, nodes_per_round=nodes, min_nodes=nodes,
+        cohort_size=PRIVATE_COHORT_SIZE if nodes >= PRIVATE_COHORT_SIZE else 1,
         deadline_seconds=a.timeout, seed=0, training=TrainingConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum),
         encryption=EncryptionConfig(scheme), rewards=RewardsConfig() if rewards else RewardsConfig(pool_per_round=0.0),
     ).validate()
