@@ -68,16 +68,6 @@ rounds = Table(
     Column("closed_at", Float, nullable=False),
 )
 
-cohort_sums = Table(
-    "cohort_sums",
-    metadata,
-    Column("job_id", String(40), primary_key=True),
-    Column("round", Integer, primary_key=True),
-    Column("cohort", Integer, primary_key=True),
-    Column("chunk", Integer, primary_key=True),
-    Column("data", LargeBinary, nullable=False),
-)
-
 declines = Table(
     "declines",
     metadata,
@@ -161,7 +151,6 @@ meta_kv = Table(
 
 
 __all__ = [
-    "cohort_sums",
     "declines",
     "flagged_nodes",
     "jobs",

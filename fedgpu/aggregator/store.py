@@ -34,7 +34,6 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemy
 
 from fedgpu.aggregator.database import normalise_url, redact_url, sqlite_pragmas, upgrade_schema, without_password
 from fedgpu.aggregator.schema import (
-    cohort_sums,
     declines,
     flagged_nodes,
     jobs,
@@ -241,8 +240,6 @@ class Store:
                 values["state"] = "running"
             if round_result is not None:
                 c.execute(update(rounds).where(rounds.c.job_id == job_id, rounds.c.round == version).values(state="done", result=json.dumps(round_result)))
-                # Sums are files now (fedgpu.aggregator.released); rows of a database from before that go with their round.
-                c.execute(delete(cohort_sums).where(cohort_sums.c.job_id == job_id, cohort_sums.c.round <= version))
             for row in ledger_rows or []:
                 c.execute(insert(ledger).values(**row))
             if head is not None:

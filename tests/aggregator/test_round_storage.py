@@ -27,12 +27,12 @@ def test_each_round_keeps_only_its_unpublished_sums_and_the_database_stays_flat(
         agents.append((agent, th))
     db = Path(aggregator.db)
     released = tmp_path / "spool" / RELEASED
-    seen: list[tuple[int, list[str], int, int]] = []  # round, folders of sums left, database bytes in use, rows of blob sums
+    seen: list[tuple[int, list[str], int, int]] = []  # round, folders of sums left, database bytes in use, blob tables
 
     def progress(ev: dict[str, Any]) -> None:
         if ev["event"] == "round":
             with sqlite3.connect(db) as c:  # pages in use, through the WAL (the files grow until a checkpoint)
-                blobs = c.execute("select count(*) from cohort_sums").fetchone()[0]
+                blobs = c.execute("select count(*) from sqlite_master where type = 'table' and name = 'cohort_sums'").fetchone()[0]
                 pages = c.execute("pragma page_count").fetchone()[0] - c.execute("pragma freelist_count").fetchone()[0]
                 size = pages * c.execute("pragma page_size").fetchone()[0]
             seen.append((ev["round"], sorted(p.name for p in released.iterdir()), size, blobs))
