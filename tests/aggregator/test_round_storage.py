@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +11,12 @@ from fedgpu.aggregator.released import RELEASED
 from fedgpu.config import EncryptionConfig, JobConfig, TrainingConfig
 from fedgpu.datasets import partition_iid, public_split, save_npz
 from fedgpu.driver.driver import JobDriver
-from fedgpu.node.agent import NodeAgent, NodeConfig
+from fedgpu.node.agent import NodeConfig
+from fedgpu.node.threads import NodeThreads
 
 
 def test_each_round_keeps_only_its_unpublished_sums_and_the_database_stays_flat(aggregator: LocalAggregator, tmp_path: Path) -> None:
     train, test = public_split("digits", seed=0)
-    agents = []
-    for i, idx in enumerate(partition_iid(len(train), 4, seed=1)):
-        f = tmp_path / f"node{i}.npz"
-        save_npz(f, train.subset(idx))
-        agent = NodeAgent(NodeConfig(aggregator=aggregator.address, data={"digits": f}, identity_path=tmp_path / f"node{i}" / "id.pem", poll_seconds=1))
-        th = threading.Thread(target=agent.run, daemon=True)
-        th.start()
-        agents.append((agent, th))
     db = Path(aggregator.db)
     released = tmp_path / "spool" / RELEASED
     seen: list[tuple[int, list[str], int, int]] = []  # round, folders of sums left, database bytes in use, blob tables
@@ -42,14 +34,12 @@ def test_each_round_keeps_only_its_unpublished_sums_and_the_database_stays_flat(
         name="flat", model="digits_cnn", dataset="digits", rounds=5, nodes_per_round=4, min_nodes=4, cohort_size=2, deadline_seconds=30,
         seed=0, training=TrainingConfig(epochs=2, batch_size=16, lr=0.05), encryption=EncryptionConfig("ckks"),
     ).validate()
-    try:
+    with NodeThreads(join_seconds=15) as nodes:
+        for i, idx in enumerate(partition_iid(len(train), 4, seed=1)):
+            f = tmp_path / f"node{i}.npz"
+            save_npz(f, train.subset(idx))
+            nodes.start(NodeConfig(aggregator=aggregator.address, data={"digits": f}, identity_path=tmp_path / f"node{i}" / "id.pem", poll_seconds=1))
         report = JobDriver(aggregator.address, cfg, tmp_path / "out", validation=test, progress=progress).run()
-    finally:
-        for agent, _ in agents:
-            agent.stop()
-        for agent, th in agents:
-            th.join(15)
-            agent.channel.close()
     assert report["final_accuracy"] >= 0.8  # the sums added up
     assert [r for r, *_ in seen] == [1, 2, 3, 4, 5]
     for rnd, folders, _, blobs in seen:  # published: its folder is gone; at most the next round's waits

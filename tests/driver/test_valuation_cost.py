@@ -18,22 +18,15 @@ from fedgpu.driver.driver import JobDriver
 from fedgpu.driver.sums import CohortSum
 from fedgpu.driver.valuation import RoundValuer
 from fedgpu.errors import ConfigError, RewardsError
-from fedgpu.rewards.utility import CohortGame, flatten_params
+from fedgpu.rewards.utility import CohortGame
 from fedgpu.wire import tensors
 from fedgpu.wire.records import JobEvent, JobEventKind
+from tests.driver.test_valuation_integration import linear_problem
 
 
 def problem(n: int) -> tuple:  # type: ignore[type-arg]
     """Points labelled by the sign of x0 and a linear model pointing that way; honest updates sharpen it."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(n, 2)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.int64)
-    factory = lambda: nn.Linear(2, 2)  # noqa: E731
-    model = factory()
-    with torch.no_grad():
-        model.weight.copy_(torch.tensor([[-0.3, 0.0], [0.3, 0.0]]))
-        model.bias.zero_()
-    return x, y, factory, flatten_params(model)
+    return linear_problem(n, 0.3)
 
 
 G = np.array([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0])  # sharpen along x0
