@@ -37,7 +37,6 @@ import logging
 import platform
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,8 @@ from fedgpu.datasets.export import TABULAR, export_tabular
 from fedgpu.datasets.statistics import public_scaling
 from fedgpu.driver.driver import JobDriver
 from fedgpu.models import load_trained
-from fedgpu.node.agent import NodeAgent, NodeConfig
+from fedgpu.node.agent import NodeConfig
+from fedgpu.node.threads import NodeThreads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,25 +86,13 @@ def run_one(name: str, work: Path, seed: int, dp: float | None = None, statistic
     central = central_logreg(train_x, train_y, test.x.astype(np.float64), test.y)
     central_seconds = time.perf_counter() - t0
 
-    with LocalAggregator(str(work / f"{name}.db"), work / f"{name}-spool") as agg:
-        agents = []
+    with LocalAggregator(str(work / f"{name}.db"), work / f"{name}-spool") as agg, NodeThreads(join_seconds=15) as nodes:
         for i, f in enumerate(node_files):
-            cfg = NodeConfig(aggregator=agg.address, data={name: f}, identity_path=work / f"{name}-node{i}" / "identity.pem", name=f"node{i}", poll_seconds=1)
-            agent = NodeAgent(cfg)
-            th = threading.Thread(target=agent.run, daemon=True)
-            th.start()
-            agents.append((agent, th))
-        try:
-            t0 = time.perf_counter()
-            out = work / f"{name}-run"
-            report = JobDriver(agg.address, job, out, validation_path=test_path, progress=lambda ev: print(f"[{name}] {ev}", file=sys.stderr)).run()
-            seconds = time.perf_counter() - t0
-        finally:
-            for agent, _ in agents:
-                agent.stop()
-            for agent, th in agents:
-                th.join(15)
-                agent.channel.close()
+            nodes.start(NodeConfig(aggregator=agg.address, data={name: f}, identity_path=work / f"{name}-node{i}" / "identity.pem", name=f"node{i}", poll_seconds=1))
+        t0 = time.perf_counter()
+        out = work / f"{name}-run"
+        report = JobDriver(agg.address, job, out, validation_path=test_path, progress=lambda ev: print(f"[{name}] {ev}", file=sys.stderr)).run()
+        seconds = time.perf_counter() - t0
     model = load_trained(out / "model.safetensors")
     with torch.no_grad():
         acc = float((model(torch.from_numpy(test.x)).argmax(1).numpy() == test.y).mean())

@@ -2,43 +2,33 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from fedgpu.adversaries import apply_behaviour
 from fedgpu.config import EncryptionConfig, JobConfig, PublicDataConfig, TrainingConfig
 from fedgpu.datasets import public_split
 from fedgpu.driver.driver import JobDriver
-from fedgpu.node.agent import NodeAgent, NodeConfig
+from fedgpu.node.agent import NodeConfig
+from fedgpu.node.threads import NodeThreads
 
 
 def test_lazy_node_is_flagged_and_unpaid_while_honest_replicas_are_not(aggregator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    nodes = []
-    for i in range(4):
-        cfg = NodeConfig(aggregator=aggregator.address, data={}, identity_path=tmp_path / f"node{i}" / "id.pem", poll_seconds=1, name=f"node{i}")
-        if i == 3:
-            apply_behaviour(cfg, "lazy")
-        agent = NodeAgent(cfg)
-        th = threading.Thread(target=agent.run, daemon=True)
-        th.start()
-        nodes.append((agent, th))
-    lazy = nodes[3][0].node_id
-    honest = {a.node_id for a, _ in nodes[:3]}
-    # Every task replicated (four nodes: two pairs a round), so the lazy node meets a replica in round 1 and
-    # a third node settles the dispute in round 2 (min_nodes 3: round 3 runs without it).
-    job = JobConfig(
-        name="public", model="digits_cnn", dataset="digits", rounds=3, nodes_per_round=4, min_nodes=3, deadline_seconds=60, seed=0,
-        training=TrainingConfig(epochs=2, batch_size=16, lr=0.05), encryption=EncryptionConfig("ckks"),
-        public_data=PublicDataConfig(enabled=True, shards=8, replication=1.0),
-    ).validate()
-    try:
+    with NodeThreads(join_seconds=15) as nodes:
+        for i in range(4):
+            cfg = NodeConfig(aggregator=aggregator.address, data={}, identity_path=tmp_path / f"node{i}" / "id.pem", poll_seconds=1, name=f"node{i}")
+            if i == 3:
+                apply_behaviour(cfg, "lazy")
+            nodes.start(cfg)
+        lazy = nodes.agents[3].node_id
+        honest = {a.node_id for a in nodes.agents[:3]}
+        # Every task replicated (four nodes: two pairs a round), so the lazy node meets a replica in round 1 and
+        # a third node settles the dispute in round 2 (min_nodes 3: round 3 runs without it).
+        job = JobConfig(
+            name="public", model="digits_cnn", dataset="digits", rounds=3, nodes_per_round=4, min_nodes=3, deadline_seconds=60, seed=0,
+            training=TrainingConfig(epochs=2, batch_size=16, lr=0.05), encryption=EncryptionConfig("ckks"),
+            public_data=PublicDataConfig(enabled=True, shards=8, replication=1.0),
+        ).validate()
         report = JobDriver(aggregator.address, job, tmp_path / "out", validation=public_split("digits", seed=0)[1]).run()
-    finally:
-        for agent, _ in nodes:
-            agent.stop()
-        for agent, th in nodes:
-            th.join(15)
-            agent.channel.close()
     ver = report["verification"]
     assert list(ver["flagged"]) == [lazy], ver
     assert ver["disputed"] >= 1 and ver["settled"] >= 1 and ver["matched"] >= 1
