@@ -60,6 +60,7 @@ class NodeRegistry:
         self.verifier = Verifier(not_before_ms=booted_ms)
         self.admission = admission or Admission()
         self.live_grace = live_grace
+        self.started = time.monotonic()
         self.pubkeys: dict[str, bytes] = {}
         self.node_caps: dict[str, dict[str, Any]] = {}
         self.unproven: dict[str, float] = {}       # registered here, no signed request since -> when (monotonic); not in the store

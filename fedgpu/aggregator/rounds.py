@@ -33,13 +33,17 @@ from fedgpu.aggregator.cohorts import assign_cohorts, co_membership, merge_small
 from fedgpu.aggregator.events import Events
 from fedgpu.aggregator.registry import NodeRegistry
 from fedgpu.aggregator.released import ReleasedSums
-from fedgpu.aggregator.selection import plan_of, select
+from fedgpu.aggregator.selection import offered, plan_of, select
 from fedgpu.aggregator.store import Store
 from fedgpu.aggregator.uploads import Uploads
 from fedgpu.errors import StateError
 from fedgpu.faults import crash_point
 from fedgpu.wire.records import JobEvent, JobEventKind, JobSpec, ReplicaDispute, RoundRecord, Task
 from fedgpu.wire.serde import task_wire_size
+
+# A round that could over-select waits this long for its extra nodes before it opens with nodes_per_round:
+# without it, a straggler still busy or a node still reconnecting after a restart silently cancels over-selection.
+OVER_SELECT_WAIT_S = 3.0
 
 log = logging.getLogger("fedgpu.aggregator")
 
@@ -152,21 +156,35 @@ class Rounds:
 
     # ---- one attempt ---------------------------------------------------------------------------
     async def _wait_for_nodes(self, job_id: str, spec: JobSpec, timeout: float, hopeless: Callable[[], str | None] | None = None) -> list[str]:
-        """The eligible nodes, once nodes_per_round are there or, after ``timeout``, min_nodes; after twice
-        that, whoever is there. ``hopeless`` says when no live node could ever serve the job: then the wait
-        ends after ``timeout`` (within one deadline), not twice it."""
-        end = time.monotonic() + timeout
+        """The eligible nodes, once the round's offered count (over-selection included) is there; or
+        nodes_per_round once no more may come soon (see below) or after OVER_SELECT_WAIT_S; or, after
+        ``timeout``, min_nodes; after twice that, whoever is there. ``hopeless`` says when no live node could
+        ever serve the job: then the wait ends after ``timeout`` (within one deadline), not twice it."""
+        start = time.monotonic()
+        end = start + timeout
         while True:
             flagged = self.flagged(job_id)
-            nodes = self.registry.eligible(spec.model, spec.dataset_capability, set(self.store.declined(job_id)) | self.uploads.busy() | flagged)
+            declined = set(self.store.declined(job_id)) | flagged
+            nodes = self.registry.eligible(spec.model, spec.dataset_capability, declined | self.uploads.busy())
             want = max(spec.nodes_per_round - len(flagged), 1)  # a flagged node never comes back to the job: no waiting for it
-            if len(nodes) >= want or (time.monotonic() >= end and len(nodes) >= max(spec.min_nodes, 1)):
+            offer = offered(plan_of(spec.selection), want, spec.privacy.enabled, spec.cohort_size)
+            now = time.monotonic()
+            if len(nodes) >= offer or (now >= end and len(nodes) >= max(spec.min_nodes, 1)):
                 return nodes
-            if time.monotonic() >= end + timeout or (time.monotonic() >= end and hopeless is not None and hopeless()):
+            if len(nodes) >= want and (now >= start + min(OVER_SELECT_WAIT_S, timeout) or not self._more_may_come(spec, declined, offer)):
+                return nodes
+            if now >= end + timeout or (now >= end and hopeless is not None and hopeless()):
                 return nodes
             self.registry.node_available.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.registry.node_available.wait(), timeout=0.5)
+
+    def _more_may_come(self, spec: JobSpec, declined: set[str], offer: int) -> bool:
+        """Whether waiting could fill the over-selected slots: a busy node (another job's task) may free
+        up, and right after a restart the nodes of the last process are still coming back."""
+        if time.monotonic() - self.registry.started < self.registry.live_grace:
+            return True
+        return len(self.registry.eligible(spec.model, spec.dataset_capability, declined)) >= offer
 
     async def run(
         self, job_id: str, spec: JobSpec, rnd: int, version: int, attempt: int, hopeless: Callable[[], str | None] | None = None
@@ -333,6 +351,7 @@ class Rounds:
 
 
 __all__ = [
+    "OVER_SELECT_WAIT_S",
     "Rounds",
     "task_seed",
 ]

@@ -124,6 +124,14 @@ def _draw_at_k(nodes: Sequence[str], want: int, history: Mapping[str, NodeHistor
     return Selection(chosen, len(chosen))
 
 
+def offered(policy: SelectionPlan, want: int, dp: bool = False, cohort_size: int = 1) -> int:
+    """How many tasks a round of ``want`` updates hands out: over-selection only under the utility rule
+    at k = 1, and on a DP job only where the job allows it (an extra task spends an owner's ε)."""
+    if policy.rule == "uniform" or cohort_size > 1 or (dp and not policy.dp_over_selection):
+        return want
+    return want + math.ceil(policy.over_select * want)
+
+
 def select(
     nodes: Sequence[str],
     want: int,
@@ -143,10 +151,9 @@ def select(
         return Selection(chosen, len(chosen))
     if cohort_size > 1:
         return _draw_at_k(nodes, want, history, rng, deadline_seconds, minimum)
-    extra = math.ceil(policy.over_select * want) if (not dp or policy.dp_over_selection) else 0
     h = {n: history.get(n, NodeHistory()) for n in nodes}
     in_time = _in_time(nodes, h, deadline_seconds, minimum)
-    total = min(len(in_time), want + extra)
+    total = min(len(in_time), offered(policy, want, dp, cohort_size))
     fresh = [n for n in in_time if not h[n].tried]
     tried = [n for n in in_time if h[n].tried]
     weight = _weights(in_time, h)
@@ -177,6 +184,7 @@ __all__ = [
     "RECENT",
     "RULES",
     "Selection",
+    "offered",
     "plan_of",
     "select",
 ]

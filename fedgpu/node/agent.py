@@ -464,6 +464,11 @@ class NodeAgent:
         start = 0
         for attempt in range(5):
             try:
+                if attempt:  # where the last try got to (an interrupted stream, or one the aggregator cut short)
+                    status = upload_progress_from_proto(self.stub.UploadStatus(self._signed("UploadStatus", node_pb2.UploadStatusRequest(task_id=task.task_id)), timeout=30))
+                    if status.complete or status.not_needed:
+                        return
+                    start = status.received
                 reply = upload_progress_from_proto(self.stub.UploadUpdate(messages(start), timeout=max(30.0, task.deadline_ms / 1000 - time.time())))
                 if reply.complete:
                     log.info("job %s round %d: uploaded %d chunks (%.1f s training)", task.job_id, task.round, count, seconds)
@@ -472,14 +477,15 @@ class NodeAgent:
                     log.info("job %s round %d: round closed without this update (it had enough before this one)", task.job_id, task.round)
                     return
             except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:  # its attempt died with an aggregator process: redone without it
+                    log.info("job %s round %d: the aggregator no longer knows this task (%s); update dropped", task.job_id, task.round, exc.details())
+                    return
                 if exc.code() not in RETRYABLE:
                     raise
                 log.info("upload interrupted (%s); resuming", exc.code().name)
-                time.sleep(0.5 * 2**attempt)
-            status = upload_progress_from_proto(self.stub.UploadStatus(self._signed("UploadStatus", node_pb2.UploadStatusRequest(task_id=task.task_id)), timeout=30))
-            if status.complete or status.not_needed:
-                return
-            start = status.received
+                if self._stop.wait(0.5 * 2**attempt):
+                    return
+        log.warning("job %s round %d: upload gave up after 5 tries; the round goes on without this update", task.job_id, task.round)
 
 
 __all__ = [

@@ -113,7 +113,10 @@ def test_an_over_selected_round_killed_around_its_early_close_releases_exactly_i
         out = []
         for i in range(len(SIZES)):
             f = tmp_path / f"node{i}.npz"
-            out.append(run_node(NodeConfig(aggregator=address, data={"digits": f}, identity_path=tmp_path / f"node{i}" / "id.pem", poll_seconds=1)))
+            # Each node a few times slower than the last, so any three picked finish well apart: the third is a straggler.
+            cfg = NodeConfig(aggregator=address, data={"digits": f}, identity_path=tmp_path / f"node{i}" / "id.pem", poll_seconds=1)
+            apply_behaviour(cfg, "slow", slow_factor=1 + 4 * i)
+            out.append(run_node(cfg))
         return out
 
     # 2 updates a round out of 3 tasks (over_select 0.5 of 2: one extra; five nodes, so three are free when a
@@ -128,17 +131,16 @@ def test_an_over_selected_round_killed_around_its_early_close_releases_exactly_i
         nodes = nodes_for(agg.address)
         try:
             report = agg.drive(cfg, tmp_path / "out")
-            # A round opens once nodes_per_round nodes are free, so whether one over-selects (and leaves a straggler)
-            # depends on timing; when one did, the straggler's late upload meets a live aggregator: a typed "not needed".
-            cut = any("not needed" in s for r in report["rounds"] for s in r["node_status"].values())
-            end = time.monotonic() + (60 if cut else 0)
+            # A straggler that pulled its task before the early close uploads late and meets a typed "not needed"
+            # (one still in back-off when the round closed never sees its task): never NOT_FOUND, never an error.
+            end = time.monotonic() + 10
             while "round closed without this update" not in caplog.text and time.monotonic() < end:
                 time.sleep(0.2)
             check_ledger(agg.db, report, nodes)
         finally:
             stop_nodes(nodes)
     assert agg.kills == plan, agg.kills
-    assert not cut or "round closed without this update" in caplog.text
+    assert "aggregator refused" not in caplog.text, caplog.text[-3000:]  # NOT_FOUND for a straggler among others
     assert [r["round"] for r in report["rounds"]] == [1, 2, 3]
     weight = {a.node_id: n * WEIGHT_SCALE for (a, _), n in zip(nodes, SIZES, strict=True)}
     assert "round 1 (attempt 1): 3 nodes" in agg.log.read_text()  # the first kill: an over-selected round with enough updates
@@ -150,7 +152,7 @@ def test_an_over_selected_round_killed_around_its_early_close_releases_exactly_i
         leftovers += len(left)
         for members, w in zip(r["cohorts"], r["cohort_weights"], strict=True):
             assert w == pytest.approx(sum(weight[m] for m in members), abs=1e-5), (r["round"], members, w)
-    assert leftovers >= 1  # at least one saved round closed early (a round opens with only two free nodes at times)
+    assert leftovers >= 1  # at least one saved round closed early (a round waits for its over-selected count)
     store = Store(str(agg.db))
     try:  # a task an early close cut is not a missed deadline
         assert all(r["misses"] == 0 for r in store.capacity()), store.capacity()
