@@ -41,9 +41,9 @@ def round_rows(
         return [], None
     participants = set(record.participants)
     released = set(result.released) - participants
-    if released:  # held rewards paid at the job's end to nodes that took part earlier (docs/verification.md)
-        if rnd != spec.rounds or spec.public_data is None:
-            raise ProtocolError(f"only the last round of a public-data job may release held rewards; round {rnd} of {spec.rounds} names {sorted(released)[:3]}")
+    if released:  # paid at the job's end to nodes that took part earlier: held pay, the unearned pool settled
+        if rnd != spec.rounds:
+            raise ProtocolError(f"only a job's last round may pay nodes outside it; round {rnd} of {spec.rounds} names {sorted(released)[:3]}")
         earlier = {m for r in store.rounds_of(job_id) if r["round"] < rnd for m in r["record"].participants}
         if not released <= earlier:
             raise ProtocolError(f"released names nodes that took part in no earlier round of job {job_id}: {sorted(released - earlier)[:3]}")

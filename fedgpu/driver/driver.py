@@ -444,6 +444,8 @@ class JobDriver:
                 self._server_buf = delta if self._server_buf is None else beta * self._server_buf + delta
                 delta = self._server_buf
         final = ev.round >= self.job.rounds  # the job's last round: every dispute settled, held pay released
+        if final and valuation is not None and self.valuer is not None:
+            valuation = self.valuer.settle(valuation, self.job.rewards.settle_confidence)
         if screen is not None and valuation is not None and self.valuer is not None:
             valuation = self.checks.pay(ev, screen, valuation, self.valuer, final)  # type: ignore[union-attr]
         elif screen is not None:  # nothing is paid, but disputes still end in verdicts
@@ -461,11 +463,11 @@ class JobDriver:
             result.node_values.update(valuation.node_values)
             result.rewards.update(valuation.rewards)
             result.evidence = valuation.evidence
+            if final:  # paid now for earlier rounds (the settlement, held pay): in no cohort of this one
+                result.released.extend(sorted(set(valuation.rewards) - set(ev.participants)))
         if screen is not None:
             result.disputes.extend(replica_dispute_to_proto(d) for d in screen.disputes)
             result.flagged.extend(sorted(self.checks.flagged))  # type: ignore[union-attr]
-            if final and valuation is not None:
-                result.released.extend(sorted(n for n in self.checks.released if n in valuation.rewards))  # type: ignore[union-attr]
         rec = round_record(
             ev, acc, loss, driver_seconds, sums, dropped, valuation,
             client_epsilon=self._client_epsilon(ev.round), model_bytes=len(tensors.state_to_bytes(self.state)),

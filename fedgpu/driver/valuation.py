@@ -21,6 +21,7 @@ to positive credit (a pool nobody has earned yet waits, at most one extra pool a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -176,6 +177,29 @@ class RoundValuer:
             seconds=time.perf_counter() - t0,
             evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode(),
         )
+
+    def settle(self, valuation: RoundValuation, confidence: float) -> RoundValuation:
+        """The job's last round, with the pool no node earned during the job (:attr:`carried`) paid too.
+
+        It goes by the whole job's evidence: ``max(estimate - confidence * se, 0)`` over every node that
+        took part, this round's cohorts or not. During the job a round is paid on the bounds of the rounds
+        so far and a payment is never taken back, so it waits for a tight bound (``rewards.confidence``);
+        at the end no more evidence will come, and a looser one pays the honest nodes that reshuffled
+        cohorts took 40 rounds to tell apart, not the few that happened to be proven early. The evidence
+        names what was settled, so the ledger can be recomputed.
+        """
+        lower = self.estimator.lower_bounds(confidence)
+        credit = {n: b for n, b in lower.items() if math.isfinite(b) and b > 0}
+        if self.carried <= 0 or not credit:
+            return valuation
+        settled = payout(credit, self.carried)
+        self.carried = max(self.carried - math.fsum(settled.values()), 0.0)
+        rewards = dict(valuation.rewards)
+        for node, amount in settled.items():
+            rewards[node] = rewards.get(node, 0.0) + amount
+            self.totals[node] = self.totals.get(node, 0.0) + amount
+        evidence = {**json.loads(valuation.evidence), "settled": {"confidence": confidence, "lower_bounds": credit, "rewards": settled}}
+        return dataclasses.replace(valuation, rewards=rewards, evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode())
 
     def round_validation(self, rnd: int) -> tuple[np.ndarray, np.ndarray]:
         """The validation samples round ``rnd`` is valued on: ``samples`` of them drawn afresh each round

@@ -92,7 +92,8 @@ def test_an_unearned_pool_carries_over_but_the_job_never_pays_more_than_its_pool
         round_rows(store, key, spec, "job-1", 3, record, too_much)
 
 
-def test_the_last_round_of_a_public_data_job_may_pay_held_rewards_to_earlier_participants_only(tmp_path: Path) -> None:
+def test_the_last_round_of_a_job_may_pay_earlier_participants_only(tmp_path: Path) -> None:
+    """Held pay (public data) or the settled unearned pool (any job): only at the last round, only to nodes that took part."""
     from fedgpu.wire.records import PublicDataPlan
 
     store = Store(str(tmp_path / "a.db"))
@@ -106,7 +107,10 @@ def test_the_last_round_of_a_public_data_job_may_pay_held_rewards_to_earlier_par
     assert [(r.node_id, r.reward, r.cohort) for r in rows] == [("a", 1.0, ("a",)), ("b", 1.0, ("b",)), ("q", 5.0, ())]
     with pytest.raises(ProtocolError, match="no earlier round"):
         round_rows(store, key, spec, "job-1", 3, record, RoundResult(rewards={"z": 1.0}, released=("z",)))
-    with pytest.raises(ProtocolError, match="only the last round"):
+    with pytest.raises(ProtocolError, match="only a job.s last round"):
         round_rows(store, key, JobSpec(reward_pool=100.0, rounds=4, public_data=spec.public_data), "job-1", 3, record, RoundResult(rewards={"q": 1.0}, released=("q",)))
+    private = JobSpec(reward_pool=100.0, rounds=3)  # a private-data job's settlement at its end
+    rows, _ = round_rows(store, key, private, "job-1", 3, record, RoundResult(rewards={"a": 1.0, "q": 5.0}, released=("q",)))
+    assert [(r.node_id, r.reward) for r in rows] == [("a", 1.0), ("b", 0.0), ("q", 5.0)]
     with pytest.raises(ProtocolError, match="not in round 3"):
         round_rows(store, key, spec, "job-1", 3, record, RoundResult(rewards={"q": 1.0}))  # not listed as released
