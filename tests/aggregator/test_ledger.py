@@ -107,7 +107,7 @@ def test_the_last_round_of_a_job_may_pay_earlier_participants_only(tmp_path: Pat
     assert [(r.node_id, r.reward, r.cohort) for r in rows] == [("a", 1.0, ("a",)), ("b", 1.0, ("b",)), ("q", 5.0, ())]
     with pytest.raises(ProtocolError, match="no earlier round"):
         round_rows(store, key, spec, "job-1", 3, record, RoundResult(rewards={"z": 1.0}, released=("z",)))
-    with pytest.raises(ProtocolError, match="only a job.s last round"):
+    with pytest.raises(ProtocolError, match="only a job's last round"):
         round_rows(store, key, JobSpec(reward_pool=100.0, rounds=4, public_data=spec.public_data), "job-1", 3, record, RoundResult(rewards={"q": 1.0}, released=("q",)))
     private = JobSpec(reward_pool=100.0, rounds=3)  # a private-data job's settlement at its end
     rows, _ = round_rows(store, key, private, "job-1", 3, record, RoundResult(rewards={"a": 1.0, "q": 5.0}, released=("q",)))
