@@ -92,6 +92,23 @@ def load_flat(model: nn.Module, flat: np.ndarray) -> None:
             pos += t.numel()
 
 
+def _orthonormal(vectors: Sequence[np.ndarray]) -> np.ndarray | None:
+    """An orthonormal basis (rows) of the vectors' span, by Gram-Schmidt; None when they are all 0. A
+    vector (nearly) in the span of those before it adds no row."""
+    rows: list[np.ndarray] = []
+    for v in vectors:
+        norm = float(np.linalg.norm(v))
+        if norm == 0.0:
+            continue
+        r = np.asarray(v, dtype=np.float64).copy()
+        for q in rows:
+            r -= float(q @ r) * q
+        rest = float(np.linalg.norm(r))
+        if rest > 1e-6 * norm:
+            rows.append(r / rest)
+    return np.stack(rows) if rows else None
+
+
 class CohortGame:
     """u(S) over cohorts 0..C-1, one forward pass over the validation set per distinct coalition.
 
@@ -122,6 +139,7 @@ class CohortGame:
         momenta: Sequence[float] = (0.0,),
         server_lr: float = 1.0,
         momentum: float | None = None,
+        earlier_changes: Sequence[np.ndarray] = (),
         device: torch.device | str = "cpu",
     ) -> None:
         self.device = torch.device(device)
@@ -154,8 +172,10 @@ class CohortGame:
         if momentum is not None and not (math.isfinite(momentum) and 0 <= momentum <= 1):
             raise RewardsError(f"momentum must be a number in [0, 1], got {momentum}")
         self.momentum = None if momentum is None or not self.baseline_delta.any() else float(momentum)
-        norm = float(np.linalg.norm(self.baseline_delta))
-        self._along = self.baseline_delta / norm if norm > 0 else None
+        # What the server already knows: the last change and ``earlier_changes`` (the ones before it). A
+        # cohort is valued, and the server steps, only along what is new: a node that replays the global
+        # change since its last task, rounds it sat out included, sends nothing new (an exact null player).
+        self._known = _orthonormal([self.baseline_delta, *(_flat(c, num_params, "earlier_changes") for c in earlier_changes)])
         # The server's learning rate: a coalition's step is this times the round's aggregate with the cohorts
         # outside it sending zeros, the same for every coalition, so a coalition's step grows with what its
         # members sent and never with what it leaves out. The caller passes the server's own (the one that
@@ -222,11 +242,11 @@ class CohortGame:
             delta = np.asarray(self.aggregate(cohorts), dtype=np.float64)
         if delta.shape != self.global_params.shape:
             raise RewardsError(f"aggregate returned shape {delta.shape}, expected {self.global_params.shape}")
-        if self._along is not None:
+        if self._known is not None:
             norm = float(np.linalg.norm(delta))
-            delta = delta - float(delta @ self._along) * self._along
+            delta = self._project(delta)
             if float(np.linalg.norm(delta)) <= 1e-9 * norm:
-                delta = np.zeros_like(delta)  # a replay of the last change: rounding residue is no direction
+                delta = np.zeros_like(delta)  # a replay of known changes: rounding residue is no direction
         return delta
 
     def _fedavg_without(self, absent: Sequence[int]) -> np.ndarray:
@@ -359,8 +379,8 @@ class CohortGame:
         for c, (s, w) in enumerate(zip(self.cohort_sums, self.cohort_weights, strict=True)):
             if w > 0.0:
                 out[c] = s / total
-        if self._along is not None:
-            out -= np.outer(out @ self._along, self._along)
+        if self._known is not None:
+            out -= (out @ self._known.T) @ self._known
         out *= self.server_lr
         return out
 
@@ -386,8 +406,8 @@ class CohortGame:
         return self._linear.copy()
 
     def _project(self, vec: np.ndarray) -> np.ndarray:
-        """P: ``vec`` without its part along the last change."""
-        return vec if self._along is None else vec - float(vec @ self._along) * self._along
+        """P: ``vec`` without its part in the span of the changes the server knows."""
+        return vec if self._known is None else vec - self._known.T @ (self._known @ vec)
 
     def _gradient(self, params: np.ndarray) -> np.ndarray:
         """Gradient of the mean capped per-sample validation loss at ``params``, in the flat order."""

@@ -129,6 +129,22 @@ def test_replaying_the_last_change_is_worth_what_zeros_are(setup: dict[str, np.n
     np.testing.assert_allclose(values["replay"], values["zeros"], atol=1e-6)
 
 
+def test_replaying_the_change_since_a_task_rounds_ago_is_worth_what_zeros_are(setup: dict[str, np.ndarray]) -> None:
+    """A node that sat rounds out replays the global change since its last task: the last change and the
+    ones before it. Those are the server's for free too (``earlier_changes``): it is a null player, and a
+    new direction (what honest nodes send) still counts."""
+    w, a, b = setup["w"], setup["a"], setup["b"]
+    base, before = 0.5 * setup["old"], 0.3 * setup["a"] + 0.2 * setup["b"]  # the last change, the one before it
+    values = {}
+    for name, third in (("replay", 3 * (base + before)), ("zeros", np.zeros_like(w))):
+        game = CohortGame(factory, w, base, [3 * a, 3 * b, third], [3.0, 3.0, 3.0], setup["vx"], setup["vy"], earlier_changes=[before])
+        values[name] = shapley(3, game).values
+    np.testing.assert_allclose(values["replay"], values["zeros"], atol=1e-6)
+    assert values["replay"][2] == 0.0
+    without = CohortGame(factory, w, base, [3 * a, 3 * b, 3 * (base + before)], [3.0, 3.0, 3.0], setup["vx"], setup["vy"])
+    assert shapley(3, without).values[2] != 0.0  # knowing only the last change, the replay is not a null player
+
+
 def test_every_coalition_takes_the_servers_step_and_the_shipped_model_is_tuned(setup: dict[str, np.ndarray]) -> None:
     """A coalition chooses nothing: it takes the server's step and momentum, one pass each (the exact game
     over 3 cohorts costs 7 passes and the free step's choice of momentum 1.5). The shipped model then
