@@ -104,14 +104,14 @@ def compress(x: np.ndarray, modulus: int, bits: int) -> np.ndarray:
 def decompress(y: np.ndarray, modulus: int, bits: int) -> np.ndarray:
     """Exact ``y * 2**(k-bits) - floor((y * gap + 2**(bits-1)) / 2**bits) mod q``: round(y * q / 2**bits), ties down.
 
-    Two arrays of temporaries in all (the driver decompresses every coefficient of every sum)."""
+    Two arrays in all, the result and one temporary (the driver decompresses every coefficient of every sum)."""
     k = modulus.bit_length()
     gap = _U64((1 << k) - modulus)
     # y * gap = hi * 2**32 + lo with hi = (y >> 32) * gap + (low * gap >> 32); all products fit 64 bits.
-    x = np.bitwise_and(y, _U64(0xFFFFFFFF))
+    x: np.ndarray = np.bitwise_and(y, _U64(0xFFFFFFFF))
     x *= gap
     x >>= _U64(32)
-    w = np.right_shift(y, _U64(32))
+    w: np.ndarray = np.right_shift(y, _U64(32))
     w *= gap
     w += x
     w += _U64(1 << (bits - 33))
