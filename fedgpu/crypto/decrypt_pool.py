@@ -217,5 +217,8 @@ def worker_main(scheme: str, keys_dir: Path) -> None:
         out.flush()
 
 
+__all__ = ["Chunk", "DecryptPool", "MAX_WORKERS", "MIN_CHUNKS", "WorkerLost", "worker_main", "workers_for"]
+
+
 if __name__ == "__main__":
     worker_main(sys.argv[1], Path(sys.argv[2]))
