@@ -89,11 +89,12 @@ class CkksDecryptor:
         if header.num_values != num_values:
             raise ProtocolError(f"ckks payload holds {header.num_values} values, expected {num_values}")
         n = p.poly_modulus_degree
-        c0 = decompress(y0, p.modulus, p.c0_bits).reshape(-1, n)
-        c1 = decompress(y1, p.modulus, p.c1_bits).reshape(-1, n)
+        both = np.empty((header.num_ciphertexts, 2, n), dtype=np.uint64)  # [c0 | c1] of each ciphertext, contiguous
+        both[:, 0] = decompress(y0, p.modulus, p.c0_bits).reshape(-1, n)
+        both[:, 1] = decompress(y1, p.modulus, p.c1_bits).reshape(-1, n)
         out = np.empty(header.num_ciphertexts * n, dtype=np.float64)
         for i in range(header.num_ciphertexts):
-            out[i * n : (i + 1) * n] = self._seal.decrypt(np.concatenate((c0[i], c1[i])))
+            out[i * n : (i + 1) * n] = self._seal.decrypt(both[i].reshape(-1))
         return out[:num_values].copy()
 
 

@@ -71,7 +71,9 @@ def unpack(buf: np.ndarray, offset: int, count: int, bits: int) -> np.ndarray:
     by_phase = out.reshape(-1, group_values)
     mask = _U64((1 << bits) - 1)
     for j, (view, shift) in enumerate(phase_views(buf, offset, count, bits)):
-        by_phase[:, j] = (view >> _U64(shift)) & mask
+        column = by_phase[:, j]
+        np.right_shift(view, _U64(shift), out=column)  # in place: no temporaries
+        np.bitwise_and(column, mask, out=column)
     return out
 
 
@@ -100,15 +102,24 @@ def compress(x: np.ndarray, modulus: int, bits: int) -> np.ndarray:
 
 
 def decompress(y: np.ndarray, modulus: int, bits: int) -> np.ndarray:
-    """Exact ``y * 2**(k-bits) - floor((y * gap + 2**(bits-1)) / 2**bits) mod q``: round(y * q / 2**bits), ties down."""
+    """Exact ``y * 2**(k-bits) - floor((y * gap + 2**(bits-1)) / 2**bits) mod q``: round(y * q / 2**bits), ties down.
+
+    Two arrays in all, the result and one temporary (the driver decompresses every coefficient of every sum)."""
     k = modulus.bit_length()
     gap = _U64((1 << k) - modulus)
-    low = y & _U64(0xFFFFFFFF)
     # y * gap = hi * 2**32 + lo with hi = (y >> 32) * gap + (low * gap >> 32); all products fit 64 bits.
-    hi = (y >> _U64(32)) * gap + ((low * gap) >> _U64(32))
-    w = (hi + _U64(1 << (bits - 33))) >> _U64(bits - 32)
-    x = (y << _U64(k - bits)) - w
-    np.minimum(x, x - _U64(modulus), out=x)  # mod q: x - q wraps above x unless x >= q
+    x: np.ndarray = np.bitwise_and(y, _U64(0xFFFFFFFF))
+    x *= gap
+    x >>= _U64(32)
+    w: np.ndarray = np.right_shift(y, _U64(32))
+    w *= gap
+    w += x
+    w += _U64(1 << (bits - 33))
+    w >>= _U64(bits - 32)
+    np.left_shift(y, _U64(k - bits), out=x)
+    x -= w
+    np.subtract(x, _U64(modulus), out=w)
+    np.minimum(x, w, out=x)  # mod q: x - q wraps above x unless x >= q
     return x
 
 

@@ -18,6 +18,7 @@ On a public-data job the driver also compares the round's replicated tasks befor
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -36,10 +37,11 @@ from threadpoolctl import threadpool_limits
 from fedgpu import crypto
 from fedgpu.aggregation import get_rule
 from fedgpu.config import JobConfig, job_from_dict, job_to_dict
+from fedgpu.crypto.decrypt_pool import Chunk, DecryptPool, workers_for
 from fedgpu.datasets import SCHEMAS, ArrayDataset, load_file, public_split
 from fedgpu.driver.records import round_record, tally_nodes
 from fedgpu.driver.state import DriverState, load_state, save_state
-from fedgpu.driver.sums import CohortSum, DroppedCohort, decrypt_sums, with_dropped
+from fedgpu.driver.sums import CohortSum, DroppedCohort, check_sums, with_dropped
 from fedgpu.driver.valuation import RoundValuer
 from fedgpu.driver.verification import ReplicaChecks, Screen, reexecute
 from fedgpu.errors import ConfigError, ProtocolError, RoundFailed, StateError, StorageError
@@ -77,6 +79,7 @@ class JobDriver:
         validation_path: Path | None = None,
         tls: TLSConfig | None = None,
         threads: int = DRIVER_THREADS,
+        decrypt_workers: int | None = None,
     ) -> None:
         if threads < 1:
             raise ConfigError(f"driver threads {threads}: must be at least 1")
@@ -117,6 +120,10 @@ class JobDriver:
         self.decryptor = self.keys.decryptor()
         self.num_params = tensors.num_values(self.state)
         self.layout = crypto.ChunkLayout(self.num_params, self.keys.values_per_chunk)
+        # Worker processes that decrypt a round's sums while they are fetched, started by run() once the key
+        # files are written and closed when it returns; None: as many as fedgpu.crypto.decrypt_pool.workers_for says.
+        self.decrypt_workers = decrypt_workers
+        self._pool: DecryptPool | None = None
         self.job_id = ""
         self.token = ""
         self._abort: str | None = None
@@ -293,16 +300,39 @@ class JobDriver:
     # ---- rounds --------------------------------------------------------------------------------
     def fetch_sums(self, rnd: int, statistics: bool = False) -> tuple[list[CohortSum], list[DroppedCohort]]:
         """The round's decrypted cohort sums that keep the job's bounded claims, and those dropped (fedgpu.driver.sums).
-        A statistics round's sums are feature moments: only the weight cap applies to them."""
-        by_cohort: dict[int, tuple[list[str], list[bytes]]] = {}
+        A statistics round's sums are feature moments: only the weight cap applies to them.
+        A driver with a decryption pool hands each chunk to it as it arrives, so that fetching overlaps decrypting:
+        ``decrypt_seconds`` is then what decrypting took beyond the fetch."""
+        by_cohort: dict[int, tuple[list[str], list[Chunk]]] = {}
+        pool, layout = self._pool, self.layout
         t0 = time.perf_counter()
-        for msg in self.stub.FetchCohortSums(driver_pb2.FetchCohortSumsRequest(job_id=self.job_id, token=self.token, round=rnd), timeout=300):
-            _, parts = by_cohort.setdefault(msg.cohort, (list(msg.members), []))
-            parts.append(chunks.verify(msg.chunk, expected_index=len(parts)))
-        t1 = time.perf_counter()
-        out = decrypt_sums(by_cohort, self.decryptor, self.layout, self.keys, self.job, f"job {self.job_id} round {rnd}", statistics=statistics)
+        try:
+            for msg in self.stub.FetchCohortSums(driver_pb2.FetchCohortSumsRequest(job_id=self.job_id, token=self.token, round=rnd), timeout=300):
+                _, parts = by_cohort.setdefault(msg.cohort, (list(msg.members), []))
+                payload, i = chunks.verify(msg.chunk, expected_index=len(parts)), len(parts)
+                if pool is not None and i < layout.num_chunks:  # a surplus chunk fails its cohort's count check unread
+                    parts.append(pool.submit(payload, layout.chunk_values(i)))
+                else:
+                    parts.append(functools.partial(self.decryptor.decrypt, payload, layout.chunk_values(i)))
+            t1 = time.perf_counter()
+            out = check_sums(by_cohort, layout, self.keys, self.job, f"job {self.job_id} round {rnd}", statistics=statistics)
+        except BaseException:
+            if pool is not None:
+                pool.cancel()  # what this round queued must not hold up the next
+            raise
         self._phases = {"fetch_seconds": t1 - t0, "decrypt_seconds": time.perf_counter() - t1}
         return out
+
+    def _open_pool(self) -> None:
+        workers = workers_for(self.keys.scheme, self.layout.num_chunks) if self.decrypt_workers is None else self.decrypt_workers
+        if workers and self._pool is None:
+            self._pool = DecryptPool(self.keys.scheme, self.out / "keys", self.decryptor, workers)
+
+    def close_pool(self) -> None:
+        """Stop the decryption workers, if any (run does on its way out)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def _client_epsilon(self, rounds: int) -> float | None:
         """Client-level DP: every node's epsilon after ``rounds`` rounds, accounted here by the driver.
@@ -501,6 +531,8 @@ class JobDriver:
             except Exception:  # the report is a courtesy: never hide the error that ended the job
                 log.exception("could not write the report of job %s", self.job_id)
             raise
+        finally:
+            self.close_pool()
         return self.finish(self.elapsed_before + time.perf_counter() - started)
 
     def _watch(self, started: float) -> None:
@@ -509,6 +541,7 @@ class JobDriver:
             self.progress({"event": "submitted", "job": self.job_id, "params": self.num_params})
         else:
             self.progress({"event": "resumed", "job": self.job_id, "version": self.version})
+        self._open_pool()  # the key files it reads are written by now; the workers start while round 1 trains
         req = driver_pb2.WatchJobRequest(job_id=self.job_id, token=self.token)
         done = False
         while not done:

@@ -9,6 +9,7 @@ What the aggregator itself got wrong (a sum of fewer than k, missing chunks) sti
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -20,6 +21,7 @@ import numpy as np
 from fedgpu import crypto
 from fedgpu.claims import SumTolerance, check_cohort_sum
 from fedgpu.config import JobConfig
+from fedgpu.crypto.decrypt_pool import Chunk
 from fedgpu.driver.valuation import RoundValuation, RoundValuer
 from fedgpu.errors import ProtocolError
 
@@ -58,7 +60,17 @@ def decrypt_sums(
     by_cohort: dict[int, tuple[list[str], list[bytes]]], decryptor: crypto.Decryptor, layout: crypto.ChunkLayout, keys: crypto.KeyPair, job: JobConfig, where: str,
     *, statistics: bool = False,
 ) -> tuple[list[CohortSum], list[DroppedCohort]]:
-    """Each cohort's chunks (as fetched, in order) decrypted: the sums that keep the job's bounded claims, and those dropped.
+    """Each cohort's chunks (as fetched, in order) decrypted here, one after another: see :func:`check_sums`."""
+    lazy: dict[int, tuple[list[str], list[Chunk]]] = {ci: (members, [functools.partial(decryptor.decrypt, p, layout.chunk_values(i)) for i, p in enumerate(parts)]) for ci, (members, parts) in by_cohort.items()}
+    return check_sums(lazy, layout, keys, job, where, statistics=statistics)
+
+
+def check_sums(
+    by_cohort: dict[int, tuple[list[str], list[Chunk]]], layout: crypto.ChunkLayout, keys: crypto.KeyPair, job: JobConfig, where: str,
+    *, statistics: bool = False,
+) -> tuple[list[CohortSum], list[DroppedCohort]]:
+    """Each cohort's decrypted chunks (in order; each asked for only once its cohort's counts check): the
+    sums that keep the job's bounded claims, and those dropped.
     ``statistics``: a statistics round's feature moments, held to the weight cap only (no norm bound)."""
     bounds = job.claim_bounds
     if statistics:
@@ -72,8 +84,7 @@ def decrypt_sums(
             raise ProtocolError(f"aggregator sent a sum of {len(members)} nodes, fewer than k = {job.cohort_size}")
         if len(parts) != layout.num_chunks:
             raise ProtocolError(f"cohort {ci} sum has {len(parts)} chunks, expected {layout.num_chunks}")
-        values = [decryptor.decrypt(p, layout.chunk_values(i)) for i, p in enumerate(parts)]
-        weighted, chunk_weights = layout.join(values)
+        weighted, chunk_weights = layout.join([values() for values in parts])
         value_error, weight_error = crypto.sum_error(keys.scheme, keys.params, len(members))
         rejected = check_cohort_sum(weighted, chunk_weights, len(members), bounds, SumTolerance(value_error, weight_error, noise_std))
         if rejected is not None:
@@ -118,4 +129,4 @@ def with_dropped(
     )
 
 
-__all__ = ["CohortSum", "DroppedCohort", "decrypt_sums", "with_dropped"]
+__all__ = ["CohortSum", "DroppedCohort", "check_sums", "decrypt_sums", "with_dropped"]
