@@ -110,7 +110,7 @@ class Aggregator:
     def upload_status(self, node_id: str, task_id: str) -> UploadProgress:
         return self.uploads.upload_status(node_id, task_id)
 
-    async def upload(self, stream: AsyncIterator[node_pb2.UpdateChunk]) -> UploadProgress:
+    async def upload(self, stream: AsyncIterator[tuple[node_pb2.UpdateChunk, int]]) -> UploadProgress:
         def received(size: int) -> None:
             self.counters.bytes_in += size
 

@@ -135,12 +135,11 @@ class Uploads:
         _, ts = self._task(node_id, task_id)
         return UploadProgress(received=ts.received, complete=ts.status is TaskStatus.COMPLETE)
 
-    async def upload(self, stream: AsyncIterator[node_pb2.UpdateChunk], received: Callable[[int], None] | None = None) -> UploadProgress:
-        """Take an upload stream; ``received`` hears each message's size (metrics), refused ones too."""
+    async def upload(self, stream: AsyncIterator[tuple[node_pb2.UpdateChunk, int]], received: Callable[[int], None] | None = None) -> UploadProgress:
+        """Take an upload stream of (message, its size on the wire); ``received`` hears each size (metrics), refused ones too."""
         ts: TaskState | None = None
         with contextlib.ExitStack() as slot:
-            async for msg in stream:
-                size = msg.ByteSize()  # ~0.7 ms for a parsed 1 MiB message (upb encodes to count): once
+            async for msg, size in stream:
                 if received is not None:
                     received(size)
                 node_id = self.registry.authenticate("UploadUpdate", msg)
