@@ -151,7 +151,8 @@ class Aggregator:
     def cohort_sums(self, job_id: str, rnd: int, k: int) -> tuple[list[list[str]], list[tuple[int, int]]]:
         return self.rounds.cohort_sums(job_id, rnd, k)
 
-    def cohort_sum(self, job_id: str, rnd: int, cohort: int, chunk: int) -> bytes:
+    def cohort_sum(self, job_id: str, rnd: int, cohort: int, chunk: int) -> tuple[bytes, bytes]:
+        """One chunk of a released sum and its SHA-256."""
         return self.rounds.cohort_sum(job_id, rnd, cohort, chunk)
 
     # ---- measured capacity ---------------------------------------------------------------------

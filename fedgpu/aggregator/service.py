@@ -301,8 +301,8 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         for ci, _ in index:
             per_cohort[ci] = per_cohort.get(ci, 0) + 1
         for ci, idx in index:
-            data = self.agg.cohort_sum(request.job_id, request.round, ci, idx)
-            yield chunks.serialize_with_chunk(driver_pb2.CohortSumChunk(cohort=ci, members=cohorts[ci]), idx, per_cohort[ci], data)
+            data, digest = self.agg.cohort_sum(request.job_id, request.round, ci, idx)
+            yield chunks.serialize_with_chunk(driver_pb2.CohortSumChunk(cohort=ci, members=cohorts[ci]), idx, per_cohort[ci], data, digest)
             crash_point("fetch_sums")
 
     @_abort_on_error_stream

@@ -22,7 +22,7 @@ from pathlib import Path
 from fedgpu import crypto
 from fedgpu.aggregator.attempt import RoundState, TaskState, TaskStatus
 from fedgpu.aggregator.registry import NodeRegistry
-from fedgpu.aggregator.released import RELEASED, flush_ahead
+from fedgpu.aggregator.released import RELEASED, flush_ahead, keep_digest
 from fedgpu.aggregator.store import Store
 from fedgpu.errors import (
     AuthError,
@@ -190,7 +190,9 @@ class Uploads:
         if ts.received == 0:
             ts.upload_started = time.monotonic()
             folder.mkdir(exist_ok=True)
-        (folder / str(msg.chunk.index)).write_bytes(data)  # a file per chunk: a cohort's first update moves in, uncopied
+        spooled = folder / str(msg.chunk.index)
+        spooled.write_bytes(data)  # a file per chunk: a cohort's first update moves in, uncopied
+        keep_digest(spooled, msg.chunk.sha256)  # checked above: served with it, not hashed again (released.py)
         ts.received += 1
         ts.bytes_up += size
         ts.status = TaskStatus.UPLOADING

@@ -4,6 +4,7 @@ the wire, and replies serialized by hand reach a client as the messages they sta
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -35,8 +36,8 @@ class StandIn:
     def cohort_sums(self, job_id: str, rnd: int, k: int) -> tuple[list[list[str]], list[tuple[int, int]]]:
         return [["na"], ["nb"]], sorted(SUMS)
 
-    def cohort_sum(self, job_id: str, rnd: int, cohort: int, chunk: int) -> bytes:
-        return SUMS[(cohort, chunk)]
+    def cohort_sum(self, job_id: str, rnd: int, cohort: int, chunk: int) -> tuple[bytes, bytes]:
+        return SUMS[(cohort, chunk)], hashlib.sha256(SUMS[(cohort, chunk)]).digest()
 
 
 def test_upload_sizes_and_hand_serialized_sums_over_grpc() -> None:
