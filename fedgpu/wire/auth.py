@@ -75,13 +75,13 @@ def _chunk_body(request: Message) -> bytes | None:
         if fd.name == "chunk":
             body_chunk: Message = body.chunk
             body_chunk.SetInParent()
-            for cfd, cvalue in value.ListFields():
+            for cfd in value.DESCRIPTOR.fields:  # not ListFields(): that would read the data out too
                 if cfd.name != "data":
-                    setattr(body_chunk, cfd.name, cvalue)
-        elif fd.message_type is not None or fd.label == fd.LABEL_REPEATED:
-            return None
-        else:
+                    setattr(body_chunk, cfd.name, getattr(value, cfd.name))
+        elif isinstance(value, (bool, int, float, str, bytes)):  # a singular scalar (an enum is an int)
             setattr(body, fd.name, value)
+        else:  # a message, repeated or map field: copied by the exact way
+            return None
     return bytes(body.SerializeToString(deterministic=True))
 
 
