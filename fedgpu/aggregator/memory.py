@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import ctypes
 
-M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
-M_MMAP_THRESHOLD = -3
+_M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
+_M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 4 << 20
 TRIM_THRESHOLD = 64 << 20
 
@@ -25,7 +25,7 @@ def reuse_large_buffers() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
-__all__ = ["reuse_large_buffers"]
+__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "reuse_large_buffers"]
