@@ -110,7 +110,7 @@ class Aggregator:
     def upload_status(self, node_id: str, task_id: str) -> UploadProgress:
         return self.uploads.upload_status(node_id, task_id)
 
-    async def upload(self, stream: AsyncIterator[node_pb2.UpdateChunk]) -> UploadProgress:
+    async def upload(self, stream: AsyncIterator[tuple[node_pb2.UpdateChunk, int]]) -> UploadProgress:
         def received(size: int) -> None:
             self.counters.bytes_in += size
 
@@ -151,7 +151,8 @@ class Aggregator:
     def cohort_sums(self, job_id: str, rnd: int, k: int) -> tuple[list[list[str]], list[tuple[int, int]]]:
         return self.rounds.cohort_sums(job_id, rnd, k)
 
-    def cohort_sum(self, job_id: str, rnd: int, cohort: int, chunk: int) -> bytes:
+    def cohort_sum(self, job_id: str, rnd: int, cohort: int, chunk: int) -> tuple[bytes, bytes]:
+        """One chunk of a released sum and its SHA-256."""
         return self.rounds.cohort_sum(job_id, rnd, cohort, chunk)
 
     # ---- measured capacity ---------------------------------------------------------------------

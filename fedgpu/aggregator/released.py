@@ -11,11 +11,16 @@ round ``r`` is ``{job}-r{r}-{a}``, so the row names its folder by the attempt id
 start every folder no ready round names is deleted (a close killed before its commit, a round
 published but killed before its folder went), and a publish deletes the round's folder after its
 transaction. The database therefore never points at a missing folder, and what is left over is swept.
+
+A lone update's file keeps the SHA-256 its node sent and the aggregator checked (an extended
+attribute, which a rename carries along), so serving it to the driver hashes nothing again; the
+driver checks every chunk against it as before, so a file changed on disk is caught, not served.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 from collections.abc import Iterable, Iterator
@@ -25,6 +30,7 @@ from fedgpu.errors import NotFoundError, StorageError
 
 RELEASED = "released"  # the folder of the spool that holds them
 _TMP = ".tmp-"
+DIGEST_ATTR = "user.fedgpu.sha256"  # a spooled file's SHA-256, where it is known already
 
 
 def _fsync(path: Path) -> None:
@@ -33,6 +39,16 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def keep_digest(path: Path, digest: bytes) -> None:
+    """Keep ``digest``, the checked SHA-256 of the file's bytes, with the file. A file system without
+    extended attributes keeps none (and the file is hashed when served); never a stale one."""
+    try:
+        os.setxattr(path, DIGEST_ATTR, digest)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.removexattr(path, DIGEST_ATTR)
 
 
 def flush_ahead(paths: Iterable[Path]) -> None:
@@ -91,12 +107,19 @@ class ReleasedSums:
             pairs.append((int(cohort), int(chunk)))
         return sorted(pairs)
 
-    def read(self, job_id: str, rnd: int, attempt_id: str, cohort: int, chunk: int) -> bytes:
-        """One chunk of one released sum: streamed one at a time, never the whole round in memory."""
+    def read(self, job_id: str, rnd: int, attempt_id: str, cohort: int, chunk: int) -> tuple[bytes, bytes]:
+        """One chunk of one released sum and its SHA-256 (kept with the file, else computed): streamed
+        one at a time, never the whole round in memory."""
         try:
-            return (self.folder(job_id, rnd, attempt_id) / f"{cohort}-{chunk}.sum").read_bytes()
+            with open(self.folder(job_id, rnd, attempt_id) / f"{cohort}-{chunk}.sum", "rb") as f:
+                data = f.read()
+                try:
+                    digest = os.getxattr(f.fileno(), DIGEST_ATTR)
+                except OSError:
+                    digest = b""
         except FileNotFoundError:
             raise NotFoundError(f"no sum for cohort {cohort} chunk {chunk} of round {rnd}") from None
+        return data, digest if len(digest) == 32 else hashlib.sha256(data).digest()
 
     def drop(self, job_id: str, rounds: Iterable[int] | None = None) -> None:
         """Delete the folders of these rounds of the job (all its rounds when None)."""
@@ -118,4 +141,4 @@ class ReleasedSums:
         return (p for p in list(self.root.iterdir()) if p.is_dir())
 
 
-__all__ = ["RELEASED", "ReleasedSums", "flush_ahead"]
+__all__ = ["DIGEST_ATTR", "RELEASED", "ReleasedSums", "flush_ahead", "keep_digest"]

@@ -144,8 +144,8 @@ class Rounds:
         attempt_id = self._ready[(job_id, rnd)] = rec["record"].attempt_id
         return cohorts, self.sums.index(job_id, rnd, attempt_id)
 
-    def cohort_sum(self, job_id: str, rnd: int, cohort: int, chunk: int) -> bytes:
-        """One chunk of a ready round's sums (its attempt remembered from :meth:`cohort_sums`: no query per chunk)."""
+    def cohort_sum(self, job_id: str, rnd: int, cohort: int, chunk: int) -> tuple[bytes, bytes]:
+        """One chunk of a ready round's sums and its SHA-256 (its attempt remembered from :meth:`cohort_sums`: no query per chunk)."""
         attempt_id = self._ready.get((job_id, rnd))
         if attempt_id is None:
             rec = self.store.round(job_id, rnd)

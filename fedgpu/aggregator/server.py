@@ -11,6 +11,7 @@ import grpc
 
 from fedgpu.aggregator.admission import AdmissionPolicy
 from fedgpu.aggregator.core import Aggregator
+from fedgpu.aggregator.memory import reuse_large_buffers
 from fedgpu.aggregator.metrics import MetricsServer
 from fedgpu.aggregator.service import DriverServicer, NodeServicer, RejectUndecodable
 from fedgpu.aggregator.store import Store
@@ -45,6 +46,7 @@ async def serve(
     listen: str, db_url: str, spool_dir: Path, ready_file: Path | None = None, tls: TLSConfig | None = None, metrics: str | None = None,
     admission: AdmissionPolicy | None = None,
 ) -> None:
+    reuse_large_buffers()  # the process is the aggregator's alone: its chunks' buffers are reused (memory.py)
     tls = tls or TLSConfig()
     if metrics is not None:
         transport.parse_address(metrics, "--metrics")  # a bad flag fails before anything starts

@@ -22,7 +22,7 @@ from pathlib import Path
 from fedgpu import crypto
 from fedgpu.aggregator.attempt import RoundState, TaskState, TaskStatus
 from fedgpu.aggregator.registry import NodeRegistry
-from fedgpu.aggregator.released import RELEASED, flush_ahead
+from fedgpu.aggregator.released import RELEASED, flush_ahead, keep_digest
 from fedgpu.aggregator.store import Store
 from fedgpu.errors import (
     AuthError,
@@ -135,12 +135,11 @@ class Uploads:
         _, ts = self._task(node_id, task_id)
         return UploadProgress(received=ts.received, complete=ts.status is TaskStatus.COMPLETE)
 
-    async def upload(self, stream: AsyncIterator[node_pb2.UpdateChunk], received: Callable[[int], None] | None = None) -> UploadProgress:
-        """Take an upload stream; ``received`` hears each message's size (metrics), refused ones too."""
+    async def upload(self, stream: AsyncIterator[tuple[node_pb2.UpdateChunk, int]], received: Callable[[int], None] | None = None) -> UploadProgress:
+        """Take an upload stream of (message, its size on the wire); ``received`` hears each size (metrics), refused ones too."""
         ts: TaskState | None = None
         with contextlib.ExitStack() as slot:
-            async for msg in stream:
-                size = msg.ByteSize()  # ~0.7 ms for a parsed 1 MiB message (upb encodes to count): once
+            async for msg, size in stream:
                 if received is not None:
                     received(size)
                 node_id = self.registry.authenticate("UploadUpdate", msg)
@@ -191,7 +190,9 @@ class Uploads:
         if ts.received == 0:
             ts.upload_started = time.monotonic()
             folder.mkdir(exist_ok=True)
-        (folder / str(msg.chunk.index)).write_bytes(data)  # a file per chunk: a cohort's first update moves in, uncopied
+        spooled = folder / str(msg.chunk.index)
+        spooled.write_bytes(data)  # a file per chunk: a cohort's first update moves in, uncopied
+        keep_digest(spooled, msg.chunk.sha256)  # checked above: served with it, not hashed again (released.py)
         ts.received += 1
         ts.bytes_up += size
         ts.status = TaskStatus.UPLOADING

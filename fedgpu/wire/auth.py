@@ -19,6 +19,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from google.protobuf import unknown_fields
+from google.protobuf.message import Message
 
 from fedgpu.errors import AuthError, ConfigError
 from fedgpu.proto.fedgpu.v1 import common_pb2 as pb
@@ -31,6 +33,14 @@ def node_id_for(public_key: bytes) -> str:
 
 
 def _signed_bytes(method: str, request: object, timestamp_ms: int, nonce: bytes) -> bytes:
+    body = _chunk_body(request) if isinstance(request, Message) and "chunk" in request.DESCRIPTOR.fields_by_name else None
+    if body is None:
+        body = _body_without_auth(request)
+    return b"fedgpu.v1|" + method.encode() + b"|" + body + b"|" + timestamp_ms.to_bytes(8, "little") + nonce
+
+
+def _body_without_auth(request: object) -> bytes:
+    """The request serialized deterministically with ``auth`` cleared and, if it has one, its chunk's data."""
     auth = request.auth  # type: ignore[attr-defined]
     saved = pb.NodeAuth()
     saved.CopyFrom(auth)
@@ -40,12 +50,39 @@ def _signed_bytes(method: str, request: object, timestamp_ms: int, nonce: bytes)
         data = request.chunk.data  # type: ignore[attr-defined]
         request.chunk.ClearField("data")  # type: ignore[attr-defined]
     try:
-        body = request.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
+        return bytes(request.SerializeToString(deterministic=True))  # type: ignore[attr-defined]
     finally:
         request.auth.CopyFrom(saved)  # type: ignore[attr-defined]
         if data:
             request.chunk.data = data  # type: ignore[attr-defined]
-    return b"fedgpu.v1|" + method.encode() + b"|" + bytes(body) + b"|" + timestamp_ms.to_bytes(8, "little") + nonce
+
+
+def _chunk_body(request: Message) -> bytes | None:
+    """What :func:`_body_without_auth` makes, for a request carrying a chunk, without reading the chunk's data.
+
+    The mutate-and-restore way copies the 1 MiB data out of the message and back in (two fresh
+    allocations, ~1.5 ms a chunk); this one builds a copy of the small fields only. Its output is the
+    same bytes; a request with fields this build would drop (unknown ones, from a newer peer) or that
+    it cannot copy field by field gets None, and the caller the exact way.
+    """
+    chunk: Message = request.chunk
+    if unknown_fields.UnknownFieldSet(request) or unknown_fields.UnknownFieldSet(chunk):
+        return None
+    body = type(request)()
+    for fd, value in request.ListFields():
+        if fd.name == "auth":
+            continue
+        if fd.name == "chunk":
+            body_chunk: Message = body.chunk
+            body_chunk.SetInParent()
+            for cfd in value.DESCRIPTOR.fields:  # not ListFields(): that would read the data out too
+                if cfd.name != "data":
+                    setattr(body_chunk, cfd.name, getattr(value, cfd.name))
+        elif isinstance(value, (bool, int, float, str, bytes)):  # a singular scalar (an enum is an int)
+            setattr(body, fd.name, value)
+        else:  # a message, repeated or map field: copied by the exact way
+            return None
+    return bytes(body.SerializeToString(deterministic=True))
 
 
 def rotation_bytes(old_public_key: bytes, new_public_key: bytes) -> bytes:

@@ -109,3 +109,39 @@ def test_flatten_unflatten_round_trip() -> None:
     assert torch.equal(back["a"], ref["a"]) and torch.equal(back["n"], ref["n"])
     with pytest.raises(ProtocolError):
         tensors.unflatten(np.zeros(16), ref)
+
+
+def test_a_chunk_request_is_signed_over_the_same_bytes_whichever_way_they_are_built() -> None:
+    from fedgpu.wire.auth import _body_without_auth, _chunk_body
+
+    data = b"d" * 5000
+    full = node_pb2.UpdateChunk(task_id="t", fingerprint="f", chunk=chunks.make_chunk(2, 3, data), train_seconds=1.5, epsilon=0.25, encrypt_seconds=0.5)
+    for msg in (full, node_pb2.UpdateChunk(task_id="t"), node_pb2.UpdateChunk(chunk=chunks.make_chunk(0, 1, b""))):
+        Identity.generate().sign("UploadUpdate", msg)
+        fast = _chunk_body(msg)
+        assert fast is not None and fast == _body_without_auth(msg) and data not in fast
+    assert full.chunk.data == data  # neither way changes the message
+    # A field this aggregator does not know (a newer node's): the exact way, which keeps it under the signature.
+    me = Identity.generate()
+    newer = node_pb2.UpdateChunk.FromString(full.SerializeToString() + bytes([0x98, 0x06, 5]))  # field 99 = 5
+    me.sign("UploadUpdate", newer)
+    assert _chunk_body(newer) is None
+    Verifier().verify("UploadUpdate", node_pb2.UpdateChunk.FromString(newer.SerializeToString()), me.public_key)
+    dropped = node_pb2.UpdateChunk.FromString(newer.SerializeToString()[:-3])  # the unknown field cut off in transit
+    with pytest.raises(AuthError, match="does not verify"):
+        Verifier().verify("UploadUpdate", dropped, me.public_key)
+
+
+def test_a_chunk_serialized_by_hand_parses_as_the_message_would() -> None:
+    from fedgpu.proto.fedgpu.v1 import common_pb2, driver_pb2
+
+    for size in (0, 1, 127, 128, 16_383, 16_384, chunks.MAX_CHUNK_BYTES):
+        data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        made = chunks.serialize_with_chunk(driver_pb2.CohortSumChunk(cohort=3, members=["a", "b"]), 4, 9, data)
+        expected = driver_pb2.CohortSumChunk(cohort=3, members=["a", "b"], chunk=chunks.make_chunk(4, 9, data))
+        assert made == expected.SerializeToString()
+        assert chunks.verify(driver_pb2.CohortSumChunk.FromString(made).chunk, 4, 9) == data
+    model = common_pb2.ModelChunk.FromString(chunks.serialize_with_chunk(common_pb2.ModelChunk(version=7), 0, 1, b"abc"))
+    assert model.version == 7 and chunks.verify(model.chunk) == b"abc"
+    with pytest.raises(ValueError, match="unset"):
+        chunks.serialize_with_chunk(common_pb2.ModelChunk(chunk=chunks.make_chunk(0, 1, b"")), 0, 1, b"abc")
