@@ -120,7 +120,6 @@ class RoundValuer:
         full = CohortGame(
             self.model_factory, global_flat, self.baseline, sums, weights, val_x, val_y, self.rule,
             members=cohorts, step_sizes=self.step_sizes, momenta=self.momenta, server_lr=self.server_lr, momentum=self.momentum,
-            earlier_changes=self.earlier,
         )
         large = full.linear and len(sums) > SCREEN_ABOVE
         kept = self.keep(full, screen=full.linear_values() if large else None)
@@ -132,8 +131,11 @@ class RoundValuer:
         game = full if len(kept) in (0, len(sums)) else full.restrict(kept)
         grand = frozenset(range(len(kept)))
         step, momentum = game.tune(grand)  # the shipped model: the kept cohorts' best step and momentum
-        res = self.shapley(game, len(kept), rng)
-        floor = noise_floor(game, coalition=grand)
+        # Values are played in the game that also knows the changes before the last: a replay of the change
+        # since a task rounds ago adds nothing there (CohortGame.knowing); the shipped model is game's.
+        worth = game.knowing(self.earlier)
+        res = self.shapley(worth, len(kept), rng)
+        floor = noise_floor(worth, coalition=grand)
         values = np.array([min(v or 0.0, 0.0) for v in singles])  # left-out cohorts keep their (negative) solo value
         values[kept] = res.values
         values = zero_below_floor(values, floor)
@@ -182,7 +184,7 @@ class RoundValuer:
             update=self.baseline,
             node_values=node_values,
             rewards=rewards,
-            evaluations=round(full.forward_passes + (game.forward_passes if game is not full else 0.0), 2),
+            evaluations=round(full.forward_passes + (game.forward_passes if game is not full else 0.0) + (worth.forward_passes if worth is not game else 0.0), 2),
             floor=floor,
             seconds=time.perf_counter() - t0,
             evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode(),

@@ -225,10 +225,9 @@ def test_the_learning_rate_is_the_servers_trust_region_not_the_senders() -> None
     assert second.kept == [0] and json.loads(second.evidence)["server_lr"] == lr
     np.testing.assert_allclose(second.update - second.momentum * first.update, second.step * lr * 0.1 * shift, atol=1e-12)
     assert second.rewards["b"] == 0.0
-    # a round in which no cohort helps halves it (a harm outside the changes so far: within them it is projected out)
+    # a round in which no cohort helps halves it
     lr = valuer.server_lr
-    noise = np.array([0.0, 5.0, 0.0, -5.0, 0.0, 0.0])  # weight on x1, which says nothing about the label
-    third = valuer.value(3, w + first.update + second.update, [["p"]], [noise], [1.0])
+    third = valuer.value(3, w + first.update + second.update, [["p"]], [-g], [1.0])
     assert third.kept == [] and valuer.server_lr == pytest.approx(0.5 * lr)
 
 
