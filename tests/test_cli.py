@@ -22,6 +22,7 @@ from fedgpu.errors import ConfigError
 from fedgpu.evaluation import parse_device
 from fedgpu.models import available_models
 from fedgpu.rewards.chain import GENESIS, LedgerEntry, build_rows, sign_head
+from fedgpu.wire import PROTOCOL_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0
-    assert capsys.readouterr().out.startswith(f"fedgpu {__version__} (protocol 2")
+    assert capsys.readouterr().out.startswith(f"fedgpu {__version__} (protocol {PROTOCOL_VERSION}")
 
 
 def test_models_lists_what_is_installed(capsys: pytest.CaptureFixture[str]) -> None:
