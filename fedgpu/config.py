@@ -170,13 +170,10 @@ class RewardsConfig:
     # takes its own best step and momentum of these grids.
     # With rewards on it replaces training.server_momentum, which must then be one of these.
     momentum_steps: tuple[float, ...] = (0.0, 0.5, 1.0)
-    # In cohorts of k > 1 a member is credited max(estimate - confidence * standard error, 0): higher pays
-    # free riders less often and honest newcomers later (a round nobody earned carries over; docs/selection.md).
-    confidence: float = 1.5
-    # At the job's last round the pool no node earned during the job (it carried over) is paid by the whole
-    # job's evidence: max(estimate - settle_confidence * se, 0) over every node that took part. Looser than
-    # ``confidence``, since nothing is paid on a few rounds' noise any more (docs/selection.md).
-    settle_confidence: float = 1.0
+    # In cohorts of k > 1 pools are paid at the job's last round: each node max(estimate - confidence *
+    # standard error, 0) times the kept cohorts it was in. Higher pays free riders less often and fewer
+    # honest nodes (docs/selection.md).
+    confidence: float = 1.0
     # Validation samples a round is valued on, drawn afresh each round (0: all of them): a round's
     # valuation is tens of forward passes, so its cost follows this, not the held-out set's size. The
     # reported accuracy is always on the whole set. 512: what the robust rule's figures were measured
@@ -352,10 +349,6 @@ class JobConfig:
         need(1 <= self.rewards.budget <= 100_000, "rewards.budget", "must be in 1..100000")
         need(self.rewards.valuation_samples == 0 or self.rewards.valuation_samples >= 2, "rewards.valuation_samples", "must be 0 (all) or >= 2")
         need(0 <= self.rewards.confidence <= 10, "rewards.confidence", f"must be in [0, 10], got {self.rewards.confidence}")
-        need(
-            0 <= self.rewards.settle_confidence <= self.rewards.confidence, "rewards.settle_confidence",
-            f"must be in [0, rewards.confidence = {self.rewards.confidence}], got {self.rewards.settle_confidence}",
-        )
         a = self.aggregation
         if check_registry:
             need(a.rule in available_rules(), "aggregation.rule", f"allowed values are {', '.join(available_rules())}; got {a.rule!r}")

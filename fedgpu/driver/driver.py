@@ -475,7 +475,7 @@ class JobDriver:
                 delta = self._server_buf
         final = ev.round >= self.job.rounds  # the job's last round: every dispute settled, held pay released
         if final and valuation is not None and self.valuer is not None:
-            valuation = self.valuer.settle(valuation, self.job.rewards.settle_confidence)
+            valuation = self.valuer.settle(valuation)
         if screen is not None and valuation is not None and self.valuer is not None:
             valuation = self.checks.pay(ev, screen, valuation, self.valuer, final)  # type: ignore[union-attr]
         elif screen is not None:  # nothing is paid, but disputes still end in verdicts

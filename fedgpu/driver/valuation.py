@@ -25,6 +25,7 @@ import dataclasses
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -190,18 +191,17 @@ class RoundValuer:
             evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode(),
         )
 
-    def settle(self, valuation: RoundValuation, confidence: float) -> RoundValuation:
-        """The job's last round, with the pool no node earned during the job (:attr:`carried`) paid too.
+    def settle(self, valuation: RoundValuation) -> RoundValuation:
+        """The job's last round, with the pool no node earned during the job (:attr:`carried`) paid too:
+        in cohorts of k > 1 that is every pool, in cohorts of one the rounds nobody gained in.
 
-        It goes by the whole job's evidence: ``max(estimate - confidence * se, 0)`` over every node that
-        took part, this round's cohorts or not. During the job a round is paid on the bounds of the rounds
-        so far and a payment is never taken back, so it waits for a tight bound (``rewards.confidence``);
-        at the end no more evidence will come, and a looser one pays the honest nodes that reshuffled
-        cohorts took 40 rounds to tell apart, not the few that happened to be proven early. The evidence
-        names what was settled, so the ledger can be recomputed.
+        It goes by the whole job's evidence: each node that took part is credited its proven worth,
+        ``max(estimate - confidence * se, 0)``, times the kept cohorts it was in (it is paid for the rounds
+        it worked). The evidence names what was settled, so the ledger can be recomputed.
         """
-        lower = self.estimator.lower_bounds(confidence)
-        credit = {n: b for n, b in lower.items() if math.isfinite(b) and b > 0}
+        lower = self.estimator.lower_bounds(self.confidence)
+        kept = Counter(m for o in self.estimator.observations if o.value >= 0 for m in o.members)
+        credit = {n: b * kept[n] for n, b in proven_credit(list(lower), lower).items() if b > 0 and kept[n]}
         if self.carried <= 0 or not credit:
             return valuation
         settled = payout(credit, self.carried)
@@ -210,7 +210,10 @@ class RoundValuer:
         for node, amount in settled.items():
             rewards[node] = rewards.get(node, 0.0) + amount
             self.totals[node] = self.totals.get(node, 0.0) + amount
-        evidence = {**json.loads(valuation.evidence), "settled": {"confidence": confidence, "lower_bounds": credit, "rewards": settled}}
+        evidence = {
+            **json.loads(valuation.evidence),
+            "settled": {"confidence": self.confidence, "lower_bounds": {n: lower[n] for n in credit}, "kept_cohorts": {n: kept[n] for n in credit}, "rewards": settled},
+        }
         return dataclasses.replace(valuation, rewards=rewards, evidence=json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode())
 
     def round_validation(self, rnd: int) -> tuple[np.ndarray, np.ndarray]:
@@ -249,23 +252,21 @@ class RoundValuer:
     def credit(self, cohorts: list[list[str]], values: np.ndarray, unit: float = 1.0) -> tuple[dict[str, float], dict[str, float]]:
         """(credit, value) of each node this round: what the pool is shared by, and what the ledger records.
 
-        A cohort of one is its member's own measured value, both. In a larger cohort that was kept (value
-        >= 0) each member is credited its proven worth, ``max(estimate - z * se, 0)`` (``unit``: the
-        round's scale back from the estimator's), whatever this round's noisy cohort value, so a free
-        rider that sat with a good cohort is credited nothing and a node seen in few cohorts is not paid
-        on noise (until the evidence shows who earned a round nobody is, and its pool waits); its
-        recorded value is its point estimate (selection reads it). A cohort left out (value < 0) is
-        charged to the members with negative estimates, both.
+        A cohort of one is its member's own measured value, both. A larger cohort that was kept (value >= 0)
+        is credited nothing now: one cohort value is far noisier than a node's worth, and paying each round
+        on the bounds of the rounds so far paid the first nodes proven nearly every pool (docs/selection.md).
+        Its pool waits for the job's end (:meth:`settle`); its members' recorded value is their point
+        estimate (``unit``: the round's scale back from the estimator's; selection reads it). A cohort left
+        out (value < 0) is charged to the members with negative estimates, both.
         """
         est = self.estimator.estimates()
-        lower = self.estimator.lower_bounds(self.confidence)
         credited: dict[str, float] = {}
         recorded: dict[str, float] = {}
         for v, members in zip(values, cohorts, strict=True):
             if len(members) == 1:
                 credited[members[0]] = recorded[members[0]] = float(v)
             elif v >= 0:
-                credited.update(proven_credit(members, lower, unit))
+                credited.update(dict.fromkeys(members, 0.0))
                 recorded.update({m: est.get(m, 0.0) * unit for m in members})
             else:
                 share = split_cohort_value(float(v), members, est)

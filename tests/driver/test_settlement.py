@@ -1,4 +1,4 @@
-"""The job's last round pays the pool nobody earned during the job, by the whole job's evidence."""
+"""The job's last round pays the pools of cohorts of k > 1 (and what nobody earned at k = 1), by the whole job's evidence."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from fedgpu.driver.valuation import RoundValuation, RoundValuer
 
 
 def valuer_with(observations: list[tuple[list[str], float]], carried: float) -> RoundValuer:
-    v = RoundValuer(lambda: nn.Linear(2, 2), ArrayDataset(np.zeros((4, 2), np.float32), np.zeros(4, np.int64)), budget=8, pool=100.0, confidence=1.5)
+    v = RoundValuer(lambda: nn.Linear(2, 2), ArrayDataset(np.zeros((4, 2), np.float32), np.zeros(4, np.int64)), budget=8, pool=100.0, confidence=1.0)
     for rnd, (members, value) in enumerate(observations, start=1):
         v.estimator.observe(rnd, members, value)
     v.carried = carried
@@ -41,7 +41,7 @@ def test_the_unearned_pool_goes_to_the_nodes_the_job_proved_and_hardly_to_free_r
     ratios = []
     for seed in range(5):
         v = valuer_with(cohort_game(seed), carried=1500.0)
-        out = v.settle(last_round({"h0": 10.0, "h1": 0.0}), confidence=1.0)
+        out = v.settle(last_round({"h0": 10.0, "h1": 0.0}))
         paid = {n: r - {"h0": 10.0}.get(n, 0.0) for n, r in out.rewards.items()}
         assert math.isclose(sum(paid.values()), 1500.0) and v.carried == 0.0
         honest = sorted(paid.get(f"h{i}", 0.0) for i in range(6))
@@ -55,6 +55,6 @@ def test_the_unearned_pool_goes_to_the_nodes_the_job_proved_and_hardly_to_free_r
 
 def test_nothing_carried_or_nobody_proven_leaves_the_round_as_it_was() -> None:
     before = last_round({"h0": 10.0})
-    assert valuer_with(cohort_game(1), carried=0.0).settle(before, 1.0) is before
+    assert valuer_with(cohort_game(1), carried=0.0).settle(before) is before
     unproven = valuer_with([(["a", "b", "c"], 0.0), (["a", "b", "d"], 0.0)], carried=300.0)  # too few observations: no bound
-    assert unproven.settle(before, 1.0) is before and unproven.carried == 300.0
+    assert unproven.settle(before) is before and unproven.carried == 300.0

@@ -19,7 +19,7 @@ from fedgpu.adversaries import apply_behaviour
 from fedgpu.config import EncryptionConfig, JobConfig, RewardsConfig, TrainingConfig
 from fedgpu.datasets import ArrayDataset, partition_iid, public_split, save_npz
 from fedgpu.driver.driver import JobDriver
-from fedgpu.driver.valuation import RoundValuer
+from fedgpu.driver.valuation import RoundValuation, RoundValuer
 from fedgpu.node.agent import NodeAgent, NodeConfig
 from fedgpu.rewards import flatten_params, shapley_exact
 from fedgpu.rewards.utility import SMALL_VALIDATION, CohortGame
@@ -177,23 +177,25 @@ def test_an_update_within_the_noise_of_the_free_step_is_shipped_and_a_clearly_ha
         assert RoundValuer.keep(game) == kept
 
 
-def test_a_member_is_credited_its_proven_worth_not_a_share_of_its_cohorts_value() -> None:
+def test_a_kept_cohorts_members_are_paid_at_the_end_on_their_proven_worth_not_a_share_of_its_value() -> None:
     x, y, factory, _ = linear_problem(50, 1.0)
     valuer = RoundValuer(factory, ArrayDataset(x, y), budget=256, pool=POOL, confidence=1.0)
-    # No evidence yet: a cohort's gain is withheld from all its members, a cohort of one is its node's own.
+    # A round credits a kept cohort of two or more nothing (its pool waits for the end); a cohort of one is its node's own.
     credit, recorded = valuer.credit([["h", "fr"], ["solo"]], np.array([1.0, 0.5]))
     assert credit == {"h": 0.0, "fr": 0.0, "solo": 0.5} and recorded["solo"] == 0.5
     # Twenty reshuffled rounds: a cohort with h gains about 1, one without it about nothing.
     pairs = [(["h", "x"], ["fr", "y"]), (["h", "y"], ["fr", "x"]), (["h", "fr"], ["x", "y"])]
     for r in range(20):
         valuer.estimator.observe_round(r, list(pairs[r % 3]), [1.0 + 0.02 * (r % 5 - 2), 0.02 * (r % 7 - 3)])
-    lower = valuer.estimator.lower_bounds(1.0)
-    # h's credit is its lower bound in the round's unit, the same whether the cohort was worth 2 or 0.
-    for value in (2.0, 0.0):
+    for value in (2.0, 0.0):  # the same credit (none) whether the cohort was worth 2 or 0; selection reads the estimate
         credit, recorded = valuer.credit([["h", "fr"]], np.array([value]), unit=3.0)
-        assert credit["h"] == pytest.approx(3.0 * lower["h"]) and credit["h"] > 2.0 and credit["fr"] == 0.0
-        assert recorded["h"] == pytest.approx(3.0 * valuer.estimator.estimates()["h"])  # selection reads the estimate
+        assert credit == {"h": 0.0, "fr": 0.0} and recorded["h"] == pytest.approx(3.0 * valuer.estimator.estimates()["h"])
     assert valuer.credit([["fr", "y0"]], np.array([-1.0]))[0]["fr"] <= 0.0
+    # At the end the job's pools go by lower bound x kept cohorts: h takes nearly all, fr nothing.
+    valuer.carried = 20 * POOL
+    empty = RoundValuation([], [], 1.0, 0.0, np.zeros(1), {}, {}, 0.0, 0.0, 0.0, b"{}")
+    paid = valuer.settle(empty).rewards
+    assert paid.get("fr", 0.0) == 0.0 and paid["h"] > 0.9 * 20 * POOL and valuer.carried == 0.0
 
 
 def test_the_pool_of_a_round_nobody_earned_is_paid_in_the_next() -> None:
