@@ -22,7 +22,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +40,7 @@ from fedgpu.crypto.decrypt_pool import Chunk, DecryptPool, workers_for
 from fedgpu.datasets import SCHEMAS, ArrayDataset, load_file, public_split
 from fedgpu.driver.records import round_record, tally_nodes
 from fedgpu.driver.state import DriverState, load_state, save_state
-from fedgpu.driver.sums import CohortSum, DroppedCohort, check_sums, with_dropped
+from fedgpu.driver.sums import CohortSum, DroppedCohort, check_sums, feature_statistics, with_dropped
 from fedgpu.driver.valuation import RoundValuer
 from fedgpu.driver.verification import ReplicaChecks, Screen, reexecute
 from fedgpu.errors import ConfigError, ProtocolError, RoundFailed, StateError, StorageError
@@ -373,39 +372,12 @@ class JobDriver:
         std, set into the model's scaler (published as the model round 2 trains). Nothing is valued or paid.
         On a DP job the sums are the nodes' noisy ones (Gaussian mechanism, docs/tabular.md): what noise made
         impossible is clamped, and said."""
-        from fedgpu.datasets.statistics import statistics_sensitivity, stats_from_noisy_sums, stats_from_sums
-
         t0 = time.perf_counter()
         sums, dropped = self.fetch_sums(ev.round, statistics=True)
         if not sums:
             raise RoundFailed(f"job {self.job_id}: every cohort of the statistics round was dropped ({dropped[0].reason if dropped else 'none reported'})")
-        weighted = np.sum([s.weighted for s in sums], axis=0)
-        weight = float(sum(s.weight for s in sums))
-        value_error = sum(crypto.sum_error(self.keys.scheme, self.keys.params, len(s.members))[0] for s in sums)
+        stats = feature_statistics(sums, self.job, self.keys, self.schema, f"job {self.job_id}")
         dp = self.job.statistics_epsilon > 0
-        if dp:
-            from fedgpu.privacy.planning import statistics_noise
-
-            p = self.job.privacy
-            noise = statistics_noise(self.job.statistics_epsilon, p.delta, p.accountant)
-            members = sum(len(s.members) for s in sums)
-            noise_std = noise * statistics_sensitivity(self.schema.num_features) * math.sqrt(members)
-            stats = stats_from_noisy_sums(weighted, self.schema, noise_std, value_error)
-            if stats.count_clamped:
-                log.warning("job %s: the noisy sample count of the DP statistics round came out below 1 and was clamped to 1", self.job_id)
-        else:
-            stats = stats_from_sums(weighted, weight, self.schema, value_error)
-        if stats.imprecise and dp:
-            log.warning(
-                "job %s: %d features' noisy variance lies below the DP noise's error (first #%d); their std is floored there. "
-                "More data per node or a larger privacy.statistics_epsilon makes them precise",
-                self.job_id, len(stats.imprecise), stats.imprecise[0],
-            )
-        elif stats.imprecise:
-            log.warning(
-                "job %s: %d features vary too little for their encrypted statistics (first #%d); their std is floored. Declare ranges in [schema]",
-                self.job_id, len(stats.imprecise), stats.imprecise[0],
-            )
         new = dict(self.state)
         new["feature_mean"] = torch.from_numpy(stats.mean).to(self.state["feature_mean"].dtype)
         new["feature_std"] = torch.from_numpy(stats.std).to(self.state["feature_std"].dtype)

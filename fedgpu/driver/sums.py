@@ -22,6 +22,8 @@ from fedgpu import crypto
 from fedgpu.claims import SumTolerance, check_cohort_sum
 from fedgpu.config import JobConfig
 from fedgpu.crypto.decrypt_pool import Chunk
+from fedgpu.datasets import Schema
+from fedgpu.datasets.statistics import FeatureStats, statistics_sensitivity, stats_from_noisy_sums, stats_from_sums
 from fedgpu.driver.valuation import RoundValuation, RoundValuer
 from fedgpu.errors import ProtocolError
 
@@ -129,4 +131,37 @@ def with_dropped(
     )
 
 
-__all__ = ["CohortSum", "DroppedCohort", "check_sums", "decrypt_sums", "with_dropped"]
+def feature_statistics(sums: list[CohortSum], job: JobConfig, keys: crypto.KeyPair, schema: Schema, where: str) -> FeatureStats:
+    """The global feature mean and std from a statistics round's cohort sums of moments (Σx, Σx², n).
+    On a DP job the sums are the nodes' noisy releases (docs/tabular.md): what noise made impossible is
+    clamped, and said; features too flat for their encrypted (or noised) sums get a floored std, and said."""
+    weighted = np.sum([s.weighted for s in sums], axis=0)
+    value_error = sum(crypto.sum_error(keys.scheme, keys.params, len(s.members))[0] for s in sums)
+    dp = job.statistics_epsilon > 0
+    if dp:
+        from fedgpu.privacy.planning import statistics_noise
+
+        p = job.privacy
+        noise = statistics_noise(job.statistics_epsilon, p.delta, p.accountant)
+        members = sum(len(s.members) for s in sums)
+        noise_std = noise * statistics_sensitivity(schema.num_features) * math.sqrt(members)
+        stats = stats_from_noisy_sums(weighted, schema, noise_std, value_error)
+        if stats.count_clamped:
+            log.warning("%s: the noisy sample count of the DP statistics round came out below 1 and was clamped to 1", where)
+    else:
+        stats = stats_from_sums(weighted, float(sum(s.weight for s in sums)), schema, value_error)
+    if stats.imprecise and dp:
+        log.warning(
+            "%s: %d features' noisy variance lies below the DP noise's error (first #%d); their std is floored there. "
+            "More data per node or a larger privacy.statistics_epsilon makes them precise",
+            where, len(stats.imprecise), stats.imprecise[0],
+        )
+    elif stats.imprecise:
+        log.warning(
+            "%s: %d features vary too little for their encrypted statistics (first #%d); their std is floored. Declare ranges in [schema]",
+            where, len(stats.imprecise), stats.imprecise[0],
+        )
+    return stats
+
+
+__all__ = ["CohortSum", "DroppedCohort", "check_sums", "decrypt_sums", "feature_statistics", "with_dropped"]
