@@ -1,5 +1,6 @@
 """Crash consistency of the newer round paths, with real processes and real SIGKILL (as tests/e2e/test_restart.py):
-an over-selected round that closes early, and a public-data round whose dispute is carried to the next round.
+an over-selected round that closes early, a public-data round whose dispute is carried to the next round, and a
+k = 3 job whose pools are all paid in its last round.
 
 Each aggregator process dies at the next named crash point of its plan (fedgpu.faults) and a supervisor
 restarts it on the same database and port. Afterwards the released sums hold exactly their listed members,
@@ -214,3 +215,43 @@ def test_a_dispute_carried_across_aggregator_kills_is_re_run_settled_and_paid_on
         assert len(r["participants"]) == len(set(r["participants"]))
         for members, w in zip(r["cohorts"], r["cohort_weights"], strict=True):
             assert len(members) == 1 and min(abs(w - s) for s in shard_weights) < 1e-5, (r["round"], members, w)
+
+
+# ---- (c) k = 3: the job's pools, paid at its last round, killed around that publish -------------------
+def test_the_end_of_job_settlement_killed_in_its_publish_pays_every_pool_exactly_once(tmp_path: Path) -> None:
+    train, _ = public_split("digits", seed=0)
+    sizes = (120, 140, 160, 180, 200, 220)
+    bounds = np.cumsum((0, *sizes))
+    for i in range(len(sizes)):
+        save_npz(tmp_path / f"node{i}.npz", train.subset(np.arange(bounds[i], bounds[i + 1])))
+
+    def nodes_for(address: str) -> Nodes:
+        return [
+            run_node(NodeConfig(aggregator=address, data={"digits": tmp_path / f"node{i}.npz"}, identity_path=tmp_path / f"node{i}" / "id.pem", poll_seconds=1))
+            for i in range(len(sizes))
+        ]
+
+    # 6 nodes in 2 cohorts of 3 for 7 rounds: 14 cohort values for 6 nodes, enough for bounds (confidence 0:
+    # the point estimates, so somebody is surely proven). Killed inside the last round's publish transaction
+    # (nothing of it written), then just after that publish is stored; the third process runs clean.
+    plan = ["ledger_write@7", "published"]
+    cfg = job(rounds=7, nodes_per_round=6, min_nodes=6, cohort_size=3, deadline_seconds=90, rewards=RewardsConfig(pool_per_round=100.0, budget=16, confidence=0.0))
+    with KilledAggregator(tmp_path, plan) as agg:
+        nodes = nodes_for(agg.address)
+        try:
+            report = agg.drive(cfg, tmp_path / "out")
+            check_ledger(agg.db, report, nodes)
+        finally:
+            stop_nodes(nodes)
+    assert agg.kills == plan, agg.kills
+    assert [r["round"] for r in report["rounds"]] == list(range(1, 8))
+    assert all(sum(r["valuation"]["rewards"].values()) == 0.0 for r in report["rounds"][:-1])  # nothing paid before the end
+    store = Store(str(agg.db))
+    try:
+        rows = store.ledger_rows(report["job"])
+    finally:
+        store.engine.dispose()
+    assert sum(r["reward"] for r in rows if r["round"] < 7) == 0.0
+    assert sum(r["reward"] for r in rows) == pytest.approx(700.0)  # all seven pools, once, in round 7's entries
+    last = [r for r in rows if r["round"] == 7]
+    assert len({r["node_id"] for r in last}) == len(last) and {r["node_id"] for r in last if r["reward"] > 0} <= {a.node_id for a, _ in nodes}
