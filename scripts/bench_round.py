@@ -84,7 +84,7 @@ def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: 
             home = work / f"node{i}"
             home.mkdir()
             save_npz(home / "d.npz", train.subset(idx))
-            cluster.spawn(["-m", "fedgpu", "node", "--aggregator", address, *cluster.client_args, "--data", f"mnist1d={home / 'd.npz'}", "--home", str(home)], f"node{i}.log")
+            cluster.spawn(["-m", "fedgpu", "node", "--aggregator", address, *cluster.client_args, "--data", f"mnist1d={home / 'd.npz'}", "--home", str(home), "--threads", "1"], f"node{i}.log")
 
         def progress(ev: dict) -> None:
             if ev["event"] == "round":

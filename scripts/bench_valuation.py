@@ -44,8 +44,8 @@ Prints ONE JSON object (stdout); progress goes to stderr.
 
 ``--scaling`` runs only the cost study: for each cohort count C, C nodes of 500 samples each train one
 local epoch from the same global model (k = 1, so C cohorts), and the driver's RoundValuer values the
-round (its job defaults: budget 256, the step and momentum grids) for three rounds, each starting where
-the last one's update left the model. It reports the valuation's seconds per round (rounds 2.., where
+round (its job defaults: budget 256, the step and momentum grids) for ``--scaling-rounds`` rounds (6), each
+starting where the last one's update left the model. It reports the valuation's seconds per round (rounds 2.., where
 the server's momentum is set), its forward passes, one node's training time for scale, and the
 estimator's fidelity: Spearman of the values against exact Shapley at 8 cohorts (the sampled estimator
 forced) and against a 4x-budget estimate at C.
@@ -577,7 +577,7 @@ def scaling(args: argparse.Namespace) -> dict[str, Any]:
         flat = flatten(build_model(args.model, spec, seed=seed).state_dict())
         secs, cpu, passes, train_s = [], [], [], []
         members = [[f"n{i}"] for i in range(count)]
-        for rnd in range(1, 4):
+        for rnd in range(1, args.scaling_rounds + 1):
             sums, weights, t = _cohort_updates(args.model, flat, shards, seed + rnd)
             train_s.append(t)
             snapshot = v.state()
@@ -721,6 +721,7 @@ def main() -> None:
     )
     ap.add_argument("--selection-lr", type=float, default=0.02, help="local learning rate of the --selection runs (default %(default)s)")
     ap.add_argument("--reports", type=Path, default=None, help="also copy each run's report.json (with node names) into this folder")
+    ap.add_argument("--scaling-rounds", type=int, default=6, help="rounds valued per cohort count in --scaling (the median is over rounds 2..: how many cohorts the elimination drops varies by round)")
     ap.add_argument("--scaling", default="", help="only the cost study: comma-separated cohort counts, e.g. 10,30,100")
     args = ap.parse_args()
     if args.quick:
