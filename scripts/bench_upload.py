@@ -8,8 +8,13 @@ far less noisy than bench_round's per-round figure, which also holds the round's
 downloads, the close and the publish. Payloads are well-formed but random (the aggregator adds
 them without a key either way).
 
-Prints one JSON object: {"updates", "bytes_per_update", "aggregator_cpu_s_per_update", "wall_s_per_update"}.
-Usage: python scripts/bench_upload.py [--updates 20]
+``--concurrent N`` sends N updates at a time, each over its own connection (as N nodes do in a round);
+``--load N`` keeps N other processes busy meanwhile (a memory-bound numpy loop each, as training and
+encrypting nodes keep a shared machine busy): together they tell the upload path's own cost from what
+concurrency and a loaded machine add to it in bench_round's whole-round figure.
+
+Prints one JSON object: {"updates", "concurrent", "load", "bytes_per_update", "aggregator_cpu_s_per_update", "wall_s_per_update"}.
+Usage: python scripts/bench_upload.py [--updates 20] [--concurrent 10] [--load 2]
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -100,9 +106,13 @@ def payloads() -> list[bytes]:
     return out
 
 
-def run(n: int) -> dict[str, float]:
+LOAD = "import numpy as np\na = np.random.rand(4_000_000)\nwhile True:\n    a *= 1.0000001"
+
+
+def run(n: int, concurrent: int = 1, load: int = 0) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="fedgpu-bench-upload-"))
     certs = write_certs(work / "tls", ["127.0.0.1", "localhost"])
+    loaders: list[subprocess.Popen[bytes]] = []
     child = subprocess.Popen([sys.executable, __file__, "--serve", str(work), "--updates", str(n)], env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         wait_for(work / "port", child)
@@ -124,17 +134,29 @@ def run(n: int) -> dict[str, float]:
                 me.sign("UploadUpdate", msg)
                 msgs.append(msg)
             streams.append(msgs)
-        time.sleep(1.0)  # the registrations' writes settle
-        c0, t0 = cpu_s(child.pid), time.perf_counter()
-        for msgs in streams:
-            if not stub.UploadUpdate(iter(msgs)).complete:
+        # one connection per concurrent sender, as separate nodes have
+        channels = [open_channel(f"127.0.0.1:{(work / 'port').read_text()}", TLSConfig(ca=certs.ca)) for _ in range(concurrent)]
+        stubs = [node_pb2_grpc.NodeServiceStub(c) for c in channels]
+
+        def send(i: int) -> None:
+            if not stubs[i % concurrent].UploadUpdate(iter(streams[i])).complete:
                 raise SystemExit("an upload was not taken whole")
+
+        loaders.extend(subprocess.Popen([sys.executable, "-c", LOAD]) for _ in range(load))
+        time.sleep(1.0)  # the registrations' writes settle (and the load starts)
+        c0, t0 = cpu_s(child.pid), time.perf_counter()
+        with ThreadPoolExecutor(concurrent) as pool:
+            list(pool.map(send, range(n)))
         wait_for(work / "done", child)
         c1, t1 = cpu_s(child.pid), time.perf_counter()
-        channel.close()
-        return {"updates": n, "bytes_per_update": sum(m.ByteSize() for m in streams[0]),
+        for c in [channel, *channels]:
+            c.close()
+        return {"updates": n, "concurrent": concurrent, "load": load, "bytes_per_update": sum(m.ByteSize() for m in streams[0]),
                 "aggregator_cpu_s_per_update": round((c1 - c0) / n, 4), "wall_s_per_update": round((t1 - t0) / n, 4)}
     finally:
+        for proc in loaders:
+            proc.kill()
+            proc.wait()
         child.kill()
         child.wait()
         shutil.rmtree(work, ignore_errors=True)
@@ -143,12 +165,14 @@ def run(n: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--updates", type=int, default=20)
+    ap.add_argument("--concurrent", type=int, default=1, help="updates sent at a time, each over its own connection (default %(default)s)")
+    ap.add_argument("--load", type=int, default=0, help="other busy processes while measuring (default %(default)s)")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve is not None:
         serve(args.serve, args.updates)
         return
-    print(json.dumps(run(args.updates), indent=2))
+    print(json.dumps(run(args.updates, args.concurrent, args.load), indent=2))
 
 
 if __name__ == "__main__":
