@@ -64,6 +64,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("fedgpu.node")
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
+# DP releases a node keeps to re-send on a retried attempt (NodeAgent._train): a job or two in flight, each
+# one model-sized float64 vector.
+DP_RELEASES_KEPT = 4
+
 # The aggregator's admission policy refused (rate limit, allow-list): retried with a back-off up to a minute.
 ADMISSION = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.PERMISSION_DENIED}
 
@@ -121,8 +125,9 @@ class NodeAgent:
         self.stub = node_pb2_grpc.NodeServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.tasks_done = 0
         self.privacy: PrivacyGate | None = None  # the owner's privacy gate, opened with the first DP task
-        # (job, dataset) -> the DP statistics upload released (vector, weight, epsilon): re-sent, never re-drawn, on a retry
-        self._dp_released: dict[tuple[str, str], tuple[np.ndarray, float, float]] = {}
+        # (job, dataset, round, model version) -> what a DP task released (update, weight, seconds, epsilon): a retried
+        # attempt of the round gets it again, never a new draw (fedgpu.node.agent.DP_RELEASES_KEPT)
+        self._dp_released: dict[tuple[str, str, int, int], tuple[np.ndarray, float, float, float]] = {}
         self.receipts_path = cfg.identity_path.with_name("receipts.jsonl")
         self.chain_path = cfg.identity_path.with_name("identity.chain")  # the ids of the keys this node rotated away from
         self.former_ids = set(self.chain_path.read_text().split()[::2]) if self.chain_path.exists() else set()
@@ -380,23 +385,33 @@ class NodeAgent:
         if task.privacy.enabled:
             if task.privacy.mode != "sample":
                 raise UnsupportedTask("a statistics round under client-level DP is not offered (fedgpu refuses such a job file): standardise the features before the job, or use privacy.mode = sample")
-            key = (task.job_id, task.dataset)
-            if key in self._dp_released:  # a retried attempt gets the same noisy sums: a release repeated costs no epsilon
-                vec, weight, epsilon = self._dp_released[key]
-                log.info("job %s round %d: the DP feature statistics released before, sent again (nothing charged)", task.job_id, task.round)
-            else:
-                noise, epsilon = self._privacy_gate().statistics(task, data)  # charged (durably) before anything is computed
-                vec, weight = dp_statistics_update(data, schema, int(task.num_params), noise, headroom, task.nodes_per_round, np.random.default_rng())
-                self._dp_released = {**dict(list(self._dp_released.items())[-7:]), key: (vec, weight, epsilon)}
-                log.info("job %s round %d: DP feature statistics of %d samples (noise multiplier %.3f, epsilon now %.4f)", task.job_id, task.round, len(data), noise, epsilon)
+            noise, epsilon = self._privacy_gate().statistics(task, data)  # charged (durably) before anything is computed
+            vec, weight = dp_statistics_update(data, schema, int(task.num_params), noise, headroom, task.nodes_per_round, np.random.default_rng())
+            log.info("job %s round %d: DP feature statistics of %d samples (noise multiplier %.3f, epsilon now %.4f)", task.job_id, task.round, len(data), noise, epsilon)
         else:
             vec, weight = statistics_update(data, schema, int(task.num_params), task.max_weight, headroom, task.nodes_per_round)
             log.info("job %s round %d: feature statistics of %d samples", task.job_id, task.round, len(data))
         return vec, weight, time.perf_counter() - t0, epsilon
 
     def _train(self, task: Task) -> tuple[np.ndarray, float, float, float]:
-        if task.statistics:
-            return self._statistics(task)
+        """The task's upload before encryption: (change or statistics, weight, seconds, the owner's epsilon).
+
+        A DP task's output is a release of the owner's data: a retried attempt of the same round, from the
+        same global model (the aggregator restarted, or the attempt gathered too few updates), gets the same
+        release again. Sending it twice is post-processing and costs no epsilon; training again would charge
+        the owner's ledger for a second, unplanned round of the job. A restarted node has forgotten it, and
+        draws (and is charged) anew.
+        """
+        key = (task.job_id, task.dataset, int(task.round), int(task.model_version)) if task.privacy.enabled else None
+        if key is not None and key in self._dp_released:
+            log.info("job %s round %d: the DP release of an earlier attempt of this round, sent again (nothing charged)", task.job_id, task.round)
+            return self._dp_released[key]
+        out = self._statistics(task) if task.statistics else self._train_model(task)
+        if key is not None:
+            self._dp_released = {**dict(list(self._dp_released.items())[1 - DP_RELEASES_KEPT:]), key: out}
+        return out
+
+    def _train_model(self, task: Task) -> tuple[np.ndarray, float, float, float]:
         schema = task.schema or get_schema(task.dataset)
         data = self._dataset(task)
         model = build_model(task.model, ModelSpec(schema.input_shape, schema.num_classes))
@@ -490,6 +505,7 @@ class NodeAgent:
 
 __all__ = [
     "ADMISSION",
+    "DP_RELEASES_KEPT",
     "NodeAgent",
     "NodeConfig",
     "RETRYABLE",

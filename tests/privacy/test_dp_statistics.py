@@ -126,9 +126,42 @@ def test_a_retried_statistics_task_resends_the_same_noisy_sums_and_charges_nothi
                 privacy=plan, encryption=EncryptionContext(scheme="none"), deadline_ms=0, num_params=10, num_chunks=1, schema=SCHEMA, statistics=True,
             )
 
-        first, again, other = agent._statistics(attempt("j")), agent._statistics(attempt("j")), agent._statistics(attempt("k"))
+        first, again, other = agent._train(attempt("j")), agent._train(attempt("j")), agent._train(attempt("k"))
         np.testing.assert_array_equal(first[0], again[0])  # the same release, not a second draw
         assert first[3] == again[3] > 0 and not np.array_equal(first[0], other[0])
         assert agent.privacy is not None and [e.event.job_id for e in agent.privacy.ledger.events()] == ["j", "k"]  # one charge per job
+    finally:
+        agent.channel.close()
+
+
+def test_a_retried_dp_sgd_task_resends_its_update_and_a_new_round_trains_and_charges(tmp_path: Path) -> None:
+    """A DP-SGD round retried from the same global model (an aggregator restart, too few updates) costs the
+    owner nothing more; the next round, or another model version of the round, is trained and charged."""
+    from fedgpu.models.flat import flatten
+    from fedgpu.node.agent import NodeAgent, NodeConfig
+    from fedgpu.wire.records import EncryptionContext, PrivacyPlan, Task, TrainingPlan
+
+    agent = NodeAgent(NodeConfig(aggregator="127.0.0.1:9", data={}, identity_path=tmp_path / "id.pem", extra_datasets={"cells": cells(60)}))
+    try:
+        model = build_model("tab_mlp", ModelSpec(SCHEMA.input_shape, SCHEMA.num_classes), seed=0)
+        for version in (0, 1):  # the global models the tasks name, as if downloaded
+            agent._models[("j", version)] = {k: v.clone() for k, v in model.state_dict().items()}
+        plan = PrivacyPlan(enabled=True, epsilon=3.0, delta=1e-5, max_grad_norm=1.0, rounds=4, accountant="rdp", mode="sample")
+
+        def task(task_id: str, rnd: int, version: int) -> Task:
+            return Task(
+                task_id=task_id, job_id="j", round=rnd, model_version=version, model="tab_mlp", dataset="cells",
+                training=TrainingPlan(epochs=1, batch_size=20, lr=0.1, seed=int(task_id[-1])), privacy=plan,
+                encryption=EncryptionContext(scheme="none"), deadline_ms=0, num_params=flatten(model.state_dict()).size, num_chunks=1, schema=SCHEMA,
+            )
+
+        first = agent._train(task("a1", 1, 0))
+        again = agent._train(task("a2", 1, 0))  # attempt 2 of round 1: another task id and seed, the same model
+        np.testing.assert_array_equal(first[0], again[0])
+        assert first[1:] == again[1:] and np.abs(first[0]).max() > 0
+        assert agent.privacy is not None and [(e.event.round) for e in agent.privacy.ledger.events()] == [1]  # charged once
+        later = agent._train(task("a3", 2, 1))  # the next round: trained and charged
+        assert not np.array_equal(first[0], later[0]) and later[3] > first[3]
+        assert [e.event.round for e in agent.privacy.ledger.events()] == [1, 2]
     finally:
         agent.channel.close()
