@@ -1,6 +1,6 @@
 """Crash consistency of the newer round paths, with real processes and real SIGKILL (as tests/e2e/test_restart.py):
-an over-selected round that closes early, a public-data round whose dispute is carried to the next round, and a
-k = 3 job whose pools are all paid in its last round.
+an over-selected round that closes early, a public-data round whose dispute is carried to the next round, a
+k = 3 job whose pools are all paid in its last round, and a DP round retried after a kill (each owner charged once).
 
 Each aggregator process dies at the next named crash point of its plan (fedgpu.faults) and a supervisor
 restarts it on the same database and port. Afterwards the released sums hold exactly their listed members,
@@ -23,11 +23,12 @@ import pytest
 
 from fedgpu.adversaries import apply_behaviour
 from fedgpu.aggregator.store import Store
-from fedgpu.config import JobConfig, PublicDataConfig, RewardsConfig, SelectionConfig
+from fedgpu.config import JobConfig, PrivacyConfig, PublicDataConfig, RewardsConfig, SelectionConfig, TrainingConfig
 from fedgpu.crypto.plain import PlainKeyPair
 from fedgpu.datasets import public_shard, public_split, save_npz
 from fedgpu.driver.driver import JobDriver
 from fedgpu.node.agent import NodeAgent, NodeConfig
+from fedgpu.privacy.ledger import OwnerLedger
 
 from test_job import job, stop_nodes  # type: ignore[import-not-found]
 from test_restart import WEIGHT_SCALE, check_ledger, free_port, start_aggregator  # type: ignore[import-not-found]
@@ -255,3 +256,31 @@ def test_the_end_of_job_settlement_killed_in_its_publish_pays_every_pool_exactly
     assert sum(r["reward"] for r in rows) == pytest.approx(700.0)  # all seven pools, once, in round 7's entries
     last = [r for r in rows if r["round"] == 7]
     assert len({r["node_id"] for r in last}) == len(last) and {r["node_id"] for r in last if r["reward"] > 0} <= {a.node_id for a, _ in nodes}
+
+
+def test_a_dp_round_retried_after_an_aggregator_kill_charges_each_owner_once(tmp_path: Path) -> None:
+    """Killed after round 2's first update is added: the attempt dies with the process, the nodes that had trained
+    for it meet NOT_FOUND, and the retried attempt gets their earlier releases again (NodeAgent._train): every
+    owner's ledger holds exactly one charge per round, and the job ends at its planned epsilon."""
+    train, _ = public_split("digits", seed=0)
+    for i in range(3):
+        save_npz(tmp_path / f"node{i}.npz", train.subset(np.arange(i * 200, (i + 1) * 200)))
+    plan = ["upload_folded@4"]  # 3 updates a round: the 4th fold is round 2's first
+    cfg = job(rounds=3, nodes_per_round=3, min_nodes=3, deadline_seconds=60, training=TrainingConfig(epochs=1, batch_size=64, lr=0.5),
+              privacy=PrivacyConfig(enabled=True, epsilon=8.0, delta=1e-5))
+    with KilledAggregator(tmp_path, plan) as agg:
+        nodes = [
+            run_node(NodeConfig(aggregator=agg.address, data={"digits": tmp_path / f"node{i}.npz"}, identity_path=tmp_path / f"node{i}" / "id.pem",
+                                poll_seconds=1, epsilon_cap=10.0, ledger_path=tmp_path / f"node{i}" / "privacy.db"))
+            for i in range(3)
+        ]
+        try:
+            report = agg.drive(cfg, tmp_path / "out")
+        finally:
+            stop_nodes(nodes)
+    assert agg.kills == plan, agg.kills
+    assert [r["round"] for r in report["rounds"]] == [1, 2, 3]
+    for i in range(3):
+        charged = [s.event.round for s in OwnerLedger(tmp_path / f"node{i}" / "privacy.db").events(job_id=report["job"])]
+        assert charged == [1, 2, 3], (i, charged)  # round 2 once, though two attempts asked for it
+    assert all(e <= 8.0 + 1e-6 for e in report["rounds"][-1]["epsilon"].values())
