@@ -125,9 +125,9 @@ class NodeAgent:
         self.stub = node_pb2_grpc.NodeServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.tasks_done = 0
         self.privacy: PrivacyGate | None = None  # the owner's privacy gate, opened with the first DP task
-        # (job, dataset, round, model version) -> what a DP task released (update, weight, seconds, epsilon): a retried
-        # attempt of the round gets it again, never a new draw (fedgpu.node.agent.DP_RELEASES_KEPT)
-        self._dp_released: dict[tuple[str, str, int, int], tuple[np.ndarray, float, float, float]] = {}
+        # (job, dataset, round, model version, model, size, statistics?) -> what a DP task released (update, weight,
+        # seconds, epsilon): a retried attempt of the round gets it again, never a new draw (DP_RELEASES_KEPT)
+        self._dp_released: dict[tuple[str, str, int, int, str, int, bool], tuple[np.ndarray, float, float, float]] = {}
         self.receipts_path = cfg.identity_path.with_name("receipts.jsonl")
         self.chain_path = cfg.identity_path.with_name("identity.chain")  # the ids of the keys this node rotated away from
         self.former_ids = set(self.chain_path.read_text().split()[::2]) if self.chain_path.exists() else set()
@@ -402,7 +402,8 @@ class NodeAgent:
         the owner's ledger for a second, unplanned round of the job. A restarted node has forgotten it, and
         draws (and is charged) anew.
         """
-        key = (task.job_id, task.dataset, int(task.round), int(task.model_version)) if task.privacy.enabled else None
+        # the model and its size too: a task that asks for anything else is another release (trained and charged)
+        key = (task.job_id, task.dataset, int(task.round), int(task.model_version), task.model, int(task.num_params), task.statistics) if task.privacy.enabled else None
         if key is not None and key in self._dp_released:
             log.info("job %s round %d: the DP release of an earlier attempt of this round, sent again (nothing charged)", task.job_id, task.round)
             return self._dp_released[key]
