@@ -3,8 +3,9 @@ plaintext float32 sum measured in the same run.
 
 Prints one JSON object: ckks's figures at the top level, bfv8's under ``bandwidth`` (the same keys),
 the float32 sum under ``baseline``. Every update is chunked with fedgpu's ChunkLayout (weight slot
-included), as a node would send it. Summands are distinct encryptions unless ``--distinct`` asks for
-fewer, in which case payloads are reused cyclically; reuse makes their noise add coherently (and
+included), as a node would send it. ``encrypt_seconds_made_ahead``: the same encryption when the
+node made its encryptions of zero ahead, while waiting for the task (fedgpu.crypto.zero_pool).
+Summands are distinct encryptions unless ``--distinct`` asks for fewer, in which case payloads are reused cyclically; reuse makes their noise add coherently (and
 repeats bfv8's roundings), so errors then read pessimistic (the JSON says how many were distinct).
 
 bfv8's error is in absolute units and scales with its clip (one step is clip / 127): the JSON also
@@ -33,12 +34,13 @@ from collections.abc import Callable, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from fedgpu import crypto  # noqa: E402
 from fedgpu.crypto.bfv import Bfv8Encryptor, Bfv8KeyPair  # noqa: E402
 from fedgpu.crypto.bfv_format import PRESETS, Bfv8Adder, Bfv8Params  # noqa: E402
 from fedgpu.crypto.ckks import CkksEncryptor, CkksKeyPair  # noqa: E402
 from fedgpu.crypto.ckks_format import CkksAdder  # noqa: E402
 from fedgpu.crypto.plain import PlainAdder, PlainDecryptor, PlainEncryptor  # noqa: E402
-from fedgpu.crypto.scheme import Adder, ChunkLayout  # noqa: E402
+from fedgpu.crypto.scheme import Adder, ChunkLayout, KeyPair  # noqa: E402
 
 
 def median(xs: Sequence[float]) -> float:
@@ -105,6 +107,30 @@ def run_scheme(
     return out
 
 
+def made_ahead_seconds(scheme: str, keys: KeyPair, num_params: int, update: np.ndarray, repeats: int = 3) -> float:
+    """Median time to encrypt one update when its encryptions of zero were made ahead (fedgpu.crypto.zero_pool)."""
+    pool = crypto.zero_pool(scheme, keys.params, keys.public_material)
+    assert pool is not None
+    layout = ChunkLayout(num_params, keys.values_per_chunk)
+    chunks = list(layout.split(update, 1.0))
+    encrypt = crypto.encryptor(scheme, keys.params, keys.public_material, seed=0, zeros=pool).encrypt
+    for c in chunks:  # counts how many one update draws
+        encrypt(c)
+    times = []
+    for _ in range(repeats):
+        needed = pool.drawn
+        pool.refill()
+        while len(pool) < needed:
+            time.sleep(0.01)
+        pool.pause()
+        start = time.perf_counter()
+        for c in chunks:
+            encrypt(c)
+        times.append(time.perf_counter() - start)
+        assert pool.hits == needed, "an encryption of zero was made on demand"
+    return median(times)
+
+
 def run_bfv8(
     scheme: str,
     clip: float | None,
@@ -138,6 +164,7 @@ def run_bfv8(
     # the error in quantisation steps: what does not depend on the update distribution
     figures.update({f"{k}_steps": float(v) / params.step for k, v in out.items() if k.startswith("max_abs_error_n")})
     figures["values_clipped"] = encryptor.clipped
+    figures["encrypt_seconds_made_ahead"] = made_ahead_seconds(scheme, keys, num_params, updates(0))
     return figures, describe_bfv8(scheme, params)
 
 
@@ -199,6 +226,8 @@ def main() -> None:
         distinct,
         checkpoints,
     )
+
+    ckks["encrypt_seconds_made_ahead"] = made_ahead_seconds("ckks", keys, args.params, updates(0))
 
     # bfv8 refuses sums beyond its carry bound: each preset is summed up to its own limit.
     bfv_summands = min(summands, PRESETS["bfv8"].max_summands)

@@ -15,6 +15,8 @@ Prints one JSON object: {"runs": [{"params", "nodes", "round_s", "train_s", "rou
                     time per round, driver_phases_s that time's fetch, decrypt, evaluate and publish
   node              per node process and round: cpu_s (its whole process), train_s, encrypt_s (the node's
                     own timings), upload_s (first chunk in .. update added, at the aggregator)
+  encrypt_ahead     whether the nodes made their encryptions of zero while waiting (--encrypt-ahead on,off
+                    runs each configuration both ways, for a baseline in the same run)
 
 Valuation is switched off (reward pool 0) so the figure is the loop itself; see bench_valuation.py.
 Usage: python scripts/bench_round.py [--nodes 10] [--rounds 6] [--quick]
@@ -58,7 +60,7 @@ def self_cpu_s() -> float:
     return time.process_time()
 
 
-def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: int, work: Path, k: int = 1) -> dict:
+def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: int, work: Path, k: int = 1, ahead: bool = True) -> dict:
     work.mkdir(parents=True)
     train, test = public_split("mnist1d", num_samples=int(samples_per_node * nodes / 0.8) + 10, seed=0)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -84,7 +86,7 @@ def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: 
             home = work / f"node{i}"
             home.mkdir()
             save_npz(home / "d.npz", train.subset(idx))
-            cluster.spawn(["-m", "fedgpu", "node", "--aggregator", address, *cluster.client_args, "--data", f"mnist1d={home / 'd.npz'}", "--home", str(home), "--threads", "1"], f"node{i}.log")
+            cluster.spawn(["-m", "fedgpu", "node", "--aggregator", address, *cluster.client_args, "--data", f"mnist1d={home / 'd.npz'}", "--home", str(home), "--threads", "1", *([] if ahead else ["--no-encrypt-ahead"])], f"node{i}.log")
 
         def progress(ev: dict) -> None:
             if ev["event"] == "round":
@@ -118,6 +120,7 @@ def one_run(model: str, scheme: str, nodes: int, rounds: int, samples_per_node: 
         "params": report["params"],
         "nodes": nodes,
         "cohort_size": k,
+        "encrypt_ahead": ahead,
         "rounds_measured": len(round_s),
         "round_s": statistics.median(round_s),
         "train_s": statistics.median(statistics.median(t.values()) for t in per_round_train),
@@ -152,19 +155,22 @@ def main() -> None:
     ap.add_argument("--schemes", default="none,ckks")
     ap.add_argument("--memory-nodes", type=int, default=3, help="also run mlp_1m/ckks with this many nodes to show memory does not grow (0: skip)")
     ap.add_argument("--cohort-sizes", default="1", help="k of each run, comma-separated (1: the driver decrypts every update; 3: a job file's default on private data)")
+    ap.add_argument("--encrypt-ahead", default="on", help="on, off or on,off: nodes make their encryptions of zero while waiting (the default), or not (--no-encrypt-ahead)")
     ap.add_argument("--quick", action="store_true", help="3 nodes, 3 rounds, cnn1d only")
     args = ap.parse_args()
     if args.quick:
         args.nodes, args.rounds, args.models, args.memory_nodes = 3, 3, "cnn1d", 0
     ks = [int(k) for k in args.cohort_sizes.split(",")]
-    configs = [(m, s, args.nodes, k) for m in args.models.split(",") for s in args.schemes.split(",") for k in ks]
+    aheads = [{"on": True, "off": False}[v] for v in args.encrypt_ahead.split(",")]
+    configs = [(m, s, args.nodes, k, a) for m in args.models.split(",") for s in args.schemes.split(",") for k in ks for a in aheads]
     if args.memory_nodes:
-        configs.append(("mlp_1m", "ckks", args.memory_nodes, 1))
+        configs.append(("mlp_1m", "ckks", args.memory_nodes, 1, True))
     runs = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fedgpu-bench-") as tmp:
-        for model, scheme, nodes, k in configs:
-            runs.append(one_run(model, scheme, nodes, args.rounds, args.samples_per_node, Path(tmp) / f"{model}-{scheme}-{nodes}-k{k}", k))
+        for model, scheme, nodes, k, ahead in configs:
+            work = Path(tmp) / f"{model}-{scheme}-{nodes}-k{k}-{'ahead' if ahead else 'on-demand'}"
+            runs.append(one_run(model, scheme, nodes, args.rounds, args.samples_per_node, work, k, ahead))
     print(json.dumps({"runs": runs, "machine": f"{os.cpu_count()} cores", "wall_s": round(time.perf_counter() - t0, 1)}, indent=2))
 
 

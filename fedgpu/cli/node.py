@@ -51,6 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--no-public-data", dest="public_data", action="store_false",
         help="do not take public-data tasks (by default a node also trains on shards of the public datasets it builds itself)",
     )
+    p.add_argument(
+        "--no-encrypt-ahead", dest="encrypt_ahead", action="store_false",
+        help="do not make the next round's encryptions of zero while waiting for a task (by default a node does, in one "
+        "background thread at the lowest CPU priority, so its upload waits only for training; ckks: 16 MB per 1 M parameters)",
+    )
     p.add_argument("--flower-client", default=None, metavar="MODULE:ATTR", help="train with a Flower NumPyClient (an instance, a class or a zero-argument factory; MODULE may be a .py file); fedgpu still encrypts, signs and uploads. Declines DP-SGD jobs (docs/flower.md)")
     p.add_argument("--max-tasks", type=int, default=None, help="exit after this many tasks (default: run until stopped)")
     p.add_argument("--status", action="store_true", help="show this node's measured capacity record, as the aggregator signed it, then exit")
@@ -75,6 +80,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         device=args.device,
         threads=args.threads,
         public_data=args.public_data,
+        encrypt_ahead=args.encrypt_ahead,
     )
     if getattr(args, "flower_client", None):
         from fedgpu.node.flower import FlowerTrainer

@@ -27,17 +27,19 @@ from fedgpu.crypto.scheme import (
     KeyPair,
     context_fingerprint,
 )
+from fedgpu.crypto.zero_pool import ZeroPool, ZeroSource
 from fedgpu.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class _Scheme:
     generate_keys: Callable[[], KeyPair]
-    encryptor: Callable[[bytes, bytes, int | None], Encryptor]
+    encryptor: Callable[[bytes, bytes, int | None, ZeroSource | None], Encryptor]
     adder: Callable[[bytes], Adder]
     max_summands: Callable[[], int | None]
     load_keys: Callable[[Path], KeyPair]  # what a job's driver saved, to resume it
     sum_error: Callable[[bytes, int], tuple[float, float]]  # see sum_error below
+    zeros: Callable[[bytes, bytes], ZeroPool] | None = None  # public-key schemes: see zero_pool below
 
 
 def _ckks_keys() -> KeyPair:
@@ -52,10 +54,17 @@ def _ckks_load(directory: Path) -> KeyPair:
     return CkksKeyPair.load(directory)
 
 
-def _ckks_encryptor(params: bytes, public_material: bytes, seed: int | None) -> Encryptor:
+def _ckks_encryptor(params: bytes, public_material: bytes, seed: int | None, zeros: ZeroSource | None) -> Encryptor:
     from fedgpu.crypto.ckks import CkksEncryptor
 
-    return CkksEncryptor(params, public_material)  # draws nothing but SEAL's encryption randomness
+    return CkksEncryptor(params, public_material, zeros)  # draws nothing but SEAL's encryption randomness
+
+
+def _ckks_zeros(params: bytes, public_material: bytes) -> ZeroPool:
+    from fedgpu.crypto.ckks import ckks_zero_source
+    from fedgpu.crypto.ckks_format import CkksParams
+
+    return ZeroPool(ckks_zero_source(params, public_material), CkksParams.from_bytes(params).poly_modulus_degree)
 
 
 def _ckks_adder(params: bytes) -> Adder:
@@ -89,10 +98,17 @@ def _bfv8_load(name: str) -> Callable[[Path], KeyPair]:
     return load
 
 
-def _bfv8_encryptor(params: bytes, public_material: bytes, seed: int | None) -> Encryptor:
+def _bfv8_encryptor(params: bytes, public_material: bytes, seed: int | None, zeros: ZeroSource | None) -> Encryptor:
     from fedgpu.crypto.bfv import Bfv8Encryptor
 
-    return Bfv8Encryptor(params, public_material, seed=seed)
+    return Bfv8Encryptor(params, public_material, seed=seed, zeros=zeros)
+
+
+def _bfv8_zeros(params: bytes, public_material: bytes) -> ZeroPool:
+    from fedgpu.crypto.bfv import bfv8_zero_source
+    from fedgpu.crypto.bfv_format import Bfv8Params
+
+    return ZeroPool(bfv8_zero_source(params, public_material), Bfv8Params.from_bytes(params).poly_modulus_degree)
 
 
 def _bfv8_adder(params: bytes) -> Adder:
@@ -119,14 +135,14 @@ def _bfv8_max_summands(name: str) -> Callable[[], int | None]:
 
 
 _REGISTRY: dict[str, _Scheme] = {
-    "ckks": _Scheme(_ckks_keys, _ckks_encryptor, _ckks_adder, lambda: None, _ckks_load, _ckks_sum_error),
-    "bfv8": _Scheme(_bfv8_keys("bfv8"), _bfv8_encryptor, _bfv8_adder, _bfv8_max_summands("bfv8"), _bfv8_load("bfv8"), _bfv8_sum_error),
+    "ckks": _Scheme(_ckks_keys, _ckks_encryptor, _ckks_adder, lambda: None, _ckks_load, _ckks_sum_error, _ckks_zeros),
+    "bfv8": _Scheme(_bfv8_keys("bfv8"), _bfv8_encryptor, _bfv8_adder, _bfv8_max_summands("bfv8"), _bfv8_load("bfv8"), _bfv8_sum_error, _bfv8_zeros),
     "bfv8-32": _Scheme(
-        _bfv8_keys("bfv8-32"), _bfv8_encryptor, _bfv8_adder, _bfv8_max_summands("bfv8-32"), _bfv8_load("bfv8-32"), _bfv8_sum_error
+        _bfv8_keys("bfv8-32"), _bfv8_encryptor, _bfv8_adder, _bfv8_max_summands("bfv8-32"), _bfv8_load("bfv8-32"), _bfv8_sum_error, _bfv8_zeros
     ),
     "none": _Scheme(
         PlainKeyPair,
-        lambda params, public_material, seed: PlainEncryptor(plain_values_per_chunk(params)),
+        lambda params, public_material, seed, zeros: PlainEncryptor(plain_values_per_chunk(params)),
         lambda params: PlainAdder(plain_values_per_chunk(params)),
         lambda: None,
         PlainKeyPair.load,
@@ -149,14 +165,22 @@ def generate_keys(scheme: str) -> KeyPair:
     return _get(scheme).generate_keys()
 
 
-def encryptor(scheme: str, params: bytes, public_material: bytes, seed: int | None = None) -> Encryptor:
+def encryptor(scheme: str, params: bytes, public_material: bytes, seed: int | None = None, zeros: ZeroPool | None = None) -> Encryptor:
     """Node: build an encryptor from what the aggregator relayed (never a secret key).
 
     ``seed`` (the task's) seeds what a scheme draws besides its encryption randomness: bfv8's
     rounding dither, so that replicated tasks round alike. ckks and none draw nothing else and
-    ignore it; without it bfv8 draws its dither from the operating system.
+    ignore it; without it bfv8 draws its dither from the operating system. ``zeros``: the pool
+    :func:`zero_pool` made for the same scheme, parameters and public key, drawn on first.
     """
-    return _get(scheme).encryptor(params, public_material, seed)
+    return _get(scheme).encryptor(params, public_material, seed, zeros)
+
+
+def zero_pool(scheme: str, params: bytes, public_material: bytes) -> ZeroPool | None:
+    """Node: a pool of encryptions of zero under this public key, filled while the node waits
+    (:mod:`fedgpu.crypto.zero_pool`); None for a scheme without public-key encryption (``none``)."""
+    make = _get(scheme).zeros
+    return make(params, public_material) if make is not None else None
 
 
 def adder(scheme: str, params: bytes) -> Adder:
@@ -198,6 +222,7 @@ __all__ = [
     "Encryptor",
     "KeyPair",
     "SCHEMES",
+    "ZeroPool",
     "adder",
     "context_fingerprint",
     "encryptor",
@@ -206,4 +231,5 @@ __all__ = [
     "load_keys",
     "max_summands",
     "sum_error",
+    "zero_pool",
 ]

@@ -26,6 +26,7 @@ from fedgpu.errors import CryptoError, ProtocolError
 
 if TYPE_CHECKING:
     from fedgpu.crypto.bfv_seal import BfvSealContext
+    from fedgpu.crypto.zero_pool import ZeroSource
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,13 @@ def dither_rng(seed: int | None) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(_DITHER_STREAM,)))
 
 
+def bfv8_zero_source(params: bytes, public_material: bytes) -> ZeroSource:
+    """SEAL's public-key BFV encryptions of zero under ``public_material`` (what a :class:`ZeroPool` wraps)."""
+    from fedgpu.crypto.bfv_seal import BfvSealEncryptor
+
+    return BfvSealEncryptor(_seal_context(Bfv8Params.from_bytes(params)), public_material)
+
+
 class Bfv8Encryptor:
     """Node side: quantises and encrypts chunks under the driver's public key. Holds no secret.
 
@@ -53,12 +61,10 @@ class Bfv8Encryptor:
     encryption randomness always comes from the operating system.
     """
 
-    def __init__(self, params: bytes, public_material: bytes, seed: int | None = None) -> None:
-        from fedgpu.crypto.bfv_seal import BfvSealEncryptor
-
+    def __init__(self, params: bytes, public_material: bytes, seed: int | None = None, zeros: ZeroSource | None = None) -> None:
         self.params = Bfv8Params.from_bytes(params)
         self.values_per_chunk = self.params.values_per_chunk
-        self._seal = BfvSealEncryptor(_seal_context(self.params), public_material)
+        self._seal = zeros if zeros is not None else bfv8_zero_source(params, public_material)
         self._encoder = LaneEncoder(self.params)
         self._rng = dither_rng(seed)
         self.clipped = 0  # values clipped to +-clip so far; each such value's rounding is biased
@@ -190,5 +196,6 @@ __all__ = [
     "Bfv8Decryptor",
     "Bfv8Encryptor",
     "Bfv8KeyPair",
+    "bfv8_zero_source",
     "dither_rng",
 ]

@@ -24,6 +24,7 @@ from fedgpu.errors import CryptoError, HeadroomExceeded, ProtocolError
 
 if TYPE_CHECKING:
     from fedgpu.crypto.ckks_seal import SealContext
+    from fedgpu.crypto.zero_pool import ZeroSource
 
 PARAMS_FILE = "ckks.params"  # names that crypto.key_files gives the scheme's files
 PUBLIC_KEY_FILE = "ckks.public"
@@ -36,15 +37,20 @@ def _seal_context(params: CkksParams) -> SealContext:
     return SealContext(params)
 
 
+def ckks_zero_source(params: bytes, public_material: bytes) -> ZeroSource:
+    """SEAL's public-key encryptions of zero under ``public_material`` (what a :class:`ZeroPool` wraps)."""
+    from fedgpu.crypto.ckks_seal import SealEncryptor
+
+    return SealEncryptor(_seal_context(CkksParams.from_bytes(params)), public_material)
+
+
 class CkksEncryptor:
     """Node side: encrypts chunks under the driver's public key. Holds no secret."""
 
-    def __init__(self, params: bytes, public_material: bytes) -> None:
-        from fedgpu.crypto.ckks_seal import SealEncryptor
-
+    def __init__(self, params: bytes, public_material: bytes, zeros: ZeroSource | None = None) -> None:
         self.params = CkksParams.from_bytes(params)
         self.values_per_chunk = self.params.values_per_chunk
-        self._seal = SealEncryptor(_seal_context(self.params), public_material)
+        self._seal = zeros if zeros is not None else ckks_zero_source(params, public_material)
         self._encoder = SlotEncoder(self.params.poly_modulus_degree, self.params.modulus, self.params.scale)
 
     def encrypt(self, values: np.ndarray) -> bytes:
@@ -157,4 +163,5 @@ __all__ = [
     "PARAMS_FILE",
     "PUBLIC_KEY_FILE",
     "SECRET_KEY_FILE",
+    "ckks_zero_source",
 ]

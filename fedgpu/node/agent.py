@@ -67,6 +67,7 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grp
 # DP releases a node keeps to re-send on a retried attempt (NodeAgent._train): a job or two in flight, each
 # one model-sized float64 vector.
 DP_RELEASES_KEPT = 4
+ZERO_POOLS_KEPT = 2  # jobs whose encryptions of zero a node makes ahead (ckks: 16 MB per 1 M parameters each)
 
 # The aggregator's admission policy refused (rate limit, allow-list): retried with a back-off up to a minute.
 ADMISSION = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.PERMISSION_DENIED}
@@ -92,6 +93,7 @@ class NodeConfig:
     identity_wait: float = 45.0  # refused because another live process has this identity: wait this long for it to go quiet
     device: str | None = None    # --device: auto (None), cpu, cuda, cuda:N
     threads: int | None = None   # --threads: torch's intra-op CPU threads for this process (None: leave torch's default)
+    encrypt_ahead: bool = True   # make the next round's encryptions of zero while idle (--no-encrypt-ahead: fedgpu.crypto.zero_pool)
     public_data: bool = True     # take public-data tasks (the node builds the public datasets itself; --no-public-data)
     slowdown: float = 1.0        # simulated slow node (fedgpu.adversaries "slow"): each task's training takes this many times as long
     trainer: Trainer = field(default_factory=LocalTrainer)  # --flower-client: a Flower client's fit (fedgpu.node.flower)
@@ -128,6 +130,8 @@ class NodeAgent:
         # (job, dataset, round, model version, model, size, statistics?) -> what a DP task released (update, weight,
         # seconds, epsilon): a retried attempt of the round gets it again, never a new draw (DP_RELEASES_KEPT)
         self._dp_released: dict[tuple[str, str, int, int, str, int, bool], tuple[np.ndarray, float, float, float]] = {}
+        # encryption-context fingerprint -> encryptions of zero made while idle (fedgpu.crypto.zero_pool), ZERO_POOLS_KEPT
+        self._zero_pools: dict[str, crypto.ZeroPool] = {}
         self.receipts_path = cfg.identity_path.with_name("receipts.jsonl")
         self.chain_path = cfg.identity_path.with_name("identity.chain")  # the ids of the keys this node rotated away from
         self.former_ids = set(self.chain_path.read_text().split()[::2]) if self.chain_path.exists() else set()
@@ -139,6 +143,8 @@ class NodeAgent:
 
     def stop(self) -> None:
         self._stop.set()
+        for pool in list(self._zero_pools.values()):
+            pool.pause()
 
     # ---- RPC helpers ---------------------------------------------------------------------------
     def _signed(self, method: str, req):  # type: ignore[no-untyped-def]
@@ -285,6 +291,8 @@ class NodeAgent:
         write_atomic(self.receipts_path.with_name("receipts.last"), str(self.receipts_after).encode())
 
     def handle(self, task: Task) -> None:
+        for pool in self._zero_pools.values():  # the task's training gets the CPU the pools' filling had
+            pool.pause()
         try:
             self._check_capable(task)
             self.cfg.trainer.check(task)
@@ -292,6 +300,9 @@ class NodeAgent:
             delta, weight, seconds, epsilon = self._train(task)
             self._upload(task, delta, weight, seconds, epsilon)
             self.tasks_done += 1
+            made_ahead = self._zero_pools.get(task.encryption.fingerprint)
+            if made_ahead is not None:  # the next round's encryptions of zero, on CPU left idle while this round closes
+                made_ahead.refill()
         except UnsupportedTask as exc:
             self._decline(task, node_pb2.DECLINE_REASON_FAILED, f"unsupported: {exc}")
         except CapabilityError as exc:
@@ -461,11 +472,26 @@ class NodeAgent:
             )
         return bounded, capped
 
+    def _zero_pool(self, scheme: str, params: bytes, public_material: bytes, fingerprint: str) -> crypto.ZeroPool | None:
+        """The pool of encryptions of zero under this job's public key; the oldest job's is dropped past ZERO_POOLS_KEPT."""
+        if not self.cfg.encrypt_ahead:
+            return None
+        pool = self._zero_pools.get(fingerprint)
+        if pool is None:
+            pool = crypto.zero_pool(scheme, params, public_material)
+            if pool is None:
+                return None
+            while len(self._zero_pools) >= ZERO_POOLS_KEPT:
+                self._zero_pools.pop(next(iter(self._zero_pools))).pause()
+            self._zero_pools[fingerprint] = pool
+        return pool
+
     def _upload(self, task: Task, delta: np.ndarray, weight: float, seconds: float, epsilon: float = 0.0) -> None:
         enc = task.encryption
-        encryptor = crypto.encryptor(enc.scheme, enc.params, enc.public_material, seed=task.training.seed)
         if crypto.context_fingerprint(enc.scheme, enc.params, enc.public_material) != enc.fingerprint:
             raise FedgpuError("the task's encryption context does not match its fingerprint; refusing to encrypt")
+        zeros = self._zero_pool(enc.scheme, enc.params, enc.public_material, enc.fingerprint)
+        encryptor = crypto.encryptor(enc.scheme, enc.params, enc.public_material, seed=task.training.seed, zeros=zeros)
         layout = crypto.ChunkLayout(int(task.num_params), int(enc.values_per_chunk))
         t0 = time.perf_counter()
         payloads = [encryptor.encrypt(v) for v in layout.split(delta, weight)]
@@ -487,7 +513,8 @@ class NodeAgent:
                     start = status.received
                 reply = upload_progress_from_proto(self.stub.UploadUpdate(messages(start), timeout=max(30.0, task.deadline_ms / 1000 - time.time())))
                 if reply.complete:
-                    log.info("job %s round %d: uploaded %d chunks (%.1f s training)", task.job_id, task.round, count, seconds)
+                    ahead = f"; {zeros.hits} of {zeros.drawn} encryptions of zero made ahead" if zeros is not None else ""
+                    log.info("job %s round %d: uploaded %d chunks (%.1f s training, %.1f s encrypting%s)", task.job_id, task.round, count, seconds, encrypt_seconds, ahead)
                     return
                 if reply.not_needed:  # over-selection: others were faster; not a fault of this node
                     log.info("job %s round %d: round closed without this update (it had enough before this one)", task.job_id, task.round)
@@ -511,4 +538,5 @@ __all__ = [
     "NodeConfig",
     "RETRYABLE",
     "UpdateHook",
+    "ZERO_POOLS_KEPT",
 ]

@@ -35,6 +35,8 @@ def test_bfv8_job_trains_and_keeps_the_key_with_the_driver(aggregator, tmp_path:
             th.join(15)
             agent.channel.close()
     assert report["encryption"] == "bfv8"
+    # after its first upload each node made the next round's encryptions of zero while it waited; the sums above used them
+    assert any(pool.used_ahead > 0 for agent, _ in nodes for pool in agent._zero_pools.values())
     assert report["final_accuracy"] >= 0.85
     per_node = report["rounds"][-1]["bytes_up_by_node"]
     # 4.5 B/param plus the padding of the last ciphertext (10k values fill 0.8 of one)
